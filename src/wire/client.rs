@@ -1,0 +1,1 @@
+//! Native FTS client (one attempt = one connection). Filled in by the probe-client work.
