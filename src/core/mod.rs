@@ -1,0 +1,11 @@
+//! The functional core: probe outcomes plus the current configuration in, catalog transitions
+//! and the next message out. Nothing here does I/O or reads a clock, so every rule of the
+//! Greenplum decision table is tested directly (see `decide` tests) and by property tests.
+
+pub mod decide;
+pub mod outcome;
+pub mod transition;
+
+pub use decide::{decide_pair, plan_cycle, Decision, Rule};
+pub use outcome::{reply_wants_retry, restart_state, ProbeOutcome, RestartState};
+pub use transition::{NextMessage, RowUpdate};
