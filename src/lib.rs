@@ -1,6 +1,8 @@
 //! ftsd: an external, highly available fault tolerance service for Greenplum / Cloudberry-style
 //! MPP clusters. See README.md for the architecture.
 
+pub mod catalog;
 pub mod core;
+pub mod engine;
 pub mod model;
 pub mod wire;

@@ -11,7 +11,7 @@ use crate::model::{ContentId, Mode, Pair, Role, Segment, SegmentConfig, SegmentS
 use crate::wire::{MessageType, ProbeReply};
 
 /// Which row of the decision table applied; recorded as evidence and counted in metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     /// Row 4 with nothing to change: the catalog already matches the primary's report.

@@ -1,0 +1,69 @@
+//! Where the segment configuration lives and how transitions reach it.
+//!
+//! The trait keeps the daemon independent of the backend: this crate ships the SQL backend
+//! (`gp_segment_configuration` in PostgreSQL/Greenplum); Cloudberry's etcd-held configuration
+//! is a second backend behind the same trait.
+
+pub mod postgres;
+pub mod schema;
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{RowUpdate, Rule};
+use crate::model::{ContentId, Epoch, SegmentConfig};
+
+/// One pair's transition, applied atomically together with its history rows, the epoch fence
+/// and its evidence row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Transition {
+    pub epoch: Epoch,
+    pub instance_id: String,
+    pub content: ContentId,
+    pub rule: Rule,
+    pub updates: Vec<RowUpdate>,
+    /// Why: probe attempts, timings, reply fields, the snapshot the decision used.
+    pub evidence: serde_json::Value,
+}
+
+/// Errors a catalog backend reports. `Fenced` and `Stale` are expected outcomes of safe
+/// operation, not faults: the transaction was rolled back and nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("fenced: catalog epoch is {current}, ours is {mine}; a newer leader has taken office")]
+    Fenced { mine: Epoch, current: Epoch },
+    #[error("stale snapshot: row dbid={dbid} no longer holds {expected}; the transition was not applied")]
+    Stale { dbid: i16, expected: String },
+    #[error("catalog unavailable: {0}")]
+    Unavailable(String),
+    #[error("catalog schema problem: {0}")]
+    Schema(String),
+    #[error("catalog holds invalid data: {0}")]
+    Corrupt(String),
+}
+
+impl CatalogError {
+    /// Whether retrying later may succeed (connection problems) as opposed to a definite "no".
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CatalogError::Unavailable(_))
+    }
+}
+
+/// A catalog backend.
+pub trait Catalog: Send + Sync + 'static {
+    /// Reads every row of the segment configuration in one snapshot.
+    fn load(&self) -> impl Future<Output = Result<SegmentConfig, CatalogError>> + Send;
+
+    /// Records `epoch` as the current authority (taking office). Fails with `Fenced` when a
+    /// higher epoch is already recorded.
+    fn claim_epoch(
+        &self,
+        epoch: Epoch,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<(), CatalogError>> + Send;
+
+    /// Applies one pair's transition in a single transaction fenced by its epoch: all of it or
+    /// nothing.
+    fn apply(&self, t: &Transition) -> impl Future<Output = Result<(), CatalogError>> + Send;
+}

@@ -1,0 +1,316 @@
+//! The SQL catalog backend: `gp_segment_configuration` and `gp_configuration_history` in a
+//! PostgreSQL or Greenplum coordinator database, fenced by the `fts_epoch` row.
+
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, Config, NoTls};
+
+use super::{schema, Catalog, CatalogError, Transition};
+use crate::model::{Epoch, Mode, Role, Segment, SegmentConfig, Status};
+
+/// Connection settings for the SQL catalog.
+#[derive(Clone)]
+pub struct PgCatalogConfig {
+    /// libpq-style URL or key/value string.
+    pub url: String,
+    /// Overrides any password in `url` when set.
+    pub password: Option<String>,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgCatalogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgCatalogConfig")
+            .field("url", &crate::catalog::postgres::mask_url(&self.url))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Replaces a password embedded in a URL or key/value string, for logs.
+pub fn mask_url(url: &str) -> String {
+    if let Some(rest) = url
+        .strip_prefix("postgresql://")
+        .or_else(|| url.strip_prefix("postgres://"))
+    {
+        let scheme = &url[..url.len() - rest.len()];
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}{user}:********@{host}");
+            }
+        }
+        return url.to_string();
+    }
+    url.split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k == "password" => "password=********".to_string(),
+            _ => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The SQL backend. One connection, re-established after errors; transactions are serialized,
+/// which also serializes this instance's writes per pair.
+pub struct PgCatalog {
+    config: PgCatalogConfig,
+    client: Mutex<Option<Client>>,
+}
+
+fn unavailable(what: &str, e: tokio_postgres::Error) -> CatalogError {
+    CatalogError::Unavailable(format!("{what}: {e}"))
+}
+
+impl PgCatalog {
+    pub fn new(config: PgCatalogConfig) -> Self {
+        PgCatalog {
+            config,
+            client: Mutex::new(None),
+        }
+    }
+
+    /// Opens a fresh connection (also used by `ftsd catalog init`).
+    pub async fn connect(&self) -> Result<Client, CatalogError> {
+        let mut cfg: Config = self.config.url.parse().map_err(|e| {
+            CatalogError::Unavailable(format!(
+                "invalid catalog url {}: {e}",
+                mask_url(&self.config.url)
+            ))
+        })?;
+        if let Some(pw) = &self.config.password {
+            cfg.password(pw);
+        }
+        cfg.connect_timeout(self.config.connect_timeout);
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("ftsd");
+        }
+        let statement_timeout = format!(
+            "-c statement_timeout={}",
+            self.config.statement_timeout.as_millis()
+        );
+        cfg.options(&statement_timeout);
+        let connect = cfg.connect(NoTls);
+        let (client, conn) = tokio::time::timeout(self.config.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                CatalogError::Unavailable(format!(
+                    "connecting to {}: timed out after {:?}",
+                    mask_url(&self.config.url),
+                    self.config.connect_timeout
+                ))
+            })?
+            .map_err(|e| {
+                CatalogError::Unavailable(format!(
+                    "connecting to {}: {e}",
+                    mask_url(&self.config.url)
+                ))
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "catalog connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Runs `f` on a live connection, reconnecting first if the last one broke. A connection
+    /// that fails mid-operation is dropped so the next call starts clean.
+    async fn with_client<T, F>(&self, f: F) -> Result<T, CatalogError>
+    where
+        F: for<'c> FnOnce(
+            &'c mut Client,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, CatalogError>> + Send + 'c>,
+        >,
+    {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            let client = self.connect().await?;
+            schema::verify(&client).await?;
+            *guard = Some(client);
+        }
+        let client = guard.as_mut().expect("connection was just established");
+        let result = f(client).await;
+        if matches!(result, Err(CatalogError::Unavailable(_))) || client.is_closed() {
+            *guard = None;
+        }
+        result
+    }
+}
+
+fn parse_char<T>(
+    dbid: i16,
+    column: &str,
+    value: &str,
+    parse: fn(char) -> Result<T, crate::model::BadCatalogChar>,
+) -> Result<T, CatalogError> {
+    let mut chars = value.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => {
+            parse(c).map_err(|e| CatalogError::Corrupt(format!("gp_segment_configuration dbid={dbid}: {e}")))
+        }
+        _ => Err(CatalogError::Corrupt(format!(
+            "gp_segment_configuration dbid={dbid}: {column} is {value:?}, expected one character"
+        ))),
+    }
+}
+
+fn segment_from_row(row: &tokio_postgres::Row) -> Result<Segment, CatalogError> {
+    let dbid: i16 = row.get(0);
+    Ok(Segment {
+        dbid,
+        content: row.get(1),
+        role: parse_char(dbid, "role", row.get(2), Role::from_char)?,
+        preferred_role: parse_char(dbid, "preferred_role", row.get(3), Role::from_char)?,
+        mode: parse_char(dbid, "mode", row.get(4), Mode::from_char)?,
+        status: parse_char(dbid, "status", row.get(5), Status::from_char)?,
+        port: row.get(6),
+        hostname: row.get(7),
+        address: row.get(8),
+        datadir: row.get(9),
+    })
+}
+
+const SELECT_CONFIG: &str = "SELECT dbid, content, role::text, preferred_role::text, mode::text, \
+     status::text, port, hostname, address, datadir FROM gp_segment_configuration ORDER BY content, dbid";
+
+const FENCE: &str = "UPDATE fts_epoch SET epoch = $1, instance_id = $2, updated_at = now() \
+     WHERE id = 1 AND epoch <= $1";
+
+async fn current_epoch(client: &impl tokio_postgres::GenericClient) -> Epoch {
+    match client.query_one("SELECT epoch FROM fts_epoch WHERE id = 1", &[]).await {
+        Ok(row) => Epoch(row.get(0)),
+        Err(_) => Epoch(-1),
+    }
+}
+
+impl Catalog for PgCatalog {
+    async fn load(&self) -> Result<SegmentConfig, CatalogError> {
+        self.with_client(|client| {
+            Box::pin(async move {
+                let rows = client
+                    .query(SELECT_CONFIG, &[])
+                    .await
+                    .map_err(|e| unavailable("reading gp_segment_configuration", e))?;
+                let segments = rows.iter().map(segment_from_row).collect::<Result<_, _>>()?;
+                Ok(SegmentConfig::new(segments))
+            })
+        })
+        .await
+    }
+
+    async fn claim_epoch(&self, epoch: Epoch, instance_id: &str) -> Result<(), CatalogError> {
+        let instance_id = instance_id.to_string();
+        self.with_client(|client| {
+            Box::pin(async move {
+                let n = client
+                    .execute(FENCE, &[&epoch.0, &instance_id])
+                    .await
+                    .map_err(|e| unavailable("claiming epoch", e))?;
+                if n == 0 {
+                    let current = current_epoch(client).await;
+                    return Err(CatalogError::Fenced { mine: epoch, current });
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn apply(&self, t: &Transition) -> Result<(), CatalogError> {
+        let t = t.clone();
+        self.with_client(|client| Box::pin(async move { apply_in_tx(client, &t).await }))
+            .await
+    }
+}
+
+/// The whole transition in one transaction; any early return drops the transaction, which
+/// rolls it back.
+async fn apply_in_tx(client: &mut Client, t: &Transition) -> Result<(), CatalogError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| unavailable("beginning transaction", e))?;
+    let fenced = tx
+        .execute(FENCE, &[&t.epoch.0, &t.instance_id])
+        .await
+        .map_err(|e| unavailable("checking epoch fence", e))?;
+    if fenced == 0 {
+        let current = current_epoch(&tx).await;
+        return Err(CatalogError::Fenced {
+            mine: t.epoch,
+            current,
+        });
+    }
+    for u in &t.updates {
+        tx.execute(
+            r#"INSERT INTO gp_configuration_history ("time", dbid, "desc") VALUES (now(), $1, $2)"#,
+            &[&u.dbid, &u.history_desc()],
+        )
+        .await
+        .map_err(|e| unavailable("writing gp_configuration_history", e))?;
+        let changed = tx
+            .execute(
+                r#"UPDATE gp_segment_configuration
+                      SET role = $2::text::"char", status = $3::text::"char", mode = $4::text::"char"
+                    WHERE dbid = $1 AND role = $5::text::"char" AND status = $6::text::"char"
+                      AND mode = $7::text::"char""#,
+                &[
+                    &u.dbid,
+                    &u.to.role.as_char().to_string(),
+                    &u.to.status.as_char().to_string(),
+                    &u.to.mode.as_char().to_string(),
+                    &u.from.role.as_char().to_string(),
+                    &u.from.status.as_char().to_string(),
+                    &u.from.mode.as_char().to_string(),
+                ],
+            )
+            .await
+            .map_err(|e| unavailable("updating gp_segment_configuration", e))?;
+        if changed != 1 {
+            return Err(CatalogError::Stale {
+                dbid: u.dbid,
+                expected: u.from.to_string(),
+            });
+        }
+    }
+    let dbids: Vec<i16> = t.updates.iter().map(|u| u.dbid).collect();
+    tx.execute(
+        r#"INSERT INTO fts_evidence ("time", epoch, instance_id, content, rule, dbids, evidence)
+           VALUES (now(), $1, $2, $3, $4, $5, $6)"#,
+        &[
+            &t.epoch.0,
+            &t.instance_id,
+            &t.content,
+            &t.rule.as_str(),
+            &dbids,
+            &t.evidence,
+        ],
+    )
+    .await
+    .map_err(|e| unavailable("writing fts_evidence", e))?;
+    tx.commit()
+        .await
+        .map_err(|e| unavailable("committing transition", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_url;
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_url("postgresql://fts:s3cret@db:5432/postgres"),
+            "postgresql://fts:********@db:5432/postgres"
+        );
+        assert_eq!(
+            mask_url("host=db password=s3cret dbname=x"),
+            "host=db password=******** dbname=x"
+        );
+        assert_eq!(mask_url("postgresql://fts@db/x"), "postgresql://fts@db/x");
+    }
+}

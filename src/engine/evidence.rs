@@ -1,0 +1,49 @@
+//! The evidence stored with every transition, so `ftsctl explain` can say why it happened.
+
+use serde_json::{json, Value};
+
+use super::{Exchange, ProbeSettings};
+use crate::core::{Decision, ProbeOutcome};
+use crate::model::Pair;
+
+/// Builds the evidence document for one pair's decision.
+pub fn build(
+    instance_id: &str,
+    pair: &Pair,
+    probe: &Exchange,
+    outcome: &ProbeOutcome,
+    decision: &Decision,
+    settings: &ProbeSettings,
+) -> Value {
+    let row = |s: &crate::model::Segment| {
+        json!({
+            "dbid": s.dbid,
+            "address": s.address,
+            "port": s.port,
+            "state": s.state(),
+            "preferred_role": s.preferred_role,
+        })
+    };
+    json!({
+        "instance_id": instance_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "rule": decision.rule,
+        "content": pair.content(),
+        "before": { "primary": row(&pair.primary), "mirror": row(&pair.mirror) },
+        "probe": {
+            "target_dbid": pair.primary.dbid,
+            "elapsed_ms": probe.elapsed.as_millis() as u64,
+            "attempts": probe.attempts,
+            "outcome": outcome,
+        },
+        "settings": {
+            "timeout_ms": settings.timeout.as_millis() as u64,
+            "retries": settings.retries,
+            "retry_delay_ms": settings.retry_delay.as_millis() as u64,
+        },
+        "updates": decision.updates,
+        "message": decision.message.as_ref().map(|m| json!({
+            "kind": m.kind, "target_dbid": m.target.dbid,
+        })),
+    })
+}

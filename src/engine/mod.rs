@@ -1,0 +1,30 @@
+//! The imperative shell around the decision core: probe every pair with bounded concurrency,
+//! retries and timeouts, feed outcomes to `core::decide_pair`, apply the resulting transitions
+//! to the catalog (fenced) and only then send PROMOTE / SYNCREP_OFF.
+
+pub mod attempts;
+pub mod authority;
+pub mod cycle;
+pub mod driver;
+pub mod evidence;
+pub mod runner;
+
+pub use attempts::{exchange, AttemptRecord, Exchange};
+pub use authority::{Authority, SingleInstance};
+pub use cycle::{run_cycle, CycleContext, CycleReport, PairReport};
+pub use driver::{FtsWireDriver, SegmentDriver};
+
+use std::time::Duration;
+
+/// Probe mechanics, as Greenplum's `gp_fts_probe_*` settings define them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeSettings {
+    /// Per attempt: connect + startup + reply.
+    pub timeout: Duration,
+    /// Retries after the first attempt: `retries + 1` attempts in all.
+    pub retries: u32,
+    /// Pause between a failed attempt and the next.
+    pub retry_delay: Duration,
+    /// Attempts in flight at once across all pairs.
+    pub concurrency: usize,
+}

@@ -1,0 +1,126 @@
+//! The daemon's main loop: one cycle per interval (measured from cycle start, as Greenplum
+//! does), catalog outages retried with backoff, a clean stop on shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::{watch, Notify};
+
+use super::{run_cycle, Authority, CycleContext, CycleReport, SegmentDriver};
+use crate::catalog::Catalog;
+
+/// Loop timing.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopSettings {
+    pub interval: Duration,
+    /// How long a stop waits for the running cycle's in-flight pairs to finish acting.
+    pub shutdown_grace: Duration,
+}
+
+/// Hooks the loop reports to (metrics, API state); no-ops by default.
+pub trait CycleObserver: Send + Sync + 'static {
+    fn cycle_finished(&self, _report: &CycleReport) {}
+    fn cycle_failed(&self, _error: &str) {}
+}
+
+impl CycleObserver for () {}
+
+/// Runs cycles until `shutdown` turns true. `wake` starts the next cycle early (probe now).
+pub async fn run_loop<D, C, A, O>(
+    ctx: Arc<CycleContext<D, C, A>>,
+    settings: LoopSettings,
+    wake: Arc<Notify>,
+    observer: Arc<O>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    D: SegmentDriver,
+    C: Catalog,
+    A: Authority,
+    O: CycleObserver,
+{
+    let backoff_builder = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(settings.interval.max(Duration::from_secs(1)))
+        .with_jitter()
+        .without_max_times();
+    let mut backoff = backoff_builder.build();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let cycle_start = tokio::time::Instant::now();
+        let mut cycle = tokio::spawn(run_cycle(ctx.clone()));
+        let joined = tokio::select! {
+            r = &mut cycle => r,
+            _ = shutdown.changed() => {
+                ctx.stopping.store(true, Ordering::Relaxed);
+                tracing::info!(grace = ?settings.shutdown_grace, "stopping: letting pairs already decided finish");
+                match tokio::time::timeout(settings.shutdown_grace, &mut cycle).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        // Every transition is one transaction and a PROMOTE cut short is
+                        // re-sent by the next leader (decision row 3), so aborting is safe.
+                        tracing::warn!("cycle did not finish within the shutdown grace; aborting it");
+                        cycle.abort();
+                        break;
+                    }
+                }
+            }
+        };
+        let next_delay = match joined {
+            Ok(Ok(report)) => {
+                backoff = backoff_builder.build();
+                log_report(&report);
+                observer.cycle_finished(&report);
+                settings.interval.saturating_sub(cycle_start.elapsed())
+            }
+            Ok(Err(e)) => {
+                let delay = backoff.next().unwrap_or(settings.interval);
+                tracing::error!(error = %e, retry_in = ?delay, "probe cycle could not start");
+                observer.cycle_failed(&e.to_string());
+                delay
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "probe cycle task failed");
+                observer.cycle_failed(&e.to_string());
+                settings.interval
+            }
+        };
+        if ctx.stopping.load(Ordering::Relaxed) {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(next_delay) => {}
+            _ = wake.notified() => tracing::info!("probe requested; starting a cycle now"),
+            _ = shutdown.changed() => {}
+        }
+    }
+    ctx.stopping.store(true, Ordering::Relaxed);
+    tracing::info!("probe loop stopped");
+}
+
+fn log_report(r: &CycleReport) {
+    let unhealthy = r.rules.iter().any(|(rule, _)| {
+        !matches!(
+            rule,
+            crate::core::Rule::Healthy | crate::core::Rule::RetryRequested
+        )
+    });
+    let rules: Vec<String> = r.rules.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if unhealthy || r.transitions_failed > 0 || r.messages_failed > 0 {
+        tracing::info!(
+            pairs = r.pairs,
+            duration_ms = r.duration.as_millis() as u64,
+            applied = r.transitions_applied,
+            failed = r.transitions_failed,
+            messages = r.messages_sent,
+            messages_failed = r.messages_failed,
+            rules = %rules.join(","),
+            "probe cycle finished"
+        );
+    } else {
+        tracing::debug!(pairs = r.pairs, duration_ms = r.duration.as_millis() as u64, "probe cycle finished, all healthy");
+    }
+}
