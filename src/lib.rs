@@ -5,4 +5,5 @@ pub mod catalog;
 pub mod core;
 pub mod engine;
 pub mod model;
+pub mod testkit;
 pub mod wire;
