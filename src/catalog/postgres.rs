@@ -149,9 +149,9 @@ fn parse_char<T>(
 ) -> Result<T, CatalogError> {
     let mut chars = value.chars();
     match (chars.next(), chars.next()) {
-        (Some(c), None) => {
-            parse(c).map_err(|e| CatalogError::Corrupt(format!("gp_segment_configuration dbid={dbid}: {e}")))
-        }
+        (Some(c), None) => parse(c).map_err(|e| {
+            CatalogError::Corrupt(format!("gp_segment_configuration dbid={dbid}: {e}"))
+        }),
         _ => Err(CatalogError::Corrupt(format!(
             "gp_segment_configuration dbid={dbid}: {column} is {value:?}, expected one character"
         ))),
@@ -181,7 +181,10 @@ const FENCE: &str = "UPDATE fts_epoch SET epoch = $1, instance_id = $2, updated_
      WHERE id = 1 AND epoch <= $1";
 
 async fn current_epoch(client: &impl tokio_postgres::GenericClient) -> Epoch {
-    match client.query_one("SELECT epoch FROM fts_epoch WHERE id = 1", &[]).await {
+    match client
+        .query_one("SELECT epoch FROM fts_epoch WHERE id = 1", &[])
+        .await
+    {
         Ok(row) => Epoch(row.get(0)),
         Err(_) => Epoch(-1),
     }
@@ -195,7 +198,10 @@ impl Catalog for PgCatalog {
                     .query(SELECT_CONFIG, &[])
                     .await
                     .map_err(|e| unavailable("reading gp_segment_configuration", e))?;
-                let segments = rows.iter().map(segment_from_row).collect::<Result<_, _>>()?;
+                let segments = rows
+                    .iter()
+                    .map(segment_from_row)
+                    .collect::<Result<_, _>>()?;
                 Ok(SegmentConfig::new(segments))
             })
         })
@@ -212,7 +218,10 @@ impl Catalog for PgCatalog {
                     .map_err(|e| unavailable("claiming epoch", e))?;
                 if n == 0 {
                     let current = current_epoch(client).await;
-                    return Err(CatalogError::Fenced { mine: epoch, current });
+                    return Err(CatalogError::Fenced {
+                        mine: epoch,
+                        current,
+                    });
                 }
                 Ok(())
             })

@@ -116,7 +116,10 @@ pub enum TableAction {
     AlreadyPresent(&'static str),
 }
 
-async fn columns(client: &impl GenericClient, table: &str) -> Result<Vec<(String, String)>, CatalogError> {
+async fn columns(
+    client: &impl GenericClient,
+    table: &str,
+) -> Result<Vec<(String, String)>, CatalogError> {
     let rows = client
         .query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)

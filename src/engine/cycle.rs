@@ -69,7 +69,9 @@ pub struct CycleReport {
 
 /// Runs one cycle: read the configuration, probe every pair concurrently, decide and act.
 /// Returns an error only when the configuration could not be read at all.
-pub async fn run_cycle<D, C, A>(ctx: Arc<CycleContext<D, C, A>>) -> Result<CycleReport, CatalogError>
+pub async fn run_cycle<D, C, A>(
+    ctx: Arc<CycleContext<D, C, A>>,
+) -> Result<CycleReport, CatalogError>
 where
     D: SegmentDriver,
     C: Catalog,
@@ -166,7 +168,9 @@ where
     let outcome = match &probe.result {
         Ok(reply) => ProbeOutcome::Replied { reply: *reply },
         Err(errors) => {
-            let last = errors.last().expect("a failed exchange has at least one error");
+            let last = errors
+                .last()
+                .expect("a failed exchange has at least one error");
             ProbeOutcome::Failed {
                 kind: last.kind,
                 restart: restart_state(errors),
@@ -174,7 +178,9 @@ where
         }
     };
     if let Err(errors) = &probe.result {
-        let last = errors.last().expect("a failed exchange has at least one error");
+        let last = errors
+            .last()
+            .expect("a failed exchange has at least one error");
         tracing::warn!(
             attempts = probe.attempts.len(),
             kind = %last.kind,

@@ -34,7 +34,10 @@ impl SegmentDriver for FtsWireDriver {
         let port = u16::try_from(target.port).map_err(|_| {
             AttemptError::new(
                 crate::wire::failure::FailureKind::Resolve,
-                format!("port {} of dbid {} is not a TCP port", target.port, target.dbid),
+                format!(
+                    "port {} of dbid {} is not a TCP port",
+                    target.port, target.dbid
+                ),
             )
         })?;
         let t = Target {

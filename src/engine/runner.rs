@@ -121,6 +121,10 @@ fn log_report(r: &CycleReport) {
             "probe cycle finished"
         );
     } else {
-        tracing::debug!(pairs = r.pairs, duration_ms = r.duration.as_millis() as u64, "probe cycle finished, all healthy");
+        tracing::debug!(
+            pairs = r.pairs,
+            duration_ms = r.duration.as_millis() as u64,
+            "probe cycle finished, all healthy"
+        );
     }
 }

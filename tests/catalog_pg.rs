@@ -1,0 +1,293 @@
+//! The SQL catalog backend against a real PostgreSQL: schema init and shape checks, fenced
+//! transactions, compare-and-set on rows, history text and evidence, reconnect after a restart.
+
+use std::time::Duration;
+
+use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
+use ftsd::catalog::schema::{self, TableAction};
+use ftsd::catalog::{Catalog, CatalogError, Transition};
+use ftsd::core::{decide_pair, ProbeOutcome, RestartState, Rule};
+use ftsd::model::{Epoch, Mode, Role, Status};
+use ftsd::testkit::pg::PgServer;
+use ftsd::wire::failure::FailureKind;
+
+fn catalog_for(pg: &PgServer) -> PgCatalog {
+    PgCatalog::new(PgCatalogConfig {
+        url: pg.url(),
+        password: None,
+        connect_timeout: Duration::from_secs(3),
+        statement_timeout: Duration::from_secs(5),
+    })
+}
+
+/// Two pairs, in sync, like gpinitsystem lays them out: primaries dbid 2,3; mirrors 4,5.
+async fn seed(pg: &PgServer) -> tokio_postgres::Client {
+    let mut client = pg.client().await.unwrap();
+    schema::init(&mut client).await.unwrap();
+    client
+        .batch_execute(
+            r#"INSERT INTO gp_segment_configuration VALUES
+             (1, -1, 'p', 'p', 'n', 'u', 5432, 'cdw', 'cdw', '/data/coordinator'),
+             (2, 0, 'p', 'p', 's', 'u', 6000, 'sdw1', '127.0.0.1', '/data/p0'),
+             (3, 1, 'p', 'p', 's', 'u', 6001, 'sdw2', '127.0.0.1', '/data/p1'),
+             (4, 0, 'm', 'm', 's', 'u', 7000, 'sdw2', '127.0.0.1', '/data/m0'),
+             (5, 1, 'm', 'm', 's', 'u', 7001, 'sdw1', '127.0.0.1', '/data/m1')"#,
+        )
+        .await
+        .unwrap();
+    client
+}
+
+fn failover_of_content_0(cfg: &ftsd::model::SegmentConfig, epoch: Epoch) -> Transition {
+    let pair = cfg
+        .probe_pairs()
+        .into_iter()
+        .find(|p| p.content() == 0)
+        .unwrap();
+    let d = decide_pair(
+        &pair,
+        &ProbeOutcome::Failed {
+            kind: FailureKind::Refused,
+            restart: RestartState::NotRestarting,
+        },
+    );
+    assert_eq!(d.rule, Rule::Failover);
+    Transition {
+        epoch,
+        instance_id: "test-1".into(),
+        content: 0,
+        rule: d.rule,
+        updates: d.updates,
+        evidence: serde_json::json!({"why": "test"}),
+    }
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn init_is_idempotent_and_refuses_foreign_shapes() {
+    let pg = PgServer::builder().start().await.unwrap();
+    let mut client = pg.client().await.unwrap();
+    let first = schema::init(&mut client).await.unwrap();
+    assert!(
+        first.iter().all(|a| matches!(a, TableAction::Created(_))),
+        "{first:?}"
+    );
+    assert_eq!(first.len(), 4);
+    let second = schema::init(&mut client).await.unwrap();
+    assert!(second
+        .iter()
+        .all(|a| matches!(a, TableAction::AlreadyPresent(_))));
+    schema::verify(&client).await.unwrap();
+
+    // a table of the same name with another shape is never touched
+    let other = PgServer::builder().start().await.unwrap();
+    let mut c2 = other.client().await.unwrap();
+    c2.batch_execute(
+        "CREATE TABLE gp_configuration_history (time timestamptz, dbid int4, note text)",
+    )
+    .await
+    .unwrap();
+    let err = schema::init(&mut c2).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, CatalogError::Schema(_)), "{msg}");
+    assert!(
+        msg.contains("gp_configuration_history exists with columns"),
+        "{msg}"
+    );
+    assert!(msg.contains("refusing to touch it"), "{msg}");
+    // nothing else was created either (one transaction)
+    assert_eq!(
+        count(
+            &c2,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'gp_segment_configuration'"
+        )
+        .await,
+        0
+    );
+    // a catalog whose tables are missing is reported as such when ftsd reads it
+    let err = catalog_for(&other).load().await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not exist (run `ftsd catalog init`)")
+            || err.to_string().contains("refusing"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn failover_transaction_writes_rows_history_and_evidence() {
+    let pg = PgServer::builder().start().await.unwrap();
+    let client = seed(&pg).await;
+    let catalog = catalog_for(&pg);
+    catalog.claim_epoch(Epoch(7), "test-1").await.unwrap();
+    let cfg = catalog.load().await.unwrap();
+    assert_eq!(cfg.segments.len(), 5);
+    catalog
+        .apply(&failover_of_content_0(&cfg, Epoch(7)))
+        .await
+        .unwrap();
+
+    let after = catalog.load().await.unwrap();
+    let p = after.by_dbid(2).unwrap();
+    let m = after.by_dbid(4).unwrap();
+    assert_eq!(
+        (p.role, p.status, p.mode),
+        (Role::Mirror, Status::Down, Mode::NotInSync)
+    );
+    assert_eq!(
+        (m.role, m.status, m.mode),
+        (Role::Primary, Status::Up, Mode::NotInSync)
+    );
+    assert_eq!(
+        p.preferred_role,
+        Role::Primary,
+        "preferred role is never changed by FTS"
+    );
+    // the other pair is untouched
+    assert_eq!(after.by_dbid(3).unwrap().mode, Mode::InSync);
+
+    let rows = client
+        .query(
+            r#"SELECT dbid, "desc" FROM gp_configuration_history ORDER BY ctid"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i16, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                2,
+                "FTS: update role, status, and mode for dbid 2 with contentid 0 to m, d, and n"
+                    .to_string()
+            ),
+            (
+                4,
+                "FTS: update role, status, and mode for dbid 4 with contentid 0 to p, u, and n"
+                    .to_string()
+            ),
+        ]
+    );
+    let ev = client
+        .query_one(
+            r#"SELECT e.epoch, e.rule, e.dbids, e.evidence->>'why',
+                      (SELECT count(*) FROM gp_configuration_history h WHERE h."time" = e."time")
+                 FROM fts_evidence e"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ev.get::<_, i64>(0), 7);
+    assert_eq!(ev.get::<_, String>(1), "failover");
+    assert_eq!(ev.get::<_, Vec<i16>>(2), vec![2, 4]);
+    assert_eq!(ev.get::<_, String>(3), "test");
+    assert_eq!(
+        ev.get::<_, i64>(4),
+        2,
+        "history rows join their evidence on the transaction time"
+    );
+}
+
+#[tokio::test]
+async fn a_fenced_out_epoch_writes_nothing() {
+    let pg = PgServer::builder().start().await.unwrap();
+    let client = seed(&pg).await;
+    let old = catalog_for(&pg);
+    let new = catalog_for(&pg);
+    old.claim_epoch(Epoch(5), "old").await.unwrap();
+    let snapshot = old.load().await.unwrap();
+    // a newer leader takes office
+    new.claim_epoch(Epoch(9), "new").await.unwrap();
+
+    let err = old
+        .apply(&failover_of_content_0(&snapshot, Epoch(5)))
+        .await
+        .unwrap_err();
+    match err {
+        CatalogError::Fenced { mine, current } => {
+            assert_eq!((mine, current), (Epoch(5), Epoch(9)))
+        }
+        other => panic!("expected Fenced, got {other}"),
+    }
+    let err = old.claim_epoch(Epoch(5), "old").await.unwrap_err();
+    assert!(matches!(err, CatalogError::Fenced { .. }));
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM gp_configuration_history").await,
+        0
+    );
+    assert_eq!(count(&client, "SELECT count(*) FROM fts_evidence").await, 0);
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM gp_segment_configuration WHERE mode = 'n' AND content >= 0"
+        )
+        .await,
+        0
+    );
+    // the newer epoch writes fine
+    new.apply(&failover_of_content_0(&snapshot, Epoch(9)))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM gp_configuration_history").await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_stale_snapshot_is_rolled_back_whole() {
+    let pg = PgServer::builder().start().await.unwrap();
+    let client = seed(&pg).await;
+    let catalog = catalog_for(&pg);
+    let snapshot = catalog.load().await.unwrap();
+    // someone (an operator, gprecoverseg) changed the mirror row after our read
+    client
+        .execute(
+            "UPDATE gp_segment_configuration SET status = 'd', mode = 'n' WHERE dbid = 4",
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = catalog
+        .apply(&failover_of_content_0(&snapshot, Epoch(1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Stale { dbid: 4, .. }), "{err}");
+    // the primary's row, updated earlier in the same transaction, was rolled back too
+    let p = catalog.load().await.unwrap();
+    assert_eq!(p.by_dbid(2).unwrap().role, Role::Primary);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM gp_configuration_history").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn reconnects_after_the_catalog_restarts() {
+    let mut pg = PgServer::builder().start().await.unwrap();
+    let _client = seed(&pg).await;
+    let catalog = catalog_for(&pg);
+    let snapshot = catalog.load().await.unwrap();
+    pg.stop_immediate().unwrap();
+    let err = catalog.load().await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let err = catalog
+        .apply(&failover_of_content_0(&snapshot, Epoch(1)))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    pg.start().await.unwrap();
+    catalog
+        .apply(&failover_of_content_0(&snapshot, Epoch(1)))
+        .await
+        .unwrap();
+    let client = pg.client().await.unwrap();
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM gp_configuration_history").await,
+        2
+    );
+}
