@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod core;
+pub mod election;
 pub mod engine;
 pub mod model;
 pub mod testkit;

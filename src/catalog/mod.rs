@@ -67,3 +67,21 @@ pub trait Catalog: Send + Sync + 'static {
     /// nothing.
     fn apply(&self, t: &Transition) -> impl Future<Output = Result<(), CatalogError>> + Send;
 }
+
+impl<C: Catalog> Catalog for std::sync::Arc<C> {
+    fn load(&self) -> impl Future<Output = Result<SegmentConfig, CatalogError>> + Send {
+        (**self).load()
+    }
+
+    fn claim_epoch(
+        &self,
+        epoch: Epoch,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<(), CatalogError>> + Send {
+        (**self).claim_epoch(epoch, instance_id)
+    }
+
+    fn apply(&self, t: &Transition) -> impl Future<Output = Result<(), CatalogError>> + Send {
+        (**self).apply(t)
+    }
+}

@@ -1,0 +1,138 @@
+//! The authority the elector grants to the probe cycle.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Compare, CompareOp, Txn};
+use tokio::sync::Notify;
+
+use crate::engine::Authority;
+use crate::model::Epoch;
+
+/// The office this instance holds right now.
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    pub epoch: Epoch,
+    /// The leader key Campaign created (`<election>/<lease-hex>`).
+    pub key: Vec<u8>,
+    pub lease_id: i64,
+    pub since: std::time::SystemTime,
+}
+
+/// Why this instance stopped acting; logged and counted.
+#[derive(Debug, Default)]
+pub struct StepDowns {
+    pub act_by_expired: AtomicU64,
+    pub lease_lost: AtomicU64,
+    pub fenced: AtomicU64,
+    pub key_vanished: AtomicU64,
+    pub shutdown: AtomicU64,
+}
+
+/// Shared between the elector (which writes) and the cycle (which reads).
+pub struct ElectedAuthority {
+    office: Mutex<Option<Leadership>>,
+    act_by: Mutex<Option<Instant>>,
+    /// A client for the pre-message leadership check, set while in office.
+    client: Mutex<Option<etcd_client::Client>>,
+    /// Woken when the catalog fences us out, so the elector steps down at once.
+    pub fenced: Notify,
+    pub step_downs: StepDowns,
+    confirm_timeout: Duration,
+}
+
+impl ElectedAuthority {
+    pub fn new(confirm_timeout: Duration) -> Arc<Self> {
+        Arc::new(ElectedAuthority {
+            office: Mutex::new(None),
+            act_by: Mutex::new(None),
+            client: Mutex::new(None),
+            fenced: Notify::new(),
+            step_downs: StepDowns::default(),
+            confirm_timeout,
+        })
+    }
+
+    pub fn take_office(&self, office: Leadership, client: etcd_client::Client, act_by: Instant) {
+        *lock(&self.act_by) = Some(act_by);
+        *lock(&self.client) = Some(client);
+        *lock(&self.office) = Some(office);
+    }
+
+    /// Stops acting immediately: no write or message starts after this returns.
+    pub fn leave_office(&self) {
+        *lock(&self.office) = None;
+        *lock(&self.act_by) = None;
+        *lock(&self.client) = None;
+    }
+
+    pub fn extend(&self, act_by: Instant) {
+        let mut g = lock(&self.act_by);
+        if g.is_some() {
+            *g = Some(act_by);
+        }
+    }
+
+    pub fn office(&self) -> Option<Leadership> {
+        lock(&self.office).clone()
+    }
+
+    pub fn act_by(&self) -> Option<Instant> {
+        *lock(&self.act_by)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Authority for Arc<ElectedAuthority> {
+    fn acting_epoch(&self) -> Option<Epoch> {
+        let act_by = (*lock(&self.act_by))?;
+        if Instant::now() >= act_by {
+            return None;
+        }
+        lock(&self.office).as_ref().map(|o| o.epoch)
+    }
+
+    /// Compares the leader key's create revision in etcd (a linearizable txn): the key exists
+    /// and is still ours. A partitioned member without a raft leader rejects the call
+    /// ("require leader"), so this fails closed.
+    async fn confirm(&self) -> bool {
+        let Some(office) = self.office() else {
+            return false;
+        };
+        let Some(mut client) = lock(&self.client).clone() else {
+            return false;
+        };
+        let txn = Txn::new().when([Compare::create_revision(
+            office.key.clone(),
+            CompareOp::Equal,
+            office.epoch.0,
+        )]);
+        match tokio::time::timeout(self.confirm_timeout, client.txn(txn)).await {
+            Ok(Ok(resp)) => {
+                if !resp.succeeded() {
+                    tracing::warn!(epoch = %office.epoch, "leader key no longer ours in etcd");
+                }
+                resp.succeeded() && self.acting_epoch() == Some(office.epoch)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot confirm leadership in etcd");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?self.confirm_timeout, "leadership check in etcd timed out");
+                false
+            }
+        }
+    }
+
+    fn fenced_out(&self, current: Epoch) {
+        tracing::error!(%current, "catalog fenced out our epoch; stepping down");
+        self.leave_office();
+        self.step_downs.fenced.fetch_add(1, Ordering::Relaxed);
+        self.fenced.notify_one();
+    }
+}

@@ -1,0 +1,66 @@
+//! etcd client construction.
+
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+
+/// How to reach etcd.
+#[derive(Clone, Default)]
+pub struct EtcdOptions {
+    pub endpoints: Vec<String>,
+    pub dial_timeout: Duration,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// PEM contents, not paths: read once at start so a rotated file cannot half-apply.
+    pub ca_pem: Option<Vec<u8>>,
+    pub cert_pem: Option<Vec<u8>>,
+    pub key_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for EtcdOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdOptions")
+            .field("endpoints", &self.endpoints)
+            .field("username", &self.username)
+            .field("tls", &self.ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdOptions {
+    /// No request timeout is set on the channel: Campaign legitimately blocks until elected.
+    /// Each unary call the daemon makes is wrapped in its own timeout instead. HTTP/2
+    /// keepalive detects a dead connection under a blocked stream.
+    pub fn connect_options(&self) -> ConnectOptions {
+        let mut o = ConnectOptions::new()
+            .with_connect_timeout(self.dial_timeout)
+            .with_keep_alive(Duration::from_secs(1), self.dial_timeout)
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
+        if let (Some(u), Some(p)) = (&self.username, &self.password) {
+            o = o.with_user(u.clone(), p.clone());
+        }
+        if self.ca_pem.is_some() || self.cert_pem.is_some() {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &self.ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let (Some(cert), Some(key)) = (&self.cert_pem, &self.key_pem) {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            o = o.with_tls(tls);
+        }
+        o
+    }
+
+    pub async fn connect(&self) -> Result<Client, etcd_client::Error> {
+        let connect = Client::connect(self.endpoints.clone(), Some(self.connect_options()));
+        match tokio::time::timeout(self.dial_timeout * 2, connect).await {
+            Ok(r) => r,
+            Err(_) => Err(etcd_client::Error::InvalidArgs(format!(
+                "connecting to etcd {:?} timed out",
+                self.endpoints
+            ))),
+        }
+    }
+}

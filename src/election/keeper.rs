@@ -1,0 +1,185 @@
+//! Keeps the election lease alive from a dedicated OS thread with its own runtime and its own
+//! etcd connection, and publishes the act-by deadline.
+//!
+//! The deadline is computed from the *send* time of the last acknowledged keepalive (etcd's Go
+//! client uses the receive time): etcd renews the lease no earlier than it receives the request,
+//! so `send + TTL` can never be later than the server-side expiry. The margin covers clock-rate
+//! drift between this host and the etcd leader.
+
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::EtcdOptions;
+
+/// What the keeper publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseStatus {
+    /// Alive; acting is allowed strictly before `act_by`.
+    Alive { act_by: Instant, last_ack: Instant },
+    /// The lease is gone for good (expired on the server, or never acknowledged within TTL).
+    Lost { reason: String },
+}
+
+/// Handle to the keeper thread; dropping it stops the thread (the lease is left to expire or
+/// revoked by the elector).
+pub struct KeeperHandle {
+    pub status: watch::Receiver<LeaseStatus>,
+    stop: Arc<Mutex<bool>>,
+    stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for KeeperHandle {
+    fn drop(&mut self) {
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = tx.send(());
+        }
+        // Never block an async caller on the join: the thread ends within one tick.
+        self.thread.take();
+    }
+}
+
+/// Starts keeping `lease_id` alive. `ttl` is the granted TTL, `margin` the safety margin.
+/// `granted_at` is when the grant request was sent: the first deadline counts from there.
+pub fn spawn(
+    options: EtcdOptions,
+    lease_id: i64,
+    ttl: Duration,
+    margin: Duration,
+    granted_at: Instant,
+) -> std::io::Result<KeeperHandle> {
+    let initial = LeaseStatus::Alive {
+        act_by: granted_at + ttl.saturating_sub(margin),
+        last_ack: granted_at,
+    };
+    let (tx, rx) = watch::channel(initial);
+    let stop = Arc::new(Mutex::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let stop_flag = stop.clone();
+    let thread = thread::Builder::new()
+        .name(format!("lease-keeper-{lease_id:x}"))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(LeaseStatus::Lost {
+                        reason: format!("cannot start keeper runtime: {e}"),
+                    });
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                tokio::select! {
+                    _ = keep(options, lease_id, ttl, margin, granted_at, &tx, &stop_flag) => {}
+                    _ = stop_rx => {}
+                }
+            });
+        })?;
+    Ok(KeeperHandle {
+        status: rx,
+        stop,
+        stop_tx: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
+
+async fn keep(
+    options: EtcdOptions,
+    lease_id: i64,
+    ttl: Duration,
+    margin: Duration,
+    granted_at: Instant,
+    tx: &watch::Sender<LeaseStatus>,
+    stop: &Mutex<bool>,
+) {
+    // Three keepalives per TTL, as etcd's own clients do, so two may be lost in a row.
+    let tick = (ttl / 3).max(Duration::from_millis(200));
+    // Server-side expiry is no earlier than this; past it without an ack the lease is gone.
+    let mut last_ack_sent = granted_at;
+    let mut client = None;
+    let mut stream = None;
+    loop {
+        if *stop.lock().unwrap_or_else(|e| e.into_inner()) {
+            return;
+        }
+        if Instant::now() >= last_ack_sent + ttl {
+            let _ = tx.send(LeaseStatus::Lost {
+                reason: format!(
+                    "no keepalive acknowledged within the lease TTL ({})",
+                    humantime::format_duration(ttl)
+                ),
+            });
+            return;
+        }
+        if client.is_none() {
+            match options.connect().await {
+                Ok(c) => client = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease keeper cannot reach etcd; retrying");
+                    tokio::time::sleep(tick / 2).await;
+                    continue;
+                }
+            }
+        }
+        let sent_at = Instant::now();
+        let exchange = async {
+            match stream.as_mut() {
+                Some((keeper, _)) => {
+                    let keeper: &mut etcd_client::LeaseKeeper = keeper;
+                    keeper.keep_alive().await?;
+                }
+                None => {
+                    // Opening the stream sends the first keepalive request.
+                    let c: &mut etcd_client::Client = client.as_mut().expect("connected above");
+                    stream = Some(c.lease_keep_alive(lease_id).await?);
+                }
+            }
+            let (_, responses) = stream.as_mut().expect("stream open");
+            responses.message().await
+        };
+        match tokio::time::timeout(tick, exchange).await {
+            Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
+                last_ack_sent = sent_at;
+                let server_ttl = Duration::from_secs(resp.ttl() as u64).min(ttl);
+                let _ = tx.send(LeaseStatus::Alive {
+                    act_by: sent_at + server_ttl.saturating_sub(margin),
+                    last_ack: Instant::now(),
+                });
+            }
+            Ok(Ok(Some(_))) => {
+                let _ = tx.send(LeaseStatus::Lost {
+                    reason: "etcd reports the lease expired (TTL 0)".into(),
+                });
+                return;
+            }
+            Ok(Ok(None)) => {
+                tracing::warn!("lease keepalive stream closed by etcd; reopening");
+                stream = None;
+            }
+            Ok(Err(e)) => {
+                // Streams break when the member carrying them dies: reopen, on a fresh
+                // connection if the error is not a plain stream failure.
+                tracing::warn!(error = %e, "lease keepalive failed; reopening the stream");
+                stream = None;
+                client = None;
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?tick, "lease keepalive not acknowledged in time; reopening");
+                stream = None;
+                client = None;
+            }
+        }
+        let next = sent_at + tick;
+        let now = Instant::now();
+        if next > now {
+            tokio::time::sleep(next - now).await;
+        }
+    }
+}
