@@ -1,5 +1,6 @@
 //! ftsd: an external, highly available fault tolerance service for Greenplum / Cloudberry-style
 //! MPP clusters. See README.md for the architecture.
 
+pub mod config;
 pub mod model;
 pub mod wire;
