@@ -2,6 +2,7 @@
 //! MPP clusters. See README.md for the architecture.
 
 pub mod catalog;
+pub mod config;
 pub mod core;
 pub mod election;
 pub mod engine;

@@ -1,0 +1,329 @@
+//! The list of configuration keys, and the conversion of raw values (a TOML value from the file,
+//! or the text of an environment variable or flag) into the typed fields of [`Config`].
+//!
+//! A key's name *is* its field path (`probe.interval` is `Config::probe.interval`), so the table
+//! cannot drift from the structs, and its environment variable is derived from the name
+//! (`FTSD_PROBE_INTERVAL`). The field's type decides how the value is parsed and printed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::render::toml_string;
+use super::{Config, ConnString, LogFormat};
+
+/// Prefix of every configuration environment variable.
+pub(crate) const ENV_PREFIX: &str = "FTSD_";
+
+/// Environment variables that start with `FTSD_` without being keys.
+pub(crate) const ENV_CONFIG_PATH: &str = "FTSD_CONFIG";
+
+/// Tables that have a password, taken from `FTSD_<TABLE>_PASSWORD` or `<table>.password_file`.
+pub(crate) const PASSWORD_TABLES: [&str; 3] = ["probe", "catalog", "etcd"];
+
+/// The TOML tables; every other top-level name is a plain key.
+pub(crate) const TABLES: [&str; 5] = ["probe", "catalog", "etcd", "api", "log"];
+
+/// A raw value before conversion.
+pub(crate) enum Input<'a> {
+    /// From the configuration file.
+    File(&'a toml::Value),
+    /// From an environment variable or a flag: plain text, lists comma-separated.
+    Text(&'a str),
+}
+
+impl Input<'_> {
+    /// The value as text; a file value must be a TOML string (`what` names what was expected).
+    fn text(&self, what: &str) -> Result<&str, String> {
+        match self {
+            Input::File(toml::Value::String(s)) => Ok(s),
+            Input::File(other) => Err(format!("expected {what}, found {}", other.type_str())),
+            Input::Text(s) => Ok(s),
+        }
+    }
+
+    /// A conversion failure: file values are quoted in the message, text values are not (the
+    /// message prefix `FTSD_X=value` already shows them).
+    fn bad(&self, raw: &str, what: &str, why: Option<&dyn std::fmt::Display>) -> String {
+        let head = match self {
+            Input::File(_) => format!("{what} {raw:?}"),
+            Input::Text(_) => what.to_owned(),
+        };
+        match why {
+            Some(why) => format!("{head}: {why}"),
+            None => head,
+        }
+    }
+
+    fn is_empty_string(&self) -> bool {
+        match self {
+            Input::File(toml::Value::String(s)) => s.is_empty(),
+            Input::File(_) => false,
+            Input::Text(s) => s.is_empty(),
+        }
+    }
+}
+
+/// How a field type is read from a raw value and printed back as a TOML value.
+pub(crate) trait Field: Sized {
+    fn parse(input: &Input<'_>) -> Result<Self, String>;
+    /// The value as TOML, secrets masked; `None` for an unset optional key.
+    fn render(&self) -> Option<String>;
+}
+
+impl Field for String {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        input.text("a string").map(str::to_owned)
+    }
+    fn render(&self) -> Option<String> {
+        Some(toml_string(self))
+    }
+}
+
+impl Field for PathBuf {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        input.text("a path string").map(PathBuf::from)
+    }
+    fn render(&self) -> Option<String> {
+        Some(toml_string(&self.to_string_lossy()))
+    }
+}
+
+/// Optional keys: an empty string (in the file, or an empty variable) leaves the key unset, which
+/// is how an environment variable clears a value the file set.
+impl<T: Field> Field for Option<T> {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        if input.is_empty_string() {
+            return Ok(None);
+        }
+        T::parse(input).map(Some)
+    }
+    fn render(&self) -> Option<String> {
+        self.as_ref().and_then(T::render)
+    }
+}
+
+impl Field for ConnString {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        input.text("a connection string").map(ConnString::new)
+    }
+    fn render(&self) -> Option<String> {
+        Some(toml_string(&self.to_string()))
+    }
+}
+
+impl Field for Duration {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        let raw = input.text("a duration string such as \"60s\"")?;
+        humantime::parse_duration(raw).map_err(|e| input.bad(raw, "invalid duration", Some(&e)))
+    }
+    fn render(&self) -> Option<String> {
+        Some(toml_string(&humantime::format_duration(*self).to_string()))
+    }
+}
+
+impl Field for u32 {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        match input {
+            Input::File(toml::Value::Integer(i)) => {
+                u32::try_from(*i).map_err(|_| format!("{i} is out of range"))
+            }
+            Input::File(other) => Err(format!("expected an integer, found {}", other.type_str())),
+            Input::Text(s) => s.trim().parse().map_err(|_| "invalid number".to_owned()),
+        }
+    }
+    fn render(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+/// Lists: a TOML array of strings in the file, comma-separated text elsewhere.
+impl Field for Vec<String> {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        match input {
+            Input::File(toml::Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    other => Err(format!(
+                        "expected an array of strings, found an array containing {}",
+                        other.type_str()
+                    )),
+                })
+                .collect(),
+            Input::File(other) => Err(format!(
+                "expected an array of strings, found {}",
+                other.type_str()
+            )),
+            Input::Text(s) => Ok(s
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect()),
+        }
+    }
+    fn render(&self) -> Option<String> {
+        let items: Vec<String> = self.iter().map(|s| toml_string(s)).collect();
+        Some(format!("[{}]", items.join(", ")))
+    }
+}
+
+impl Field for SocketAddr {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        let raw = input.text("an address string such as \"127.0.0.1:7470\"")?;
+        raw.trim().parse().map_err(|_| {
+            let what = "invalid socket address";
+            format!(
+                "{} (expected ip:port, e.g. 127.0.0.1:7470)",
+                input.bad(raw, what, None)
+            )
+        })
+    }
+    fn render(&self) -> Option<String> {
+        Some(toml_string(&self.to_string()))
+    }
+}
+
+impl Field for LogFormat {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        let raw = input.text("\"text\" or \"json\"")?;
+        match raw.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!(
+                "{} (expected \"text\" or \"json\")",
+                input.bad(raw, "invalid log format", None)
+            )),
+        }
+    }
+    fn render(&self) -> Option<String> {
+        Some(toml_string(self.as_str()))
+    }
+}
+
+/// One configuration key.
+pub(crate) struct Key {
+    /// Dotted name, `table.key` or a top-level `key`.
+    pub name: &'static str,
+    /// Converts a raw value and stores it; `Err` is the problem text.
+    pub set: fn(&mut Config, &Input<'_>) -> Result<(), String>,
+    /// The current value as TOML (masked), `None` if unset.
+    pub get: fn(&Config) -> Option<String>,
+}
+
+impl Key {
+    /// `FTSD_PROBE_INTERVAL` for `probe.interval`.
+    pub fn env_var(&self) -> String {
+        env_var(self.name)
+    }
+}
+
+pub(crate) fn env_var(name: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}",
+        name.replace('.', "_").to_ascii_uppercase()
+    )
+}
+
+/// Declares a key whose name is the path of its field in `Config`.
+macro_rules! key {
+    ($first:ident $(. $rest:ident)*) => {
+        Key {
+            name: concat!(stringify!($first) $(, ".", stringify!($rest))*),
+            set: |c, v| {
+                c.$first$(.$rest)* = Field::parse(v)?;
+                Ok(())
+            },
+            get: |c| Field::render(&c.$first$(.$rest)*),
+        }
+    };
+}
+
+/// Every key, in the order of the documentation and the masked printout: top-level keys first,
+/// then each table's keys together.
+pub(crate) const KEYS: &[Key] = &[
+    key!(cluster),
+    key!(instance_id),
+    key!(probe.interval),
+    key!(probe.timeout),
+    key!(probe.retries),
+    key!(probe.retry_delay),
+    key!(probe.concurrency),
+    key!(probe.mirror_down_grace),
+    key!(probe.user),
+    key!(probe.password_file),
+    key!(catalog.url),
+    key!(catalog.password_file),
+    key!(catalog.connect_timeout),
+    key!(catalog.statement_timeout),
+    key!(etcd.endpoints),
+    key!(etcd.prefix),
+    key!(etcd.lease_ttl),
+    key!(etcd.act_margin),
+    key!(etcd.dial_timeout),
+    key!(etcd.username),
+    key!(etcd.password_file),
+    key!(etcd.ca_file),
+    key!(etcd.cert_file),
+    key!(etcd.key_file),
+    key!(api.listen),
+    key!(api.metrics_listen),
+    key!(log.format),
+    key!(log.level),
+];
+
+pub(crate) fn find(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+pub(crate) fn find_by_env(var: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.env_var() == var)
+}
+
+/// The table whose password `FTSD_<TABLE>_PASSWORD` sets, if `var` is such a variable.
+pub(crate) fn password_table(var: &str) -> Option<&'static str> {
+    PASSWORD_TABLES
+        .into_iter()
+        .find(|table| env_var(&format!("{table}.password")) == var)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn names_and_env_vars_are_unique() {
+        let names: BTreeSet<_> = KEYS.iter().map(|k| k.name).collect();
+        assert_eq!(names.len(), KEYS.len());
+        let mut vars: BTreeSet<String> = KEYS.iter().map(Key::env_var).collect();
+        vars.insert(ENV_CONFIG_PATH.to_owned());
+        for table in PASSWORD_TABLES {
+            vars.insert(env_var(&format!("{table}.password")));
+        }
+        assert_eq!(vars.len(), KEYS.len() + 1 + PASSWORD_TABLES.len());
+    }
+
+    #[test]
+    fn every_key_is_top_level_or_in_a_table() {
+        for key in KEYS {
+            if let Some((table, _)) = key.name.split_once('.') {
+                assert!(TABLES.contains(&table), "{}", key.name);
+            } else {
+                assert!(!TABLES.contains(&key.name), "{}", key.name);
+            }
+        }
+    }
+
+    #[test]
+    fn env_var_names() {
+        assert_eq!(
+            find("probe.retry_delay").unwrap().env_var(),
+            "FTSD_PROBE_RETRY_DELAY"
+        );
+        assert_eq!(find_by_env("FTSD_CLUSTER").unwrap().name, "cluster");
+        assert_eq!(password_table("FTSD_ETCD_PASSWORD"), Some("etcd"));
+        assert_eq!(password_table("FTSD_API_PASSWORD"), None);
+    }
+}

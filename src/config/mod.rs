@@ -1,0 +1,336 @@
+//! The daemon's configuration: a TOML file, overlaid by `FTSD_*` environment variables, overlaid
+//! by command-line flags (defaults < file < env < flags).
+//!
+//! Every key is declared once, in [`keys`]; loading, the environment overlay, the masked printout
+//! and the reference in `docs/configuration.md` all follow that one list, so a key cannot exist
+//! in one place and be missing in another. Loading either yields a fully validated [`Config`] or
+//! a [`ConfigError`] whose `Display` is the single line the daemon prints before exiting with
+//! [`ConfigError::exit_code`].
+//!
+//! Secrets (the three passwords and a password embedded in the catalog URL) are kept in types
+//! whose `Debug` and `Display` print `********`, so logging a `Config` with `{:?}` is safe.
+
+mod args;
+mod error;
+mod keys;
+mod load;
+mod render;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use args::{ConfigArgs, Overrides};
+pub use error::ConfigError;
+pub use load::process_env;
+
+/// Where the daemon looks for its configuration when neither `--config` nor `FTSD_CONFIG` is set.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ftsd/ftsd.toml";
+
+/// Every configuration key (dotted, e.g. `probe.interval`) with the environment variable that
+/// overrides it, in documentation order.
+pub fn all_keys() -> impl Iterator<Item = (&'static str, String)> {
+    keys::KEYS.iter().map(|k| (k.name, k.env_var()))
+}
+
+/// What every secret prints as.
+pub const MASK: &str = "********";
+
+/// A password. Kept out of `Debug`/`Display` so it cannot reach a log line by accident; call
+/// [`Secret::expose`] at the one place that hands it to a client library.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+/// A libpq connection string (`postgresql://user@host:port/db` or `host=... dbname=...`).
+/// Operators do put passwords in these, so `Debug`/`Display` mask the password part; the raw
+/// text is only available through [`ConnString::expose`].
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct ConnString(String);
+
+impl ConnString {
+    pub fn new(value: impl Into<String>) -> Self {
+        ConnString(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ConnString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", render::mask_conn_string(&self.0))
+    }
+}
+
+impl fmt::Display for ConnString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&render::mask_conn_string(&self.0))
+    }
+}
+
+/// The effective configuration. Built only by [`Config::load`], which validates it, so code that
+/// holds one may rely on every documented range and relation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Cluster name; part of every etcd key, hence restricted to `[A-Za-z0-9_.-]+`.
+    pub cluster: String,
+    /// Name of this daemon instance in elections and logs; see [`Config::effective_instance_id`].
+    pub instance_id: Option<String>,
+    pub probe: ProbeConfig,
+    pub catalog: CatalogConfig,
+    pub etcd: EtcdConfig,
+    pub api: ApiConfig,
+    pub log: LogConfig,
+}
+
+/// How segments are probed. Defaults are Greenplum's `gp_fts_probe_*` GUC defaults, so a cluster
+/// moved from the built-in FTS keeps its failure-detection timing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeConfig {
+    /// Time between the starts of two probe cycles (`gp_fts_probe_interval`).
+    pub interval: Duration,
+    /// Limit for one probe attempt, connection included (`gp_fts_probe_timeout`).
+    pub timeout: Duration,
+    /// Attempts per segment and cycle before it counts as failed (`gp_fts_probe_retries`).
+    pub retries: u32,
+    /// Pause between two attempts on the same segment.
+    pub retry_delay: Duration,
+    /// Upper bound on probes in flight at once.
+    pub concurrency: u32,
+    /// For drivers whose segments do not compute `request_retry` themselves: how long a mirror
+    /// may be disconnected before it is marked down (`gp_fts_mark_mirror_down_grace_period`).
+    pub mirror_down_grace: Duration,
+    /// Role used for FTS connections to primaries.
+    pub user: String,
+    pub password_file: Option<PathBuf>,
+    /// From `FTSD_PROBE_PASSWORD`, else from `password_file`.
+    pub password: Option<Secret>,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(20),
+            retries: 5,
+            retry_delay: Duration::from_secs(1),
+            concurrency: 256,
+            mirror_down_grace: Duration::from_secs(30),
+            user: "gpadmin".to_owned(),
+            password_file: None,
+            password: None,
+        }
+    }
+}
+
+/// Connection to the coordinator's catalog (`gp_segment_configuration`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogConfig {
+    /// Required; there is no safe guess for where the coordinator runs.
+    pub url: ConnString,
+    pub password_file: Option<PathBuf>,
+    /// From `FTSD_CATALOG_PASSWORD`, else from `password_file`; wins over a password in `url`.
+    pub password: Option<Secret>,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            url: ConnString::default(),
+            password_file: None,
+            password: None,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl CatalogConfig {
+    /// tokio-postgres settings for the catalog connection: the URL, the password (the separate
+    /// password wins over one in the URL), `connect_timeout`, and `statement_timeout` sent as a
+    /// startup option so it also bounds the first query. Cannot fail on a loaded `Config`, whose
+    /// URL was parsed during validation.
+    pub fn pg_config(&self) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+        let mut pg: tokio_postgres::Config = self.url.expose().parse()?;
+        if let Some(password) = &self.password {
+            pg.password(password.expose());
+        }
+        pg.connect_timeout(self.connect_timeout);
+        let timeout = format!(
+            "-c statement_timeout={}",
+            self.statement_timeout.as_millis()
+        );
+        let options = match pg.get_options() {
+            Some(existing) if !existing.trim().is_empty() => format!("{existing} {timeout}"),
+            _ => timeout,
+        };
+        pg.options(options);
+        Ok(pg)
+    }
+}
+
+/// The etcd cluster that holds leadership and the shared state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtcdConfig {
+    /// `http(s)://host:port`, one per member.
+    pub endpoints: Vec<String>,
+    /// Key prefix; keys are `<prefix>/<cluster>/...`.
+    pub prefix: String,
+    /// Leader lease TTL. etcd counts whole seconds, so only whole seconds are accepted.
+    pub lease_ttl: Duration,
+    /// The leader stops acting this long before its lease could have expired.
+    pub act_margin: Duration,
+    pub dial_timeout: Duration,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// From `FTSD_ETCD_PASSWORD`, else from `password_file`.
+    pub password: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            endpoints: vec!["http://127.0.0.1:2379".to_owned()],
+            prefix: "/ftsd".to_owned(),
+            lease_ttl: Duration::from_secs(10),
+            act_margin: Duration::from_secs(1),
+            dial_timeout: Duration::from_secs(2),
+            username: None,
+            password_file: None,
+            password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+}
+
+/// Listening addresses of the daemon's own API and metrics endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7470)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 7471)),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing_subscriber::EnvFilter` directive string, e.g. `info,ftsd=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl Config {
+    /// The configuration before the file is read. `cluster` and `catalog.url` are empty here:
+    /// they are required, and validation reports them if nothing sets them.
+    fn defaults() -> Config {
+        Config {
+            cluster: String::new(),
+            instance_id: None,
+            probe: ProbeConfig::default(),
+            catalog: CatalogConfig::default(),
+            etcd: EtcdConfig::default(),
+            api: ApiConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+
+    /// `instance_id` if configured, else `hostname:pid`, which is unique among live daemons and
+    /// tells an operator where to look.
+    pub fn effective_instance_id(&self) -> String {
+        match &self.instance_id {
+            Some(id) => id.clone(),
+            None => format!("{}:{}", hostname(), std::process::id()),
+        }
+    }
+
+    /// The effective configuration as TOML, with every secret replaced by `********`. Meant for
+    /// `ftsd --print-config` and the startup log.
+    pub fn render_masked(&self) -> String {
+        render::render_masked(self)
+    }
+}
+
+/// This machine's host name: `gethostname(2)`, else `/proc/sys/kernel/hostname`, else
+/// `localhost`.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes, which is the length passed.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        if let Ok(name) = std::str::from_utf8(&buf[..end]) {
+            if !name.is_empty() {
+                return name.to_owned();
+            }
+        }
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}

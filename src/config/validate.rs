@@ -1,0 +1,346 @@
+//! Checks on the merged configuration: required keys, ranges, formats, relations between keys,
+//! and that referenced files are readable now (rather than at the first failover). Checks run in
+//! key order and the first failure is reported.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::error::{io_reason, Origins};
+use super::{Config, ConfigError};
+
+/// Upper bound for every duration: Greenplum's limit for its FTS GUCs, and far beyond any
+/// sensible timeout, so arithmetic on deadlines cannot overflow.
+const MAX_DURATION: Duration = Duration::from_secs(3600);
+/// Lower bound for timeouts, which must be positive.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// A failed check: the key to blame and the problem.
+type Failure = (&'static str, String);
+
+pub(crate) fn validate(cfg: &Config, origins: &Origins<'_>) -> Result<(), ConfigError> {
+    check(cfg, origins).map_err(|(key, problem)| origins.invalid(cfg, key, problem))
+}
+
+/// Attaches a key to a problem.
+fn on(key: &'static str) -> impl FnOnce(String) -> Failure {
+    move |problem| (key, problem)
+}
+
+fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
+    required(o, "cluster", &c.cluster)?;
+    cluster_name(&c.cluster).map_err(on("cluster"))?;
+    if let Some(id) = &c.instance_id {
+        if id.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            return Err(("instance_id", "must not contain whitespace".to_owned()));
+        }
+    }
+
+    let p = &c.probe;
+    let one_second = Duration::from_secs(1);
+    within(p.interval, one_second, MAX_DURATION).map_err(on("probe.interval"))?;
+    within(p.timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("probe.timeout"))?;
+    ordered(
+        o,
+        ("probe.timeout", p.timeout),
+        ("probe.interval", p.interval),
+    )?;
+    count_within(p.retries, 1, 100).map_err(on("probe.retries"))?;
+    within(p.retry_delay, Duration::ZERO, MAX_DURATION).map_err(on("probe.retry_delay"))?;
+    count_within(p.concurrency, 1, 65536).map_err(on("probe.concurrency"))?;
+    within(p.mirror_down_grace, Duration::ZERO, MAX_DURATION)
+        .map_err(on("probe.mirror_down_grace"))?;
+    required(o, "probe.user", &p.user)?;
+    no_control(&p.user).map_err(on("probe.user"))?;
+
+    let cat = &c.catalog;
+    required(o, "catalog.url", cat.url.expose())?;
+    conn_string(cat.url.expose()).map_err(on("catalog.url"))?;
+    within(cat.connect_timeout, MIN_TIMEOUT, MAX_DURATION)
+        .map_err(on("catalog.connect_timeout"))?;
+    within(cat.statement_timeout, MIN_TIMEOUT, MAX_DURATION)
+        .map_err(on("catalog.statement_timeout"))?;
+
+    let e = &c.etcd;
+    if e.endpoints.is_empty() {
+        return Err((
+            "etcd.endpoints",
+            "must list at least one endpoint".to_owned(),
+        ));
+    }
+    for endpoint in &e.endpoints {
+        etcd_endpoint(endpoint).map_err(on("etcd.endpoints"))?;
+    }
+    etcd_prefix(&e.prefix).map_err(on("etcd.prefix"))?;
+    within(e.lease_ttl, Duration::from_secs(2), MAX_DURATION).map_err(on("etcd.lease_ttl"))?;
+    if e.lease_ttl.subsec_nanos() != 0 {
+        let problem = "must be a whole number of seconds (etcd leases have 1s granularity)";
+        return Err(("etcd.lease_ttl", problem.to_owned()));
+    }
+    within(e.act_margin, MIN_TIMEOUT, MAX_DURATION).map_err(on("etcd.act_margin"))?;
+    if e.act_margin >= e.lease_ttl / 2 {
+        return Err(if o.is_default("etcd.act_margin") {
+            let margin = show(e.act_margin);
+            (
+                "etcd.lease_ttl",
+                format!("must be more than twice etcd.act_margin ({margin})"),
+            )
+        } else {
+            let ttl = show(e.lease_ttl);
+            (
+                "etcd.act_margin",
+                format!("must be less than half of etcd.lease_ttl ({ttl})"),
+            )
+        });
+    }
+    within(e.dial_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("etcd.dial_timeout"))?;
+    match (&e.username, &e.password) {
+        (Some(_), None) => {
+            let problem = "needs a password (etcd.password_file or FTSD_ETCD_PASSWORD)";
+            return Err(("etcd.username", problem.to_owned()));
+        }
+        (None, Some(_)) => {
+            let key = if o.is_default("etcd.password") {
+                "etcd.password_file"
+            } else {
+                "etcd.password"
+            };
+            return Err((key, "an etcd password needs etcd.username".to_owned()));
+        }
+        _ => {}
+    }
+    for (key, file) in [
+        ("etcd.ca_file", &e.ca_file),
+        ("etcd.cert_file", &e.cert_file),
+        ("etcd.key_file", &e.key_file),
+    ] {
+        if let Some(file) = file {
+            readable_file(file).map_err(on(key))?;
+        }
+    }
+    match (&e.cert_file, &e.key_file) {
+        (Some(_), None) => {
+            let problem = "is set but etcd.key_file is not (they must be given together)";
+            return Err(("etcd.cert_file", problem.to_owned()));
+        }
+        (None, Some(_)) => {
+            let problem = "is set but etcd.cert_file is not (they must be given together)";
+            return Err(("etcd.key_file", problem.to_owned()));
+        }
+        _ => {}
+    }
+
+    if c.api.listen == c.api.metrics_listen && c.api.listen.port() != 0 {
+        return Err(if o.is_default("api.metrics_listen") {
+            (
+                "api.listen",
+                "must differ from api.metrics_listen".to_owned(),
+            )
+        } else {
+            (
+                "api.metrics_listen",
+                "must differ from api.listen".to_owned(),
+            )
+        });
+    }
+
+    required(o, "log.level", &c.log.level)?;
+    tracing_subscriber::EnvFilter::try_new(&c.log.level)
+        .map_err(|e| ("log.level", format!("invalid filter: {e}")))?;
+    Ok(())
+}
+
+fn show(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(d)
+}
+
+/// An empty required value: "not set" if nothing set it, "empty" if something set it to "".
+fn required(o: &Origins<'_>, key: &'static str, value: &str) -> Result<(), Failure> {
+    match (value.is_empty(), o.is_default(key)) {
+        (false, _) => Ok(()),
+        (true, true) => Err((key, "is required but not set".to_owned())),
+        (true, false) => Err((key, "must not be empty".to_owned())),
+    }
+}
+
+fn within(value: Duration, min: Duration, max: Duration) -> Result<(), String> {
+    if value >= min && value <= max {
+        Ok(())
+    } else if min.is_zero() {
+        Err(format!("must be at most {}", show(max)))
+    } else {
+        Err(format!("must be between {} and {}", show(min), show(max)))
+    }
+}
+
+fn count_within(value: u32, min: u32, max: u32) -> Result<(), String> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("must be between {min} and {max}"))
+    }
+}
+
+/// `small < large`; blames `small` unless only `large` was configured.
+fn ordered(
+    o: &Origins<'_>,
+    (small_key, small): (&'static str, Duration),
+    (large_key, large): (&'static str, Duration),
+) -> Result<(), Failure> {
+    if small < large {
+        Ok(())
+    } else if o.is_default(small_key) {
+        let problem = format!("must be greater than {small_key} ({})", show(small));
+        Err((large_key, problem))
+    } else {
+        let problem = format!("must be less than {large_key} ({})", show(large));
+        Err((small_key, problem))
+    }
+}
+
+/// The cluster name becomes part of etcd keys, so it is kept to a path-safe alphabet.
+fn cluster_name(name: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if name.chars().all(ok) {
+        Ok(())
+    } else {
+        Err("may only contain letters, digits, '_', '.' and '-'".to_owned())
+    }
+}
+
+fn no_control(value: &str) -> Result<(), String> {
+    if value.chars().any(char::is_control) {
+        Err("must not contain control characters".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+/// Must be something tokio-postgres accepts and that names a host and a user, which it needs to
+/// connect. The parser's message is kept, except for the character it choked on, which could be
+/// part of a password.
+fn conn_string(url: &str) -> Result<(), String> {
+    const FORMS: &str = "expected postgresql://user@host:port/db or 'host=... user=... dbname=...'";
+    let pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        let cause = cause.unwrap_or_default();
+        let cause = cause.split(" but got").next().unwrap_or_default();
+        format!("invalid connection string: {cause} ({FORMS})")
+    })?;
+    if pg.get_hosts().is_empty() {
+        return Err(format!("connection string names no host ({FORMS})"));
+    }
+    if pg.get_user().is_none() {
+        return Err(format!("connection string names no user ({FORMS})"));
+    }
+    Ok(())
+}
+
+/// `http://host:port` or `https://host:port` (an IPv6 host in brackets), optional trailing '/'.
+fn etcd_endpoint(endpoint: &str) -> Result<(), String> {
+    let Some(rest) = ["http://", "https://"]
+        .into_iter()
+        .find_map(|scheme| endpoint.strip_prefix(scheme))
+    else {
+        let problem = if endpoint.contains("://") {
+            "has an unsupported scheme"
+        } else {
+            "has no scheme"
+        };
+        return Err(format!(
+            "{endpoint:?} {problem} (expected http://host:port or https://host:port)"
+        ));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((host, after)) => (host, after.strip_prefix(':')),
+            None => (bracketed, None),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let bad_host = |c: char| c.is_whitespace() || c.is_control() || "/@?#[]".contains(c);
+    if host.is_empty() || host.contains(bad_host) {
+        return Err(format!("{endpoint:?} has no valid host"));
+    }
+    match port.map(str::parse::<u16>) {
+        Some(Ok(port)) if port != 0 => Ok(()),
+        Some(_) => Err(format!("{endpoint:?} has an invalid port")),
+        None => Err(format!(
+            "{endpoint:?} has no port (expected http(s)://host:port)"
+        )),
+    }
+}
+
+fn etcd_prefix(prefix: &str) -> Result<(), String> {
+    let ok = prefix.len() > 1
+        && prefix.starts_with('/')
+        && !prefix.ends_with('/')
+        && !prefix.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err("must start with '/', not end with '/', and contain no whitespace".to_owned())
+    }
+}
+
+fn readable_file(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    let cannot_read = |e: std::io::Error| format!("cannot read {shown}: {}", io_reason(&e));
+    let meta = std::fs::metadata(path).map_err(cannot_read)?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    std::fs::File::open(path).map_err(cannot_read)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        for good in [
+            "http://127.0.0.1:2379",
+            "https://etcd-1.example:2379/",
+            "http://[::1]:2379",
+        ] {
+            assert_eq!(etcd_endpoint(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "127.0.0.1:2379",
+            "grpc://a:1",
+            "http://a",
+            "http://:2379",
+            "http://a:0",
+            "http://a:x",
+            "http://u@a:1",
+            "http://[::1]",
+            "http://a:1/v3",
+        ] {
+            assert!(etcd_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prefixes() {
+        assert!(etcd_prefix("/ftsd").is_ok());
+        assert!(etcd_prefix("/a/b").is_ok());
+        for bad in ["", "/", "ftsd", "/ftsd/", "/ft sd"] {
+            assert!(etcd_prefix(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn conn_strings() {
+        assert!(conn_string("postgresql://gpadmin@cdw:5432/postgres").is_ok());
+        assert!(conn_string("host=cdw port=5432 user=gpadmin dbname=postgres").is_ok());
+        assert!(conn_string("postgresql://cdw/postgres").is_err());
+        assert!(conn_string("user=gpadmin dbname=postgres").is_err());
+        let err = conn_string("host=h password secret").unwrap_err();
+        assert!(!err.contains("`s`"), "{err}");
+    }
+}
