@@ -108,6 +108,12 @@ async fn term<C: Catalog>(
     if let Err(e) = membership.publish(&mut client, lease_id).await {
         tracing::warn!(error = %e, "cannot register in the members list");
     }
+    let _publisher = AbortOnDrop(tokio::spawn(republish(
+        client.clone(),
+        membership.clone(),
+        lease_id,
+        (ttl / 3).max(Duration::from_millis(500)),
+    )));
     tracing::info!(lease = format!("{lease_id:x}"), ttl = ?ttl, "etcd session open; campaigning");
 
     // Campaign blocks until we lead. Give up if the lease is lost meanwhile or we stop.
@@ -148,10 +154,10 @@ async fn term<C: Catalog>(
     }
 
     let epoch = Epoch(leader.rev());
-    let act_by = match &*keeper.status.borrow() {
-        LeaseStatus::Alive { act_by, .. } => *act_by,
+    let status = keeper.status.borrow().clone();
+    let act_by = match status {
+        LeaseStatus::Alive { act_by, .. } => act_by,
         LeaseStatus::Lost { reason } => {
-            let reason = reason.clone();
             session.close(call).await;
             return Ok(Exit::StepDown("lease_lost", reason));
         }
@@ -328,5 +334,34 @@ impl Session {
         {
             tracing::debug!(error = %e, "lease revoke failed; it will expire");
         }
+    }
+}
+
+/// Keeps the member entry current (last cycle time, role) while the session lives.
+async fn republish(
+    mut client: Client,
+    membership: Arc<Membership>,
+    lease_id: i64,
+    every: Duration,
+) {
+    let mut last = None;
+    loop {
+        tokio::time::sleep(every).await;
+        let now = membership.snapshot();
+        if last.as_ref() == Some(&now) {
+            continue;
+        }
+        match membership.publish(&mut client, lease_id).await {
+            Ok(()) => last = Some(now),
+            Err(e) => tracing::debug!(error = %e, "member entry update failed"),
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
