@@ -115,6 +115,11 @@ impl Segment {
     pub fn in_sync(&self) -> bool {
         self.mode == Mode::InSync
     }
+    /// (role, status, mode) as a tuple, handy in comparisons.
+    pub fn state_tuple(&self) -> (Role, Status, Mode) {
+        (self.role, self.status, self.mode)
+    }
+
     /// The state triple FTS changes; everything else in the row is owned by the management tools.
     pub fn state(&self) -> SegmentState {
         SegmentState {

@@ -1,0 +1,253 @@
+//! A whole system under test: a real PostgreSQL catalog, an in-process `fts-segsim` cluster and
+//! `ftsd` processes (the real binary), plus polling helpers.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ftsd::catalog::schema;
+use ftsd::model::{Mode, Role, Segment, Status};
+use ftsd::segsim::listener::Simulator;
+use ftsd::segsim::SimConfig;
+use ftsd::testkit::pg::PgServer;
+
+pub const PROBE_INTERVAL: &str = "1s";
+pub const PROBE_TIMEOUT: &str = "500ms";
+pub const PROBE_RETRIES: u32 = 2;
+
+/// Polls `check` until it returns Some or `limit` passes; panics with `what` on timeout.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct System {
+    pub pg: PgServer,
+    pub sim: Simulator,
+    pub dir: tempfile::TempDir,
+    pub daemons: Vec<Daemon>,
+}
+
+pub struct Daemon {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Daemon {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl System {
+    /// Starts the catalog and `pairs` simulated pairs (mirror-down grace `grace`), writes the
+    /// configuration into the catalog.
+    pub async fn start(pairs: u32, grace: Duration) -> System {
+        let pg = PgServer::builder().start().await.expect("catalog postgres");
+        let mut client = pg.client().await.unwrap();
+        schema::init(&mut client).await.unwrap();
+        let sim = Simulator::start(SimConfig {
+            pairs,
+            mirror_down_grace: grace,
+            ..SimConfig::default()
+        })
+        .await
+        .expect("segsim");
+        ftsd::segsim::catalog::write_catalog(&pg.url(), &sim.segments())
+            .await
+            .expect("write catalog");
+        System {
+            pg,
+            sim,
+            dir: tempfile::tempdir().unwrap(),
+            daemons: Vec::new(),
+        }
+    }
+
+    pub fn config_text(&self, name: &str, extra: &str) -> String {
+        format!(
+            r#"cluster = "test"
+instance_id = "{name}"
+
+[probe]
+interval = "{PROBE_INTERVAL}"
+timeout = "{PROBE_TIMEOUT}"
+retries = {PROBE_RETRIES}
+retry_delay = "200ms"
+
+[catalog]
+url = "{url}"
+
+[api]
+listen = "127.0.0.1:{api}"
+metrics_listen = "127.0.0.1:{metrics}"
+
+[log]
+level = "info,ftsd=debug"
+{extra}
+"#,
+            url = self.pg.url(),
+            api = free_port(),
+            metrics = free_port(),
+        )
+    }
+
+    /// Starts `ftsd run` with the given extra arguments and config additions.
+    pub fn spawn_ftsd(&mut self, name: &str, args: &[&str], extra_config: &str) -> usize {
+        let config = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, self.config_text(name, extra_config)).unwrap();
+        let log = self.dir.path().join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ftsd"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn ftsd");
+        self.daemons.push(Daemon {
+            name: name.to_string(),
+            child,
+            log,
+            config,
+        });
+        self.daemons.len() - 1
+    }
+
+    pub async fn rows(&self) -> Vec<Segment> {
+        let client = self.pg.client().await.unwrap();
+        let rows = client
+            .query(
+                "SELECT dbid, content, role::text, preferred_role::text, mode::text, status::text, \
+                 port, hostname, address, datadir FROM gp_segment_configuration ORDER BY dbid",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| Segment {
+                dbid: r.get(0),
+                content: r.get(1),
+                role: Role::from_char(r.get::<_, String>(2).chars().next().unwrap()).unwrap(),
+                preferred_role: Role::from_char(r.get::<_, String>(3).chars().next().unwrap())
+                    .unwrap(),
+                mode: Mode::from_char(r.get::<_, String>(4).chars().next().unwrap()).unwrap(),
+                status: Status::from_char(r.get::<_, String>(5).chars().next().unwrap()).unwrap(),
+                port: r.get(6),
+                hostname: r.get(7),
+                address: r.get(8),
+                datadir: r.get(9),
+            })
+            .collect()
+    }
+
+    pub async fn row(&self, dbid: i16) -> Segment {
+        self.rows()
+            .await
+            .into_iter()
+            .find(|s| s.dbid == dbid)
+            .unwrap()
+    }
+
+    /// (dbid, desc) of every history row, oldest first.
+    pub async fn history(&self) -> Vec<(i16, String)> {
+        let client = self.pg.client().await.unwrap();
+        client
+            .query(
+                r#"SELECT dbid, "desc" FROM gp_configuration_history ORDER BY "time", ctid"#,
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    /// Evidence documents, oldest first: (epoch, instance, rule, evidence).
+    pub async fn evidence(&self) -> Vec<(i64, String, String, serde_json::Value)> {
+        let client = self.pg.client().await.unwrap();
+        client
+            .query(
+                r#"SELECT epoch, instance_id, rule, evidence FROM fts_evidence ORDER BY id"#,
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+    }
+
+    /// Waits until `dbid`'s catalog state is (role, status, mode).
+    pub async fn wait_state(&self, dbid: i16, want: (Role, Status, Mode), limit: Duration) {
+        wait_for(&format!("dbid {dbid} to become {want:?}"), limit, || async {
+            let r = self.row(dbid).await;
+            ((r.role, r.status, r.mode) == want).then_some(())
+        })
+        .await
+    }
+
+    pub fn logs(&self) -> String {
+        self.daemons
+            .iter()
+            .map(|d| format!("==== {} ====\n{}", d.name, d.log_text()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+pub fn history_text(dbid: i16, content: i16, role: char, status: char, mode: char) -> (i16, String) {
+    (
+        dbid,
+        format!(
+            "FTS: update role, status, and mode for dbid {dbid} with contentid {content} to {role}, {status}, and {mode}"
+        ),
+    )
+}
