@@ -229,7 +229,10 @@ mod tests {
             assert_eq!(Role::from_char(r.as_char()).unwrap(), r);
         }
         let err = Mode::from_char('c').unwrap_err();
-        assert_eq!(err.to_string(), "invalid mode value 'c' (expected one of s, n)");
+        assert_eq!(
+            err.to_string(),
+            "invalid mode value 'c' (expected one of s, n)"
+        );
     }
 
     #[test]

@@ -109,11 +109,15 @@ mod tests {
 
         let giant = [b'D', 0x7f, 0xff, 0xff, 0xff];
         let mut input: &[u8] = &giant;
-        let err = read_tagged(&mut input, &mut BytesMut::new()).await.unwrap_err();
+        let err = read_tagged(&mut input, &mut BytesMut::new())
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::BadLength(_)), "{err}");
 
         let mut input: &[u8] = &[b'D', 0, 0];
-        let err = read_tagged(&mut input, &mut BytesMut::new()).await.unwrap_err();
+        let err = read_tagged(&mut input, &mut BytesMut::new())
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::Closed));
     }
 }

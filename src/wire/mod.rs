@@ -169,9 +169,13 @@ mod tests {
 
     #[test]
     fn lsn_parsing() {
-        let msg = "the database system is in recovery mode\nDETAIL:  last replayed record at 0/3000060";
+        let msg =
+            "the database system is in recovery mode\nDETAIL:  last replayed record at 0/3000060";
         assert_eq!(parse_last_replayed(msg), Some(0x3000060));
-        assert_eq!(parse_last_replayed("last replayed record at 1A/FF"), Some((0x1A << 32) | 0xFF));
+        assert_eq!(
+            parse_last_replayed("last replayed record at 1A/FF"),
+            Some((0x1A << 32) | 0xFF)
+        );
         assert_eq!(format_lsn((0x1A << 32) | 0xFF), "1A/FF");
         assert_eq!(parse_last_replayed("no lsn"), None);
     }
