@@ -7,5 +7,6 @@ pub mod core;
 pub mod election;
 pub mod engine;
 pub mod model;
+pub mod segsim;
 pub mod testkit;
 pub mod wire;
