@@ -253,6 +253,10 @@ async fn act<D, C, A>(
         return;
     };
     if !decision.updates.is_empty() {
+        if let Some(delay) = super::faults::delay_before_apply() {
+            tracing::warn!(?delay, %epoch, "fault injection: delaying the catalog write");
+            tokio::time::sleep(delay).await;
+        }
         let t = Transition {
             epoch,
             instance_id: ctx.instance_id.clone(),

@@ -7,6 +7,7 @@ pub mod authority;
 pub mod cycle;
 pub mod driver;
 pub mod evidence;
+pub mod faults;
 pub mod runner;
 
 pub use attempts::{exchange, AttemptRecord, Exchange};

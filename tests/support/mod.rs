@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ftsd::catalog::schema;
 use ftsd::model::{Mode, Role, Segment, Status};
-use ftsd::segsim::listener::Simulator;
+use ftsd::segsim::Simulator;
 use ftsd::segsim::SimConfig;
 use ftsd::testkit::pg::PgServer;
 

@@ -1,0 +1,29 @@
+//! Fault-injection points for tests, in the spirit of Greenplum's `gp_inject_fault`.
+//!
+//! Safety has two layers: the act-by deadline stops a leader from starting a write, and the
+//! catalog's epoch fence rejects a write that was started before the deadline but lands after
+//! a newer leader took office. The second layer only matters in a narrow window (a process
+//! paused between the check and the write), which a test cannot hit by timing alone. These
+//! points widen that window on purpose. They are read from the environment once, are never
+//! set in production, and log loudly when active.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// `FTS_INJECT_DELAY_BEFORE_APPLY=<duration>`: sleep after the authority check and before
+/// the catalog transaction of every transition.
+pub const DELAY_BEFORE_APPLY: &str = "FTS_INJECT_DELAY_BEFORE_APPLY";
+
+pub fn delay_before_apply() -> Option<Duration> {
+    static VALUE: OnceLock<Option<Duration>> = OnceLock::new();
+    *VALUE.get_or_init(|| {
+        let raw = std::env::var(DELAY_BEFORE_APPLY).ok()?;
+        match humantime::parse_duration(&raw) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::error!(var = DELAY_BEFORE_APPLY, value = %raw, error = %e, "ignoring bad fault-injection value");
+                None
+            }
+        }
+    })
+}
