@@ -248,7 +248,10 @@ async fn run(cfg: Config, no_election: bool) -> anyhow::Result<()> {
             last_cycle_ms: None,
         },
     ));
-    let authority = ElectedAuthority::new(cfg.etcd.dial_timeout.max(Duration::from_secs(1)));
+    let authority = ElectedAuthority::new(
+        cfg.etcd.dial_timeout.max(Duration::from_secs(1)),
+        wake.clone(),
+    );
     let elector = tokio::spawn(run_elector(
         ElectorSettings {
             etcd,

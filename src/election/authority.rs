@@ -1,6 +1,6 @@
 //! The authority the elector grants to the probe cycle.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,13 +38,20 @@ pub struct ElectedAuthority {
     client: Mutex<Option<etcd_client::Client>>,
     /// Woken when the catalog fences us out, so the elector steps down at once.
     pub fenced: Notify,
+    /// Probe cycles run while true: in office, or deposed by etcd trouble (observe-only until
+    /// another leader is seen).
+    probing: AtomicBool,
+    /// Woken on taking office so the first cycle starts at once.
+    pub wake: Arc<Notify>,
     pub step_downs: StepDowns,
     confirm_timeout: Duration,
 }
 
 impl ElectedAuthority {
-    pub fn new(confirm_timeout: Duration) -> Arc<Self> {
+    pub fn new(confirm_timeout: Duration, wake: Arc<Notify>) -> Arc<Self> {
         Arc::new(ElectedAuthority {
+            probing: AtomicBool::new(false),
+            wake,
             office: Mutex::new(None),
             act_by: Mutex::new(None),
             client: Mutex::new(None),
@@ -58,6 +65,13 @@ impl ElectedAuthority {
         *lock(&self.act_by) = Some(act_by);
         *lock(&self.client) = Some(client);
         *lock(&self.office) = Some(office);
+        self.probing.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Another instance leads: stand by without probing.
+    pub fn stand_by(&self) {
+        self.probing.store(false, Ordering::Relaxed);
     }
 
     /// Stops acting immediately: no write or message starts after this returns.
@@ -129,8 +143,13 @@ impl Authority for Arc<ElectedAuthority> {
         }
     }
 
+    fn should_probe(&self) -> bool {
+        self.probing.load(Ordering::Relaxed)
+    }
+
     fn fenced_out(&self, current: Epoch) {
         tracing::error!(%current, "catalog fenced out our epoch; stepping down");
+        self.probing.store(false, Ordering::Relaxed);
         self.leave_office();
         self.step_downs.fenced.fetch_add(1, Ordering::Relaxed);
         self.fenced.notify_one();

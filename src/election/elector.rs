@@ -115,6 +115,16 @@ async fn term<C: Catalog>(
         (ttl / 3).max(Duration::from_millis(500)),
     )));
     tracing::info!(lease = format!("{lease_id:x}"), ttl = ?ttl, "etcd session open; campaigning");
+    match bounded("reading the leader", call, client.leader(s.election.clone())).await {
+        Ok(resp) => {
+            if let Some(kv) = resp.kv() {
+                tracing::info!(leader = ?kv.value_str().unwrap_or("?"), "standing by as follower");
+                authority.stand_by();
+            }
+        }
+        // "election: no leader" is an error reply from etcd: nobody leads, we will shortly.
+        Err(e) => tracing::debug!(error = %e, "no current leader"),
+    }
 
     // Campaign blocks until we lead. Give up if the lease is lost meanwhile or we stop.
     let value = s.instance_id.clone();

@@ -19,6 +19,12 @@ pub trait Authority: Send + Sync + 'static {
 
     /// The catalog rejected our epoch: someone newer has taken office.
     fn fenced_out(&self, current: Epoch);
+
+    /// Whether to run probe cycles at all. Followers that know a live leader stand by without
+    /// adding probe load; a leader that lost etcd keeps probing in observe-only mode.
+    fn should_probe(&self) -> bool {
+        true
+    }
 }
 
 /// `--no-election`: this instance alone acts, with a fixed epoch.

@@ -50,6 +50,14 @@ pub async fn run_loop<D, C, A, O>(
         if *shutdown.borrow() {
             break;
         }
+        if !ctx.authority.should_probe() {
+            tokio::select! {
+                _ = tokio::time::sleep(settings.interval) => {}
+                _ = wake.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
         let cycle_start = tokio::time::Instant::now();
         let mut cycle = tokio::spawn(run_cycle(ctx.clone()));
         let joined = tokio::select! {

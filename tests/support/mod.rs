@@ -49,6 +49,9 @@ pub struct System {
     pub sim: Simulator,
     pub dir: tempfile::TempDir,
     pub daemons: Vec<Daemon>,
+    /// etcd endpoints for elected daemons (empty: single-instance tests).
+    pub etcd_endpoints: Vec<String>,
+    pub lease_ttl: String,
 }
 
 pub struct Daemon {
@@ -103,6 +106,8 @@ impl System {
             sim,
             dir: tempfile::tempdir().unwrap(),
             daemons: Vec::new(),
+            etcd_endpoints: Vec::new(),
+            lease_ttl: "3s".into(),
         }
     }
 
@@ -126,8 +131,22 @@ metrics_listen = "127.0.0.1:{metrics}"
 
 [log]
 level = "info,ftsd=debug"
+{etcd}
 {extra}
 "#,
+            etcd = if self.etcd_endpoints.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "[etcd]\nendpoints = [{}]\nlease_ttl = \"{}\"\nact_margin = \"500ms\"\ndial_timeout = \"1s\"\n",
+                    self.etcd_endpoints
+                        .iter()
+                        .map(|e| format!("\"{e}\""))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    self.lease_ttl
+                )
+            },
             url = self.pg.url(),
             api = free_port(),
             metrics = free_port(),
@@ -136,6 +155,17 @@ level = "info,ftsd=debug"
 
     /// Starts `ftsd run` with the given extra arguments and config additions.
     pub fn spawn_ftsd(&mut self, name: &str, args: &[&str], extra_config: &str) -> usize {
+        self.spawn_ftsd_env(name, args, extra_config, &[])
+    }
+
+    /// Like `spawn_ftsd`, with extra environment variables (fault-injection points).
+    pub fn spawn_ftsd_env(
+        &mut self,
+        name: &str,
+        args: &[&str],
+        extra_config: &str,
+        env: &[(&str, &str)],
+    ) -> usize {
         let config = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&config, self.config_text(name, extra_config)).unwrap();
         let log = self.dir.path().join(format!("{name}.log"));
@@ -146,6 +176,7 @@ level = "info,ftsd=debug"
             .arg(&config)
             .args(args)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
