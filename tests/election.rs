@@ -90,7 +90,7 @@ async fn three_instances_elect_exactly_one_leader() {
     sys.sim.set_fault(2, Fault::Down).await.unwrap();
     sys.wait_state(4, (P, U, N), LIMIT).await;
     let ev = sys.evidence().await;
-    assert_eq!((ev[0].0, ev[0].1.as_str()), (epoch, leader.instance_id.as_str()));
+    assert_eq!((ev[0].0, ev[0].1.as_str()), (epoch, leader.instance_id.as_str()), "{}", sys.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -212,7 +212,7 @@ async fn run(cfg: Config, no_election: bool) -> anyhow::Result<()> {
     let driver = FtsWireDriver {
         credentials: Credentials {
             user: cfg.probe.user.clone(),
-            password: cfg.probe.password.as_ref().map(|p| p.expose().to_string()),
+            password: cfg.probe.password.as_ref().map(|p| p.expose().into()),
         },
     };
     let loop_settings = LoopSettings {

@@ -129,25 +129,28 @@ async fn keep(
             }
         }
         let sent_at = Instant::now();
+        // Opening the stream is itself a full keepalive round trip: etcd-client sends the
+        // first request and consumes its response, failing with "lease not found" when etcd
+        // answers TTL 0. Later rounds send on the open stream and read one response.
         let exchange = async {
             match stream.as_mut() {
-                Some((keeper, _)) => {
-                    let keeper: &mut etcd_client::LeaseKeeper = keeper;
-                    keeper.keep_alive().await?;
-                }
                 None => {
-                    // Opening the stream sends the first keepalive request.
                     let c: &mut etcd_client::Client = client.as_mut().expect("connected above");
                     stream = Some(c.lease_keep_alive(lease_id).await?);
+                    Ok(Some(ttl.as_secs() as i64))
+                }
+                Some((keeper, responses)) => {
+                    let keeper: &mut etcd_client::LeaseKeeper = keeper;
+                    let responses: &mut etcd_client::LeaseKeepAliveStream = responses;
+                    keeper.keep_alive().await?;
+                    responses.message().await.map(|r| r.map(|r| r.ttl()))
                 }
             }
-            let (_, responses) = stream.as_mut().expect("stream open");
-            responses.message().await
         };
         match tokio::time::timeout(tick, exchange).await {
-            Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
+            Ok(Ok(Some(server_ttl))) if server_ttl > 0 => {
                 last_ack_sent = sent_at;
-                let server_ttl = Duration::from_secs(resp.ttl() as u64).min(ttl);
+                let server_ttl = Duration::from_secs(server_ttl as u64).min(ttl);
                 let _ = tx.send(LeaseStatus::Alive {
                     act_by: sent_at + server_ttl.saturating_sub(margin),
                     last_ack: Instant::now(),
@@ -159,13 +162,19 @@ async fn keep(
                 });
                 return;
             }
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(msg))) if msg.contains("not found") => {
+                let _ = tx.send(LeaseStatus::Lost {
+                    reason: format!("etcd no longer knows the lease: {msg}"),
+                });
+                return;
+            }
             Ok(Ok(None)) => {
                 tracing::warn!("lease keepalive stream closed by etcd; reopening");
                 stream = None;
             }
             Ok(Err(e)) => {
-                // Streams break when the member carrying them dies: reopen, on a fresh
-                // connection if the error is not a plain stream failure.
+                // Streams break when the member carrying them dies: reopen on a fresh
+                // connection.
                 tracing::warn!(error = %e, "lease keepalive failed; reopening the stream");
                 stream = None;
                 client = None;
