@@ -1,6 +1,7 @@
 //! ftsd: an external, highly available fault tolerance service for Greenplum / Cloudberry-style
 //! MPP clusters. See README.md for the architecture.
 
+pub mod bench;
 pub mod catalog;
 pub mod config;
 pub mod core;
