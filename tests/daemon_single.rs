@@ -46,7 +46,10 @@ async fn primary_killed_fails_over_promotes_and_records_why() {
     assert_eq!(sys.row(2).await.state_tuple(), (M, D, N));
     assert_eq!(
         sys.history().await,
-        vec![history_text(2, 0, 'm', 'd', 'n'), history_text(4, 0, 'p', 'u', 'n')]
+        vec![
+            history_text(2, 0, 'm', 'd', 'n'),
+            history_text(4, 0, 'p', 'u', 'n')
+        ]
     );
     // PROMOTE reached the mirror, which now answers as a primary
     wait_for("mirror promoted", LIMIT, || async {
@@ -57,7 +60,10 @@ async fn primary_killed_fails_over_promotes_and_records_why() {
     let ev = sys.evidence().await;
     assert_eq!(ev.len(), 1, "{ev:?}");
     let (epoch, instance, rule, doc) = &ev[0];
-    assert_eq!((*epoch, instance.as_str(), rule.as_str()), (1, "single", "failover"));
+    assert_eq!(
+        (*epoch, instance.as_str(), rule.as_str()),
+        (1, "single", "failover")
+    );
     assert_eq!(
         attempts_kinds(doc),
         vec!["refused"; PROBE_RETRIES as usize + 1],
@@ -79,7 +85,10 @@ async fn mirror_lost_then_back_turns_syncrep_off_then_resyncs() {
     assert_eq!(sys.row(2).await.state_tuple(), (P, U, N));
     assert_eq!(
         sys.history().await,
-        vec![history_text(2, 0, 'p', 'u', 'n'), history_text(4, 0, 'm', 'd', 'n')]
+        vec![
+            history_text(2, 0, 'p', 'u', 'n'),
+            history_text(4, 0, 'm', 'd', 'n')
+        ]
     );
     wait_for("SYNCREP_OFF delivered", LIMIT, || async {
         let v = sys.sim.view(2).unwrap();
@@ -93,9 +102,15 @@ async fn mirror_lost_then_back_turns_syncrep_off_then_resyncs() {
     let h = sys.history().await;
     assert_eq!(
         &h[2..],
-        &[history_text(2, 0, 'p', 'u', 's'), history_text(4, 0, 'm', 'u', 's')]
+        &[
+            history_text(2, 0, 'p', 'u', 's'),
+            history_text(4, 0, 'm', 'u', 's')
+        ]
     );
-    assert!(sys.sim.view(2).unwrap().syncrep, "primary switched syncrep back on");
+    assert!(
+        sys.sim.view(2).unwrap().syncrep,
+        "primary switched syncrep back on"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +125,11 @@ async fn double_fault_changes_nothing() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(sys.rows().await, before, "double fault must not change the catalog");
+    assert_eq!(
+        sys.rows().await,
+        before,
+        "double fault must not change the catalog"
+    );
     assert_eq!(sys.history().await.len(), 2);
     assert_eq!(sys.sim.view(4).unwrap().counters.promote, 0);
 }
@@ -121,7 +140,10 @@ async fn hanging_primary_uses_every_retry_then_fails_over() {
     sys.sim.set_fault(2, Fault::Hang).await.unwrap();
     sys.wait_state(4, (P, U, N), LIMIT).await;
     let ev = sys.evidence().await;
-    assert_eq!(attempts_kinds(&ev[0].3), vec!["timeout"; PROBE_RETRIES as usize + 1]);
+    assert_eq!(
+        attempts_kinds(&ev[0].3),
+        vec!["timeout"; PROBE_RETRIES as usize + 1]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +160,10 @@ async fn garbage_reply_is_a_failed_attempt_and_the_daemon_lives_on() {
         .unwrap();
     sys.wait_state(4, (P, U, N), LIMIT).await;
     let ev = sys.evidence().await;
-    assert_eq!(attempts_kinds(&ev[0].3), vec!["protocol"; PROBE_RETRIES as usize + 1]);
+    assert_eq!(
+        attempts_kinds(&ev[0].3),
+        vec!["protocol"; PROBE_RETRIES as usize + 1]
+    );
     // still alive and still probing
     let probes = sys.sim.view(3).unwrap().counters.probe;
     wait_for("more cycles", LIMIT, || async {
@@ -157,7 +182,10 @@ async fn recovery_making_progress_defers_and_stuck_recovery_fails_over() {
         (sys.sim.view(3).unwrap().counters.probe >= probes + 3).then_some(())
     })
     .await;
-    assert!(sys.history().await.is_empty(), "recovery making progress must defer");
+    assert!(
+        sys.history().await.is_empty(),
+        "recovery making progress must defer"
+    );
     sys.sim.set_fault(2, Fault::RecoveryStuck).await.unwrap();
     sys.wait_state(4, (P, U, N), LIMIT).await;
     let ev = sys.evidence().await;
@@ -174,12 +202,19 @@ async fn catalog_restart_mid_run_applies_on_the_next_cycle() {
     sys.sim.set_fault(2, Fault::Down).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(sys.daemons[0].is_running(), "{}", sys.logs());
-    assert_eq!(sys.sim.view(4).unwrap().counters.promote, 0, "no PROMOTE without a committed catalog change");
+    assert_eq!(
+        sys.sim.view(4).unwrap().counters.promote,
+        0,
+        "no PROMOTE without a committed catalog change"
+    );
     sys.pg.start().await.unwrap();
     sys.wait_state(4, (P, U, N), LIMIT).await;
     assert_eq!(
         sys.history().await,
-        vec![history_text(2, 0, 'm', 'd', 'n'), history_text(4, 0, 'p', 'u', 'n')]
+        vec![
+            history_text(2, 0, 'm', 'd', 'n'),
+            history_text(4, 0, 'p', 'u', 'n')
+        ]
     );
 }
 
@@ -201,10 +236,16 @@ fn bad_config_is_one_line_with_file_and_key_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let base = "cluster = \"c\"\n[catalog]\nurl = \"postgresql://u@h/db\"\n";
     let cases = [
-        ("[probe]\nintervall = \"1s\"\n", "unknown key 'probe.intervall'"),
+        (
+            "[probe]\nintervall = \"1s\"\n",
+            "unknown key 'probe.intervall'",
+        ),
         ("[probe]\ntimeout = \"20 sekunden\"\n", "probe.timeout"),
         ("[probe]\nretries = 0\n", "probe.retries"),
-        ("[probe]\ninterval = \"10s\"\ntimeout = \"10s\"\n", "probe.timeout"),
+        (
+            "[probe]\ninterval = \"10s\"\ntimeout = \"10s\"\n",
+            "probe.timeout",
+        ),
     ];
     for (text, needle) in cases {
         let path = dir.path().join("bad.toml");

@@ -31,7 +31,9 @@ async fn members(etcd: &EtcdCluster) -> Vec<MemberInfo> {
     let Ok(mut c) = Client::connect(etcd.endpoints(), None).await else {
         return Vec::new();
     };
-    list(&mut c, "/ftsd/test/members/").await.unwrap_or_default()
+    list(&mut c, "/ftsd/test/members/")
+        .await
+        .unwrap_or_default()
 }
 
 async fn leaders(etcd: &EtcdCluster) -> Vec<MemberInfo> {
@@ -56,7 +58,10 @@ fn index_of(sys: &System, name: &str) -> usize {
 
 async fn catalog_epoch(sys: &System) -> i64 {
     let c = sys.pg.client().await.unwrap();
-    c.query_one("SELECT epoch FROM fts_epoch", &[]).await.unwrap().get(0)
+    c.query_one("SELECT epoch FROM fts_epoch", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +72,10 @@ async fn three_instances_elect_exactly_one_leader() {
     for n in ["a", "b", "c"] {
         sys.spawn_ftsd(n, &[], "");
     }
-    wait_for("3 members", LIMIT, || async { (members(&etcd).await.len() == 3).then_some(()) }).await;
+    wait_for("3 members", LIMIT, || async {
+        (members(&etcd).await.len() == 3).then_some(())
+    })
+    .await;
     let leader = wait_leader(&etcd, None).await;
     let epoch = leader.epoch.expect("leader publishes its epoch");
     // the election key names the same instance, and the catalog holds its epoch
@@ -90,7 +98,12 @@ async fn three_instances_elect_exactly_one_leader() {
     sys.sim.set_fault(2, Fault::Down).await.unwrap();
     sys.wait_state(4, (P, U, N), LIMIT).await;
     let ev = sys.evidence().await;
-    assert_eq!((ev[0].0, ev[0].1.as_str()), (epoch, leader.instance_id.as_str()), "{}", sys.logs());
+    assert_eq!(
+        (ev[0].0, ev[0].1.as_str()),
+        (epoch, leader.instance_id.as_str()),
+        "{}",
+        sys.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,7 +131,11 @@ async fn kill_9_of_the_leader_hands_over_within_the_lease() {
     assert!(new_epoch > old.epoch.unwrap(), "epochs increase");
     // TTL 3 s + 1 s is the target (benchmarked in docs/performance.md); allow slack for a
     // loaded CI machine without letting a lease-unrelated stall pass.
-    assert!(took < Duration::from_secs(6), "takeover took {took:?}\n{}", sys.logs());
+    assert!(
+        took < Duration::from_secs(6),
+        "takeover took {took:?}\n{}",
+        sys.logs()
+    );
     // the new leader acts
     sys.sim.set_fault(3, Fault::Down).await.unwrap();
     sys.wait_state(5, (P, U, N), LIMIT).await;
@@ -135,15 +152,22 @@ async fn a_paused_leaders_pending_write_is_rejected_by_the_fence() {
     let old = wait_leader(&etcd, None).await;
     assert_eq!(old.instance_id, "old");
     sys.spawn_ftsd("new", &[], "");
-    wait_for("2 members", LIMIT, || async { (members(&etcd).await.len() == 2).then_some(()) }).await;
+    wait_for("2 members", LIMIT, || async {
+        (members(&etcd).await.len() == 2).then_some(())
+    })
+    .await;
 
     sys.sim.set_fault(2, Fault::Down).await.unwrap();
-    wait_for("old leader decided and is about to write", LIMIT, || async {
-        sys.daemons[0]
-            .log_text()
-            .contains("fault injection: delaying the catalog write")
-            .then_some(())
-    })
+    wait_for(
+        "old leader decided and is about to write",
+        LIMIT,
+        || async {
+            sys.daemons[0]
+                .log_text()
+                .contains("fault injection: delaying the catalog write")
+                .then_some(())
+        },
+    )
     .await;
     sys.daemons[0].signal(libc::SIGSTOP);
 
@@ -159,17 +183,27 @@ async fn a_paused_leaders_pending_write_is_rejected_by_the_fence() {
     })
     .await;
     let old_log = sys.daemons[0].log_text();
-    assert!(old_log.contains("transition not applied; no message sent"), "{old_log}");
+    assert!(
+        old_log.contains("transition not applied; no message sent"),
+        "{old_log}"
+    );
     // nothing the old leader decided reached the catalog or a segment
     assert_eq!(
         sys.history().await,
-        vec![history_text(2, 0, 'm', 'd', 'n'), history_text(4, 0, 'p', 'u', 'n')]
+        vec![
+            history_text(2, 0, 'm', 'd', 'n'),
+            history_text(4, 0, 'p', 'u', 'n')
+        ]
     );
     for (epoch, instance, _, _) in sys.evidence().await {
         assert_eq!((epoch, instance.as_str()), (new.epoch.unwrap(), "new"));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(sys.sim.view(4).unwrap().counters.promote, promotes, "no PROMOTE from the old leader");
+    assert_eq!(
+        sys.sim.view(4).unwrap().counters.promote,
+        promotes,
+        "no PROMOTE from the old leader"
+    );
     assert_eq!(catalog_epoch(&sys).await, new.epoch.unwrap());
 }
 
@@ -192,7 +226,10 @@ async fn without_etcd_quorum_nothing_is_written_until_it_returns() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(sys.history().await.is_empty(), "{}", sys.logs());
     assert_eq!(sys.sim.view(4).unwrap().counters.promote, 0);
-    assert!(sys.logs().contains("observe-only"), "probing continues observe-only");
+    assert!(
+        sys.logs().contains("observe-only"),
+        "probing continues observe-only"
+    );
 
     etcd.restart(1).await.unwrap();
     etcd.restart(2).await.unwrap();
@@ -208,13 +245,19 @@ async fn sigterm_resigns_and_a_follower_takes_over_well_under_the_ttl() {
     sys.spawn_ftsd("a", &[], "");
     sys.spawn_ftsd("b", &[], "");
     let old = wait_leader(&etcd, None).await;
-    wait_for("2 members", LIMIT, || async { (members(&etcd).await.len() == 2).then_some(()) }).await;
+    wait_for("2 members", LIMIT, || async {
+        (members(&etcd).await.len() == 2).then_some(())
+    })
+    .await;
     let i = index_of(&sys, &old.instance_id);
     let t0 = Instant::now();
     sys.daemons[i].signal(libc::SIGTERM);
     wait_leader(&etcd, Some(&old.instance_id)).await;
     let took = t0.elapsed();
-    assert!(took < Duration::from_secs(5), "takeover after resign took {took:?} (TTL 10s)");
+    assert!(
+        took < Duration::from_secs(5),
+        "takeover after resign took {took:?} (TTL 10s)"
+    );
     let st = wait_for("old leader exits", LIMIT, || {
         let st = sys.daemons[i].child.try_wait().unwrap();
         async move { st }
@@ -251,7 +294,14 @@ async fn restarting_an_etcd_member_never_doubles_leadership() {
     let mut epochs: Vec<i64> = logs
         .lines()
         .filter(|l| l.contains("took office as leader"))
-        .filter_map(|l| l.split("epoch=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| {
+            l.split("epoch=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect();
     let n = epochs.len();
     epochs.sort();

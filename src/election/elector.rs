@@ -115,7 +115,13 @@ async fn term<C: Catalog>(
         (ttl / 3).max(Duration::from_millis(500)),
     )));
     tracing::info!(lease = format!("{lease_id:x}"), ttl = ?ttl, "etcd session open; campaigning");
-    match bounded("reading the leader", call, client.leader(s.election.clone())).await {
+    match bounded(
+        "reading the leader",
+        call,
+        client.leader(s.election.clone()),
+    )
+    .await
+    {
         Ok(resp) => {
             if let Some(kv) = resp.kv() {
                 tracing::info!(leader = ?kv.value_str().unwrap_or("?"), "standing by as follower");

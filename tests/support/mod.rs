@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use ftsd::catalog::schema;
 use ftsd::model::{Mode, Role, Segment, Status};
-use ftsd::segsim::Simulator;
 use ftsd::segsim::SimConfig;
+use ftsd::segsim::Simulator;
 use ftsd::testkit::pg::PgServer;
 
 pub const PROBE_INTERVAL: &str = "1s";
@@ -258,10 +258,14 @@ level = "info,ftsd=debug"
 
     /// Waits until `dbid`'s catalog state is (role, status, mode).
     pub async fn wait_state(&self, dbid: i16, want: (Role, Status, Mode), limit: Duration) {
-        wait_for(&format!("dbid {dbid} to become {want:?}"), limit, || async {
-            let r = self.row(dbid).await;
-            ((r.role, r.status, r.mode) == want).then_some(())
-        })
+        wait_for(
+            &format!("dbid {dbid} to become {want:?}"),
+            limit,
+            || async {
+                let r = self.row(dbid).await;
+                ((r.role, r.status, r.mode) == want).then_some(())
+            },
+        )
         .await
     }
 
@@ -274,7 +278,13 @@ level = "info,ftsd=debug"
     }
 }
 
-pub fn history_text(dbid: i16, content: i16, role: char, status: char, mode: char) -> (i16, String) {
+pub fn history_text(
+    dbid: i16,
+    content: i16,
+    role: char,
+    status: char,
+    mode: char,
+) -> (i16, String) {
     (
         dbid,
         format!(
