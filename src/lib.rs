@@ -2,4 +2,5 @@
 //! MPP clusters. See README.md for the architecture.
 
 pub mod model;
+pub mod testkit;
 pub mod wire;
