@@ -946,6 +946,72 @@ async fn coordinator_and_mirrorless_primaries() {
     assert_eq!(rows[0].port as u16, sim.addr(1).unwrap().port());
 }
 
+/// Hostile input at every stage: the server answers with an error or closes, and never panics
+/// (a panic hook watches for panics raised in the simulator's own source files).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_never_panics() {
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info
+            .location()
+            .is_some_and(|l| l.file().contains("src/segsim"))
+        {
+            PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        previous(info);
+    }));
+
+    let sim = start(pairs(1)).await;
+    let addr = sim.addr(2).unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for case in 0..300 {
+        let len = (next() % 64) as usize;
+        let junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let mut s = Session::connect(addr).await.unwrap();
+        match case % 3 {
+            // Junk instead of a startup packet (sometimes with a plausible length).
+            0 => {
+                let mut pkt = BytesMut::new();
+                if case % 2 == 0 {
+                    pkt.put_i32(junk.len() as i32 + 4);
+                }
+                pkt.put_slice(&junk);
+                s.send(&pkt).await;
+            }
+            // A well-framed startup packet with junk parameters.
+            1 => {
+                let mut pkt = BytesMut::new();
+                pkt.put_i32(junk.len() as i32 + 8);
+                pkt.put_i32(196608);
+                pkt.put_slice(&junk);
+                s.send(&pkt).await;
+            }
+            // Junk after a successful startup.
+            _ => {
+                s.send_startup(&[("user", "gpadmin"), ("gpconntype", "fts")])
+                    .await;
+                assert!(matches!(
+                    s.finish_startup("gpadmin", None).await,
+                    Opened::Ready
+                ));
+                s.send(&junk).await;
+            }
+        }
+        // Half-close: whatever the server makes of it, it must answer or close, not wait.
+        let _ = s.stream.shutdown().await;
+        let _ = s.read_to_end().await;
+    }
+    assert_eq!(probe(&sim, 2).await, [1, 1, 1, 0, 0]);
+    assert_eq!(PANICS.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn two_thousand_instances_start_and_answer() {
     probe_every_instance(1000, 0).await;
