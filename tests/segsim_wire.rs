@@ -925,10 +925,142 @@ async fn startup_edge_cases() {
 }
 
 #[tokio::test]
+async fn coordinator_and_mirrorless_primaries() {
+    let sim = start(SimConfig {
+        mirrorless: 1,
+        coordinator: true,
+        mirror_down_grace: Duration::ZERO,
+        ..pairs(1)
+    })
+    .await;
+    let dbids: Vec<(i16, i16)> = sim.views().iter().map(|v| (v.dbid, v.content)).collect();
+    assert_eq!(dbids, [(2, 0), (3, 1), (4, 0), (1, -1)]);
+    // No mirror: never up, never syncrep.
+    assert_eq!(probe(&sim, 3).await, [0, 0, 0, 0, 0]);
+    assert_eq!(probe(&sim, 1).await, [0, 0, 0, 0, 0]);
+    let rows = sim.segments();
+    assert_eq!(
+        rows.iter().map(|r| r.dbid).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert_eq!(rows[0].port as u16, sim.addr(1).unwrap().port());
+}
+
+/// Hostile input at every stage: the server answers with an error or closes, and never panics
+/// (a panic hook watches for panics raised in the simulator's own source files).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_never_panics() {
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info
+            .location()
+            .is_some_and(|l| l.file().contains("src/segsim"))
+        {
+            PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        previous(info);
+    }));
+
+    let sim = start(pairs(1)).await;
+    let addr = sim.addr(2).unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for case in 0..300 {
+        let len = (next() % 64) as usize;
+        let junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let mut s = Session::connect(addr).await.unwrap();
+        match case % 3 {
+            // Junk instead of a startup packet (sometimes with a plausible length).
+            0 => {
+                let mut pkt = BytesMut::new();
+                if case % 2 == 0 {
+                    pkt.put_i32(junk.len() as i32 + 4);
+                }
+                pkt.put_slice(&junk);
+                s.send(&pkt).await;
+            }
+            // A well-framed startup packet with junk parameters.
+            1 => {
+                let mut pkt = BytesMut::new();
+                pkt.put_i32(junk.len() as i32 + 8);
+                pkt.put_i32(196608);
+                pkt.put_slice(&junk);
+                s.send(&pkt).await;
+            }
+            // Junk after a successful startup.
+            _ => {
+                s.send_startup(&[("user", "gpadmin"), ("gpconntype", "fts")])
+                    .await;
+                assert!(matches!(
+                    s.finish_startup("gpadmin", None).await,
+                    Opened::Ready
+                ));
+                s.send(&junk).await;
+            }
+        }
+        // Half-close: whatever the server makes of it, it must answer or close, not wait.
+        let _ = s.stream.shutdown().await;
+        let _ = s.read_to_end().await;
+    }
+    assert_eq!(probe(&sim, 2).await, [1, 1, 1, 0, 0]);
+    assert_eq!(PANICS.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
 async fn two_thousand_instances_start_and_answer() {
-    let sim = start(pairs(1000)).await;
+    probe_every_instance(1000, 0).await;
+}
+
+/// The full scale target (20,000 instances, fewer if the hard descriptor limit does not allow it
+/// and cannot be raised); run with `cargo test --release -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn twenty_thousand_instances_start_and_answer() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    // Server and client sockets of the test share the process: keep room for both.
+    let n_pairs = 10_000.min((lim.rlim_max.saturating_sub(600) / 2) as u32);
+    let t0 = std::time::Instant::now();
+    // Fixed ports below the ephemeral range: letting the kernel pick 20k ephemeral ports one by
+    // one is quadratic and leaves few for the client side.
+    let base_port = std::env::var("FTS_SEGSIM_SCALE_BASE_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(12_000);
+    probe_every_instance(n_pairs, base_port).await;
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("")
+        .to_string();
+    eprintln!(
+        "{} instances started and probed in {:?}; {rss}",
+        2 * n_pairs,
+        t0.elapsed()
+    );
+}
+
+async fn probe_every_instance(n_pairs: u32, base_port: u16) {
+    let t0 = std::time::Instant::now();
+    let sim = start(SimConfig {
+        base_port,
+        ..pairs(n_pairs)
+    })
+    .await;
+    eprintln!("started {} instances in {:?}", 2 * n_pairs, t0.elapsed());
     let views = sim.views();
-    assert_eq!(views.len(), 2000);
+    assert_eq!(views.len(), 2 * n_pairs as usize);
     let sem = Arc::new(tokio::sync::Semaphore::new(32));
     let mut tasks = tokio::task::JoinSet::new();
     for v in views {
@@ -950,7 +1082,7 @@ async fn two_thousand_instances_start_and_answer() {
         }
         answered += 1;
     }
-    assert_eq!(answered, 2000);
+    assert_eq!(answered, 2 * n_pairs as usize);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1129,4 +1261,98 @@ async fn run_binary_reports_ready_and_stops_on_sigterm() {
         .expect("exits")
         .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// Needs a PostgreSQL: set FTS_SEGSIM_TEST_PG_URL (e.g. postgresql://postgres@127.0.0.1/postgres).
+/// Works in a throw-away schema.
+#[tokio::test]
+async fn catalog_rows_are_written_when_a_database_is_available() {
+    use ftsd::segsim::catalog::{write_catalog_with, CatalogError};
+    let Ok(url) = std::env::var("FTS_SEGSIM_TEST_PG_URL") else {
+        eprintln!("skipped: FTS_SEGSIM_TEST_PG_URL not set");
+        return;
+    };
+    let schema = format!("segsim_test_{}", std::process::id());
+    let mut config: tokio_postgres::Config = url.parse().unwrap();
+    let (admin, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .await
+        .unwrap();
+    config.options(format!("-c search_path={schema}"));
+
+    let sim = start(SimConfig {
+        mirrorless: 1,
+        ..pairs(2)
+    })
+    .await;
+    let rows = sim.segments();
+    let err = write_catalog_with(&config, &rows).await.unwrap_err();
+    assert!(matches!(err, CatalogError::MissingTable), "{err}");
+
+    admin
+        .batch_execute(&format!(
+            r#"CREATE TABLE {schema}.gp_segment_configuration (dbid int2, content int2, role "char",
+               preferred_role "char", mode "char", status "char", port int4, hostname text,
+               address text, datadir text);
+               INSERT INTO {schema}.gp_segment_configuration VALUES (99, 0, 'p', 'p', 's', 'u', 1, 'x', 'x', 'x')"#
+        ))
+        .await
+        .unwrap();
+    write_catalog_with(&config, &rows).await.unwrap();
+    let got = admin
+        .query(
+            &format!(
+                "SELECT dbid, content, role::text, preferred_role::text, mode::text, status::text, port, address
+                 FROM {schema}.gp_segment_configuration ORDER BY dbid"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+    /// dbid, content, role, preferred_role, mode, status, port, address
+    type Row = (i16, i16, String, String, String, String, i32, String);
+    let got: Vec<Row> = got
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+                r.get(7),
+            )
+        })
+        .collect();
+    let want: Vec<_> = rows
+        .iter()
+        .map(|s| {
+            (
+                s.dbid,
+                s.content,
+                s.role.to_string(),
+                s.preferred_role.to_string(),
+                s.mode.to_string(),
+                s.status.to_string(),
+                s.port,
+                s.address.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got.len(), 6, "coordinator + 2 pairs + 1 mirrorless primary");
+    assert!(got
+        .iter()
+        .filter(|r| r.1 >= 0)
+        .all(|r| r.6 == sim.addr(r.0).unwrap().port() as i32));
 }

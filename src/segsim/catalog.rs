@@ -8,14 +8,37 @@ use crate::model::Segment;
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("cannot connect to catalog database: {0}")]
-    Connect(#[source] tokio_postgres::Error),
+    Connect(String),
     #[error(
         "table gp_segment_configuration does not exist in the catalog database; \
          create it first with `ftsd catalog init`"
     )]
     MissingTable,
     #[error("writing gp_segment_configuration failed: {0}")]
-    Write(#[source] tokio_postgres::Error),
+    Write(String),
+}
+
+/// tokio-postgres puts the useful part (server message, I/O error) in the source chain; flatten
+/// it so the one-line error says what went wrong.
+fn flatten(e: tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text = format!("{text}: {next}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn connect_error(e: tokio_postgres::Error) -> CatalogError {
+    CatalogError::Connect(flatten(e))
+}
+
+fn write_error(e: tokio_postgres::Error) -> CatalogError {
+    CatalogError::Write(flatten(e))
 }
 
 /// One array per column, in row order; `"char"` columns travel as text and are cast in SQL
@@ -32,9 +55,18 @@ FROM unnest($1::int2[], $2::int2[], $3::text[], $4::text[], $5::text[], $6::text
 /// Replaces every row of `gp_segment_configuration` with `rows`, in one transaction.
 /// `url` is a libpq-style URL or key/value string.
 pub async fn write_catalog(url: &str, rows: &[Segment]) -> Result<(), CatalogError> {
-    let (mut client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(CatalogError::Connect)?;
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| CatalogError::Connect(format!("invalid connection string: {}", flatten(e))))?;
+    write_catalog_with(&config, rows).await
+}
+
+/// [`write_catalog`] with a prepared configuration (e.g. with a `search_path` option).
+pub async fn write_catalog_with(
+    config: &tokio_postgres::Config,
+    rows: &[Segment],
+) -> Result<(), CatalogError> {
+    let (mut client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
     let driver = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "catalog connection ended with an error");
@@ -53,7 +85,7 @@ async fn write(client: &mut tokio_postgres::Client, rows: &[Segment]) -> Result<
             &[],
         )
         .await
-        .map_err(CatalogError::Write)?;
+        .map_err(write_error)?;
     if !exists.get::<_, bool>(0) {
         return Err(CatalogError::MissingTable);
     }
@@ -71,10 +103,10 @@ async fn write(client: &mut tokio_postgres::Client, rows: &[Segment]) -> Result<
     let address: Vec<&str> = rows.iter().map(|r| r.address.as_str()).collect();
     let datadir: Vec<&str> = rows.iter().map(|r| r.datadir.as_str()).collect();
 
-    let tx = client.transaction().await.map_err(CatalogError::Write)?;
+    let tx = client.transaction().await.map_err(write_error)?;
     tx.execute("DELETE FROM gp_segment_configuration", &[])
         .await
-        .map_err(CatalogError::Write)?;
+        .map_err(write_error)?;
     tx.execute(
         INSERT,
         &[
@@ -83,8 +115,8 @@ async fn write(client: &mut tokio_postgres::Client, rows: &[Segment]) -> Result<
         ],
     )
     .await
-    .map_err(CatalogError::Write)?;
-    tx.commit().await.map_err(CatalogError::Write)?;
+    .map_err(write_error)?;
+    tx.commit().await.map_err(write_error)?;
     tracing::info!(rows = rows.len(), "wrote gp_segment_configuration");
     Ok(())
 }

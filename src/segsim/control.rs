@@ -70,13 +70,13 @@ pub fn router(core: Arc<SimCore>) -> Router {
 pub async fn spawn(core: Arc<SimCore>, addr: SocketAddr) -> Result<SocketAddr, SimError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| SimError::Io {
+        .map_err(|error| SimError::Io {
             context: format!("cannot listen on control address {addr}"),
-            source,
+            error,
         })?;
-    let bound = listener.local_addr().map_err(|source| SimError::Io {
+    let bound = listener.local_addr().map_err(|error| SimError::Io {
         context: "control listener address".into(),
-        source,
+        error,
     })?;
     let mut shutdown = core.shutdown.subscribe();
     let app = router(core);

@@ -353,13 +353,12 @@ impl SimCore {
 
     /// Clears every fault (used between test cases).
     pub async fn clear_all(self: &Arc<Self>) -> Result<(), SimError> {
-        for inst in &self.instances {
-            let idx = self.index_of(inst.dbid)?;
-            let had = {
+        for (idx, inst) in self.instances.iter().enumerate() {
+            let faulty = {
                 let (g, s) = self.lock(idx);
                 g.members[s].fault.is_some() || g.members[s].phase != Phase::Running
             };
-            if had {
+            if faulty {
                 self.clear(inst.dbid).await?;
             }
         }

@@ -27,7 +27,7 @@ pub fn ensure_fd_limit(needed: u64) -> Result<u64, SimError> {
     };
     let lim = get().ok_or_else(|| SimError::Io {
         context: "getrlimit(RLIMIT_NOFILE)".into(),
-        source: std::io::Error::last_os_error(),
+        error: std::io::Error::last_os_error(),
     })?;
     let needed = needed as libc::rlim_t;
     if lim.rlim_max != libc::RLIM_INFINITY && lim.rlim_max < needed {
@@ -46,7 +46,7 @@ pub fn ensure_fd_limit(needed: u64) -> Result<u64, SimError> {
     }
     let lim = get().ok_or_else(|| SimError::Io {
         context: "getrlimit(RLIMIT_NOFILE)".into(),
-        source: std::io::Error::last_os_error(),
+        error: std::io::Error::last_os_error(),
     })?;
     if lim.rlim_cur < needed {
         return Err(SimError::Config(format!(

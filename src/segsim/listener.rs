@@ -40,9 +40,9 @@ impl Simulator {
         let mut listeners = Vec::with_capacity(served.len());
         for row in &served {
             let addr = SocketAddr::new(cfg.host, row.port as u16);
-            let listener = bind(addr).map_err(|source| SimError::Io {
+            let listener = bind(addr).map_err(|error| SimError::Io {
                 context: format!("cannot listen on {addr} for dbid {}", row.dbid),
-                source,
+                error,
             })?;
             listeners.push(listener);
         }

@@ -199,12 +199,10 @@ pub enum SimError {
     Timeout(String),
     #[error("{0}")]
     Config(String),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    // The io::Error is shown in the message, not chained as a source, so one-line reports
+    // (`{:#}`) do not print it twice.
+    #[error("{context}: {error}")]
+    Io { context: String, error: io::Error },
 }
 
 #[cfg(test)]

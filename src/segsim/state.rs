@@ -437,7 +437,8 @@ impl Group {
             (PromoteOutcome::Promoted, None)
         } else {
             let m = &mut self.members[i];
-            m.promote_at = Some(now + delay);
+            // An absurd delay means "never": keep a marker rather than overflow.
+            m.promote_at = Some(now.checked_add(delay).unwrap_or(now));
             (
                 PromoteOutcome::Scheduled,
                 Some(Timer {
