@@ -118,10 +118,17 @@ fn sibling(name: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(path)
 }
 
+/// A free port below Linux's ephemeral range (32768+), so the thousands of segment listeners
+/// the simulator binds with port 0 cannot take it between our check and its bind.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    let seed = std::process::id() as u16;
+    for i in 0..2000u16 {
+        let port = 20000 + (seed.wrapping_add(i.wrapping_mul(7919)) % 12000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in 20000..32000")
 }
 
 /// Kills the child on drop.
@@ -167,7 +174,9 @@ pub async fn start_segsim(
             break;
         }
         if start.elapsed() > Duration::from_secs(120) {
-            bail!("fts-segsim did not become ready; see {}", log.display());
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            bail!("fts-segsim did not become ready: {}", tail.join(" | "));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
