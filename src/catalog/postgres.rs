@@ -46,7 +46,7 @@ pub fn mask_url(url: &str) -> String {
     }
     url.split_whitespace()
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k == "password" => "password=********".to_string(),
+            Some(("password", _)) => "password=********".to_string(),
             _ => kv.to_string(),
         })
         .collect::<Vec<_>>()
