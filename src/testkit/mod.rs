@@ -5,5 +5,12 @@
 //!
 //! * [`pg::PgServer`]: a throwaway PostgreSQL server on a free loopback port, in a temporary
 //!   directory, killed and removed on drop.
+//! * [`etcd::EtcdCluster`]: a throwaway etcd cluster (1, 3 or N members) on free loopback ports,
+//!   with kill / stop / restart / pause / resume per member, killed and removed on drop.
+//!
+//! Servers are direct children started with a parent-death signal from one shared spawner
+//! thread, so they die with the test process even when no `Drop` runs.
 
+pub mod etcd;
 pub mod pg;
+mod process;

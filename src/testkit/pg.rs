@@ -37,21 +37,21 @@
 //!   created it and dies only with the process. Its backends notice the postmaster's death and
 //!   exit on their own. Only the temporary directory is left behind in that case.
 
+use super::process::{self, free_port, read_from, spawn_tied_to_process, stop};
 use anyhow::{anyhow, bail, Context, Result};
 use std::ffi::CStr;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio_postgres::NoTls;
 
 /// The loopback address every server listens on.
-pub const HOST: &str = "127.0.0.1";
+pub const HOST: &str = process::LOOPBACK;
 
 /// How many fresh ports a first start tries when the chosen port is taken in the meantime.
 const PORT_ATTEMPTS: usize = 5;
@@ -297,7 +297,7 @@ impl PgServer {
     /// postmaster has exited (milliseconds). A no-op when the server is not running.
     pub fn stop_immediate(&mut self) -> Result<()> {
         match self.child.take() {
-            Some(child) => stop(child, STOP_GRACE).context("stopping postgres"),
+            Some(child) => stop(child, libc::SIGQUIT, STOP_GRACE).context("stopping postgres"),
             None => Ok(()),
         }
     }
@@ -317,11 +317,7 @@ impl PgServer {
 
     /// The last `n` lines of the server log (stdout and stderr of every start).
     pub fn log_tail(&self, n: usize) -> String {
-        let text = fs::read(&self.log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        process::tail(&self.log_path, n)
     }
 
     fn redacted_url(&self) -> String {
@@ -424,30 +420,7 @@ impl PgServer {
         if let Some(user) = self.run_as {
             cmd.uid(user.uid).gid(user.gid);
         }
-        let parent = std::process::id();
-        // SAFETY: runs in the forked child before exec and only calls async-signal-safe functions
-        // (prctl, getppid) without allocating. std applies uid/gid before pre_exec hooks, which
-        // matters because a credential change clears the parent-death signal.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died between fork and prctl.
-                if libc::getppid() as u32 != parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
-        let child = spawn_from_spawner_thread(cmd)
+        let child = spawn_tied_to_process(cmd)
             .await
             .with_context(|| format!("starting {}", self.postgres_bin.display()))?;
         self.child = Some(child);
@@ -520,7 +493,7 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         if let Some(child) = self.child.take() {
-            if let Err(e) = stop(child, STOP_GRACE) {
+            if let Err(e) = stop(child, libc::SIGQUIT, STOP_GRACE) {
                 tracing::warn!("testkit: stopping postgres failed: {e}");
             }
         }
@@ -619,68 +592,6 @@ fn locate_bindir() -> Option<PathBuf> {
         }
     }
     best.map(|(_, dir)| dir)
-}
-
-type SpawnJob = Box<dyn FnOnce() + Send>;
-
-/// Spawns `cmd` from a thread that lives as long as the process, so that the postmaster's
-/// parent-death signal fires when the process dies and not when some runtime thread exits.
-async fn spawn_from_spawner_thread(mut cmd: Command) -> Result<Child> {
-    static SPAWNER: OnceLock<mpsc::Sender<SpawnJob>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnJob>();
-        std::thread::Builder::new()
-            .name("testkit-pg-spawner".into())
-            .spawn(move || {
-                for job in rx {
-                    job();
-                }
-            })
-            .expect("starting the testkit spawner thread");
-        tx
-    });
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    spawner
-        .send(Box::new(move || {
-            let _ = tx.send(cmd.spawn());
-        }))
-        .map_err(|_| anyhow!("the testkit spawner thread is gone"))?;
-    Ok(rx
-        .await
-        .map_err(|_| anyhow!("the testkit spawner thread dropped the request"))??)
-}
-
-/// SIGQUIT (immediate shutdown), wait up to `grace`, then SIGKILL; always reaps the child.
-fn stop(mut child: Child, grace: Duration) -> io::Result<()> {
-    if child.try_wait()?.is_some() {
-        return Ok(());
-    }
-    // SAFETY: plain kill(2) on our own, not yet reaped child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGQUIT) };
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if child.try_wait()?.is_some() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill()?;
-    child.wait().map(drop)
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind((HOST, 0)).context("binding 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn read_from(path: &Path, offset: u64) -> String {
-    let mut text = Vec::new();
-    if let Ok(mut file) = fs::File::open(path) {
-        if file.seek(SeekFrom::Start(offset)).is_ok() {
-            let _ = file.read_to_end(&mut text);
-        }
-    }
-    String::from_utf8_lossy(&text).into_owned()
 }
 
 fn percent_encode(s: &str) -> String {
