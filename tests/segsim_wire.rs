@@ -1263,15 +1263,12 @@ async fn run_binary_reports_ready_and_stops_on_sigterm() {
     assert!(status.success(), "{status:?}");
 }
 
-/// Needs a PostgreSQL: set FTS_SEGSIM_TEST_PG_URL (e.g. postgresql://postgres@127.0.0.1/postgres).
-/// Works in a throw-away schema.
+/// Against a real throwaway PostgreSQL (testkit), in a throw-away schema.
 #[tokio::test]
 async fn catalog_rows_are_written_when_a_database_is_available() {
     use ftsd::segsim::catalog::{write_catalog_with, CatalogError};
-    let Ok(url) = std::env::var("FTS_SEGSIM_TEST_PG_URL") else {
-        eprintln!("skipped: FTS_SEGSIM_TEST_PG_URL not set");
-        return;
-    };
+    let pg = ftsd::testkit::pg::PgServer::builder().start().await.unwrap();
+    let url = pg.url();
     let schema = format!("segsim_test_{}", std::process::id());
     let mut config: tokio_postgres::Config = url.parse().unwrap();
     let (admin, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
