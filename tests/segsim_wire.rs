@@ -1267,7 +1267,10 @@ async fn run_binary_reports_ready_and_stops_on_sigterm() {
 #[tokio::test]
 async fn catalog_rows_are_written_when_a_database_is_available() {
     use ftsd::segsim::catalog::{write_catalog_with, CatalogError};
-    let pg = ftsd::testkit::pg::PgServer::builder().start().await.unwrap();
+    let pg = ftsd::testkit::pg::PgServer::builder()
+        .start()
+        .await
+        .unwrap();
     let url = pg.url();
     let schema = format!("segsim_test_{}", std::process::id());
     let mut config: tokio_postgres::Config = url.parse().unwrap();

@@ -53,7 +53,7 @@ pub struct Overrides {
     #[arg(long, value_name = "DURATION")]
     pub probe_timeout: Option<String>,
 
-    /// Probe attempts per segment and cycle, 1-100 [key: probe.retries]
+    /// Retries after a failed probe attempt, 1-100; retries+1 attempts in all [key: probe.retries]
     #[arg(long, value_name = "N")]
     pub probe_retries: Option<String>,
 

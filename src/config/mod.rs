@@ -116,7 +116,8 @@ pub struct ProbeConfig {
     pub interval: Duration,
     /// Limit for one probe attempt, connection included (`gp_fts_probe_timeout`).
     pub timeout: Duration,
-    /// Attempts per segment and cycle before it counts as failed (`gp_fts_probe_retries`).
+    /// Retries after a failed attempt before a segment counts as failed this cycle:
+    /// `retries + 1` attempts in all, as with `gp_fts_probe_retries`.
     pub retries: u32,
     /// Pause between two attempts on the same segment.
     pub retry_delay: Duration,
