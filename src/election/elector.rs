@@ -112,7 +112,7 @@ async fn term<C: Catalog>(
         client.clone(),
         membership.clone(),
         lease_id,
-        (ttl / 3).max(Duration::from_millis(500)),
+        Duration::from_millis(200),
     )));
     tracing::info!(lease = format!("{lease_id:x}"), ttl = ?ttl, "etcd session open; campaigning");
     match bounded(
@@ -353,24 +353,20 @@ impl Session {
     }
 }
 
-/// Keeps the member entry current (last cycle time, role) while the session lives.
-async fn republish(
-    mut client: Client,
-    membership: Arc<Membership>,
-    lease_id: i64,
-    every: Duration,
-) {
+/// Keeps the member entry current (last cycle time, role) while the session lives: published
+/// when it changes, at most once per `every`, so a short interval does not flood etcd.
+async fn republish(mut client: Client, membership: Arc<Membership>, lease_id: i64, every: Duration) {
     let mut last = None;
     loop {
-        tokio::time::sleep(every).await;
+        membership.changed.notified().await;
         let now = membership.snapshot();
-        if last.as_ref() == Some(&now) {
-            continue;
+        if last.as_ref() != Some(&now) {
+            match membership.publish(&mut client, lease_id).await {
+                Ok(()) => last = Some(now),
+                Err(e) => tracing::debug!(error = %e, "member entry update failed"),
+            }
         }
-        match membership.publish(&mut client, lease_id).await {
-            Ok(()) => last = Some(now),
-            Err(e) => tracing::debug!(error = %e, "member entry update failed"),
-        }
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -35,6 +35,8 @@ pub struct MemberInfo {
 pub struct Membership {
     info: Mutex<MemberInfo>,
     key: String,
+    /// Woken on every update so the entry is re-published promptly.
+    pub changed: tokio::sync::Notify,
 }
 
 impl Membership {
@@ -42,6 +44,7 @@ impl Membership {
         Membership {
             info: Mutex::new(info),
             key,
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -51,6 +54,7 @@ impl Membership {
 
     pub fn update(&self, f: impl FnOnce(&mut MemberInfo)) {
         f(&mut self.info.lock().unwrap_or_else(|e| e.into_inner()));
+        self.changed.notify_one();
     }
 
     /// Writes the entry with `lease`. Errors are returned for the caller to log: a missing
