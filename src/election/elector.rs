@@ -132,6 +132,14 @@ async fn term<C: Catalog>(
         Err(e) => tracing::debug!(error = %e, "no current leader"),
     }
 
+    // While we wait, watch who leads (Observe stream), for the log and for standing by.
+    let _observer = AbortOnDrop(tokio::spawn(observe_leader(
+        client.clone(),
+        s.election.clone(),
+        s.instance_id.clone(),
+        authority.clone(),
+    )));
+
     // Campaign blocks until we lead. Give up if the lease is lost meanwhile or we stop.
     let value = s.instance_id.clone();
     let campaign = client.campaign(s.election.clone(), value, lease_id);
@@ -169,6 +177,7 @@ async fn term<C: Catalog>(
         ));
     }
 
+    drop(_observer);
     let epoch = Epoch(leader.rev());
     let status = keeper.status.borrow().clone();
     let act_by = match status {
@@ -355,7 +364,12 @@ impl Session {
 
 /// Keeps the member entry current (last cycle time, role) while the session lives: published
 /// when it changes, at most once per `every`, so a short interval does not flood etcd.
-async fn republish(mut client: Client, membership: Arc<Membership>, lease_id: i64, every: Duration) {
+async fn republish(
+    mut client: Client,
+    membership: Arc<Membership>,
+    lease_id: i64,
+    every: Duration,
+) {
     let mut last = None;
     loop {
         membership.changed.notified().await;
@@ -367,6 +381,44 @@ async fn republish(mut client: Client, membership: Arc<Membership>, lease_id: i6
             }
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+/// Follows the election with an Observe stream and logs each new leader. The stream carries
+/// the require-leader metadata, so on an etcd member cut off from quorum it fails instead of
+/// going silent; it is then reopened after a pause.
+async fn observe_leader(
+    mut client: Client,
+    election: String,
+    me: String,
+    authority: Arc<ElectedAuthority>,
+) {
+    let mut current: Option<String> = None;
+    loop {
+        match client.observe(election.clone()).await {
+            Ok(mut stream) => loop {
+                match stream.message().await {
+                    Ok(Some(resp)) => {
+                        let Some(kv) = resp.kv() else { continue };
+                        let leader = kv.value_str().unwrap_or("?").to_string();
+                        if current.as_deref() != Some(leader.as_str()) {
+                            tracing::info!(leader = %leader, epoch = kv.create_revision(), "leader observed");
+                            if leader != me {
+                                authority.stand_by();
+                            }
+                            current = Some(leader);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "observe stream ended");
+                        break;
+                    }
+                }
+            },
+            Err(e) => tracing::debug!(error = %e, "cannot observe the election"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
