@@ -37,7 +37,7 @@
 //!
 //! Member indexes are `0..len()`; every method taking an index panics on an out-of-range one.
 
-use super::process::{self, free_ports, read_from, spawn_tied_to_process, LOOPBACK};
+use super::process::{self, free_ports, read_from, spawn_tied_to_process, Launch, LOOPBACK};
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -213,18 +213,6 @@ impl Member {
 
     fn log_tail(&self, n: usize) -> String {
         process::tail(&self.log_path, n)
-    }
-}
-
-/// Why a launch failed: a port was in use (worth retrying), or anything else.
-enum Launch {
-    PortTaken(anyhow::Error),
-    Failed(anyhow::Error),
-}
-
-impl From<anyhow::Error> for Launch {
-    fn from(e: anyhow::Error) -> Self {
-        Launch::Failed(e)
     }
 }
 

@@ -37,7 +37,7 @@
 //!   created it and dies only with the process. Its backends notice the postmaster's death and
 //!   exit on their own. Only the temporary directory is left behind in that case.
 
-use super::process::{self, free_port, read_from, spawn_tied_to_process, stop};
+use super::process::{self, free_port, read_from, spawn_tied_to_process, stop, Launch};
 use anyhow::{anyhow, bail, Context, Result};
 use std::ffi::CStr;
 use std::fs::{self, OpenOptions};
@@ -498,17 +498,6 @@ impl Drop for PgServer {
             }
         }
         // `self.dir` (TempDir) is dropped after this and removes the directory.
-    }
-}
-
-enum Launch {
-    PortTaken(anyhow::Error),
-    Failed(anyhow::Error),
-}
-
-impl From<anyhow::Error> for Launch {
-    fn from(e: anyhow::Error) -> Self {
-        Launch::Failed(e)
     }
 }
 

@@ -219,3 +219,16 @@ mod tests {
         assert_eq!(file_len(&path), 8);
     }
 }
+
+/// Why a server launch failed: a port taken between choosing and binding it (retry on fresh
+/// ports) or anything else (give up).
+pub(crate) enum Launch {
+    PortTaken(anyhow::Error),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Launch {
+    fn from(e: anyhow::Error) -> Self {
+        Launch::Failed(e)
+    }
+}
