@@ -1,12 +1,16 @@
 //! ftsd: an external, highly available fault tolerance service for Greenplum / Cloudberry-style
 //! MPP clusters. See README.md for the architecture.
 
+pub mod api;
 pub mod bench;
 pub mod catalog;
 pub mod config;
 pub mod core;
+pub mod ctl;
 pub mod election;
 pub mod engine;
+pub mod hooks;
+pub mod metrics;
 pub mod model;
 pub mod segsim;
 pub mod testkit;

@@ -22,7 +22,7 @@ pub(crate) const ENV_CONFIG_PATH: &str = "FTSD_CONFIG";
 pub(crate) const PASSWORD_TABLES: [&str; 3] = ["probe", "catalog", "etcd"];
 
 /// The TOML tables; every other top-level name is a plain key.
-pub(crate) const TABLES: [&str; 5] = ["probe", "catalog", "etcd", "api", "log"];
+pub(crate) const TABLES: [&str; 6] = ["probe", "catalog", "etcd", "api", "hooks", "log"];
 
 /// A raw value before conversion.
 pub(crate) enum Input<'a> {
@@ -269,6 +269,9 @@ pub(crate) const KEYS: &[Key] = &[
     key!(etcd.key_file),
     key!(api.listen),
     key!(api.metrics_listen),
+    key!(hooks.on_transition),
+    key!(hooks.on_leader_change),
+    key!(hooks.timeout),
     key!(log.format),
     key!(log.level),
 ];

@@ -105,6 +105,7 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub etcd: EtcdConfig,
     pub api: ApiConfig,
+    pub hooks: HooksConfig,
     pub log: LogConfig,
 }
 
@@ -252,6 +253,28 @@ impl Default for ApiConfig {
     }
 }
 
+/// Operator commands run on events (see docs/api.md for their arguments and environment).
+/// Each is an argv array, run without a shell; empty means no hook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HooksConfig {
+    /// Run once per changed catalog row.
+    pub on_transition: Vec<String>,
+    /// Run when this instance takes or leaves office.
+    pub on_leader_change: Vec<String>,
+    /// A hook still running after this is killed.
+    pub timeout: Duration,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            on_transition: Vec::new(),
+            on_leader_change: Vec::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
@@ -295,6 +318,7 @@ impl Config {
             catalog: CatalogConfig::default(),
             etcd: EtcdConfig::default(),
             api: ApiConfig::default(),
+            hooks: HooksConfig::default(),
             log: LogConfig::default(),
         }
     }

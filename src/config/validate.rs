@@ -129,6 +129,22 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         _ => {}
     }
 
+    let h = &c.hooks;
+    within(h.timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("hooks.timeout"))?;
+    for (key, argv) in [
+        ("hooks.on_transition", &h.on_transition),
+        ("hooks.on_leader_change", &h.on_leader_change),
+    ] {
+        if argv
+            .first()
+            .is_some_and(|program| program.trim().is_empty())
+        {
+            return Err((
+                key,
+                "the program (first element) must not be empty".to_owned(),
+            ));
+        }
+    }
     if c.api.listen == c.api.metrics_listen && c.api.listen.port() != 0 {
         return Err(if o.is_default("api.metrics_listen") {
             (

@@ -11,8 +11,8 @@ use tracing::Instrument;
 
 use super::{evidence, exchange, Authority, Exchange, ProbeSettings, SegmentDriver};
 use crate::catalog::{Catalog, CatalogError, Transition};
-use crate::core::{decide_pair, restart_state, Decision, ProbeOutcome, Rule};
-use crate::model::{ContentId, Dbid, Pair};
+use crate::core::{decide_pair, restart_state, Decision, ProbeOutcome, RowUpdate, Rule};
+use crate::model::{ContentId, Dbid, Pair, SegmentConfig};
 use crate::wire::MessageType;
 
 /// Everything a cycle needs; shared by all pair tasks.
@@ -44,6 +44,12 @@ pub struct PairReport {
     /// Message sent after the transition: "PROMOTE ok", "SYNCREP_OFF failed: ..." ...
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The epoch the transition was written with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
+    /// The catalog rows the applied transition changed (for hooks and metrics).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<RowUpdate>,
 }
 
 /// The result of one cycle.
@@ -62,6 +68,11 @@ pub struct CycleReport {
     pub messages_failed: usize,
     /// The catalog rejected our epoch during this cycle.
     pub fenced: bool,
+    /// Maintenance mode was on when the cycle ended: decisions were reported, not acted on.
+    pub paused: bool,
+    /// The configuration the cycle read (for the API's per-segment view and the metrics).
+    #[serde(skip)]
+    pub config: SegmentConfig,
     /// Count of pairs per decision rule.
     pub rules: BTreeMap<Rule, usize>,
     pub reports: Vec<PairReport>,
@@ -106,6 +117,8 @@ where
         messages_sent: 0,
         messages_failed: 0,
         fenced: false,
+        paused: false,
+        config: SegmentConfig::default(),
         rules: BTreeMap::new(),
         reports: Vec::with_capacity(pairs.len()),
     };
@@ -132,6 +145,8 @@ where
         }
     }
     report.reports.sort_by_key(|r| r.content);
+    report.paused = ctx.authority.paused();
+    report.config = config;
     report.duration = start.elapsed();
     Ok(report)
 }
@@ -203,6 +218,8 @@ where
             reply_us: probe.reply_latency().map(|d| d.as_micros() as u64),
             transition: None,
             message: None,
+            epoch: None,
+            updates: Vec::new(),
         },
         applied: false,
         failed: false,
@@ -248,8 +265,13 @@ async fn act<D, C, A>(
     A: Authority,
 {
     let Some(epoch) = ctx.authority.acting_epoch() else {
-        tracing::info!(rule = %decision.rule, "observe-only: not acting on this decision");
-        result.pair.transition = Some("observe_only".into());
+        if ctx.authority.paused() {
+            tracing::info!(rule = %decision.rule, "paused (maintenance): not acting on this decision");
+            result.pair.transition = Some("paused".into());
+        } else {
+            tracing::info!(rule = %decision.rule, "observe-only: not acting on this decision");
+            result.pair.transition = Some("observe_only".into());
+        }
         return;
     };
     if !decision.updates.is_empty() {
@@ -286,6 +308,8 @@ async fn act<D, C, A>(
                 }
                 result.applied = true;
                 result.pair.transition = Some("applied".into());
+                result.pair.updates = decision.updates.clone();
+                result.pair.epoch = Some(epoch.0);
             }
             Err(e) => {
                 if let CatalogError::Fenced { current, .. } = &e {
