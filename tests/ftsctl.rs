@@ -402,10 +402,7 @@ async fn ftsctl_operates_a_two_instance_cluster() {
     assert_eq!(ex["evidence"]["rule"], "failover");
     assert_eq!(ex["evidence"]["probe"]["target_dbid"], 2);
     let human = expect(&api_b, &["explain", "0"], 0);
-    assert!(
-        human.starts_with(&format!("content 0: failover at ")),
-        "{human}"
-    );
+    assert!(human.starts_with("content 0: failover at "), "{human}");
     assert!(
         human.contains("update:     dbid 4: m/u/s -> p/u/n"),
         "{human}"
