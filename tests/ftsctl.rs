@@ -211,6 +211,9 @@ async fn ftsctl_operates_a_two_instance_cluster() {
         Value::Array(vec![])
     );
 
+    // the standard health service and server reflection (what grpcurl uses)
+    grpc_health_and_reflection(&api_b).await;
+
     // members and leader
     let m = json(&api_b, &["members"], 0);
     let ids: Vec<&str> = m["members"]
@@ -506,6 +509,51 @@ async fn ftsctl_operates_a_two_instance_cluster() {
     let l: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(l["leader_id"], "b", "{}", stderr(&o));
     assert!(sys.logs().contains("hook ran"), "{}", sys.logs());
+}
+
+async fn grpc_health_and_reflection(api: &str) {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{api}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    let r = health
+        .check(HealthCheckRequest {
+            service: "ftsd.v1.Fts".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, ServingStatus::Serving as i32);
+
+    let mut refl = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = refl
+        .server_reflection_info(tonic::codegen::tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected reflection answer {resp:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"ftsd.v1.Fts".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
 }
 
 async fn wait_hook(log: &Path, needle: &str) -> bool {
