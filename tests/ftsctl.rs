@@ -599,3 +599,69 @@ fn completions_and_man_page_come_from_the_cli_definition() {
     assert!(man.contains(".TH ftsctl 1"), "{man}");
     assert!(man.contains("Inspect and operate an ftsd cluster"), "{man}");
 }
+
+/// Single-instance mode (no etcd): the API answers with this instance as the leader, pause is
+/// refused with a clear reason, and hooks that hang or fail are killed / logged while the
+/// failovers go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_instance_api_and_hooks_that_hang_or_fail() {
+    let mut sys = System::start(2, Duration::from_millis(500)).await;
+    let hooks = r#"[hooks]
+on_transition = ["/bin/sh", "-c", "if [ \"$FTSD_DBID\" = 2 ]; then sleep 30; else exit 3; fi"]
+timeout = "1s"
+"#;
+    let solo = sys.spawn_ftsd("solo", &["--no-election"], hooks);
+    let (api, metrics) = addresses(&sys.daemons[solo].config);
+    let st = wait_for("first cycle", LIMIT, || {
+        let o = ftsctl(&api, &["status", "--json"]);
+        async move {
+            let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+            (v["last_cycle_result"] == "ok").then_some(v)
+        }
+    })
+    .await;
+    assert_eq!(
+        (st["leader_id"].as_str(), st["elected"].as_bool()),
+        (Some("solo"), Some(false))
+    );
+    assert_eq!(st["epoch"], 1);
+
+    sys.sim.set_fault(2, Fault::Down).await.unwrap();
+    sys.wait_state(4, (Role::Primary, Status::Up, Mode::NotInSync), LIMIT)
+        .await;
+    sys.sim.set_fault(3, Fault::Down).await.unwrap();
+    sys.wait_state(5, (Role::Primary, Status::Up, Mode::NotInSync), LIMIT)
+        .await;
+    let m = wait_for("hook results counted", LIMIT, || {
+        let m = scrape(&metrics);
+        async move {
+            let n = sample(&m, "ftsd_hook_runs_total", &[("event", "transition")]);
+            (n >= 4.0).then_some(m)
+        }
+    })
+    .await;
+    // dbid 2's hook hangs and is killed at the timeout; the three others exit 3
+    assert_eq!(
+        sample(&m, "ftsd_hook_runs_total", &[("result", "timeout")]),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "ftsd_hook_runs_total", &[("result", "failed")]),
+        3.0
+    );
+    assert_eq!(
+        sample(&m, "ftsd_transitions_total", &[("kind", "failover")]),
+        2.0
+    );
+    let log = sys.daemons[solo].log_text();
+    assert!(log.contains("hook timed out and was killed"), "{log}");
+    assert!(log.contains("hook failed"), "{log}");
+
+    // pause needs etcd
+    let o = ftsctl(&api, &["pause", "--reason", "x"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(stderr(&o).contains("pause needs etcd"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1);
+    // status exits 1: two segments are down
+    assert_eq!(json(&api, &["status"], 1)["segments_down"], 2);
+}
