@@ -54,7 +54,7 @@ pub async fn start(
     let state = ApiState::new(
         cfg.cluster.clone(),
         instance_id.to_string(),
-        cfg.api.listen.to_string(),
+        super::advertised_address(cfg.api.listen),
         catalog,
         mode,
         wake,

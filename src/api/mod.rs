@@ -29,6 +29,17 @@ pub const LEADER_ADDRESS_KEY: &str = "ftsd-leader-address";
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// The address other hosts reach this instance's API at, published in the members registry
+/// and in redirects: `api.listen`, with this host's name in place of an unspecified IP
+/// (`0.0.0.0`, `::`).
+pub fn advertised_address(listen: SocketAddr) -> String {
+    if listen.ip().is_unspecified() {
+        format!("{}:{}", crate::config::hostname(), listen.port())
+    } else {
+        listen.to_string()
+    }
+}
+
 use tokio::sync::watch;
 
 /// Binds `addr` (a taken port fails start-up with a clear error) and serves the API, health

@@ -50,16 +50,24 @@ impl LastCycle {
     /// `ok`, `paused`, `error: ...` (the members registry carries the same text).
     pub fn result(&self) -> String {
         match self {
-            LastCycle::Finished(r) if r.paused => "paused".into(),
-            LastCycle::Finished(r) if r.transitions_failed > 0 || r.messages_failed > 0 => {
-                format!(
-                    "ok ({} transitions failed, {} messages failed)",
-                    r.transitions_failed, r.messages_failed
-                )
-            }
-            LastCycle::Finished(_) => "ok".into(),
+            LastCycle::Finished(r) => cycle_result(r),
             LastCycle::Failed { error, .. } => format!("error: {error}"),
         }
+    }
+}
+
+/// A finished cycle's result in a word or three: `ok`, `paused`, or `ok (N transitions failed,
+/// M messages failed)`.
+pub fn cycle_result(r: &CycleReport) -> String {
+    if r.paused {
+        "paused".into()
+    } else if r.transitions_failed > 0 || r.messages_failed > 0 {
+        format!(
+            "ok ({} transitions failed, {} messages failed)",
+            r.transitions_failed, r.messages_failed
+        )
+    } else {
+        "ok".into()
     }
 }
 

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::sync::{watch, Notify};
 
-use ftsd::api::state::LastCycle;
+use ftsd::api::state::cycle_result;
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::{schema, Catalog, CatalogError};
 use ftsd::config::{Config, ConfigArgs, LogFormat};
@@ -187,7 +187,7 @@ struct MemberObserver(Arc<Membership>);
 
 impl CycleObserver for MemberObserver {
     fn cycle_finished(&self, report: &CycleReport) {
-        let result = LastCycle::Finished(Arc::new(report.clone())).result();
+        let result = cycle_result(report);
         self.0.update(|m| {
             m.last_cycle_at = Some(report.started_at);
             m.last_cycle_ms = Some(report.duration.as_millis() as u64);
@@ -261,7 +261,7 @@ async fn run(cfg: Config, no_election: bool) -> anyhow::Result<()> {
         MemberInfo {
             instance_id: instance_id.clone(),
             host: ftsd::config::hostname(),
-            api_address: cfg.api.listen.to_string(),
+            api_address: ftsd::api::advertised_address(cfg.api.listen),
             version: env!("CARGO_PKG_VERSION").to_string(),
             role: "follower".into(),
             epoch: None,

@@ -19,7 +19,10 @@ pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7470";
 pub struct Connected {
     pub address: String,
     pub client: FtsClient<Channel>,
+    /// Limit for connecting (also to a leader after a redirect).
     timeout: Duration,
+    /// Limit for each call; `probe` raises it to cover the cycle.
+    pub call_timeout: Duration,
 }
 
 fn url(address: &str) -> String {
@@ -34,13 +37,13 @@ fn url(address: &str) -> String {
 pub async fn connect(address: &str, timeout: Duration) -> Result<Connected, String> {
     let endpoint = Endpoint::from_shared(url(address))
         .map_err(|e| format!("invalid endpoint {address:?}: {}", error_chain(&e)))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
+        .connect_timeout(timeout);
     match tokio::time::timeout(timeout, endpoint.connect()).await {
         Ok(Ok(channel)) => Ok(Connected {
             address: address.to_string(),
             client: FtsClient::new(channel),
             timeout,
+            call_timeout: timeout,
         }),
         Ok(Err(e)) => Err(format!("{address}: {}", error_chain(&e))),
         Err(_) => Err(format!("{address}: timed out after {timeout:?}")),
@@ -121,15 +124,29 @@ pub fn status_error(address: &str, s: &Status) -> CtlError {
 }
 
 impl Connected {
+    /// Runs one call within `call_timeout`.
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<Result<T, Status>, CtlError> {
+        match tokio::time::timeout(self.call_timeout, fut).await {
+            Ok(r) => Ok(r.map(Response::into_inner)),
+            Err(_) => Err(CtlError::unreachable(format!(
+                "{}: no answer within {}",
+                self.address,
+                humantime::format_duration(self.call_timeout)
+            ))),
+        }
+    }
+
     /// A read call.
     pub async fn read<T, F, Fut>(&mut self, call: F) -> Result<T, CtlError>
     where
         F: FnOnce(FtsClient<Channel>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        call(self.client.clone())
-            .await
-            .map(Response::into_inner)
+        self.bounded(call(self.client.clone()))
+            .await?
             .map_err(|s| status_error(&self.address, &s))
     }
 
@@ -141,8 +158,8 @@ impl Connected {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         for _ in 0..3 {
-            match call(self.client.clone()).await {
-                Ok(r) => return Ok(r.into_inner()),
+            match self.bounded(call(self.client.clone())).await? {
+                Ok(r) => return Ok(r),
                 Err(s) if s.code() == Code::FailedPrecondition => {
                     let Some(leader) = s
                         .metadata()

@@ -124,14 +124,12 @@ pub async fn run(cli: Cli) -> Outcome {
         }
         Command::Probe { wait } => {
             let timeout_ms = wait.as_millis() as u64;
-            // The call itself may take as long as the cycle.
-            let deadline = *wait + Duration::from_secs(5);
+            // The call lasts as long as the cycle; the server gives up after `wait`.
+            conn.call_timeout = *wait + cli.timeout;
             let r = conn
-                .mutate(|mut c| async move {
-                    let mut req = tonic::Request::new(proto::ProbeNowRequest { timeout_ms });
-                    req.set_timeout(deadline);
-                    c.probe_now(req).await
-                })
+                .mutate(
+                    |mut c| async move { c.probe_now(proto::ProbeNowRequest { timeout_ms }).await },
+                )
                 .await?;
             ctx.emit(&r, || ctx.cycle_text(&r));
             Ok(exit::OK)

@@ -148,10 +148,7 @@ impl Hooks {
     }
 
     pub fn leader_changed(&self, ev: &OfficeEvent) {
-        self.enqueue(
-            &self.settings.on_leader_change.clone(),
-            self.leader_change_call(ev),
-        );
+        self.enqueue(&self.settings.on_leader_change, self.leader_change_call(ev));
     }
 
     /// Follows the authority's office changes until the sender is dropped.
