@@ -664,4 +664,29 @@ timeout = "1s"
     assert_eq!(stderr(&o).lines().count(), 1);
     // status exits 1: two segments are down
     assert_eq!(json(&api, &["status"], 1)["segments_down"], 2);
+    // watch --json: one document per refresh
+    let out = expect(
+        &api,
+        &[
+            "watch",
+            "--json",
+            "--iterations",
+            "2",
+            "--interval",
+            "100ms",
+        ],
+        1,
+    );
+    let frames: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(frames.len(), 2, "{out}");
+    for f in &frames {
+        assert_eq!(f["status"]["leader_id"], "solo");
+        assert_eq!(
+            f["segments"].as_array().unwrap().len(),
+            sys.rows().await.len()
+        );
+    }
 }

@@ -232,3 +232,70 @@ async fn run(argv: &[String], call: &HookCall, timeout: Duration) -> &'static st
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::RowUpdate;
+    use crate::model::{Epoch, Mode, Role, SegmentState, Status};
+
+    fn hooks() -> Hooks {
+        Hooks::start(
+            HookSettings {
+                cluster: "gp1".into(),
+                instance_id: "fts-a".into(),
+                ..HookSettings::default()
+            },
+            Arc::new(Metrics::default()),
+        )
+    }
+
+    fn env<'a>(call: &'a HookCall, key: &str) -> &'a str {
+        call.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("{key} not set"))
+    }
+
+    #[test]
+    fn transition_arguments_and_environment() {
+        let u = RowUpdate {
+            dbid: 4,
+            content: 0,
+            from: SegmentState {
+                role: Role::Mirror,
+                status: Status::Up,
+                mode: Mode::InSync,
+            },
+            to: SegmentState {
+                role: Role::Primary,
+                status: Status::Up,
+                mode: Mode::NotInSync,
+            },
+        };
+        let call = hooks().transition_call(&u, Some(7), "failover");
+        assert_eq!(
+            call.args,
+            ["transition", "0", "4", "m/u/s", "p/u/n", "7", "failover"]
+        );
+        assert_eq!(env(&call, "FTSD_HOOK_EVENT"), "transition");
+        assert_eq!(env(&call, "FTSD_CLUSTER"), "gp1");
+        assert_eq!(env(&call, "FTSD_INSTANCE_ID"), "fts-a");
+        assert_eq!(env(&call, "FTSD_OLD_ROLE"), "m");
+        assert_eq!(env(&call, "FTSD_NEW_MODE"), "n");
+        assert_eq!(env(&call, "FTSD_EPOCH"), "7");
+    }
+
+    #[test]
+    fn leaving_office_names_the_epoch_given_up_and_why() {
+        let call = hooks().leader_change_call(&OfficeEvent {
+            epoch: None,
+            previous: Some(Epoch(9)),
+            reason: "lease_lost".into(),
+        });
+        assert_eq!(call.args, ["leader_change", "follower", "9", "lease_lost"]);
+        assert_eq!(env(&call, "FTSD_ROLE"), "follower");
+        assert_eq!(env(&call, "FTSD_REASON"), "lease_lost");
+    }
+}
