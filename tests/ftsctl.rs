@@ -350,6 +350,10 @@ async fn ftsctl_operates_a_two_instance_cluster() {
         .map(|s| s["dbid"].as_i64().unwrap())
         .collect();
     assert_eq!(unbalanced, [2, 4]);
+    let either = json(&api_b, &["segments", "--down", "--unbalanced"], 0);
+    assert_eq!(either["segments"].as_array().unwrap().len(), 2);
+    let down_mirrors = json(&api_b, &["segments", "--down", "--mirrors"], 0);
+    assert_eq!(down_mirrors["segments"][0]["dbid"], 2);
     let mirrors = json(&api_b, &["segments", "--mirrors"], 0);
     assert!(mirrors["segments"]
         .as_array()

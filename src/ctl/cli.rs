@@ -64,13 +64,13 @@ pub enum Command {
     Status,
     /// Every row of gp_segment_configuration with derived flags and the last probe result.
     Segments {
-        /// Only segments marked down (like gpstate -e).
+        /// Segments marked down (like gpstate -e); with --unbalanced, either.
         #[arg(long)]
         down: bool,
-        /// Only mirror rows, i.e. role m (like gpstate -m).
+        /// Only mirror rows, i.e. role m (like gpstate -m); combines with the others.
         #[arg(long)]
         mirrors: bool,
-        /// Only segments not in their preferred role (like gpstate -e).
+        /// Segments not in their preferred role (like gpstate -e); with --down, either.
         #[arg(long)]
         unbalanced: bool,
     },

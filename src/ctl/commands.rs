@@ -59,10 +59,12 @@ pub async fn run(cli: Cli) -> Outcome {
             let mut r = conn
                 .read(|mut c| async move { c.segments(proto::SegmentsRequest {}).await })
                 .await?;
+            // --down and --unbalanced select problems (either one, like gpstate -e);
+            // --mirrors narrows to mirror rows.
+            let problems = *down || *unbalanced;
             r.segments.retain(|s| {
-                (!down || s.down)
+                (!problems || (*down && s.down) || (*unbalanced && s.not_preferred_role))
                     && (!mirrors || s.role == "m")
-                    && (!unbalanced || s.not_preferred_role)
             });
             ctx.emit(&r, || ctx.segments_text(&r.segments));
             Ok(exit::OK)
