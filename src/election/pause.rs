@@ -65,11 +65,19 @@ pub async fn follow(
     state: watch::Sender<Option<PauseInfo>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut failures = 0u32;
     loop {
         tokio::select! {
-            r = follow_once(&etcd, &key, &authority, &state) => {
+            r = follow_once(&etcd, &key, &authority, &state, &mut failures) => {
                 if let Err(e) = r {
-                    tracing::debug!(error = %e, "pause key watch ended; reopening");
+                    failures += 1;
+                    // Until the key has been read once this instance does not act: say so
+                    // loudly the first time, quietly on every retry.
+                    if failures == 1 {
+                        tracing::warn!(error = %e, key = %key, "cannot follow the pause key; retrying (no failover until it has been read)");
+                    } else {
+                        tracing::debug!(error = %e, "pause key watch ended; reopening");
+                    }
                 }
             }
             _ = shutdown.changed() => return,
@@ -105,6 +113,7 @@ async fn follow_once(
     key: &str,
     authority: &ElectedAuthority,
     state: &watch::Sender<Option<PauseInfo>>,
+    failures: &mut u32,
 ) -> anyhow::Result<()> {
     let mut client = etcd.connect().await?;
     let resp = tokio::time::timeout(
@@ -114,6 +123,10 @@ async fn follow_once(
     .await
     .map_err(|_| anyhow::anyhow!("reading the pause key timed out"))??;
     let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+    if *failures > 0 {
+        tracing::info!("following the pause key again");
+        *failures = 0;
+    }
     apply(
         authority,
         state,
