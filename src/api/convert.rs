@@ -183,3 +183,53 @@ pub fn explain(content: i32, e: Option<&EvidenceRow>) -> proto::ExplainResponse 
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Mode, Status};
+
+    fn seg(
+        dbid: i16,
+        content: i16,
+        role: Role,
+        preferred: Role,
+        status: Status,
+        mode: Mode,
+    ) -> Segment {
+        Segment {
+            dbid,
+            content,
+            role,
+            preferred_role: preferred,
+            mode,
+            status,
+            port: 6000,
+            hostname: "h".into(),
+            address: "a".into(),
+            datadir: "/d".into(),
+        }
+    }
+
+    #[test]
+    fn derived_flags() {
+        use Role::{Mirror as M, Primary as P};
+        let all = vec![
+            // coordinator without standby: mode n is normal there
+            seg(1, -1, P, P, Status::Up, Mode::NotInSync),
+            // content 0 after a failover
+            seg(2, 0, M, P, Status::Down, Mode::NotInSync),
+            seg(4, 0, P, M, Status::Up, Mode::NotInSync),
+            // an unmirrored content
+            seg(3, 1, P, P, Status::Up, Mode::NotInSync),
+        ];
+        let flags = |i: usize| {
+            let s = segment(&all[i], &all, None);
+            (s.down, s.not_preferred_role, s.not_in_sync)
+        };
+        assert_eq!(flags(0), (false, false, false));
+        assert_eq!(flags(1), (true, true, true));
+        assert_eq!(flags(2), (false, true, true));
+        assert_eq!(flags(3), (false, false, false));
+    }
+}
