@@ -178,6 +178,7 @@ async fn ftsctl_operates_a_two_instance_cluster() {
         "{human}"
     );
     assert!(human.contains("paused:      no\n"), "{human}");
+    assert!(human.contains("etcd:        ok\n"), "{human}");
     assert!(
         human.contains(&format!("segments:    {} rows, 0 down", rows.len())),
         "{human}"
@@ -513,6 +514,16 @@ async fn ftsctl_operates_a_two_instance_cluster() {
     let l: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(l["leader_id"], "b", "{}", stderr(&o));
     assert!(sys.logs().contains("hook ran"), "{}", sys.logs());
+
+    // etcd gone: status still answers from what the instance knows, and exits 1
+    let mut etcd = etcd;
+    etcd.kill(0).unwrap();
+    let st = json(&api_b, &["status"], 1);
+    assert!(!st["etcd_error"].as_str().unwrap().is_empty(), "{st}");
+    assert_eq!(st["members"].as_array().unwrap().len(), 1);
+    assert_eq!(st["members"][0]["instance_id"], "b");
+    let human = expect(&api_b, &["status"], 1);
+    assert!(human.contains("etcd:        unreachable: "), "{human}");
 }
 
 async fn grpc_health_and_reflection(api: &str) {

@@ -97,7 +97,11 @@ impl Fts for FtsService {
         _req: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusResponse>, Status> {
         let st = &self.state;
-        let members = st.members().await.map_err(Status::unavailable)?;
+        // A status must still answer when etcd does not: it is what monitoring runs.
+        let (members, etcd_error) = match st.members().await {
+            Ok(m) => (m, String::new()),
+            Err(e) => (vec![st.self_member()], e),
+        };
         let leader = members.iter().find(|m| m.role == "leader");
         let pause = st.pause.borrow().clone();
         let mut resp = proto::StatusResponse {
@@ -106,6 +110,7 @@ impl Fts for FtsService {
             elected: matches!(st.mode, super::Mode::Elected { .. }),
             members: members.iter().map(convert::member).collect(),
             pause: Some(convert::pause(pause.as_ref())),
+            etcd_error,
             ..Default::default()
         };
         if let Some(l) = leader {

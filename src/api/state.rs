@@ -211,14 +211,20 @@ impl ApiState {
         }
     }
 
-    fn self_member(&self) -> MemberInfo {
+    /// This instance as it knows itself (the registry may be unreachable).
+    pub fn self_member(&self) -> MemberInfo {
         let last = self.last_cycle();
         MemberInfo {
             instance_id: self.instance_id.clone(),
             host: self.host.clone(),
             api_address: self.api_address.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
-            role: "leader".into(),
+            role: if self.is_leader() {
+                "leader"
+            } else {
+                "follower"
+            }
+            .into(),
             epoch: self.own_epoch(),
             started_at: self.started_at,
             last_cycle_at: last.as_ref().map(LastCycle::started_at),

@@ -191,10 +191,14 @@ async fn status(conn: &mut Connected) -> Result<proto::StatusResponse, CtlError>
         .await
 }
 
-/// `status`'s exit code: 1 when a segment is down, no leader is elected or the catalog is
-/// unreadable.
+/// `status`'s exit code: 1 when a segment is down, no leader is elected, or the catalog or
+/// etcd is unreadable for the answering instance.
 pub fn status_code(s: &proto::StatusResponse) -> u8 {
-    if s.leader_id.is_empty() || s.segments_down > 0 || !s.catalog_error.is_empty() {
+    if s.leader_id.is_empty()
+        || s.segments_down > 0
+        || !s.catalog_error.is_empty()
+        || !s.etcd_error.is_empty()
+    {
         exit::UNHEALTHY
     } else {
         exit::OK
@@ -315,12 +319,23 @@ impl Ctx {
                 Color::Red,
             )
         };
+        let etcd = if s.etcd_error.is_empty() {
+            if s.elected {
+                "ok".to_string()
+            } else {
+                "not used (single-instance mode)".to_string()
+            }
+        } else {
+            self.style
+                .paint(&format!("unreachable: {}", s.etcd_error), Color::Red)
+        };
         for (k, v) in [
             ("cluster", s.cluster.clone()),
             ("leader", leader),
             ("paused", pause),
             ("last cycle", cycle),
             ("segments", segments),
+            ("etcd", etcd),
             ("answered by", s.instance_id.clone()),
         ] {
             out.push_str(&format!("{:<12} {v}\n", format!("{k}:")));
