@@ -8,6 +8,7 @@ pub mod core;
 pub mod election;
 pub mod engine;
 pub mod model;
+pub mod pgdriver;
 pub mod segsim;
 pub mod testkit;
 pub mod wire;
