@@ -13,4 +13,5 @@
 
 pub mod etcd;
 pub mod pg;
+pub mod pgpair;
 mod process;
