@@ -593,13 +593,13 @@ impl Drop for PgServer {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct RunAs {
-    uid: u32,
-    gid: u32,
+pub(crate) struct RunAs {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
 }
 
 /// The OS user the server runs as: `postgres` when we are root, else ourselves (`None`).
-fn server_user() -> Result<Option<RunAs>> {
+pub(crate) fn server_user() -> Result<Option<RunAs>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
@@ -648,6 +648,14 @@ fn bins() -> &'static Bins {
             pg_basebackup: "pg_basebackup".into(),
         },
     })
+}
+
+/// A PostgreSQL program (`pg_ctl`, `initdb` ...) from the same directory the testkit uses.
+pub(crate) fn pg_bin(name: &str) -> PathBuf {
+    match locate_bindir() {
+        Some(dir) => dir.join(name),
+        None => name.into(),
+    }
 }
 
 fn locate_bindir() -> Option<PathBuf> {
