@@ -344,6 +344,31 @@ async fn lagging_standby_is_not_promoted_and_the_refusal_is_recorded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asynchronous_standby_is_not_promoted() {
+    let mut sys = PgSystem::start().await;
+    sys.spawn_ftsd("").await;
+    sys.wait_state(3, (M, U, S)).await;
+    // someone else is the synchronous standby: ours streams asynchronously
+    sys.pair.set_sync_names("\"someone_else\"").await.unwrap();
+    sys.wait_state(3, (M, U, N)).await;
+    sys.pair.primary.kill().unwrap();
+    let ev = sys.wait_evidence("double_fault").await;
+    assert!(
+        ev["driver"]["verdict"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("async"),
+        "{ev}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        in_recovery(&sys.pair.standby).await,
+        "async standby promoted"
+    );
+    assert_eq!(sys.state(3).await, (M, U, N));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn double_fault_changes_nothing() {
     let mut sys = PgSystem::start().await;
     sys.spawn_ftsd("").await;
@@ -356,6 +381,54 @@ async fn double_fault_changes_nothing() {
     assert_eq!(sys.state(2).await, (P, U, N));
     assert_eq!(sys.state(3).await, (M, D, N));
     assert_eq!(sys.history().await.len(), 2);
+}
+
+/// Attempt failures reach the decision core with the same classes as the FTS client's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_failures_are_classified() {
+    use ftsd::wire::failure::FailureKind;
+    let mut pair = PgPair::start("seg0").await.unwrap();
+    let rows = pair.segments(0, 2, 3);
+    let t = Duration::from_secs(2);
+    let ok = driver()
+        .send(&rows[0], MessageType::Probe, t)
+        .await
+        .unwrap();
+    assert!(ok.is_mirror_up && ok.is_in_sync && ok.is_syncrep_enabled && !ok.is_role_mirror);
+    let standby = driver()
+        .send(&rows[1], MessageType::Probe, t)
+        .await
+        .unwrap();
+    assert!(standby.is_role_mirror && !standby.is_syncrep_enabled);
+
+    let mut wrong = PgDriverSettings {
+        user: PROBE_ROLE.into(),
+        password: Some("wrong".into()),
+        database: "postgres".into(),
+        max_lag: 0,
+        sync_standby_names: String::new(),
+        mirror_down_grace: Duration::ZERO,
+    };
+    let err = PgDriver::new(wrong.clone())
+        .send(&rows[0], MessageType::Probe, t)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::Auth, "{err}");
+    wrong.password = Some(PROBE_PASSWORD.into());
+    wrong.database = "no_such_db".into();
+    let err = PgDriver::new(wrong)
+        .send(&rows[0], MessageType::Probe, t)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::StartupError, "{err}");
+    assert_eq!(err.sqlstate.as_deref(), Some("3D000"));
+
+    pair.primary.kill().unwrap();
+    let err = driver()
+        .send(&rows[0], MessageType::Probe, t)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::Refused, "{err}");
 }
 
 /// Never promotes the mirror although the catalog still says in sync.
