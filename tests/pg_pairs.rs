@@ -431,6 +431,41 @@ async fn attempt_failures_are_classified() {
     assert_eq!(err.kind, FailureKind::Refused, "{err}");
 }
 
+/// Switching synchronous replication back on is part of PROBE; when the role may not do it,
+/// the probe still succeeds (a failed probe could fail over a healthy primary) and the pair
+/// stays not in sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_switches_syncrep_back_on_and_survives_a_missing_grant() {
+    let pair = PgPair::start("seg0").await.unwrap();
+    let rows = pair.segments(0, 2, 3);
+    let t = Duration::from_secs(2);
+    let su = pair.primary.client().await.unwrap();
+    su.batch_execute(&format!(
+        "REVOKE ALTER SYSTEM ON PARAMETER synchronous_standby_names FROM {PROBE_ROLE}"
+    ))
+    .await
+    .unwrap();
+    pair.set_sync_names("").await.unwrap();
+    pair.wait_replication(Some("async"), LIMIT).await.unwrap();
+    let d = driver();
+    let reply = d.send(&rows[0], MessageType::Probe, t).await.unwrap();
+    assert!(reply.is_mirror_up && !reply.is_in_sync && !reply.is_syncrep_enabled);
+    assert_eq!(pair.sync_names().await.unwrap(), "");
+    assert!(d.verdict(0).unwrap().why.contains("failed"));
+
+    su.batch_execute(&format!(
+        "GRANT ALTER SYSTEM ON PARAMETER synchronous_standby_names TO {PROBE_ROLE}"
+    ))
+    .await
+    .unwrap();
+    let reply = d.send(&rows[0], MessageType::Probe, t).await.unwrap();
+    assert!(reply.is_syncrep_enabled && !reply.is_in_sync);
+    assert_eq!(pair.sync_names().await.unwrap(), "\"seg0\"");
+    pair.wait_replication(Some("sync"), LIMIT).await.unwrap();
+    let reply = d.send(&rows[0], MessageType::Probe, t).await.unwrap();
+    assert!(reply.is_in_sync, "{:?}", d.verdict(0));
+}
+
 /// Never promotes the mirror although the catalog still says in sync.
 struct ObserveOnly;
 

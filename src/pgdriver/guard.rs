@@ -65,14 +65,12 @@ impl Memory {
                 st.missing_since = None;
                 return false;
             }
-            if !a.blind {
-                st.verdict = Some(Verdict {
-                    primary_dbid: primary,
-                    in_sync: a.reply.is_in_sync,
-                    why: a.why.clone(),
-                    at: now,
-                });
-            }
+            st.verdict = Some(Verdict {
+                primary_dbid: primary,
+                in_sync: a.reply.is_in_sync,
+                why: a.why.clone(),
+                at: now,
+            });
             if a.reply.is_mirror_up || !a.reply.is_syncrep_enabled {
                 st.missing_since = None;
                 return false;
@@ -86,6 +84,12 @@ impl Memory {
             };
             now.duration_since(since) < grace
         })
+    }
+
+    /// Records a probe whose replication rows were hidden: evidence only; neither the verdict
+    /// nor the missing-standby clock changes on what could not be seen.
+    pub fn record_blind(&self, content: ContentId, primary: Dbid, a: &Assessment) {
+        self.with(content, |st| st.last = Some((primary, a.clone())));
     }
 
     pub fn verdict(&self, content: ContentId) -> Option<Verdict> {

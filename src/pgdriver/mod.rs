@@ -124,28 +124,35 @@ impl PgDriver {
             a.reply.is_syncrep_enabled = true;
             a.reply.is_mirror_up = false;
             a.reply.request_retry = true;
-            self.memory.record_probe(
-                target.content,
-                target.dbid,
-                &a,
-                self.settings.mirror_down_grace,
-                Instant::now(),
-            );
+            self.memory.record_blind(target.content, target.dbid, &a);
             return Ok(a.reply);
         }
         if a.restore_syncrep {
             if let Some(standby) = &a.standby {
                 let names = probe::sync_names_for(&self.settings.sync_standby_names, standby);
-                act::set_sync_names(client, &names).await?;
-                tracing::info!(
-                    dbid = target.dbid,
-                    synchronous_standby_names = %names,
-                    "standby streaming again: synchronous replication switched back on"
-                );
-                // In sync is reported from the next probe on, once the walsender runs with
-                // the new setting.
-                a.reply.is_syncrep_enabled = true;
-                a.why = format!("synchronous replication just switched back on ({names})");
+                // A failure here must not fail the probe: the primary did answer, and a failed
+                // probe could lead to a failover. The pair just stays not in sync.
+                match act::set_sync_names(client, &names).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            dbid = target.dbid,
+                            synchronous_standby_names = %names,
+                            "standby streaming again: synchronous replication switched back on"
+                        );
+                        // In sync is reported from the next probe on, once the walsender runs
+                        // with the new setting.
+                        a.reply.is_syncrep_enabled = true;
+                        a.why = format!("synchronous replication just switched back on ({names})");
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            dbid = target.dbid,
+                            error = %e,
+                            "cannot switch synchronous replication back on; the pair stays not in sync"
+                        );
+                        a.why = format!("switching synchronous replication back on failed: {e}");
+                    }
+                }
             }
         }
         a.reply.request_retry = self.memory.record_probe(
