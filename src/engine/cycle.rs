@@ -13,7 +13,6 @@ use super::{evidence, exchange, Authority, Exchange, ProbeSettings, SegmentDrive
 use crate::catalog::{Catalog, CatalogError, Transition};
 use crate::core::{decide_pair, restart_state, Decision, ProbeOutcome, Rule};
 use crate::model::{ContentId, Dbid, Pair};
-
 use crate::wire::MessageType;
 
 /// Everything a cycle needs; shared by all pair tasks.
