@@ -12,6 +12,7 @@ pub mod engine;
 pub mod hooks;
 pub mod metrics;
 pub mod model;
+pub mod pgdriver;
 pub mod segsim;
 pub mod testkit;
 pub mod wire;

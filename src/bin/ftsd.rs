@@ -18,9 +18,8 @@ use ftsd::election::{keys, run_elector, ElectedAuthority, ElectorSettings, EtcdO
 use ftsd::engine::authority::SINGLE_INSTANCE_EPOCH;
 use ftsd::engine::runner::{run_loop, CycleObserver, LoopSettings};
 use ftsd::engine::{
-    Authority, CycleContext, CycleReport, FtsWireDriver, ProbeSettings, SingleInstance,
+    AnyDriver, Authority, CycleContext, CycleReport, ProbeSettings, SingleInstance,
 };
-use ftsd::wire::client::Credentials;
 
 /// External, highly available FTS for Greenplum / Cloudberry clusters.
 #[derive(Parser)]
@@ -220,12 +219,7 @@ async fn run(cfg: Config, no_election: bool) -> anyhow::Result<()> {
     });
 
     let catalog = Arc::new(PgCatalog::new(catalog_config(&cfg)));
-    let driver = FtsWireDriver {
-        credentials: Credentials {
-            user: cfg.probe.user.clone(),
-            password: cfg.probe.password.as_ref().map(|p| p.expose().into()),
-        },
-    };
+    let driver = AnyDriver::from_config(&cfg);
     let loop_settings = LoopSettings {
         interval: cfg.probe.interval,
         shutdown_grace: cfg.probe.timeout.max(Duration::from_secs(5)),
@@ -312,12 +306,12 @@ async fn run(cfg: Config, no_election: bool) -> anyhow::Result<()> {
 }
 
 fn context<A: Authority>(
-    driver: FtsWireDriver,
+    driver: AnyDriver,
     catalog: Arc<PgCatalog>,
     authority: A,
     cfg: &Config,
     instance_id: String,
-) -> Arc<CycleContext<FtsWireDriver, Arc<PgCatalog>, A>> {
+) -> Arc<CycleContext<AnyDriver, Arc<PgCatalog>, A>> {
     Arc::new(CycleContext {
         driver,
         catalog,
@@ -325,6 +319,7 @@ fn context<A: Authority>(
         settings: probe_settings(cfg),
         instance_id,
         stopping: AtomicBool::new(false),
+        refusals: Default::default(),
     })
 }
 

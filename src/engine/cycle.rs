@@ -1,8 +1,8 @@
 //! One probe cycle over every pair, and what it reports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -24,6 +24,28 @@ pub struct CycleContext<D, C, A> {
     pub instance_id: String,
     /// Set when shutdown begins: no new attempts start; pairs already decided finish acting.
     pub stopping: AtomicBool,
+    /// Refused failovers already recorded as evidence, so a long double fault leaves one row.
+    pub refusals: RefusalLog,
+}
+
+/// The refused failovers (double faults, driver vetoes) recorded in the evidence table, per
+/// content with the primary that was lost. An entry lives as long as the refusal does: the
+/// first cycle that decides anything else for the content removes it, so a later, new
+/// refusal is recorded again.
+#[derive(Debug, Default)]
+pub struct RefusalLog(Mutex<HashMap<ContentId, Dbid>>);
+
+impl RefusalLog {
+    /// Marks the refusal; true if it was not recorded yet.
+    fn mark(&self, content: ContentId, primary: Dbid) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(content, primary) != Some(primary)
+    }
+
+    fn clear(&self, content: ContentId) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&content);
+    }
 }
 
 /// What happened to one pair this cycle.
@@ -205,7 +227,33 @@ where
             pair.primary.port
         );
     }
-    let decision = decide_pair(&pair, &outcome);
+    let mut decision = decide_pair(&pair, &outcome);
+    let mut refusal = None;
+    if decision.rule == Rule::Failover {
+        if let Some(reason) = ctx.driver.failover_veto(&pair) {
+            tracing::warn!(
+                mirror_dbid = pair.mirror.dbid,
+                %reason,
+                "data-loss guard: refusing to promote the mirror although the catalog has it in sync"
+            );
+            decision = Decision {
+                content: pair.content(),
+                rule: Rule::DoubleFault,
+                updates: Vec::new(),
+                message: None,
+            };
+            refusal = Some(format!("driver veto: {reason}"));
+        }
+    }
+    if decision.rule == Rule::DoubleFault && refusal.is_none() {
+        refusal = Some(format!(
+            "catalog has mirror dbid {} {} with mode {}: promoting it could lose committed \
+             transactions",
+            pair.mirror.dbid,
+            if pair.mirror.is_up() { "up" } else { "down" },
+            pair.mirror.mode
+        ));
+    }
     let mut result = PairResult {
         pair: PairReport {
             content: pair.content(),
@@ -227,11 +275,75 @@ where
         message_ok: None,
     };
     log_decision(&decision);
+    match refusal {
+        Some(reason) => {
+            record_refusal(ctx, &pair, &probe, &decision, reason, &mut result).await;
+            return Some(result);
+        }
+        None => ctx.refusals.clear(pair.content()),
+    }
     if decision.is_noop() {
         return Some(result);
     }
     act(ctx, permits, &pair, &probe, &decision, &mut result).await;
     Some(result)
+}
+
+/// Writes one evidence row (no row updates, fenced like any transition) the first time a
+/// failover is refused for a lost primary, so `explain` can show why nothing happened.
+async fn record_refusal<D, C, A>(
+    ctx: &CycleContext<D, C, A>,
+    pair: &Pair,
+    probe: &Exchange,
+    decision: &Decision,
+    reason: String,
+    result: &mut PairResult,
+) where
+    D: SegmentDriver,
+    C: Catalog,
+    A: Authority,
+{
+    let Some(epoch) = ctx.authority.acting_epoch() else {
+        return;
+    };
+    if !ctx.refusals.mark(pair.content(), pair.primary.dbid) {
+        return;
+    }
+    let mut doc = evidence::build(
+        &ctx.instance_id,
+        pair,
+        probe,
+        &result.pair.outcome,
+        decision,
+        &ctx.settings,
+    );
+    doc["refusal"] = serde_json::Value::String(reason.clone());
+    if let Some(detail) = ctx.driver.probe_detail(pair.content()) {
+        doc["driver"] = detail;
+    }
+    let t = Transition {
+        epoch,
+        instance_id: ctx.instance_id.clone(),
+        content: pair.content(),
+        rule: decision.rule,
+        updates: Vec::new(),
+        evidence: doc,
+    };
+    match ctx.catalog.apply(&t).await {
+        Ok(()) => {
+            tracing::warn!(%reason, "failover refused; recorded as evidence");
+            result.pair.transition = Some("refusal_recorded".into());
+        }
+        Err(e) => {
+            ctx.refusals.clear(pair.content());
+            if let CatalogError::Fenced { current, .. } = &e {
+                ctx.authority.fenced_out(*current);
+                result.fenced = true;
+            }
+            tracing::error!(error = %e, "failover refusal not recorded; the next cycle retries");
+            result.pair.transition = Some(e.to_string());
+        }
+    }
 }
 
 fn log_decision(d: &Decision) {
@@ -285,14 +397,20 @@ async fn act<D, C, A>(
             content: pair.content(),
             rule: decision.rule,
             updates: decision.updates.clone(),
-            evidence: evidence::build(
-                &ctx.instance_id,
-                pair,
-                probe,
-                &result.pair.outcome,
-                decision,
-                &ctx.settings,
-            ),
+            evidence: {
+                let mut doc = evidence::build(
+                    &ctx.instance_id,
+                    pair,
+                    probe,
+                    &result.pair.outcome,
+                    decision,
+                    &ctx.settings,
+                );
+                if let Some(detail) = ctx.driver.probe_detail(pair.content()) {
+                    doc["driver"] = detail;
+                }
+                doc
+            },
         };
         match ctx.catalog.apply(&t).await {
             Ok(()) => {
