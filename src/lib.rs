@@ -9,6 +9,7 @@ pub mod core;
 pub mod ctl;
 pub mod election;
 pub mod engine;
+pub mod error_chain;
 pub mod hooks;
 pub mod metrics;
 pub mod model;

@@ -48,17 +48,4 @@ impl CtlError {
     }
 }
 
-/// An error and its sources on one line (tonic's transport errors hide the cause in `source`).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
-}
+pub use crate::error_chain::one_line as error_chain;

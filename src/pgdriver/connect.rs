@@ -100,19 +100,8 @@ pub(super) fn classify(e: &tokio_postgres::Error, connecting: bool) -> AttemptEr
     AttemptError::new(kind, text)
 }
 
-/// The error with its source chain on one line (tokio-postgres keeps the useful part in the
-/// sources).
 fn flatten(e: &tokio_postgres::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text = format!("{text}: {next}");
-        }
-        source = s.source();
-    }
-    text
+    crate::error_chain::one_line(e)
 }
 
 /// A SQL string literal that is correct whatever `standard_conforming_strings` says: values
