@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod catalog;
+pub mod chaos;
 pub mod config;
 pub mod core;
 pub mod election;
