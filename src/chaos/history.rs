@@ -260,7 +260,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!((h.content, h.role, h.status, h.mode), (0, 'p', 'u', 'n'));
-        assert!(HistoryRow::parse(5, 7, &h.desc).is_none(), "dbid must match");
+        assert!(
+            HistoryRow::parse(5, 7, &h.desc).is_none(),
+            "dbid must match"
+        );
         assert!(HistoryRow::parse(5, 6, "gprecoverseg did something").is_none());
     }
 }

@@ -121,7 +121,11 @@ pub fn one_leader_per_epoch(r: &Recorded) -> Verdict {
             ));
         }
     }
-    verdict("at most one leader per epoch, no stale epoch", ev.len(), bad)
+    verdict(
+        "at most one leader per epoch, no stale epoch",
+        ev.len(),
+        bad,
+    )
 }
 
 /// At most one primary per content after every catalog transaction, and at most one live
@@ -182,7 +186,11 @@ pub fn no_out_of_sync_promotion(r: &Recorded) -> Verdict {
             )
         })
         .collect();
-    verdict("no promotion of a mirror that was not in sync", promotions.len(), bad)
+    verdict(
+        "no promotion of a mirror that was not in sync",
+        promotions.len(),
+        bad,
+    )
 }
 
 /// Every transition (history rows of one transaction) has exactly one evidence row with an
@@ -386,10 +394,11 @@ pub fn failures_acted_on_in_time(r: &Recorded, t: &Timing) -> Verdict {
                         f.what
                     )),
                 }
-                if let Some(p) = promotions
-                    .iter()
-                    .find(|p| p.content == *content && p.time_us.div_euclid(1000) >= f.at && f.healed_at.is_none_or(|h| p.time_us.div_euclid(1000) <= h))
-                {
+                if let Some(p) = promotions.iter().find(|p| {
+                    p.content == *content
+                        && p.time_us.div_euclid(1000) >= f.at
+                        && f.healed_at.is_none_or(|h| p.time_us.div_euclid(1000) <= h)
+                }) {
                     bad.push(format!(
                         "{}: content {content} promoted at {} although only its mirror failed",
                         f.what,

@@ -224,7 +224,10 @@ fn a_lost_acknowledged_write_fails() {
     assert_eq!(acknowledged_writes_survive(&r).status, Status::Fail);
     // A write acknowledged while the pair was not in sync is not promised.
     r.acks[0].in_sync = false;
-    assert_eq!(acknowledged_writes_survive(&r).status, Status::NotApplicable);
+    assert_eq!(
+        acknowledged_writes_survive(&r).status,
+        Status::NotApplicable
+    );
 }
 
 #[test]
@@ -232,7 +235,10 @@ fn a_missing_or_late_promotion_fails() {
     let mut r = clean();
     r.history.clear();
     r.evidence.clear();
-    assert_eq!(failures_acted_on_in_time(&r, &timing()).status, Status::Fail);
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Fail
+    );
     let mut r = clean();
     r.faults[0].expect = Expect::Promotion {
         content: 0,
@@ -241,10 +247,16 @@ fn a_missing_or_late_promotion_fails() {
     };
     r.faults[0].at = T0 - 10_000;
     // promoted 2 s after not_before, bound 10 ms + slack 2000 ms: 2000 <= 2010 passes
-    assert_eq!(failures_acted_on_in_time(&r, &timing()).status, Status::Pass);
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Pass
+    );
     r.history.iter_mut().for_each(|h| h.time_us += 1_000_000);
     r.evidence[0].time_us += 1_000_000;
-    assert_eq!(failures_acted_on_in_time(&r, &timing()).status, Status::Fail);
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Fail
+    );
 }
 
 #[test]
@@ -257,7 +269,12 @@ fn a_promotion_before_it_is_allowed_fails() {
     };
     let v = failures_acted_on_in_time(&r, &timing());
     assert_eq!(v.status, Status::Fail);
-    assert!(v.details.iter().any(|d| d.contains("before it was allowed")), "{v:?}");
+    assert!(
+        v.details
+            .iter()
+            .any(|d| d.contains("before it was allowed")),
+        "{v:?}"
+    );
 }
 
 #[test]
@@ -268,13 +285,25 @@ fn mirror_failures_must_mark_the_mirror_down_and_not_promote() {
         bound_ms: 5000,
     };
     // The clean history promotes: wrong for a mirror failure.
-    assert_eq!(failures_acted_on_in_time(&r, &timing()).status, Status::Fail);
-    r.history = vec![hist(T0 + 4000, 6, 0, 'm', 'd', 'n'), hist(T0 + 4000, 2, 0, 'p', 'u', 'n')];
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Fail
+    );
+    r.history = vec![
+        hist(T0 + 4000, 6, 0, 'm', 'd', 'n'),
+        hist(T0 + 4000, 2, 0, 'p', 'u', 'n'),
+    ];
     r.evidence = vec![ev(1, T0 + 4000, 10, "ftsd1", 0, &[2, 6])];
-    assert_eq!(failures_acted_on_in_time(&r, &timing()).status, Status::Pass);
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Pass
+    );
     r.history.clear();
     r.evidence.clear();
-    assert_eq!(failures_acted_on_in_time(&r, &timing()).status, Status::Fail);
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Fail
+    );
 }
 
 #[test]
@@ -284,12 +313,18 @@ fn a_transition_where_none_is_allowed_fails() {
         content: 0,
         until: T0 + 5000,
     };
-    assert_eq!(failures_acted_on_in_time(&r, &timing()).status, Status::Fail);
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Fail
+    );
     r.faults[0].expect = Expect::NoTransition {
         content: 0,
         until: T0 + 1000,
     };
-    assert_eq!(failures_acted_on_in_time(&r, &timing()).status, Status::Pass);
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Pass
+    );
 }
 
 #[test]

@@ -4,5 +4,13 @@
 //! what was recorded. Everything that needs Docker lives behind `fts-chaos run`; the checker and
 //! report are pure and unit-tested in the normal test suite.
 
+pub mod cluster;
+pub mod docker;
+pub mod harness;
 pub mod history;
 pub mod invariants;
+pub mod report;
+pub mod rng;
+pub mod run;
+pub mod scenario;
+pub mod workload;
