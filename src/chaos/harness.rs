@@ -244,13 +244,21 @@ impl Drop for Observer {
     }
 }
 
-/// Live instances acting as primary (not a mirror, alive, not merely promoting).
+/// Live, healthy instances acting as primary. An instance the harness degraded (slow, hung)
+/// is left out: a primary that still runs after the FTS gave up on it is what every FTS
+/// failover leaves behind (Greenplum fences it through synchronous replication, not by
+/// killing it); a second *healthy* primary is what the check is after.
 pub fn acting(at: Millis, list: &[SegmentView]) -> ActingSample {
     ActingSample {
         at,
         primaries: list
             .iter()
-            .filter(|v| v.content >= 0 && v.alive && v.role == crate::model::Role::Primary)
+            .filter(|v| {
+                v.content >= 0
+                    && v.alive
+                    && v.fault.is_none()
+                    && v.role == crate::model::Role::Primary
+            })
             .map(|v| (v.content, v.dbid))
             .collect(),
     }

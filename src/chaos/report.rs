@@ -123,9 +123,10 @@ pub fn markdown(r: &RunResult) -> String {
     for v in &r.workload {
         let _ = writeln!(
             md,
-            "| {} (whole run, {} acknowledged writes) | {} | | |",
+            "| {} (whole run, {} acknowledged writes, {} unacknowledged) | {} | | |",
             v.name,
             r.workload_acks,
+            r.workload_errors,
             status_text(v.status)
         );
     }

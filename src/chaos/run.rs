@@ -113,24 +113,22 @@ impl RunResult {
     }
 }
 
-/// Waits for the catalog, the simulator, a leader of the segsim cluster and healthy pairs.
+/// Waits for the catalog (seeded by the simulator) and a leader of the segsim cluster.
 async fn wait_ready(limit: Duration) -> harness::Result<()> {
     let start = Instant::now();
     let mut last = String::new();
     while start.elapsed() < limit {
         match cluster::rows("segsim").await {
-            Ok(rows)
-                if !rows.is_empty() && rows.iter().all(|r| r.status == 'u' && r.mode == 's') =>
-            {
-                match cluster::leader("segsim").await {
-                    Ok(Some(_)) => return Ok(()),
-                    Ok(None) => last = "no segsim leader yet".into(),
-                    Err(e) => last = e.to_string(),
-                }
-            }
+            // Health is restored before each scenario; here the cluster only has to be up.
+            Ok(rows) if !rows.is_empty() => match cluster::leader("segsim").await {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) => last = "no segsim leader yet".into(),
+                Err(e) => last = e.to_string(),
+            },
             Ok(rows) => last = format!("segsim catalog not ready: {} rows", rows.len()),
             Err(e) => last = e.to_string(),
         }
+        tracing::debug!(%last, "waiting for the cluster");
         sleep_ms(500).await;
     }
     fail(format!("cluster not ready within {limit:?}: {last}"))
@@ -181,7 +179,12 @@ fn measure(r: &Recorded) -> Vec<Measure> {
                 fault: f.what.clone(),
                 ..Measure::default()
             };
-            if let Some(content) = f.content {
+            let acted_on = matches!(
+                f.expect,
+                super::history::Expect::Promotion { .. }
+                    | super::history::Expect::MirrorDown { .. }
+            );
+            if let (Some(content), true) = (f.content, acted_on) {
                 m.detection_ms = r
                     .history
                     .iter()
@@ -344,6 +347,7 @@ async fn run_one(s: &Scenario, seed: u64, opts: &Options, observer: &Observer) -
 pub async fn run(opts: Options) -> harness::Result<RunResult> {
     let started_at = now_ms();
     wait_ready(Duration::from_secs(120)).await?;
+    tracing::info!("cluster is up");
     setup_pgpairs().await?;
     let pg_rejected = cluster::read_logs(&opts.logs, "pgpairs").rejected;
     let pg_driver_missing = (!pg_rejected.is_empty()).then(|| {
@@ -397,6 +401,7 @@ pub async fn run(opts: Options) -> harness::Result<RunResult> {
         }
     }
     drop(observer);
+    let workload_errors = workload.errors();
     let (acks, survivors) = workload.finish().await;
     let workload_acks = acks.len();
     let record = Recorded {
@@ -417,7 +422,7 @@ pub async fn run(opts: Options) -> harness::Result<RunResult> {
         scenarios,
         workload: vec![workload_verdict],
         workload_acks,
-        workload_errors: 0,
+        workload_errors,
         pg_driver_missing,
     })
 }

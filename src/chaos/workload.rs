@@ -142,6 +142,11 @@ impl Workload {
         }
     }
 
+    /// Writes that got no acknowledgement (timeouts, lost connections) so far.
+    pub fn errors(&self) -> u64 {
+        *self.errors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Stops the writers, then reads every content's rows from its current primary.
     pub async fn finish(self) -> (Vec<Ack>, Option<Vec<Survivors>>) {
         self.stop.store(true, Ordering::Relaxed);
