@@ -28,8 +28,11 @@ pub const FTSD: [(&str, &str, &str, &str); 3] = [
     ("chaos-ftsd3", "ftsd3", "172.28.1.23", "172.28.2.23"),
 ];
 
+/// A container and its address.
+pub type Node = (&'static str, &'static str);
+
 /// A real PostgreSQL pair: content, (primary container, address), (mirror container, address).
-pub const PG_PAIRS: [(i16, (&str, &str), (&str, &str)); 2] = [
+pub const PG_PAIRS: [(i16, Node, Node); 2] = [
     (
         0,
         ("chaos-pg1p", "172.28.2.31"),
@@ -41,6 +44,21 @@ pub const PG_PAIRS: [(i16, (&str, &str), (&str, &str)); 2] = [
         ("chaos-pg2m", "172.28.2.34"),
     ),
 ];
+
+/// The container and address of `dbid` in the pgpairs layout (primary dbid 2+c, mirror dbid
+/// 2+c+pairs, as `fts-chaos` seeds the catalog).
+pub fn pg_container(dbid: i16) -> Option<(&'static str, &'static str)> {
+    let n = PG_PAIRS.len() as i16;
+    PG_PAIRS.iter().find_map(|(content, p, m)| {
+        if dbid == content + 2 {
+            Some(*p)
+        } else if dbid == content + 2 + n {
+            Some(*m)
+        } else {
+            None
+        }
+    })
+}
 
 pub fn ftsd_container(instance: &str) -> Option<&'static str> {
     FTSD.iter().find(|f| f.1 == instance).map(|f| f.0)

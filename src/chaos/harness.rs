@@ -269,9 +269,8 @@ pub fn restore_containers() -> Result<()> {
     let mut all: Vec<&str> = vec!["chaos-catalog", "chaos-segsim"];
     all.extend(ETCD.iter().map(|e| e.0));
     all.extend(FTSD.iter().map(|f| f.0));
-    for (_, (p, _), (m, _)) in cluster::PG_PAIRS {
-        all.extend([p, m]);
-    }
+    // The PostgreSQL segments are left to `heal_pgpairs`: a failed former primary must not
+    // simply be started again (it would come back as a second primary).
     for c in all {
         match docker::state(c)?.as_str() {
             "paused" => docker::unpause(c)?,
@@ -393,4 +392,45 @@ pub async fn reset_segsim() -> Result<()> {
         docker::start(c)?;
     }
     Ok(())
+}
+
+/// Heals the real PostgreSQL pairs: a stopped instance whose content has another primary in
+/// the catalog is rebuilt as that primary's standby (the `rebuild-from` marker of `chaos-pg`);
+/// one that is still the catalog's primary is just started. Then waits until every pair is up
+/// and in sync in the catalog (which needs ftsd's PostgreSQL driver to notice).
+pub async fn heal_pgpairs(limit: Duration) -> Result<()> {
+    let rows = cluster::rows("pgpairs").await?;
+    for (content, p, m) in cluster::PG_PAIRS {
+        for (container, ip) in [p, m] {
+            if docker::state(container)? == "running" {
+                continue;
+            }
+            let primary = rows
+                .iter()
+                .filter(|r| r.content == content && r.role == 'p')
+                .filter_map(|r| cluster::pg_container(r.dbid))
+                .find(|(c, _)| *c != container);
+            if let Some((_, primary_ip)) = primary {
+                let marker = std::env::temp_dir().join(format!("rebuild-from-{container}"));
+                std::fs::write(&marker, primary_ip).map_err(|e| {
+                    HarnessError::Other(format!("writing {}: {e}", marker.display()))
+                })?;
+                let dest = format!("{container}:/var/lib/postgresql/rebuild-from");
+                docker::docker(&["cp", &marker.to_string_lossy(), &dest])?;
+                let _ = std::fs::remove_file(&marker);
+                tracing::info!(container, ip, primary_ip, "rebuilding as a standby");
+            }
+            docker::start(container)?;
+        }
+    }
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(rows) = cluster::rows("pgpairs").await {
+            if !rows.is_empty() && rows.iter().all(|r| r.status == 'u' && r.mode == 's') {
+                return Ok(());
+            }
+        }
+        sleep_ms(500).await;
+    }
+    fail("the PostgreSQL pairs are not all up and in sync in the catalog")
 }

@@ -179,11 +179,13 @@ fn measure(r: &Recorded) -> Vec<Measure> {
                 fault: f.what.clone(),
                 ..Measure::default()
             };
-            let acted_on = matches!(
-                f.expect,
-                super::history::Expect::Promotion { .. }
-                    | super::history::Expect::MirrorDown { .. }
-            );
+            // Detection only where acting was allowed at once (not e.g. while etcd had no
+            // quorum: that wait is reported as the promotion latency after quorum returned).
+            let acted_on = match f.expect {
+                super::history::Expect::Promotion { not_before, .. } => not_before <= f.at,
+                super::history::Expect::MirrorDown { .. } => true,
+                _ => false,
+            };
             if let (Some(content), true) = (f.content, acted_on) {
                 m.detection_ms = r
                     .history
@@ -206,8 +208,7 @@ fn measure(r: &Recorded) -> Vec<Measure> {
                 let before = r
                     .acting
                     .iter()
-                    .filter(|s| s.at <= f.at)
-                    .next_back()
+                    .rfind(|s| s.at <= f.at)
                     .and_then(|s| s.primaries.iter().find(|(c, _)| *c == content).map(|x| x.1));
                 if let Some(old) = before {
                     m.failover_ms = r
@@ -248,6 +249,17 @@ async fn run_one(s: &Scenario, seed: u64, opts: &Options, observer: &Observer) -
         terms: Vec::new(),
     };
     println!("== scenario {} (seed {seed})", s.name);
+    if s.target == Target::PgPairs {
+        let healed = match harness::restore_containers() {
+            Ok(()) => harness::heal_pgpairs(Duration::from_secs(60)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = healed {
+            result.outcome = Outcome::HarnessError(format!("could not heal the pairs first: {e}"));
+            result.ended_at = now_ms();
+            return result;
+        }
+    }
     if s.target == Target::Segsim {
         if let Err(e) = harness::heal_segsim(&h, Duration::from_secs(45)).await {
             result.outcome =

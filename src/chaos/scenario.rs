@@ -6,7 +6,7 @@
 use crate::segsim::Fault as SimFault;
 use std::time::Duration;
 
-use super::cluster::{self, ETCD, PG_PAIRS};
+use super::cluster::{self, pg_container, ETCD, PG_PAIRS};
 use super::docker::{self, ETCDNET, SEGNET};
 use super::harness::{fail, sleep_ms, Harness, Result};
 use super::history::{now_ms, Expect, QuorumLoss};
@@ -497,19 +497,6 @@ async fn restart_everything(h: &mut Harness) -> Result<()> {
     Ok(())
 }
 
-/// The container of `dbid` in the pgpairs layout (primary dbid 2+i, mirror dbid 4+i).
-fn pg_container(dbid: i16) -> Option<&'static str> {
-    PG_PAIRS.iter().find_map(|(content, (p, _), (m, _))| {
-        if dbid == content + 2 {
-            Some(*p)
-        } else if dbid == content + 4 {
-            Some(*m)
-        } else {
-            None
-        }
-    })
-}
-
 async fn pg_kill_primary(h: &mut Harness) -> Result<()> {
     h.jitter(0, 2000).await;
     let content = h.pick_content().await?;
@@ -519,7 +506,7 @@ async fn pg_kill_primary(h: &mut Harness) -> Result<()> {
             "pg content {content} is not a healthy pair before the fault"
         ));
     }
-    let Some(container) = pg_container(p.dbid) else {
+    let Some((container, _)) = pg_container(p.dbid) else {
         return fail(format!("no container for dbid {}", p.dbid));
     };
     docker::kill(container)?;
@@ -545,7 +532,7 @@ async fn pg_kill_mirror(h: &mut Harness) -> Result<()> {
     h.jitter(0, 2000).await;
     let content = h.pick_content().await?;
     let (_, m) = h.pair(content).await?;
-    let Some(container) = pg_container(m.dbid) else {
+    let Some((container, _)) = pg_container(m.dbid) else {
         return fail(format!("no container for dbid {}", m.dbid));
     };
     docker::kill(container)?;
