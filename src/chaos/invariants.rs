@@ -194,7 +194,8 @@ pub fn no_out_of_sync_promotion(r: &Recorded) -> Verdict {
 }
 
 /// Every transition (history rows of one transaction) has exactly one evidence row with an
-/// epoch, an instance and the same dbids, and every evidence row has its history rows.
+/// epoch, an instance and the same dbids, and every evidence row has its history rows, except
+/// a refusal (empty dbids), which must have none.
 pub fn history_and_evidence(r: &Recorded) -> Verdict {
     let mut bad: Vec<String> = r
         .unparsed_history
@@ -248,7 +249,20 @@ pub fn history_and_evidence(r: &Recorded) -> Verdict {
         }
     }
     for e in &r.evidence {
-        if !txs.iter().any(|tx| tx[0].time_us == e.time_us) {
+        let has_history = txs.iter().any(|tx| tx[0].time_us == e.time_us);
+        // A refused failover (rule double_fault, data-loss guard) is recorded with empty dbids
+        // and changes no row: it must have no history rows, and needs none.
+        if e.dbids.is_empty() {
+            if has_history {
+                bad.push(format!(
+                    "evidence {} ({}) records a refusal (no dbids) but history rows share its transaction",
+                    e.id,
+                    ts(e.time_us)
+                ));
+            }
+            continue;
+        }
+        if !has_history {
             bad.push(format!(
                 "evidence {} ({}, content {}) has no history rows",
                 e.id,

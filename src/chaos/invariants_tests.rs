@@ -201,6 +201,20 @@ fn missing_or_mismatched_evidence_fails() {
 }
 
 #[test]
+fn a_refused_failover_needs_evidence_without_history() {
+    let mut r = clean();
+    let mut refusal = ev(2, T0 + 7000, 10, "ftsd1", 1, &[]);
+    refusal.rule = "double_fault".into();
+    r.evidence.push(refusal.clone());
+    assert_eq!(history_and_evidence(&r).status, Status::Pass);
+    // ... but a refusal that shares a transaction with row changes is inconsistent.
+    refusal.id = 3;
+    refusal.time_us = r.evidence[0].time_us;
+    r.evidence.push(refusal);
+    assert_eq!(history_and_evidence(&r).status, Status::Fail);
+}
+
+#[test]
 fn a_write_while_etcd_has_no_quorum_fails() {
     let mut r = clean();
     // Quorum lost 10 s before the write and restored after it.
