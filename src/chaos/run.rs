@@ -28,7 +28,7 @@ pub struct Options {
 pub fn timing(target: Target) -> Timing {
     let (interval, timeout, retries, retry_delay) = match target {
         Target::Segsim => (1000, 500, 2, 200),
-        Target::PgPairs => (1000, 1000, 2, 200),
+        Target::PgPairs => (1000, 800, 2, 200),
     };
     Timing {
         lease_ttl_ms: 3000,
@@ -364,7 +364,7 @@ pub async fn run(opts: Options) -> harness::Result<RunResult> {
     let pg_rejected = cluster::read_logs(&opts.logs, "pgpairs").rejected;
     let pg_driver_missing = (!pg_rejected.is_empty()).then(|| {
         format!(
-            "the FTS hosts refused the pgpairs configuration (PostgreSQL driver not available in this ftsd): {}",
+            "the FTS hosts refused the pgpairs configuration (is the PostgreSQL driver missing from this ftsd?): {}",
             pg_rejected[0]
         )
     });
