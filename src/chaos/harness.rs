@@ -244,6 +244,92 @@ impl Drop for Observer {
     }
 }
 
+/// Samples the real PostgreSQL instances every 250 ms: those that answer and are not in
+/// recovery, i.e. accept writes as a primary. A killed instance answers nothing and is not
+/// counted; a rebuilt one is a standby.
+pub struct PgObserver {
+    stop: Arc<AtomicBool>,
+    pub samples: Arc<Mutex<Vec<ActingSample>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl PgObserver {
+    pub fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let n = cluster::PG_PAIRS.len() as i16;
+        let nodes: Vec<(i16, i16, &'static str)> = cluster::PG_PAIRS
+            .iter()
+            .flat_map(|(c, p, m)| [(*c, c + 2, p.1), (*c, c + 2 + n, m.1)])
+            .collect();
+        // Per node: (answers as a primary, when last seen answering). One task per node, so a
+        // dead node's connect timeouts do not slow the sampling of the others.
+        let latest: Arc<Mutex<Vec<(bool, Millis)>>> =
+            Arc::new(Mutex::new(vec![(false, 0); nodes.len()]));
+        for (i, (_, _, addr)) in nodes.iter().copied().enumerate() {
+            let (s, latest) = (stop.clone(), latest.clone());
+            tokio::spawn(async move {
+                let mut client: Option<tokio_postgres::Client> = None;
+                while !s.load(Ordering::Relaxed) {
+                    if client.as_ref().is_none_or(|c| c.is_closed()) {
+                        client = tokio::time::timeout(
+                            Duration::from_millis(500),
+                            cluster::connect(addr, "postgres"),
+                        )
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok());
+                    }
+                    if let Some(c) = &client {
+                        let q = c.query_one("SELECT NOT pg_is_in_recovery()", &[]);
+                        match tokio::time::timeout(Duration::from_millis(500), q).await {
+                            Ok(Ok(row)) => {
+                                latest.lock().unwrap_or_else(|e| e.into_inner())[i] =
+                                    (row.get::<_, bool>(0), now_ms());
+                            }
+                            _ => client = None,
+                        }
+                    }
+                    sleep_ms(100).await;
+                }
+            });
+        }
+        let (s, out) = (stop.clone(), samples.clone());
+        let task = tokio::spawn(async move {
+            while !s.load(Ordering::Relaxed) {
+                let at = now_ms();
+                let state = latest.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let primaries = nodes
+                    .iter()
+                    .zip(state)
+                    .filter(|(_, (primary, seen))| *primary && at - seen < 1000)
+                    .map(|((content, dbid, _), _)| (*content, *dbid))
+                    .collect();
+                out.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(ActingSample { at, primaries });
+                sleep_ms(250).await;
+            }
+        });
+        PgObserver {
+            stop,
+            samples,
+            task: Some(task),
+        }
+    }
+
+    pub fn take(&self) -> Vec<ActingSample> {
+        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub async fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
 /// Live, healthy instances acting as primary. An instance the harness degraded (slow, hung)
 /// is left out: a primary that still runs after the FTS gave up on it is what every FTS
 /// failover leaves behind (Greenplum fences it through synchronous replication, not by

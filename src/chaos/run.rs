@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::cluster::{self, PG_PAIRS};
-use super::harness::{self, fail, sleep_ms, Harness, HarnessError, Observer};
+use super::harness::{self, fail, sleep_ms, Harness, HarnessError, Observer, PgObserver};
 use super::history::{now_ms, Fault, HistoryRow, Millis, Recorded, Term, Timing};
 use super::invariants::{self, Status, Verdict};
 use super::scenario::{self, Scenario, Target};
@@ -205,11 +205,18 @@ fn measure(r: &Recorded) -> Vec<Measure> {
                     .filter(|p| p.content == content && p.time_us / 1000 >= not_before)
                     .map(|p| p.time_us / 1000 - not_before)
                     .min();
+                // The acting primary just before the fault; the baseline's if not sampled yet.
                 let before = r
                     .acting
                     .iter()
                     .rfind(|s| s.at <= f.at)
-                    .and_then(|s| s.primaries.iter().find(|(c, _)| *c == content).map(|x| x.1));
+                    .and_then(|s| s.primaries.iter().find(|(c, _)| *c == content).map(|x| x.1))
+                    .or_else(|| {
+                        r.initial
+                            .iter()
+                            .find(|x| x.content == content && x.role == 'p')
+                            .map(|x| x.dbid)
+                    });
                 if let Some(old) = before {
                     m.failover_ms = r
                         .acting
@@ -229,7 +236,13 @@ fn measure(r: &Recorded) -> Vec<Measure> {
         .collect()
 }
 
-async fn run_one(s: &Scenario, seed: u64, opts: &Options, observer: &Observer) -> ScenarioResult {
+async fn run_one(
+    s: &Scenario,
+    seed: u64,
+    opts: &Options,
+    observer: &Observer,
+    pg_observer: &PgObserver,
+) -> ScenarioResult {
     let timing = timing(s.target);
     let db = s.target.db();
     let mut h = Harness::new(s.name, seed, timing, MIRROR_GRACE_MS, db);
@@ -282,22 +295,22 @@ async fn run_one(s: &Scenario, seed: u64, opts: &Options, observer: &Observer) -
         }
     };
     let _ = observer.take();
+    let _ = pg_observer.take();
     result.started_at = now_ms();
     let ran = scenario::run(s, &mut h).await;
     // Let late effects (a fenced write, a second promotion) show up before judging.
     sleep_ms(2000).await;
     result.ended_at = now_ms();
     let (initial, after_us) = h.rebaselined.clone().unwrap_or(baseline);
-    let acting = observer.take();
+    let acting = match s.target {
+        Target::Segsim => observer.take(),
+        Target::PgPairs => pg_observer.take(),
+    };
     let mut record = Recorded {
         initial,
         faults: h.faults.clone(),
         quorum_losses: h.quorum_losses.clone(),
-        acting: if s.target == Target::Segsim {
-            acting
-        } else {
-            Vec::new()
-        },
+        acting,
         ..Recorded::default()
     };
     let logs = cluster::read_logs(&opts.logs, db);
@@ -370,6 +383,7 @@ pub async fn run(opts: Options) -> harness::Result<RunResult> {
     });
     let workload = Workload::start();
     let observer = Observer::start();
+    let pg_observer = PgObserver::start();
     let plan: Vec<&Scenario> = scenario::ALL
         .iter()
         .filter(|s| {
@@ -409,10 +423,11 @@ pub async fn run(opts: Options) -> harness::Result<RunResult> {
                     continue;
                 }
             }
-            scenarios.push(run_one(s, *seed, &opts, &observer).await);
+            scenarios.push(run_one(s, *seed, &opts, &observer, &pg_observer).await);
         }
     }
     drop(observer);
+    pg_observer.stop().await;
     let workload_errors = workload.errors();
     let (acks, survivors) = workload.finish().await;
     let workload_acks = acks.len();
