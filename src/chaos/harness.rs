@@ -407,6 +407,7 @@ pub async fn heal_segsim(h: &Harness, limit: Duration) -> Result<()> {
             return Ok(());
         }
         let mut contents: Vec<i16> = list.iter().map(|v| v.content).filter(|c| *c >= 0).collect();
+        contents.sort_unstable();
         contents.dedup();
         for content in contents {
             let mine: Vec<&SegmentView> = list.iter().filter(|v| v.content == content).collect();

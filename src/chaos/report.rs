@@ -88,7 +88,7 @@ pub fn markdown(r: &RunResult) -> String {
         all().filter_map(|m| m.promotion_ms).collect(),
     ));
     md.push_str(&stat_line(
-        "failover (fault → new primary acting on the segments)",
+        "failover (allowed → new primary acting on the segments)",
         all().filter_map(|m| m.failover_ms).collect(),
     ));
     md.push_str(&stat_line(

@@ -59,7 +59,7 @@ pub struct Measure {
     pub detection_ms: Option<i64>,
     /// When promotion was allowed → promotion in the catalog.
     pub promotion_ms: Option<i64>,
-    /// Fault → a different instance acting as primary on the segments.
+    /// When promotion was allowed → a different instance acting as primary on the segments.
     pub failover_ms: Option<i64>,
     /// Leader fault → the next `took office`.
     pub takeover_ms: Option<i64>,
@@ -222,10 +222,10 @@ fn measure(r: &Recorded) -> Vec<Measure> {
                         .acting
                         .iter()
                         .find(|s| {
-                            s.at > f.at
+                            s.at > not_before
                                 && s.primaries.iter().any(|(c, d)| *c == content && *d != old)
                         })
-                        .map(|s| s.at - f.at);
+                        .map(|s| s.at - not_before);
                 }
             }
             if f.what.contains("leader") && f.content.is_none() {
