@@ -1,14 +1,20 @@
 //! ftsd: an external, highly available fault tolerance service for Greenplum / Cloudberry-style
 //! MPP clusters. See README.md for the architecture.
 
+pub mod api;
 pub mod bench;
 pub mod catalog;
 pub mod chaos;
 pub mod config;
 pub mod core;
+pub mod ctl;
 pub mod election;
 pub mod engine;
+pub mod error_chain;
+pub mod hooks;
+pub mod metrics;
 pub mod model;
+pub mod pgdriver;
 pub mod segsim;
 pub mod testkit;
 pub mod wire;

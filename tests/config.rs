@@ -748,3 +748,52 @@ mod no_panics {
         }
     }
 }
+
+#[test]
+fn postgres_driver_keys() {
+    use ftsd::config::ProbeDriver;
+    let cfg = load_ok(MINIMAL);
+    assert_eq!(cfg.probe.driver, ProbeDriver::Fts);
+    assert_eq!(cfg.postgres.database, "postgres");
+    assert_eq!(cfg.postgres.max_lag, 16 * 1024 * 1024);
+    assert_eq!(cfg.postgres.sync_standby_names, "");
+
+    let cfg = load_ok(&format!(
+        "{MINIMAL}[probe]\ndriver = \"postgres\"\n[postgres]\ndatabase = \"fts\"\nmax_lag = 0\n\
+         sync_standby_names = \"FIRST 1 (s1)\"\n"
+    ));
+    assert_eq!(cfg.probe.driver, ProbeDriver::Postgres);
+    assert_eq!(cfg.postgres.database, "fts");
+    assert_eq!(cfg.postgres.max_lag, 0);
+    assert_eq!(cfg.postgres.sync_standby_names, "FIRST 1 (s1)");
+    assert_eq!(load_ok(&cfg.render_masked()), cfg);
+
+    let env = Case::new(MINIMAL)
+        .load(
+            &[
+                ("FTSD_PROBE_DRIVER", "postgres"),
+                ("FTSD_POSTGRES_MAX_LAG", "1024"),
+            ],
+            &Overrides::default(),
+        )
+        .unwrap();
+    assert_eq!(env.probe.driver, ProbeDriver::Postgres);
+    assert_eq!(env.postgres.max_lag, 1024);
+
+    assert_eq!(
+        file_error("[probe]\ndriver = \"pg\"\n"),
+        "ftsd.toml: probe.driver: invalid probe driver \"pg\" (expected \"fts\" or \"postgres\")"
+    );
+    assert_eq!(
+        file_error("[postgres]\nmax_lag = -1\n"),
+        "ftsd.toml: postgres.max_lag: -1 is out of range"
+    );
+    assert_eq!(
+        env_error(&[("FTSD_POSTGRES_MAX_LAG", "2000000000000")]),
+        "FTSD_POSTGRES_MAX_LAG=2000000000000: must be at most 1099511627776 bytes (1 TiB)"
+    );
+    assert_eq!(
+        file_error("[postgres]\ndatabase = \"\"\n"),
+        "ftsd.toml: postgres.database = \"\": must not be empty"
+    );
+}

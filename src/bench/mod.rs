@@ -4,5 +4,6 @@
 
 pub mod baseline;
 pub mod measure;
+pub mod pg_failover;
 pub mod probe;
 pub mod takeover;

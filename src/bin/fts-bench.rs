@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ftsd::bench::{measure, probe, takeover};
+use ftsd::bench::{measure, pg_failover, probe, takeover};
 
-/// ftsd benchmarks: probe-cycle cost against fts-segsim, and leader takeover after kill -9.
+/// ftsd benchmarks: probe-cycle cost against fts-segsim, leader takeover after kill -9, and
+/// failover of a real PostgreSQL pair.
 #[derive(Parser)]
 #[command(name = "fts-bench", version, about)]
 struct Cli {
@@ -42,6 +43,25 @@ enum Cmd {
         /// ftsd instances (the leader and its followers).
         #[arg(long, default_value_t = 3)]
         instances: usize,
+    },
+    /// Failover of a real PostgreSQL pair with the postgres driver: kill -9 of the primary's
+    /// postmaster until the promoted standby commits a write, over several runs.
+    PgFailover {
+        /// Kill -9 runs (each with a fresh pair and daemon).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// probe.interval of the daemon.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// probe.timeout of the daemon (must be less than the interval).
+        #[arg(long, default_value = "999ms", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// probe.retries of the daemon.
+        #[arg(long, default_value_t = 2)]
+        retries: u32,
+        /// probe.retry_delay of the daemon.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        retry_delay: Duration,
     },
     /// Internal: one measured worker process of `probe`.
     #[command(hide = true)]
@@ -117,6 +137,35 @@ fn main() -> anyhow::Result<()> {
                     );
                 }
             }
+        }
+        Cmd::PgFailover {
+            runs,
+            interval,
+            timeout,
+            retries,
+            retry_delay,
+        } => {
+            let settings = pg_failover::PgFailoverSettings {
+                interval,
+                timeout,
+                retries,
+                retry_delay,
+            };
+            let samples = rt.block_on(pg_failover::run(settings, runs))?;
+            let (lo, med, hi) = measure::summary(&samples);
+            println!("| interval | timeout | retries | retry_delay | runs | kill -9 → write on promoted standby min / median / max |");
+            println!("|---|---|---:|---|---:|---|");
+            println!(
+                "| {} | {} | {} | {} | {} | {} / {} / {} |",
+                humantime::format_duration(interval),
+                humantime::format_duration(timeout),
+                retries,
+                humantime::format_duration(retry_delay),
+                samples.len(),
+                measure::ms(lo),
+                measure::ms(med),
+                measure::ms(hi)
+            );
         }
         Cmd::Takeover {
             ttl,

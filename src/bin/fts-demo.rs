@@ -105,6 +105,28 @@ async fn leader(etcd: &EtcdCluster, not: Option<&str>) -> anyhow::Result<MemberI
     }
 }
 
+/// Runs the sibling `ftsctl` binary and shows its output, as an operator would see it.
+/// Its exit status is shown rather than treated as an error: `status` exits 1 while a
+/// segment is down, which is the point of the demo.
+fn ftsctl(endpoints: &str, args: &[&str]) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?
+        .parent()
+        .context("exe dir")?
+        .join("ftsctl");
+    println!("\n$ ftsctl {}", args.join(" "));
+    let out = Command::new(exe)
+        .args(["--endpoint", endpoints])
+        .args(args)
+        .output()
+        .context("running ftsctl")?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        println!("(ftsctl exited with {})", out.status.code().unwrap_or(-1));
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -122,6 +144,10 @@ async fn main() -> anyhow::Result<()> {
         .context("exe dir")?
         .join("ftsd");
     let mut children = Reaper(Vec::new());
+    let endpoints = (0..cli.instances)
+        .map(|i| format!("127.0.0.1:{}", 7470 + 10 * i))
+        .collect::<Vec<_>>()
+        .join(",");
     for i in 0..cli.instances {
         let name = format!("fts{}", i + 1);
         let cfg = dir.path().join(format!("{name}.toml"));
@@ -156,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
     show_members(&members(&etcd).await);
     println!("\n== gp_segment_configuration:");
     show_catalog(&pg).await?;
+    ftsctl(&endpoints, &["status"])?;
 
     println!("\n== killing the primary of content 0 (dbid 2): fts-segsim ctl fault 2 down");
     let c = control.clone();
@@ -203,6 +230,9 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    ftsctl(&endpoints, &["segments", "--down"])?;
+    ftsctl(&endpoints, &["explain", "0"])?;
+
     println!("\n== kill -9 of the leading ftsd ({})", first.instance_id);
     let idx: usize = first
         .instance_id
@@ -220,11 +250,13 @@ async fn main() -> anyhow::Result<()> {
         first.epoch.unwrap_or_default()
     );
     show_members(&members(&etcd).await);
+    ftsctl(&endpoints, &["status"])?;
 
     println!("\nLogs and configs: {}", dir.path().display());
     if cli.keep {
         println!("Explore:  psql '{}'", pg.url());
         println!("          fts-segsim ctl --control {control} list");
+        println!("          ftsctl --endpoint {endpoints} watch");
         println!("Ctrl-C to stop and clean up.");
         tokio::signal::ctrl_c().await?;
     }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::sync::{watch, Notify};
 
+use ftsd::api::state::cycle_result;
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::{schema, Catalog, CatalogError};
 use ftsd::config::{Config, ConfigArgs, LogFormat};
@@ -17,9 +18,8 @@ use ftsd::election::{keys, run_elector, ElectedAuthority, ElectorSettings, EtcdO
 use ftsd::engine::authority::SINGLE_INSTANCE_EPOCH;
 use ftsd::engine::runner::{run_loop, CycleObserver, LoopSettings};
 use ftsd::engine::{
-    Authority, CycleContext, CycleReport, FtsWireDriver, ProbeSettings, SingleInstance,
+    AnyDriver, Authority, CycleContext, CycleReport, ProbeSettings, SingleInstance,
 };
-use ftsd::wire::client::Credentials;
 
 /// External, highly available FTS for Greenplum / Cloudberry clusters.
 #[derive(Parser)]
@@ -186,9 +186,19 @@ struct MemberObserver(Arc<Membership>);
 
 impl CycleObserver for MemberObserver {
     fn cycle_finished(&self, report: &CycleReport) {
+        let result = cycle_result(report);
         self.0.update(|m| {
             m.last_cycle_at = Some(report.started_at);
             m.last_cycle_ms = Some(report.duration.as_millis() as u64);
+            m.last_cycle_result = Some(result);
+        });
+    }
+
+    fn cycle_failed(&self, error: &str) {
+        self.0.update(|m| {
+            m.last_cycle_at = Some(SystemTime::now());
+            m.last_cycle_ms = None;
+            m.last_cycle_result = Some(format!("error: {error}"));
         });
     }
 }
@@ -209,12 +219,7 @@ async fn run(cfg: Config, no_election: bool) -> anyhow::Result<()> {
     });
 
     let catalog = Arc::new(PgCatalog::new(catalog_config(&cfg)));
-    let driver = FtsWireDriver {
-        credentials: Credentials {
-            user: cfg.probe.user.clone(),
-            password: cfg.probe.password.as_ref().map(|p| p.expose().into()),
-        },
-    };
+    let driver = AnyDriver::from_config(&cfg);
     let loop_settings = LoopSettings {
         interval: cfg.probe.interval,
         shutdown_grace: cfg.probe.timeout.max(Duration::from_secs(5)),
@@ -227,9 +232,20 @@ async fn run(cfg: Config, no_election: bool) -> anyhow::Result<()> {
             "single-instance mode (--no-election): no leader election; this instance alone acts"
         );
         let authority = SingleInstance::new(SINGLE_INSTANCE_EPOCH);
+        let observers = ftsd::api::daemon::start(
+            &cfg,
+            &instance_id,
+            PgCatalog::new(catalog_config(&cfg)),
+            ftsd::api::Mode::Single {
+                epoch: SINGLE_INSTANCE_EPOCH.0,
+            },
+            wake.clone(),
+            shutdown_rx.clone(),
+        )
+        .await?;
         claim_single_epoch(&catalog, &authority, &instance_id).await;
         let ctx = context(driver, catalog, authority, &cfg, instance_id);
-        run_loop(ctx, loop_settings, wake, Arc::new(()), shutdown_rx).await;
+        run_loop(ctx, loop_settings, wake, Arc::new(observers), shutdown_rx).await;
         return Ok(());
     }
 
@@ -239,19 +255,36 @@ async fn run(cfg: Config, no_election: bool) -> anyhow::Result<()> {
         MemberInfo {
             instance_id: instance_id.clone(),
             host: ftsd::config::hostname(),
-            api_address: cfg.api.listen.to_string(),
+            api_address: ftsd::api::advertised_address(cfg.api.listen),
             version: env!("CARGO_PKG_VERSION").to_string(),
             role: "follower".into(),
             epoch: None,
             started_at: SystemTime::now(),
             last_cycle_at: None,
             last_cycle_ms: None,
+            last_cycle_result: None,
+            leader_since: None,
         },
     ));
     let authority = ElectedAuthority::new(
         cfg.etcd.dial_timeout.max(Duration::from_secs(1)),
         wake.clone(),
     );
+    let mut observers = ftsd::api::daemon::start(
+        &cfg,
+        &instance_id,
+        PgCatalog::new(catalog_config(&cfg)),
+        ftsd::api::Mode::Elected {
+            authority: authority.clone(),
+            etcd: etcd.clone(),
+            prefix: cfg.etcd.prefix.clone(),
+            act_window: cfg.etcd.lease_ttl.saturating_sub(cfg.etcd.act_margin),
+        },
+        wake.clone(),
+        shutdown_rx.clone(),
+    )
+    .await?;
+    observers.push(Arc::new(MemberObserver(membership.clone())));
     let elector = tokio::spawn(run_elector(
         ElectorSettings {
             etcd,
@@ -266,26 +299,19 @@ async fn run(cfg: Config, no_election: bool) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     let ctx = context(driver, catalog, authority, &cfg, instance_id);
-    run_loop(
-        ctx,
-        loop_settings,
-        wake,
-        Arc::new(MemberObserver(membership)),
-        shutdown_rx,
-    )
-    .await;
+    run_loop(ctx, loop_settings, wake, Arc::new(observers), shutdown_rx).await;
     // The elector resigns on the same shutdown signal; wait for it so followers take over at once.
     let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
     Ok(())
 }
 
 fn context<A: Authority>(
-    driver: FtsWireDriver,
+    driver: AnyDriver,
     catalog: Arc<PgCatalog>,
     authority: A,
     cfg: &Config,
     instance_id: String,
-) -> Arc<CycleContext<FtsWireDriver, Arc<PgCatalog>, A>> {
+) -> Arc<CycleContext<AnyDriver, Arc<PgCatalog>, A>> {
     Arc::new(CycleContext {
         driver,
         catalog,
@@ -293,6 +319,7 @@ fn context<A: Authority>(
         settings: probe_settings(cfg),
         instance_id,
         stopping: AtomicBool::new(false),
+        refusals: Default::default(),
     })
 }
 

@@ -5,6 +5,7 @@
 //! is a second backend behind the same trait.
 
 pub mod postgres;
+pub mod queries;
 pub mod schema;
 
 use std::future::Future;

@@ -118,7 +118,7 @@ impl PgCatalog {
 
     /// Runs `f` on a live connection, reconnecting first if the last one broke. A connection
     /// that fails mid-operation is dropped so the next call starts clean.
-    async fn with_client<T, F>(&self, f: F) -> Result<T, CatalogError>
+    pub(crate) async fn with_client<T, F>(&self, f: F) -> Result<T, CatalogError>
     where
         F: for<'c> FnOnce(
             &'c mut Client,

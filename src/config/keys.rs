@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::render::toml_string;
-use super::{Config, ConnString, LogFormat};
+use super::{Config, ConnString, LogFormat, ProbeDriver};
 
 /// Prefix of every configuration environment variable.
 pub(crate) const ENV_PREFIX: &str = "FTSD_";
@@ -22,7 +22,9 @@ pub(crate) const ENV_CONFIG_PATH: &str = "FTSD_CONFIG";
 pub(crate) const PASSWORD_TABLES: [&str; 3] = ["probe", "catalog", "etcd"];
 
 /// The TOML tables; every other top-level name is a plain key.
-pub(crate) const TABLES: [&str; 5] = ["probe", "catalog", "etcd", "api", "log"];
+pub(crate) const TABLES: [&str; 7] = [
+    "probe", "postgres", "catalog", "etcd", "api", "hooks", "log",
+];
 
 /// A raw value before conversion.
 pub(crate) enum Input<'a> {
@@ -137,6 +139,21 @@ impl Field for u32 {
     }
 }
 
+impl Field for u64 {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        match input {
+            Input::File(toml::Value::Integer(i)) => {
+                u64::try_from(*i).map_err(|_| format!("{i} is out of range"))
+            }
+            Input::File(other) => Err(format!("expected an integer, found {}", other.type_str())),
+            Input::Text(s) => s.trim().parse().map_err(|_| "invalid number".to_owned()),
+        }
+    }
+    fn render(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
 /// Lists: a TOML array of strings in the file, comma-separated text elsewhere.
 impl Field for Vec<String> {
     fn parse(input: &Input<'_>) -> Result<Self, String> {
@@ -202,6 +219,23 @@ impl Field for LogFormat {
     }
 }
 
+impl Field for ProbeDriver {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        let raw = input.text("\"fts\" or \"postgres\"")?;
+        match raw.trim() {
+            "fts" => Ok(ProbeDriver::Fts),
+            "postgres" => Ok(ProbeDriver::Postgres),
+            _ => Err(format!(
+                "{} (expected \"fts\" or \"postgres\")",
+                input.bad(raw, "invalid probe driver", None)
+            )),
+        }
+    }
+    fn render(&self) -> Option<String> {
+        Some(toml_string(self.as_str()))
+    }
+}
+
 /// One configuration key.
 pub(crate) struct Key {
     /// Dotted name, `table.key` or a top-level `key`.
@@ -245,6 +279,7 @@ macro_rules! key {
 pub(crate) const KEYS: &[Key] = &[
     key!(cluster),
     key!(instance_id),
+    key!(probe.driver),
     key!(probe.interval),
     key!(probe.timeout),
     key!(probe.retries),
@@ -253,6 +288,9 @@ pub(crate) const KEYS: &[Key] = &[
     key!(probe.mirror_down_grace),
     key!(probe.user),
     key!(probe.password_file),
+    key!(postgres.database),
+    key!(postgres.max_lag),
+    key!(postgres.sync_standby_names),
     key!(catalog.url),
     key!(catalog.password_file),
     key!(catalog.connect_timeout),
@@ -269,6 +307,9 @@ pub(crate) const KEYS: &[Key] = &[
     key!(etcd.key_file),
     key!(api.listen),
     key!(api.metrics_listen),
+    key!(hooks.on_transition),
+    key!(hooks.on_leader_change),
+    key!(hooks.timeout),
     key!(log.format),
     key!(log.level),
 ];

@@ -102,9 +102,12 @@ pub struct Config {
     /// Name of this daemon instance in elections and logs; see [`Config::effective_instance_id`].
     pub instance_id: Option<String>,
     pub probe: ProbeConfig,
+    /// Settings of the `postgres` probe driver (plain PostgreSQL streaming-replication pairs).
+    pub postgres: PostgresConfig,
     pub catalog: CatalogConfig,
     pub etcd: EtcdConfig,
     pub api: ApiConfig,
+    pub hooks: HooksConfig,
     pub log: LogConfig,
 }
 
@@ -112,6 +115,9 @@ pub struct Config {
 /// moved from the built-in FTS keeps its failure-detection timing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeConfig {
+    /// How segments are probed and told to act: the FTS wire protocol (Greenplum/Cloudberry
+    /// segments, `fts-segsim`) or SQL on plain PostgreSQL primary/standby pairs.
+    pub driver: ProbeDriver,
     /// Time between the starts of two probe cycles (`gp_fts_probe_interval`).
     pub interval: Duration,
     /// Limit for one probe attempt, connection included (`gp_fts_probe_timeout`).
@@ -136,6 +142,7 @@ pub struct ProbeConfig {
 impl Default for ProbeConfig {
     fn default() -> Self {
         ProbeConfig {
+            driver: ProbeDriver::Fts,
             interval: Duration::from_secs(60),
             timeout: Duration::from_secs(20),
             retries: 5,
@@ -145,6 +152,47 @@ impl Default for ProbeConfig {
             user: "gpadmin".to_owned(),
             password_file: None,
             password: None,
+        }
+    }
+}
+
+/// The segment driver, chosen per cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeDriver {
+    /// The FTS wire protocol (`gpconntype=fts`): Greenplum/Cloudberry segments and `fts-segsim`.
+    Fts,
+    /// SQL on vanilla PostgreSQL streaming-replication pairs (see docs/postgres-driver.md).
+    Postgres,
+}
+
+impl ProbeDriver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeDriver::Fts => "fts",
+            ProbeDriver::Postgres => "postgres",
+        }
+    }
+}
+
+/// The `postgres` driver: what counts as in sync and what to restore when a standby is back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresConfig {
+    /// Database the driver connects to on every segment.
+    pub database: String,
+    /// Replay lag (bytes between the primary's current WAL position and the standby's replay
+    /// position) still counted as in sync.
+    pub max_lag: u64,
+    /// `synchronous_standby_names` to set on a primary whose standby is streaming again;
+    /// empty: the standby's quoted `application_name` as seen in `pg_stat_replication`.
+    pub sync_standby_names: String,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            database: "postgres".to_owned(),
+            max_lag: 16 * 1024 * 1024,
+            sync_standby_names: String::new(),
         }
     }
 }
@@ -252,6 +300,28 @@ impl Default for ApiConfig {
     }
 }
 
+/// Operator commands run on events (see docs/api.md for their arguments and environment).
+/// Each is an argv array, run without a shell; empty means no hook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HooksConfig {
+    /// Run once per changed catalog row.
+    pub on_transition: Vec<String>,
+    /// Run when this instance takes or leaves office.
+    pub on_leader_change: Vec<String>,
+    /// A hook still running after this is killed.
+    pub timeout: Duration,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            on_transition: Vec::new(),
+            on_leader_change: Vec::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
@@ -292,9 +362,11 @@ impl Config {
             cluster: String::new(),
             instance_id: None,
             probe: ProbeConfig::default(),
+            postgres: PostgresConfig::default(),
             catalog: CatalogConfig::default(),
             etcd: EtcdConfig::default(),
             api: ApiConfig::default(),
+            hooks: HooksConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -14,6 +14,9 @@ const MAX_DURATION: Duration = Duration::from_secs(3600);
 /// Lower bound for timeouts, which must be positive.
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
+/// Upper bound for `postgres.max_lag`: beyond this "in sync" would mean nothing.
+const MAX_LAG: u64 = 1 << 40;
+
 /// A failed check: the key to blame and the problem.
 type Failure = (&'static str, String);
 
@@ -51,6 +54,17 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         .map_err(on("probe.mirror_down_grace"))?;
     required(o, "probe.user", &p.user)?;
     no_control(&p.user).map_err(on("probe.user"))?;
+
+    let pg = &c.postgres;
+    required(o, "postgres.database", &pg.database)?;
+    no_control(&pg.database).map_err(on("postgres.database"))?;
+    if pg.max_lag > MAX_LAG {
+        return Err((
+            "postgres.max_lag",
+            format!("must be at most {MAX_LAG} bytes (1 TiB)"),
+        ));
+    }
+    no_control(&pg.sync_standby_names).map_err(on("postgres.sync_standby_names"))?;
 
     let cat = &c.catalog;
     required(o, "catalog.url", cat.url.expose())?;
@@ -129,6 +143,22 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         _ => {}
     }
 
+    let h = &c.hooks;
+    within(h.timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("hooks.timeout"))?;
+    for (key, argv) in [
+        ("hooks.on_transition", &h.on_transition),
+        ("hooks.on_leader_change", &h.on_leader_change),
+    ] {
+        if argv
+            .first()
+            .is_some_and(|program| program.trim().is_empty())
+        {
+            return Err((
+                key,
+                "the program (first element) must not be empty".to_owned(),
+            ));
+        }
+    }
     if c.api.listen == c.api.metrics_listen && c.api.listen.port() != 0 {
         return Err(if o.is_default("api.metrics_listen") {
             (
@@ -144,6 +174,19 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     }
 
     required(o, "log.level", &c.log.level)?;
+    // tracing-subscriber's directive parser panics on some non-ASCII input (byte slicing);
+    // filter directives are ASCII anyway, so refuse anything else before it gets there.
+    if let Some(bad) = c
+        .log
+        .level
+        .chars()
+        .find(|ch| !(ch.is_ascii_graphic() || *ch == ' '))
+    {
+        return Err((
+            "log.level",
+            format!("invalid filter: character {bad:?} (only printable ASCII, e.g. info or ftsd=debug,warn)"),
+        ));
+    }
     tracing_subscriber::EnvFilter::try_new(&c.log.level)
         .map_err(|e| ("log.level", format!("invalid filter: {e}")))?;
     Ok(())

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, Txn};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::engine::Authority;
 use crate::model::Epoch;
@@ -30,6 +30,17 @@ pub struct StepDowns {
     pub shutdown: AtomicU64,
 }
 
+/// A change of office, published for hooks and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfficeEvent {
+    /// The epoch held now; None when not (or no longer) leading.
+    pub epoch: Option<Epoch>,
+    /// The epoch given up, on leaving office.
+    pub previous: Option<Epoch>,
+    /// `elected`, `shutdown`, `lease_lost`, `act_by_expired`, `key_vanished`, `fenced` ...
+    pub reason: String,
+}
+
 /// Shared between the elector (which writes) and the cycle (which reads).
 pub struct ElectedAuthority {
     office: Mutex<Option<Leadership>>,
@@ -45,6 +56,12 @@ pub struct ElectedAuthority {
     pub wake: Arc<Notify>,
     pub step_downs: StepDowns,
     confirm_timeout: Duration,
+    /// Maintenance mode, from the etcd pause key.
+    paused: AtomicBool,
+    /// Whether the pause key has been read at least once: until then nothing is written, so a
+    /// leader elected while the cluster is paused never acts before it learns so.
+    pause_known: AtomicBool,
+    office_events: watch::Sender<OfficeEvent>,
 }
 
 impl ElectedAuthority {
@@ -58,15 +75,40 @@ impl ElectedAuthority {
             fenced: Notify::new(),
             step_downs: StepDowns::default(),
             confirm_timeout,
+            paused: AtomicBool::new(false),
+            pause_known: AtomicBool::new(false),
+            office_events: watch::channel(OfficeEvent {
+                epoch: None,
+                previous: None,
+                reason: "starting".into(),
+            })
+            .0,
         })
+    }
+
+    /// Records the pause key's state (see `election::pause`).
+    pub fn set_pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+        self.pause_known.store(true, Ordering::Relaxed);
+    }
+
+    /// Follows changes of office (taking it, leaving it and why).
+    pub fn office_events(&self) -> watch::Receiver<OfficeEvent> {
+        self.office_events.subscribe()
     }
 
     pub fn take_office(&self, office: Leadership, client: etcd_client::Client, act_by: Instant) {
         *lock(&self.act_by) = Some(act_by);
         *lock(&self.client) = Some(client);
+        let epoch = office.epoch;
         *lock(&self.office) = Some(office);
         self.probing.store(true, Ordering::Relaxed);
         self.wake.notify_one();
+        self.office_events.send_replace(OfficeEvent {
+            epoch: Some(epoch),
+            previous: None,
+            reason: "elected".into(),
+        });
     }
 
     /// Another instance leads: stand by without probing.
@@ -76,9 +118,21 @@ impl ElectedAuthority {
 
     /// Stops acting immediately: no write or message starts after this returns.
     pub fn leave_office(&self) {
-        *lock(&self.office) = None;
+        self.leave_office_because("stepped_down");
+    }
+
+    /// Like `leave_office`, naming why (published to office-change followers).
+    pub fn leave_office_because(&self, reason: &str) {
+        let previous = lock(&self.office).take().map(|o| o.epoch);
         *lock(&self.act_by) = None;
         *lock(&self.client) = None;
+        if previous.is_some() {
+            self.office_events.send_replace(OfficeEvent {
+                epoch: None,
+                previous,
+                reason: reason.into(),
+            });
+        }
     }
 
     pub fn extend(&self, act_by: Instant) {
@@ -103,6 +157,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Authority for Arc<ElectedAuthority> {
     fn acting_epoch(&self) -> Option<Epoch> {
+        if self.paused.load(Ordering::Relaxed) || !self.pause_known.load(Ordering::Relaxed) {
+            return None;
+        }
         let act_by = (*lock(&self.act_by))?;
         if Instant::now() >= act_by {
             return None;
@@ -147,10 +204,14 @@ impl Authority for Arc<ElectedAuthority> {
         self.probing.load(Ordering::Relaxed)
     }
 
+    fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
     fn fenced_out(&self, current: Epoch) {
         tracing::error!(%current, "catalog fenced out our epoch; stepping down");
         self.probing.store(false, Ordering::Relaxed);
-        self.leave_office();
+        self.leave_office_because("fenced");
         self.step_downs.fenced.fetch_add(1, Ordering::Relaxed);
         self.fenced.notify_one();
     }

@@ -200,6 +200,7 @@ async fn term<C: Catalog>(
     membership.update(|m| {
         m.role = "leader".into();
         m.epoch = Some(epoch.0);
+        m.leader_since = Some(SystemTime::now());
     });
     if let Err(e) = membership.publish(&mut client, lease_id).await {
         tracing::warn!(error = %e, "cannot update the members list");
@@ -214,10 +215,14 @@ async fn term<C: Catalog>(
 
     let exit = hold_office(s, authority, &mut client, &leader, &mut keeper, shutdown).await;
     claim.abort();
-    authority.leave_office();
+    authority.leave_office_because(match &exit {
+        Exit::Shutdown => "shutdown",
+        Exit::StepDown(kind, _) => kind,
+    });
     membership.update(|m| {
         m.role = "follower".into();
         m.epoch = None;
+        m.leader_since = None;
     });
     match &exit {
         Exit::Shutdown => {

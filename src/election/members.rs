@@ -29,6 +29,16 @@ pub struct MemberInfo {
     pub last_cycle_at: Option<SystemTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_cycle_ms: Option<u64>,
+    /// `ok`, `paused`, `error: ...` for the last cycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_cycle_result: Option<String>,
+    /// When this instance took office (leaders only).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub leader_since: Option<SystemTime>,
 }
 
 /// This instance's entry, kept current and re-put whenever it changes or the lease changes.

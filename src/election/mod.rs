@@ -8,6 +8,7 @@
 //! * `elector` — campaign, verify the own key after Campaign returns, take office (the epoch is
 //!   the leader key's create revision), watch for loss, resign on shutdown.
 //! * `authority` — what the probe cycle asks before every write and message.
+//! * `pause` — the maintenance-mode key every leader honours.
 //! * `members` — the `<prefix>/<cluster>/members/<id>` registry bound to the lease.
 
 pub mod authority;
@@ -16,7 +17,8 @@ pub mod elector;
 pub mod keeper;
 pub mod keys;
 pub mod members;
+pub mod pause;
 
-pub use authority::{ElectedAuthority, Leadership};
+pub use authority::{ElectedAuthority, Leadership, OfficeEvent};
 pub use connect::EtcdOptions;
 pub use elector::{run_elector, ElectorSettings};

@@ -25,6 +25,12 @@ pub trait Authority: Send + Sync + 'static {
     fn should_probe(&self) -> bool {
         true
     }
+
+    /// Maintenance mode (`ftsctl pause`): probe and report, never act. An implementation that
+    /// can be paused returns None from `acting_epoch` while this is true.
+    fn paused(&self) -> bool {
+        false
+    }
 }
 
 /// `--no-election`: this instance alone acts, with a fixed epoch.

@@ -1,8 +1,8 @@
 //! One probe cycle over every pair, and what it reports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -11,8 +11,8 @@ use tracing::Instrument;
 
 use super::{evidence, exchange, Authority, Exchange, ProbeSettings, SegmentDriver};
 use crate::catalog::{Catalog, CatalogError, Transition};
-use crate::core::{decide_pair, restart_state, Decision, ProbeOutcome, Rule};
-use crate::model::{ContentId, Dbid, Pair};
+use crate::core::{decide_pair, restart_state, Decision, ProbeOutcome, RowUpdate, Rule};
+use crate::model::{ContentId, Dbid, Pair, SegmentConfig};
 use crate::wire::MessageType;
 
 /// Everything a cycle needs; shared by all pair tasks.
@@ -24,6 +24,28 @@ pub struct CycleContext<D, C, A> {
     pub instance_id: String,
     /// Set when shutdown begins: no new attempts start; pairs already decided finish acting.
     pub stopping: AtomicBool,
+    /// Refused failovers already recorded as evidence, so a long double fault leaves one row.
+    pub refusals: RefusalLog,
+}
+
+/// The refused failovers (double faults, driver vetoes) recorded in the evidence table, per
+/// content with the primary that was lost. An entry lives as long as the refusal does: the
+/// first cycle that decides anything else for the content removes it, so a later, new
+/// refusal is recorded again.
+#[derive(Debug, Default)]
+pub struct RefusalLog(Mutex<HashMap<ContentId, Dbid>>);
+
+impl RefusalLog {
+    /// Marks the refusal; true if it was not recorded yet.
+    fn mark(&self, content: ContentId, primary: Dbid) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(content, primary) != Some(primary)
+    }
+
+    fn clear(&self, content: ContentId) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&content);
+    }
 }
 
 /// What happened to one pair this cycle.
@@ -44,6 +66,12 @@ pub struct PairReport {
     /// Message sent after the transition: "PROMOTE ok", "SYNCREP_OFF failed: ..." ...
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The epoch the transition was written with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
+    /// The catalog rows the applied transition changed (for hooks and metrics).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<RowUpdate>,
 }
 
 /// The result of one cycle.
@@ -62,6 +90,11 @@ pub struct CycleReport {
     pub messages_failed: usize,
     /// The catalog rejected our epoch during this cycle.
     pub fenced: bool,
+    /// Maintenance mode was on when the cycle ended: decisions were reported, not acted on.
+    pub paused: bool,
+    /// The configuration the cycle read (for the API's per-segment view and the metrics).
+    #[serde(skip)]
+    pub config: SegmentConfig,
     /// Count of pairs per decision rule.
     pub rules: BTreeMap<Rule, usize>,
     pub reports: Vec<PairReport>,
@@ -106,6 +139,8 @@ where
         messages_sent: 0,
         messages_failed: 0,
         fenced: false,
+        paused: false,
+        config: SegmentConfig::default(),
         rules: BTreeMap::new(),
         reports: Vec::with_capacity(pairs.len()),
     };
@@ -132,6 +167,8 @@ where
         }
     }
     report.reports.sort_by_key(|r| r.content);
+    report.paused = ctx.authority.paused();
+    report.config = config;
     report.duration = start.elapsed();
     Ok(report)
 }
@@ -190,7 +227,33 @@ where
             pair.primary.port
         );
     }
-    let decision = decide_pair(&pair, &outcome);
+    let mut decision = decide_pair(&pair, &outcome);
+    let mut refusal = None;
+    if decision.rule == Rule::Failover {
+        if let Some(reason) = ctx.driver.failover_veto(&pair) {
+            tracing::warn!(
+                mirror_dbid = pair.mirror.dbid,
+                %reason,
+                "data-loss guard: refusing to promote the mirror although the catalog has it in sync"
+            );
+            decision = Decision {
+                content: pair.content(),
+                rule: Rule::DoubleFault,
+                updates: Vec::new(),
+                message: None,
+            };
+            refusal = Some(format!("driver veto: {reason}"));
+        }
+    }
+    if decision.rule == Rule::DoubleFault && refusal.is_none() {
+        refusal = Some(format!(
+            "catalog has mirror dbid {} {} with mode {}: promoting it could lose committed \
+             transactions",
+            pair.mirror.dbid,
+            if pair.mirror.is_up() { "up" } else { "down" },
+            pair.mirror.mode
+        ));
+    }
     let mut result = PairResult {
         pair: PairReport {
             content: pair.content(),
@@ -203,6 +266,8 @@ where
             reply_us: probe.reply_latency().map(|d| d.as_micros() as u64),
             transition: None,
             message: None,
+            epoch: None,
+            updates: Vec::new(),
         },
         applied: false,
         failed: false,
@@ -210,11 +275,75 @@ where
         message_ok: None,
     };
     log_decision(&decision);
+    match refusal {
+        Some(reason) => {
+            record_refusal(ctx, &pair, &probe, &decision, reason, &mut result).await;
+            return Some(result);
+        }
+        None => ctx.refusals.clear(pair.content()),
+    }
     if decision.is_noop() {
         return Some(result);
     }
     act(ctx, permits, &pair, &probe, &decision, &mut result).await;
     Some(result)
+}
+
+/// Writes one evidence row (no row updates, fenced like any transition) the first time a
+/// failover is refused for a lost primary, so `explain` can show why nothing happened.
+async fn record_refusal<D, C, A>(
+    ctx: &CycleContext<D, C, A>,
+    pair: &Pair,
+    probe: &Exchange,
+    decision: &Decision,
+    reason: String,
+    result: &mut PairResult,
+) where
+    D: SegmentDriver,
+    C: Catalog,
+    A: Authority,
+{
+    let Some(epoch) = ctx.authority.acting_epoch() else {
+        return;
+    };
+    if !ctx.refusals.mark(pair.content(), pair.primary.dbid) {
+        return;
+    }
+    let mut doc = evidence::build(
+        &ctx.instance_id,
+        pair,
+        probe,
+        &result.pair.outcome,
+        decision,
+        &ctx.settings,
+    );
+    doc["refusal"] = serde_json::Value::String(reason.clone());
+    if let Some(detail) = ctx.driver.probe_detail(pair.content()) {
+        doc["driver"] = detail;
+    }
+    let t = Transition {
+        epoch,
+        instance_id: ctx.instance_id.clone(),
+        content: pair.content(),
+        rule: decision.rule,
+        updates: Vec::new(),
+        evidence: doc,
+    };
+    match ctx.catalog.apply(&t).await {
+        Ok(()) => {
+            tracing::warn!(%reason, "failover refused; recorded as evidence");
+            result.pair.transition = Some("refusal_recorded".into());
+        }
+        Err(e) => {
+            ctx.refusals.clear(pair.content());
+            if let CatalogError::Fenced { current, .. } = &e {
+                ctx.authority.fenced_out(*current);
+                result.fenced = true;
+            }
+            tracing::error!(error = %e, "failover refusal not recorded; the next cycle retries");
+            result.pair.transition = Some(e.to_string());
+        }
+    }
 }
 
 fn log_decision(d: &Decision) {
@@ -248,8 +377,13 @@ async fn act<D, C, A>(
     A: Authority,
 {
     let Some(epoch) = ctx.authority.acting_epoch() else {
-        tracing::info!(rule = %decision.rule, "observe-only: not acting on this decision");
-        result.pair.transition = Some("observe_only".into());
+        if ctx.authority.paused() {
+            tracing::info!(rule = %decision.rule, "paused (maintenance): not acting on this decision");
+            result.pair.transition = Some("paused".into());
+        } else {
+            tracing::info!(rule = %decision.rule, "observe-only: not acting on this decision");
+            result.pair.transition = Some("observe_only".into());
+        }
         return;
     };
     if !decision.updates.is_empty() {
@@ -263,14 +397,20 @@ async fn act<D, C, A>(
             content: pair.content(),
             rule: decision.rule,
             updates: decision.updates.clone(),
-            evidence: evidence::build(
-                &ctx.instance_id,
-                pair,
-                probe,
-                &result.pair.outcome,
-                decision,
-                &ctx.settings,
-            ),
+            evidence: {
+                let mut doc = evidence::build(
+                    &ctx.instance_id,
+                    pair,
+                    probe,
+                    &result.pair.outcome,
+                    decision,
+                    &ctx.settings,
+                );
+                if let Some(detail) = ctx.driver.probe_detail(pair.content()) {
+                    doc["driver"] = detail;
+                }
+                doc
+            },
         };
         match ctx.catalog.apply(&t).await {
             Ok(()) => {
@@ -286,6 +426,8 @@ async fn act<D, C, A>(
                 }
                 result.applied = true;
                 result.pair.transition = Some("applied".into());
+                result.pair.updates = decision.updates.clone();
+                result.pair.epoch = Some(epoch.0);
             }
             Err(e) => {
                 if let CatalogError::Fenced { current, .. } = &e {

@@ -12,8 +12,8 @@ pub mod runner;
 
 pub use attempts::{exchange, AttemptRecord, Exchange};
 pub use authority::{Authority, SingleInstance};
-pub use cycle::{run_cycle, CycleContext, CycleReport, PairReport};
-pub use driver::{FtsWireDriver, SegmentDriver};
+pub use cycle::{run_cycle, CycleContext, CycleReport, PairReport, RefusalLog};
+pub use driver::{AnyDriver, FtsWireDriver, SegmentDriver};
 
 use std::time::Duration;
 

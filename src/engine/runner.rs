@@ -27,6 +27,20 @@ pub trait CycleObserver: Send + Sync + 'static {
 
 impl CycleObserver for () {}
 
+/// Several observers, called in order.
+impl CycleObserver for Vec<Arc<dyn CycleObserver>> {
+    fn cycle_finished(&self, report: &CycleReport) {
+        for o in self {
+            o.cycle_finished(report);
+        }
+    }
+    fn cycle_failed(&self, error: &str) {
+        for o in self {
+            o.cycle_failed(error);
+        }
+    }
+}
+
 /// Runs cycles until `shutdown` turns true. `wake` starts the next cycle early (probe now).
 pub async fn run_loop<D, C, A, O>(
     ctx: Arc<CycleContext<D, C, A>>,

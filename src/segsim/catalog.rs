@@ -18,19 +18,8 @@ pub enum CatalogError {
     Write(String),
 }
 
-/// tokio-postgres puts the useful part (server message, I/O error) in the source chain; flatten
-/// it so the one-line error says what went wrong.
 fn flatten(e: tokio_postgres::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text = format!("{text}: {next}");
-        }
-        source = s.source();
-    }
-    text
+    crate::error_chain::one_line(&e)
 }
 
 fn connect_error(e: tokio_postgres::Error) -> CatalogError {

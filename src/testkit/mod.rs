@@ -12,5 +12,7 @@
 //! thread, so they die with the test process even when no `Drop` runs.
 
 pub mod etcd;
+pub mod localpairs;
 pub mod pg;
+pub mod pgpair;
 mod process;

@@ -148,6 +148,19 @@ impl PgServerBuilder {
             );
         }
         let bins = bins();
+        let mut server = self.unstarted()?;
+        server.initdb(&bins.initdb).await?;
+        server.first_start().await?;
+        if server.cfg.auth == Auth::Md5 {
+            server.store_md5_password().await?;
+        }
+        Ok(server)
+    }
+}
+
+impl PgServerBuilder {
+    /// A server in a fresh temporary directory, with no data directory yet.
+    fn unstarted(self) -> Result<PgServer> {
         let run_as = server_user()?;
         let dir = tempfile::Builder::new()
             .prefix("ftsd-pg-")
@@ -157,21 +170,34 @@ impl PgServerBuilder {
             std::os::unix::fs::chown(dir.path(), Some(user.uid), Some(user.gid))
                 .with_context(|| format!("chown {} to the postgres user", dir.path().display()))?;
         }
-        let mut server = PgServer {
+        Ok(PgServer {
             data_dir: dir.path().join("data"),
             log_path: dir.path().join("server.log"),
-            postgres_bin: bins.postgres.clone(),
+            postgres_bin: bins().postgres.clone(),
             run_as,
             port: 0,
             child: None,
             cfg: self,
             dir,
-        };
-        server.initdb(&bins.initdb).await?;
+        })
+    }
+
+    /// Starts a streaming-replication standby of `primary`: `pg_basebackup` of it, then
+    /// `standby.signal` and a `primary_conninfo` with `application_name` (the name the primary
+    /// lists in `pg_stat_replication` and `synchronous_standby_names`). The superuser, password
+    /// and auth method are the primary's (the data directory is a copy of it); the builder's
+    /// settings and start timeout apply. Returns once the standby accepts connections.
+    pub async fn start_standby(
+        mut self,
+        primary: &PgServer,
+        application_name: &str,
+    ) -> Result<PgServer> {
+        self.auth = primary.cfg.auth;
+        self.superuser = primary.cfg.superuser.clone();
+        self.password = primary.cfg.password.clone();
+        let mut server = self.unstarted()?;
+        server.basebackup(primary, application_name).await?;
         server.first_start().await?;
-        if server.cfg.auth == Auth::Md5 {
-            server.store_md5_password().await?;
-        }
         Ok(server)
     }
 }
@@ -302,6 +328,16 @@ impl PgServer {
         }
     }
 
+    /// Kills the postmaster with SIGKILL (`kill -9`) and reaps it, as a host or process crash
+    /// would: no shutdown at all. Its backends notice the postmaster's death and exit on their
+    /// own. A no-op when the server is not running.
+    pub fn kill(&mut self) -> Result<()> {
+        match self.child.take() {
+            Some(child) => stop(child, libc::SIGKILL, Duration::ZERO).context("killing postgres"),
+            None => Ok(()),
+        }
+    }
+
     /// Starts the server again on the same port and data directory (e.g. after
     /// [`PgServer::stop_immediate`], to simulate a restart). Fails if it is already running or
     /// the port has been taken meanwhile.
@@ -367,6 +403,61 @@ impl PgServer {
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             );
+        }
+        Ok(())
+    }
+
+    async fn basebackup(&self, primary: &PgServer, application_name: &str) -> Result<()> {
+        let mut cmd = tokio::process::Command::new(&bins().pg_basebackup);
+        cmd.arg("-h")
+            .arg(HOST)
+            .arg("-p")
+            .arg(primary.port.to_string())
+            .arg("-U")
+            .arg(&self.cfg.superuser)
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-X", "stream", "-c", "fast", "--no-sync", "-w"])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(pw) = &self.cfg.password {
+            cmd.env("PGPASSWORD", pw);
+        }
+        if let Some(user) = self.run_as {
+            cmd.uid(user.uid).gid(user.gid);
+        }
+        let output = cmd.output().await.context("running pg_basebackup")?;
+        if !output.status.success() {
+            bail!(
+                "pg_basebackup failed ({}):\n{}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let mut conninfo = format!(
+            "host={HOST} port={} user={} application_name={}",
+            primary.port,
+            conninfo_value(&self.cfg.superuser),
+            conninfo_value(application_name)
+        );
+        if let Some(pw) = &self.cfg.password {
+            conninfo.push_str(&format!(" password={}", conninfo_value(pw)));
+        }
+        let auto = self.data_dir.join("postgresql.auto.conf");
+        let mut text = fs::read_to_string(&auto).unwrap_or_default();
+        text.push_str(&format!(
+            "primary_conninfo = {}\n",
+            quote_literal(&conninfo)
+        ));
+        fs::write(&auto, text).context("writing primary_conninfo")?;
+        let signal = self.data_dir.join("standby.signal");
+        fs::write(&signal, "").context("writing standby.signal")?;
+        if let Some(user) = self.run_as {
+            for f in [&auto, &signal] {
+                std::os::unix::fs::chown(f, Some(user.uid), Some(user.gid))?;
+            }
         }
         Ok(())
     }
@@ -502,13 +593,13 @@ impl Drop for PgServer {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct RunAs {
-    uid: u32,
-    gid: u32,
+pub(crate) struct RunAs {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
 }
 
 /// The OS user the server runs as: `postgres` when we are root, else ourselves (`None`).
-fn server_user() -> Result<Option<RunAs>> {
+pub(crate) fn server_user() -> Result<Option<RunAs>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
@@ -540,6 +631,7 @@ fn server_user() -> Result<Option<RunAs>> {
 struct Bins {
     initdb: PathBuf,
     postgres: PathBuf,
+    pg_basebackup: PathBuf,
 }
 
 fn bins() -> &'static Bins {
@@ -548,12 +640,22 @@ fn bins() -> &'static Bins {
         Some(dir) => Bins {
             initdb: dir.join("initdb"),
             postgres: dir.join("postgres"),
+            pg_basebackup: dir.join("pg_basebackup"),
         },
         None => Bins {
             initdb: "initdb".into(),
             postgres: "postgres".into(),
+            pg_basebackup: "pg_basebackup".into(),
         },
     })
+}
+
+/// A PostgreSQL program (`pg_ctl`, `initdb` ...) from the same directory the testkit uses.
+pub(crate) fn pg_bin(name: &str) -> PathBuf {
+    match locate_bindir() {
+        Some(dir) => dir.join(name),
+        None => name.into(),
+    }
 }
 
 fn locate_bindir() -> Option<PathBuf> {
@@ -593,6 +695,11 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// A libpq key/value value: single-quoted, with `\` and `'` escaped.
+fn conninfo_value(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 fn quote_ident(s: &str) -> String {

@@ -183,6 +183,19 @@ pub(crate) fn file_len(path: &Path) -> u64 {
     fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
+/// Why a server launch failed: a port taken between choosing and binding it (retry on fresh
+/// ports) or anything else (give up).
+pub(crate) enum Launch {
+    PortTaken(anyhow::Error),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Launch {
+    fn from(e: anyhow::Error) -> Self {
+        Launch::Failed(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,18 +230,5 @@ mod tests {
         assert_eq!(tail(&path, 10), "a\nb\nc\nd");
         assert_eq!(read_from(&path, 4), "c\nd\n");
         assert_eq!(file_len(&path), 8);
-    }
-}
-
-/// Why a server launch failed: a port taken between choosing and binding it (retry on fresh
-/// ports) or anything else (give up).
-pub(crate) enum Launch {
-    PortTaken(anyhow::Error),
-    Failed(anyhow::Error),
-}
-
-impl From<anyhow::Error> for Launch {
-    fn from(e: anyhow::Error) -> Self {
-        Launch::Failed(e)
     }
 }

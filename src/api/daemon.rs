@@ -1,0 +1,81 @@
+//! Starts what the daemon serves besides the probe loop: the pause-key watch, the gRPC API,
+//! the metrics endpoint and the hooks, and returns the observers the probe loop reports to.
+//! Kept here so `src/bin/ftsd.rs` only wires.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::{watch, Notify};
+
+use super::state::{ApiState, Mode};
+use crate::catalog::postgres::PgCatalog;
+use crate::config::Config;
+use crate::engine::runner::CycleObserver;
+use crate::hooks::{HookSettings, Hooks};
+use crate::metrics::Metrics;
+
+/// Starts the services; fails (before any probing) when a listen address cannot be bound.
+pub async fn start(
+    cfg: &Config,
+    instance_id: &str,
+    catalog: PgCatalog,
+    mode: Mode,
+    wake: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<Arc<dyn CycleObserver>>> {
+    let (pause_tx, pause_rx) = watch::channel(None);
+    let metrics = Arc::new(Metrics::default());
+    let hooks = Hooks::start(
+        HookSettings {
+            on_transition: cfg.hooks.on_transition.clone(),
+            on_leader_change: cfg.hooks.on_leader_change.clone(),
+            timeout: cfg.hooks.timeout,
+            cluster: cfg.cluster.clone(),
+            instance_id: instance_id.to_string(),
+        },
+        metrics.clone(),
+    );
+    if let Mode::Elected {
+        authority,
+        etcd,
+        prefix,
+        ..
+    } = &mode
+    {
+        hooks.follow_office(authority.office_events());
+        tokio::spawn(crate::election::pause::follow(
+            etcd.clone(),
+            crate::election::keys::pause(prefix, &cfg.cluster),
+            authority.clone(),
+            pause_tx,
+            shutdown.clone(),
+        ));
+    }
+    let state = ApiState::new(
+        cfg.cluster.clone(),
+        instance_id.to_string(),
+        super::advertised_address(cfg.api.listen),
+        catalog,
+        mode,
+        wake,
+        pause_rx,
+    );
+    super::serve(cfg.api.listen, state.clone(), shutdown.clone())
+        .await
+        .with_context(|| format!("binding the API address {} (api.listen)", cfg.api.listen))?;
+    let live_state = state.clone();
+    crate::metrics::server::serve(
+        cfg.api.metrics_listen,
+        metrics.clone(),
+        Arc::new(move || live_state.live()),
+        shutdown,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "binding the metrics address {} (api.metrics_listen)",
+            cfg.api.metrics_listen
+        )
+    })?;
+    Ok(vec![metrics, Arc::new(hooks), state])
+}

@@ -1,0 +1,287 @@
+//! The `ftsd.v1.Fts` calls.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, ms};
+use super::proto::{self, fts_server::Fts};
+use super::state::{ApiState, LastCycle};
+use crate::catalog::queries::HistoryFilter;
+use crate::catalog::{Catalog, CatalogError};
+use crate::election::pause::{self, PauseInfo};
+
+pub struct FtsService {
+    state: Arc<ApiState>,
+}
+
+impl FtsService {
+    pub fn new(state: Arc<ApiState>) -> Self {
+        FtsService { state }
+    }
+
+    /// Mutating calls: the leader goes ahead; a follower refuses with the leader's address.
+    async fn require_leader(&self) -> Result<(), Status> {
+        if self.state.is_leader() {
+            return Ok(());
+        }
+        let members = self.state.members().await.map_err(Status::unavailable)?;
+        match members.iter().find(|m| m.role == "leader") {
+            Some(l) => {
+                let mut status = Status::failed_precondition(format!(
+                    "not the leader; the leader is {} at {}",
+                    l.instance_id, l.api_address
+                ));
+                if let Ok(v) = MetadataValue::try_from(l.api_address.as_str()) {
+                    status.metadata_mut().insert(super::LEADER_ADDRESS_KEY, v);
+                }
+                Err(status)
+            }
+            None => Err(Status::unavailable("no leader is elected right now")),
+        }
+    }
+
+    fn catalog_status(e: CatalogError) -> Status {
+        Status::unavailable(format!("catalog: {e}"))
+    }
+
+    async fn set_pause(&self, info: Option<PauseInfo>) -> Result<proto::PauseState, Status> {
+        let Some(key) = self.state.pause_key() else {
+            return Err(Status::failed_precondition(
+                "pause needs etcd: this instance runs in single-instance mode (--no-election)",
+            ));
+        };
+        let mut client = self.state.etcd().await.map_err(Status::unavailable)?;
+        let wrote = tokio::time::timeout(
+            Duration::from_secs(5),
+            pause::write(&mut client, &key, info.as_ref()),
+        )
+        .await;
+        match wrote {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.state.forget_etcd().await;
+                return Err(Status::unavailable(format!("writing the pause key: {e}")));
+            }
+            Err(_) => {
+                self.state.forget_etcd().await;
+                return Err(Status::unavailable("writing the pause key: timed out"));
+            }
+        }
+        // Answer once this instance's own watch has seen the change, so a status read right
+        // after reflects it.
+        let mut rx = self.state.pause.clone();
+        let want = info.is_some();
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|p| p.is_some() == want))
+            .await;
+        let current = self.state.pause.borrow().clone();
+        Ok(convert::pause(current.as_ref()))
+    }
+}
+
+fn requester(by: &str, req_addr: Option<std::net::SocketAddr>) -> String {
+    if !by.trim().is_empty() {
+        return by.trim().to_string();
+    }
+    req_addr
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[tonic::async_trait]
+impl Fts for FtsService {
+    async fn status(
+        &self,
+        _req: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusResponse>, Status> {
+        let st = &self.state;
+        // A status must still answer when etcd does not: it is what monitoring runs.
+        let (members, etcd_error) = match st.members().await {
+            Ok(m) => (m, String::new()),
+            Err(e) => (vec![st.self_member()], e),
+        };
+        let leader = members.iter().find(|m| m.role == "leader");
+        let pause = st.pause.borrow().clone();
+        let mut resp = proto::StatusResponse {
+            cluster: st.cluster.clone(),
+            instance_id: st.instance_id.clone(),
+            elected: matches!(st.mode, super::Mode::Elected { .. }),
+            members: members.iter().map(convert::member).collect(),
+            pause: Some(convert::pause(pause.as_ref())),
+            etcd_error,
+            ..Default::default()
+        };
+        if let Some(l) = leader {
+            resp.leader_id = l.instance_id.clone();
+            resp.leader_address = l.api_address.clone();
+            resp.epoch = l.epoch.unwrap_or(0);
+            resp.leader_since_ms = convert::opt_ms(l.leader_since);
+            resp.last_cycle_at_ms = convert::opt_ms(l.last_cycle_at);
+            resp.last_cycle_ms = l.last_cycle_ms.unwrap_or(0);
+            resp.last_cycle_result = l.last_cycle_result.clone().unwrap_or_default();
+        }
+        // The answering leader knows its own last cycle better than the registry, which is
+        // republished at most every 200 ms.
+        if st.is_leader() {
+            if let Some(last) = st.last_cycle() {
+                resp.last_cycle_at_ms = ms(last.started_at());
+                resp.last_cycle_result = last.result();
+                if let LastCycle::Finished(r) = &last {
+                    resp.last_cycle_ms = r.duration.as_millis() as u64;
+                }
+            }
+        }
+        match st.catalog.load().await {
+            Ok(cfg) => {
+                for s in &cfg.segments {
+                    let row = convert::segment(s, &cfg.segments, None);
+                    resp.segments_total += 1;
+                    resp.segments_down += row.down as u32;
+                    resp.segments_not_preferred += row.not_preferred_role as u32;
+                    resp.segments_not_in_sync += row.not_in_sync as u32;
+                }
+            }
+            Err(e) => resp.catalog_error = e.to_string(),
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn segments(
+        &self,
+        _req: Request<proto::SegmentsRequest>,
+    ) -> Result<Response<proto::SegmentsResponse>, Status> {
+        let cfg = self
+            .state
+            .catalog
+            .load()
+            .await
+            .map_err(Self::catalog_status)?;
+        let last = match self.state.last_cycle() {
+            Some(LastCycle::Finished(r)) => Some(r),
+            _ => None,
+        };
+        let segments = cfg
+            .segments
+            .iter()
+            .map(|s| convert::segment(s, &cfg.segments, last.as_deref()))
+            .collect();
+        Ok(Response::new(proto::SegmentsResponse { segments }))
+    }
+
+    async fn history(
+        &self,
+        req: Request<proto::HistoryRequest>,
+    ) -> Result<Response<proto::HistoryResponse>, Status> {
+        let r = req.into_inner();
+        let narrow = |v: Option<i32>, what: &str| -> Result<Option<i16>, Status> {
+            v.map(|v| {
+                i16::try_from(v)
+                    .map_err(|_| Status::invalid_argument(format!("{what} {v} is out of range")))
+            })
+            .transpose()
+        };
+        let filter = HistoryFilter {
+            content: narrow(r.content, "content")?,
+            dbid: narrow(r.dbid, "dbid")?,
+            since: (r.since_ms > 0).then(|| convert::from_ms(r.since_ms)),
+            limit: if r.limit == 0 { 1000 } else { r.limit.into() },
+        };
+        let rows = self
+            .state
+            .catalog
+            .history(&filter)
+            .await
+            .map_err(Self::catalog_status)?;
+        Ok(Response::new(proto::HistoryResponse {
+            entries: rows.iter().map(convert::history).collect(),
+        }))
+    }
+
+    async fn probe_now(
+        &self,
+        req: Request<proto::ProbeNowRequest>,
+    ) -> Result<Response<proto::CycleReport>, Status> {
+        self.require_leader().await?;
+        let timeout = match req.into_inner().timeout_ms {
+            0 => Duration::from_secs(60),
+            ms => Duration::from_millis(ms),
+        };
+        let asked = SystemTime::now();
+        let mut cycles = self.state.subscribe_cycles();
+        self.state.wake.notify_one();
+        // The cycle that answers is the first one that started after the request: one already
+        // running when it arrived read an older configuration.
+        let ran = tokio::time::timeout(
+            timeout,
+            cycles.wait_for(|c| c.as_ref().is_some_and(|c| c.started_at() >= asked)),
+        )
+        .await;
+        let last = match ran {
+            Ok(Ok(c)) => c.clone(),
+            Ok(Err(_)) => return Err(Status::unavailable("the probe loop has stopped")),
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "no cycle finished within {}",
+                    humantime::format_duration(timeout)
+                )))
+            }
+        };
+        match last {
+            Some(LastCycle::Finished(r)) => {
+                Ok(Response::new(convert::cycle(&self.state.instance_id, &r)))
+            }
+            Some(LastCycle::Failed { error, .. }) => Err(Status::unavailable(format!(
+                "the probe cycle could not run: {error}"
+            ))),
+            None => Err(Status::internal("no cycle recorded")),
+        }
+    }
+
+    async fn pause(
+        &self,
+        req: Request<proto::PauseRequest>,
+    ) -> Result<Response<proto::PauseState>, Status> {
+        self.require_leader().await?;
+        let peer = req.remote_addr();
+        let r = req.into_inner();
+        if r.reason.trim().is_empty() {
+            return Err(Status::invalid_argument("a reason is required"));
+        }
+        let info = PauseInfo {
+            by: requester(&r.by, peer),
+            at: SystemTime::now(),
+            reason: r.reason.trim().to_string(),
+        };
+        tracing::warn!(by = %info.by, reason = %info.reason, "pause requested through the API");
+        Ok(Response::new(self.set_pause(Some(info)).await?))
+    }
+
+    async fn resume(
+        &self,
+        req: Request<proto::ResumeRequest>,
+    ) -> Result<Response<proto::PauseState>, Status> {
+        self.require_leader().await?;
+        let peer = req.remote_addr();
+        let by = requester(&req.into_inner().by, peer);
+        tracing::info!(by = %by, "resume requested through the API");
+        Ok(Response::new(self.set_pause(None).await?))
+    }
+
+    async fn explain(
+        &self,
+        req: Request<proto::ExplainRequest>,
+    ) -> Result<Response<proto::ExplainResponse>, Status> {
+        let content = req.into_inner().content;
+        let c = i16::try_from(content)
+            .map_err(|_| Status::invalid_argument(format!("content {content} is out of range")))?;
+        let ev = self
+            .state
+            .catalog
+            .last_evidence(c)
+            .await
+            .map_err(Self::catalog_status)?;
+        Ok(Response::new(convert::explain(content, ev.as_ref())))
+    }
+}

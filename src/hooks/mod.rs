@@ -1,0 +1,301 @@
+//! Operator hooks: commands run on each catalog transition and on each change of leadership
+//! (`[hooks]` in the configuration; arguments and environment in docs/api.md).
+//!
+//! Hooks run one at a time, in event order, on their own task fed by a bounded queue: the
+//! probe cycle only enqueues, so a slow or failing hook can never delay a failover. Each run is
+//! bounded by `hooks.timeout` (the process is killed then), and every failure is logged and
+//! counted, nothing more.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use crate::election::OfficeEvent;
+use crate::engine::runner::CycleObserver;
+use crate::engine::CycleReport;
+use crate::metrics::Metrics;
+
+/// What the hooks need from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct HookSettings {
+    /// argv of the transition hook; empty: none.
+    pub on_transition: Vec<String>,
+    /// argv of the leadership hook; empty: none.
+    pub on_leader_change: Vec<String>,
+    pub timeout: Duration,
+    pub cluster: String,
+    pub instance_id: String,
+}
+
+/// One hook invocation: the extra arguments and environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookCall {
+    pub event: &'static str,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+const QUEUE: usize = 1024;
+
+/// Enqueues hook calls; cheap to clone.
+#[derive(Clone)]
+pub struct Hooks {
+    settings: Arc<HookSettings>,
+    tx: Option<mpsc::Sender<(Vec<String>, HookCall)>>,
+}
+
+impl Hooks {
+    /// Starts the runner task (only if a hook is configured).
+    pub fn start(settings: HookSettings, metrics: Arc<Metrics>) -> Hooks {
+        let any = !settings.on_transition.is_empty() || !settings.on_leader_change.is_empty();
+        let tx = any.then(|| {
+            let (tx, mut rx) = mpsc::channel::<(Vec<String>, HookCall)>(QUEUE);
+            let timeout = settings.timeout;
+            tokio::spawn(async move {
+                while let Some((argv, call)) = rx.recv().await {
+                    let result = run(&argv, &call, timeout).await;
+                    metrics.hook_ran(call.event, result);
+                }
+            });
+            tx
+        });
+        Hooks {
+            settings: Arc::new(settings),
+            tx,
+        }
+    }
+
+    fn enqueue(&self, argv: &[String], call: HookCall) {
+        let Some(tx) = &self.tx else { return };
+        if argv.is_empty() {
+            return;
+        }
+        if let Err(e) = tx.try_send((argv.to_vec(), call)) {
+            tracing::warn!(error = %e, "hook queue full or closed; hook call dropped");
+        }
+    }
+
+    fn base_env(&self, event: &str) -> Vec<(String, String)> {
+        vec![
+            ("FTSD_HOOK_EVENT".into(), event.into()),
+            ("FTSD_CLUSTER".into(), self.settings.cluster.clone()),
+            ("FTSD_INSTANCE_ID".into(), self.settings.instance_id.clone()),
+        ]
+    }
+
+    /// The call for one changed catalog row.
+    pub fn transition_call(
+        &self,
+        u: &crate::core::RowUpdate,
+        epoch: Option<i64>,
+        reason: &str,
+    ) -> HookCall {
+        let epoch = epoch.map(|e| e.to_string()).unwrap_or_default();
+        let mut env = self.base_env("transition");
+        let state = |s: &crate::model::SegmentState| format!("{}/{}/{}", s.role, s.status, s.mode);
+        env.extend([
+            ("FTSD_CONTENT".into(), u.content.to_string()),
+            ("FTSD_DBID".into(), u.dbid.to_string()),
+            ("FTSD_OLD_ROLE".into(), u.from.role.to_string()),
+            ("FTSD_OLD_STATUS".into(), u.from.status.to_string()),
+            ("FTSD_OLD_MODE".into(), u.from.mode.to_string()),
+            ("FTSD_NEW_ROLE".into(), u.to.role.to_string()),
+            ("FTSD_NEW_STATUS".into(), u.to.status.to_string()),
+            ("FTSD_NEW_MODE".into(), u.to.mode.to_string()),
+            ("FTSD_EPOCH".into(), epoch.clone()),
+            ("FTSD_REASON".into(), reason.into()),
+        ]);
+        HookCall {
+            event: "transition",
+            args: vec![
+                "transition".into(),
+                u.content.to_string(),
+                u.dbid.to_string(),
+                state(&u.from),
+                state(&u.to),
+                epoch,
+                reason.into(),
+            ],
+            env,
+        }
+    }
+
+    /// The call for a change of office.
+    pub fn leader_change_call(&self, ev: &OfficeEvent) -> HookCall {
+        let (role, epoch) = match (ev.epoch, ev.previous) {
+            (Some(e), _) => ("leader", e.0.to_string()),
+            (None, Some(p)) => ("follower", p.0.to_string()),
+            (None, None) => ("follower", String::new()),
+        };
+        let mut env = self.base_env("leader_change");
+        env.extend([
+            ("FTSD_ROLE".into(), role.into()),
+            ("FTSD_EPOCH".into(), epoch.clone()),
+            ("FTSD_REASON".into(), ev.reason.clone()),
+        ]);
+        HookCall {
+            event: "leader_change",
+            args: vec![
+                "leader_change".into(),
+                role.into(),
+                epoch,
+                ev.reason.clone(),
+            ],
+            env,
+        }
+    }
+
+    pub fn leader_changed(&self, ev: &OfficeEvent) {
+        self.enqueue(&self.settings.on_leader_change, self.leader_change_call(ev));
+    }
+
+    /// Follows the authority's office changes until the sender is dropped.
+    pub fn follow_office(&self, mut events: tokio::sync::watch::Receiver<OfficeEvent>) {
+        let hooks = self.clone();
+        tokio::spawn(async move {
+            while events.changed().await.is_ok() {
+                let ev = events.borrow_and_update().clone();
+                hooks.leader_changed(&ev);
+            }
+        });
+    }
+}
+
+impl CycleObserver for Hooks {
+    fn cycle_finished(&self, report: &CycleReport) {
+        if self.settings.on_transition.is_empty() {
+            return;
+        }
+        for p in &report.reports {
+            for u in &p.updates {
+                let call = self.transition_call(u, p.epoch, p.rule.as_str());
+                self.enqueue(&self.settings.on_transition, call);
+            }
+        }
+    }
+}
+
+/// Runs one hook to completion or timeout; returns `ok`, `failed` or `timeout`.
+async fn run(argv: &[String], call: &HookCall, timeout: Duration) -> &'static str {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .args(&call.args)
+        .envs(call.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(hook = %argv[0], event = call.event, error = %e, "hook could not be started");
+            return "failed";
+        }
+    };
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => {
+            let tail = |b: &[u8]| {
+                let s = String::from_utf8_lossy(b);
+                let s = s.trim();
+                s.chars()
+                    .rev()
+                    .take(500)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<String>()
+            };
+            if out.status.success() {
+                tracing::info!(hook = %argv[0], event = call.event, args = ?call.args, "hook ran");
+                "ok"
+            } else {
+                tracing::warn!(
+                    hook = %argv[0],
+                    event = call.event,
+                    status = %out.status,
+                    stderr = %tail(&out.stderr),
+                    "hook failed"
+                );
+                "failed"
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(hook = %argv[0], event = call.event, error = %e, "hook failed");
+            "failed"
+        }
+        Err(_) => {
+            // Dropping the future drops the child, which kill_on_drop kills.
+            tracing::warn!(hook = %argv[0], event = call.event, ?timeout, "hook timed out and was killed");
+            "timeout"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::RowUpdate;
+    use crate::model::{Epoch, Mode, Role, SegmentState, Status};
+
+    fn hooks() -> Hooks {
+        Hooks::start(
+            HookSettings {
+                cluster: "gp1".into(),
+                instance_id: "fts-a".into(),
+                ..HookSettings::default()
+            },
+            Arc::new(Metrics::default()),
+        )
+    }
+
+    fn env<'a>(call: &'a HookCall, key: &str) -> &'a str {
+        call.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("{key} not set"))
+    }
+
+    #[test]
+    fn transition_arguments_and_environment() {
+        let u = RowUpdate {
+            dbid: 4,
+            content: 0,
+            from: SegmentState {
+                role: Role::Mirror,
+                status: Status::Up,
+                mode: Mode::InSync,
+            },
+            to: SegmentState {
+                role: Role::Primary,
+                status: Status::Up,
+                mode: Mode::NotInSync,
+            },
+        };
+        let call = hooks().transition_call(&u, Some(7), "failover");
+        assert_eq!(
+            call.args,
+            ["transition", "0", "4", "m/u/s", "p/u/n", "7", "failover"]
+        );
+        assert_eq!(env(&call, "FTSD_HOOK_EVENT"), "transition");
+        assert_eq!(env(&call, "FTSD_CLUSTER"), "gp1");
+        assert_eq!(env(&call, "FTSD_INSTANCE_ID"), "fts-a");
+        assert_eq!(env(&call, "FTSD_OLD_ROLE"), "m");
+        assert_eq!(env(&call, "FTSD_NEW_MODE"), "n");
+        assert_eq!(env(&call, "FTSD_EPOCH"), "7");
+    }
+
+    #[test]
+    fn leaving_office_names_the_epoch_given_up_and_why() {
+        let call = hooks().leader_change_call(&OfficeEvent {
+            epoch: None,
+            previous: Some(Epoch(9)),
+            reason: "lease_lost".into(),
+        });
+        assert_eq!(call.args, ["leader_change", "follower", "9", "lease_lost"]);
+        assert_eq!(env(&call, "FTSD_ROLE"), "follower");
+        assert_eq!(env(&call, "FTSD_REASON"), "lease_lost");
+    }
+}

@@ -1,0 +1,375 @@
+//! Prometheus metrics, served as the text exposition format (version 0.0.4) on
+//! `api.metrics_listen` at `/metrics`.
+//!
+//! A small hand-written registry rather than a client crate: ftsd has a dozen fixed families
+//! whose label sets are known, so counters and histograms fit in a few maps behind one lock
+//! each, and the encoder is short enough to review against the format. The integration test
+//! parses the output with a real Prometheus text parser. Metric names are listed in
+//! docs/api.md.
+
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use crate::engine::runner::CycleObserver;
+use crate::engine::CycleReport;
+
+/// Probe latency buckets (seconds): from a fast LAN reply to the default 20 s timeout.
+const PROBE_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 20.0,
+];
+/// Cycle duration buckets (seconds).
+const CYCLE_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+/// A fixed-bucket histogram.
+#[derive(Debug)]
+struct Histogram {
+    bounds: &'static [f64],
+    /// Non-cumulative counts per bucket; the last slot is +Inf.
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, v: f64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn encode(&self, out: &mut String, name: &str) {
+        let mut cumulative = 0;
+        for (i, n) in self.counts.iter().enumerate() {
+            cumulative += n;
+            let le = match self.bounds.get(i) {
+                Some(b) => format_float(*b),
+                None => "+Inf".into(),
+            };
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_sum {}", format_float(self.sum));
+        let _ = writeln!(out, "{name}_count {}", self.count);
+    }
+}
+
+fn format_float(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else if v.is_nan() {
+        "NaN".into()
+    } else if v > 0.0 {
+        "+Inf".into()
+    } else {
+        "-Inf".into()
+    }
+}
+
+/// Escapes a label value (backslash, double quote, newline), as the format requires.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[derive(Debug)]
+struct Inner {
+    probe_latency: Histogram,
+    cycle_duration: Histogram,
+    probe_failures: BTreeMap<String, u64>,
+    transitions: BTreeMap<String, u64>,
+    messages: BTreeMap<(String, String), u64>,
+    cycles: BTreeMap<String, u64>,
+    hooks: BTreeMap<(String, String), u64>,
+    last_success: Option<SystemTime>,
+    /// (role, status, mode) → rows, from the last cycle's catalog snapshot.
+    segments: BTreeMap<(char, char, char), u64>,
+}
+
+/// State read at scrape time rather than counted.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    pub is_leader: bool,
+    pub epoch: Option<i64>,
+    pub paused: bool,
+    /// Time since the last acknowledged lease keepalive, while this instance holds a lease.
+    pub keepalive_age: Option<Duration>,
+}
+
+/// The registry: counted by the probe loop (as a `CycleObserver`) and the hook runner.
+#[derive(Debug)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            inner: Mutex::new(Inner {
+                probe_latency: Histogram::new(&PROBE_BUCKETS),
+                cycle_duration: Histogram::new(&CYCLE_BUCKETS),
+                probe_failures: BTreeMap::new(),
+                transitions: BTreeMap::new(),
+                messages: BTreeMap::new(),
+                cycles: BTreeMap::new(),
+                hooks: BTreeMap::new(),
+                last_success: None,
+                segments: BTreeMap::new(),
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one hook run (`event` transition / leader_change; `result` ok / failed / timeout).
+    pub fn hook_ran(&self, event: &str, result: &str) {
+        *self
+            .lock()
+            .hooks
+            .entry((event.into(), result.into()))
+            .or_default() += 1;
+    }
+
+    /// The exposition text.
+    pub fn render(&self, live: &Live) -> String {
+        let g = self.lock();
+        let mut out = String::with_capacity(4096);
+        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+        };
+        family(
+            &mut out,
+            "ftsd_probe_duration_seconds",
+            "histogram",
+            "Time to probe one primary in a cycle, retries included.",
+        );
+        g.probe_latency
+            .encode(&mut out, "ftsd_probe_duration_seconds");
+        family(
+            &mut out,
+            "ftsd_probe_failures_total",
+            "counter",
+            "Primaries whose probe failed after all attempts, by failure kind.",
+        );
+        for (reason, n) in &g.probe_failures {
+            let _ = writeln!(
+                out,
+                "ftsd_probe_failures_total{{reason=\"{}\"}} {n}",
+                escape(reason)
+            );
+        }
+        family(
+            &mut out,
+            "ftsd_transitions_total",
+            "counter",
+            "Catalog transitions applied by this instance, by decision rule.",
+        );
+        for (kind, n) in &g.transitions {
+            let _ = writeln!(
+                out,
+                "ftsd_transitions_total{{kind=\"{}\"}} {n}",
+                escape(kind)
+            );
+        }
+        family(
+            &mut out,
+            "ftsd_messages_total",
+            "counter",
+            "PROMOTE / SYNCREP_OFF messages sent to segments, by type and result.",
+        );
+        for ((kind, result), n) in &g.messages {
+            let _ = writeln!(
+                out,
+                "ftsd_messages_total{{type=\"{}\",result=\"{}\"}} {n}",
+                escape(kind),
+                escape(result)
+            );
+        }
+        family(
+            &mut out,
+            "ftsd_cycles_total",
+            "counter",
+            "Probe cycles run, by result (ok, paused, error).",
+        );
+        for (result, n) in &g.cycles {
+            let _ = writeln!(
+                out,
+                "ftsd_cycles_total{{result=\"{}\"}} {n}",
+                escape(result)
+            );
+        }
+        family(
+            &mut out,
+            "ftsd_cycle_duration_seconds",
+            "histogram",
+            "Duration of completed probe cycles.",
+        );
+        g.cycle_duration
+            .encode(&mut out, "ftsd_cycle_duration_seconds");
+        family(
+            &mut out,
+            "ftsd_last_successful_cycle_timestamp_seconds",
+            "gauge",
+            "Unix time at which the last completed cycle started (0: none yet).",
+        );
+        let last = g
+            .last_success
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let _ = writeln!(
+            out,
+            "ftsd_last_successful_cycle_timestamp_seconds {}",
+            format_float(last)
+        );
+        family(
+            &mut out,
+            "ftsd_hook_runs_total",
+            "counter",
+            "Hook commands run, by event and result (ok, failed, timeout).",
+        );
+        for ((event, result), n) in &g.hooks {
+            let _ = writeln!(
+                out,
+                "ftsd_hook_runs_total{{event=\"{}\",result=\"{}\"}} {n}",
+                escape(event),
+                escape(result)
+            );
+        }
+        family(
+            &mut out,
+            "ftsd_segments",
+            "gauge",
+            "Rows of gp_segment_configuration by role, status and mode, as of this instance's last cycle.",
+        );
+        for ((role, status, mode), n) in &g.segments {
+            let _ = writeln!(
+                out,
+                "ftsd_segments{{role=\"{role}\",status=\"{status}\",mode=\"{mode}\"}} {n}"
+            );
+        }
+        family(
+            &mut out,
+            "ftsd_is_leader",
+            "gauge",
+            "1 while this instance holds office.",
+        );
+        let _ = writeln!(out, "ftsd_is_leader {}", live.is_leader as u8);
+        family(
+            &mut out,
+            "ftsd_epoch",
+            "gauge",
+            "The epoch this instance holds (0 when not leading).",
+        );
+        let _ = writeln!(out, "ftsd_epoch {}", live.epoch.unwrap_or(0));
+        family(
+            &mut out,
+            "ftsd_paused",
+            "gauge",
+            "1 while the cluster is in maintenance mode (ftsctl pause).",
+        );
+        let _ = writeln!(out, "ftsd_paused {}", live.paused as u8);
+        if let Some(age) = live.keepalive_age {
+            family(
+                &mut out,
+                "ftsd_etcd_keepalive_age_seconds",
+                "gauge",
+                "Time since the last acknowledged etcd lease keepalive (only while leading).",
+            );
+            let _ = writeln!(
+                out,
+                "ftsd_etcd_keepalive_age_seconds {}",
+                format_float(age.as_secs_f64())
+            );
+        }
+        out
+    }
+}
+
+impl CycleObserver for Metrics {
+    fn cycle_finished(&self, report: &CycleReport) {
+        let mut g = self.lock();
+        for p in &report.reports {
+            g.probe_latency.observe(p.probe_ms as f64 / 1000.0);
+            if let crate::core::ProbeOutcome::Failed { kind, .. } = &p.outcome {
+                *g.probe_failures.entry(kind.to_string()).or_default() += 1;
+            }
+            if p.transition.as_deref() == Some("applied") {
+                *g.transitions.entry(p.rule.to_string()).or_default() += 1;
+            }
+            if let Some(msg) = &p.message {
+                // "PROMOTE ok", "SYNCREP_OFF failed: ...", "PROMOTE not sent: ..."
+                let mut words = msg.splitn(2, ' ');
+                let kind = words.next().unwrap_or("?").to_string();
+                let rest = words.next().unwrap_or("");
+                let result = if rest == "ok" {
+                    "ok"
+                } else if rest.starts_with("not sent") {
+                    "not_sent"
+                } else {
+                    "failed"
+                };
+                *g.messages.entry((kind, result.into())).or_default() += 1;
+            }
+        }
+        g.cycle_duration.observe(report.duration.as_secs_f64());
+        let result = if report.paused { "paused" } else { "ok" };
+        *g.cycles.entry(result.into()).or_default() += 1;
+        g.last_success = Some(report.started_at);
+        g.segments.clear();
+        for s in &report.config.segments {
+            *g.segments
+                .entry((s.role.as_char(), s.status.as_char(), s.mode.as_char()))
+                .or_default() += 1;
+        }
+    }
+
+    fn cycle_failed(&self, _error: &str) {
+        *self.lock().cycles.entry("error".into()).or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_escapes_labels() {
+        let m = Metrics::default();
+        {
+            let mut g = m.lock();
+            g.probe_latency.observe(0.002);
+            g.probe_latency.observe(30.0);
+            g.probe_failures.insert("a\"b\\c\nd".into(), 1);
+        }
+        let text = m.render(&Live::default());
+        assert!(text.contains("ftsd_probe_duration_seconds_bucket{le=\"0.001\"} 0\n"));
+        assert!(text.contains("ftsd_probe_duration_seconds_bucket{le=\"0.0025\"} 1\n"));
+        assert!(text.contains("ftsd_probe_duration_seconds_bucket{le=\"20\"} 1\n"));
+        assert!(text.contains("ftsd_probe_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("ftsd_probe_duration_seconds_count 2\n"));
+        assert!(text.contains(r#"reason="a\"b\\c\nd""#), "{text}");
+    }
+}

@@ -1,0 +1,574 @@
+//! The `postgres` driver end to end on real PostgreSQL 15 pairs: a primary and a
+//! `pg_basebackup -R` standby with synchronous replication (`PgPair`), a real catalog, and the
+//! real `ftsd` binary (`--no-election`) with `probe.driver = "postgres"`, connecting as the
+//! dedicated probe role with only the documented grants. Layout: content 0 = primary dbid 2 +
+//! standby dbid 3.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
+use ftsd::catalog::schema;
+use ftsd::engine::SingleInstance;
+use ftsd::engine::{run_cycle, Authority, CycleContext, ProbeSettings, SegmentDriver};
+use ftsd::model::{Epoch, Mode, Role, Segment, Status};
+use ftsd::pgdriver::{PgDriver, PgDriverSettings};
+use ftsd::testkit::pg::PgServer;
+use ftsd::testkit::pgpair::{is_primary, PgPair, PROBE_PASSWORD, PROBE_ROLE};
+use ftsd::wire::MessageType;
+use support::{free_port, history_text, wait_for, Daemon};
+
+use Mode::{InSync as S, NotInSync as N};
+use Role::{Mirror as M, Primary as P};
+use Status::{Down as D, Up as U};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+struct PgSystem {
+    catalog: PgServer,
+    pair: PgPair,
+    dir: tempfile::TempDir,
+    daemon: Option<Daemon>,
+}
+
+impl PgSystem {
+    async fn start() -> PgSystem {
+        let catalog = PgServer::builder().start().await.expect("catalog postgres");
+        schema::init(&mut catalog.client().await.unwrap())
+            .await
+            .unwrap();
+        let pair = PgPair::start("seg0").await.expect("pair");
+        ftsd::segsim::catalog::write_catalog(&catalog.url(), &pair.segments(0, 2, 3))
+            .await
+            .unwrap();
+        PgSystem {
+            catalog,
+            pair,
+            dir: tempfile::tempdir().unwrap(),
+            daemon: None,
+        }
+    }
+
+    /// Starts `ftsd run --no-election` with the postgres driver; the password comes from a file.
+    async fn spawn_ftsd(&mut self, extra_postgres: &str) {
+        let pw: PathBuf = self.dir.path().join("probe.password");
+        std::fs::write(&pw, format!("{PROBE_PASSWORD}\n")).unwrap();
+        let config = self.dir.path().join("ftsd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"cluster = "pgtest"
+instance_id = "single"
+
+[probe]
+driver = "postgres"
+interval = "1s"
+timeout = "900ms"
+retries = 2
+retry_delay = "200ms"
+mirror_down_grace = "0s"
+user = "{PROBE_ROLE}"
+password_file = "{pw}"
+
+[postgres]
+{extra_postgres}
+
+[catalog]
+url = "{url}"
+
+[api]
+listen = "127.0.0.1:{api}"
+metrics_listen = "127.0.0.1:{metrics}"
+
+[log]
+level = "info,ftsd=debug"
+"#,
+                pw = pw.display(),
+                url = self.catalog.url(),
+                api = free_port(),
+                metrics = free_port(),
+            ),
+        )
+        .unwrap();
+        let log = self.dir.path().join("ftsd.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ftsd"))
+            .args(["run", "--no-election", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn ftsd");
+        self.daemon = Some(Daemon {
+            name: "single".into(),
+            child,
+            log,
+            config,
+        });
+        // probing: the healthy pair's probe succeeded at least once
+        for _ in 0..300 {
+            if self.logs().contains("postgres probe") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("ftsd did not probe:\n{}", self.logs());
+    }
+
+    fn logs(&self) -> String {
+        self.daemon
+            .as_ref()
+            .map(Daemon::log_text)
+            .unwrap_or_default()
+    }
+
+    async fn state(&self, dbid: i16) -> (Role, Status, Mode) {
+        let c = self.catalog.client().await.unwrap();
+        let r = c
+            .query_one(
+                "SELECT role::text, status::text, mode::text FROM gp_segment_configuration WHERE dbid = $1",
+                &[&dbid],
+            )
+            .await
+            .unwrap();
+        let ch = |i: usize| r.get::<_, String>(i).chars().next().unwrap();
+        (
+            Role::from_char(ch(0)).unwrap(),
+            Status::from_char(ch(1)).unwrap(),
+            Mode::from_char(ch(2)).unwrap(),
+        )
+    }
+
+    async fn wait_state(&self, dbid: i16, want: (Role, Status, Mode)) {
+        wait_for(
+            &format!("dbid {dbid} to become {want:?}"),
+            LIMIT,
+            || async { (self.state(dbid).await == want).then_some(()) },
+        )
+        .await
+    }
+
+    async fn history(&self) -> Vec<(i16, String)> {
+        let c = self.catalog.client().await.unwrap();
+        c.query(
+            r#"SELECT dbid, "desc" FROM gp_configuration_history ORDER BY "time", ctid"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    }
+
+    /// (rule, evidence) of every evidence row, oldest first.
+    async fn evidence(&self) -> Vec<(String, serde_json::Value)> {
+        let c = self.catalog.client().await.unwrap();
+        c.query("SELECT rule, evidence FROM fts_evidence ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    async fn wait_evidence(&self, rule: &str) -> serde_json::Value {
+        wait_for(&format!("evidence {rule}"), LIMIT, || async {
+            self.evidence()
+                .await
+                .into_iter()
+                .find(|(r, _)| r == rule)
+                .map(|(_, e)| e)
+        })
+        .await
+    }
+}
+
+/// Runs `sql` on `server` within 10 s; a commit that waits for a missing synchronous standby
+/// fails the test instead of hanging it.
+async fn write(server: &PgServer, sql: &str) {
+    let client = server.client().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), client.batch_execute(sql))
+        .await
+        .unwrap_or_else(|_| panic!("write did not complete (blocked on sync rep?): {sql}"))
+        .unwrap();
+}
+
+async fn in_recovery(server: &PgServer) -> bool {
+    !is_primary(server).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_primary_is_replaced_by_its_promoted_standby_without_losing_a_commit() {
+    let mut sys = PgSystem::start().await;
+    sys.spawn_ftsd("").await;
+    sys.wait_state(2, (P, U, S)).await;
+    // committed under synchronous replication: acknowledged only once the standby has it
+    write(
+        &sys.pair.primary,
+        "CREATE TABLE t (v text); INSERT INTO t VALUES ('acknowledged before the crash')",
+    )
+    .await;
+    sys.pair.primary.kill().unwrap();
+
+    sys.wait_state(3, (P, U, N)).await;
+    assert_eq!(sys.state(2).await, (M, D, N));
+    assert_eq!(
+        sys.history().await,
+        vec![
+            history_text(2, 0, 'm', 'd', 'n'),
+            history_text(3, 0, 'p', 'u', 'n')
+        ]
+    );
+    let standby = &sys.pair.standby;
+    wait_for("standby out of recovery", LIMIT, || async {
+        (!in_recovery(standby).await).then_some(())
+    })
+    .await;
+    let rows = standby
+        .client()
+        .await
+        .unwrap()
+        .query("SELECT v FROM t", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "the acknowledged write survived the failover"
+    );
+    // the promoted standby accepts writes without waiting for its dead former primary
+    write(standby, "INSERT INTO t VALUES ('after failover')").await;
+
+    let (_, ev) = sys.evidence().await.into_iter().next().unwrap();
+    assert_eq!(ev["rule"], "failover");
+    assert_eq!(ev["message"]["kind"], "PROMOTE");
+    assert_eq!(ev["driver"]["verdict"]["in_sync"], true, "{ev}");
+    assert!(sys.logs().contains("PROMOTE"), "{}", sys.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_standby_turns_syncrep_off_and_back_on() {
+    let mut sys = PgSystem::start().await;
+    sys.spawn_ftsd("").await;
+    sys.wait_state(3, (M, U, S)).await;
+    sys.pair.standby.stop_immediate().unwrap();
+
+    sys.wait_state(3, (M, D, N)).await;
+    assert_eq!(sys.state(2).await, (P, U, N));
+    wait_for("synchronous_standby_names cleared", LIMIT, || async {
+        sys.pair
+            .sync_names()
+            .await
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    write(
+        &sys.pair.primary,
+        "CREATE TABLE t (v int); INSERT INTO t VALUES (1)",
+    )
+    .await;
+
+    sys.pair.standby.start().await.unwrap();
+    sys.wait_state(3, (M, U, S)).await;
+    assert_eq!(sys.state(2).await, (P, U, S));
+    assert_eq!(sys.pair.sync_names().await.unwrap(), "\"seg0\"");
+    assert_eq!(
+        sys.pair.replication().await.unwrap(),
+        Some(("streaming".into(), "sync".into()))
+    );
+    let h = sys.history().await;
+    assert_eq!(
+        h,
+        vec![
+            history_text(2, 0, 'p', 'u', 'n'),
+            history_text(3, 0, 'm', 'd', 'n'),
+            // back up first (the probe switches syncrep on), in sync from the next probe
+            history_text(3, 0, 'm', 'u', 'n'),
+            history_text(2, 0, 'p', 'u', 's'),
+            history_text(3, 0, 'm', 'u', 's'),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_standby_is_not_promoted_and_the_refusal_is_recorded() {
+    let mut sys = PgSystem::start().await;
+    sys.spawn_ftsd("max_lag = 65536").await;
+    sys.wait_state(3, (M, U, S)).await;
+    // replay stops, WAL still arrives and is flushed: commits are acknowledged, replay lags
+    write(&sys.pair.standby, "SELECT pg_wal_replay_pause()").await;
+    write(
+        &sys.pair.primary,
+        "CREATE TABLE t AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 20000) g",
+    )
+    .await;
+    sys.wait_state(3, (M, U, N)).await;
+    assert_eq!(sys.state(2).await, (P, U, N));
+
+    sys.pair.primary.kill().unwrap();
+    let ev = sys.wait_evidence("double_fault").await;
+    let refusal = ev["refusal"].as_str().unwrap();
+    assert!(refusal.contains("mode n"), "{refusal}");
+    assert!(
+        ev["driver"]["verdict"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("replay lag"),
+        "{ev}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        in_recovery(&sys.pair.standby).await,
+        "lagging standby promoted"
+    );
+    assert_eq!(sys.state(3).await, (M, U, N));
+    assert_eq!(sys.state(2).await, (P, U, N));
+    // one refusal row for the whole episode
+    let refusals = sys
+        .evidence()
+        .await
+        .iter()
+        .filter(|(r, _)| r == "double_fault")
+        .count();
+    assert_eq!(refusals, 1);
+    assert!(sys.logs().contains("double fault"), "{}", sys.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asynchronous_standby_is_not_promoted() {
+    let mut sys = PgSystem::start().await;
+    sys.spawn_ftsd("").await;
+    sys.wait_state(3, (M, U, S)).await;
+    // someone else is the synchronous standby: ours streams asynchronously
+    sys.pair.set_sync_names("\"someone_else\"").await.unwrap();
+    sys.wait_state(3, (M, U, N)).await;
+    sys.pair.primary.kill().unwrap();
+    let ev = sys.wait_evidence("double_fault").await;
+    assert!(
+        ev["driver"]["verdict"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("async"),
+        "{ev}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        in_recovery(&sys.pair.standby).await,
+        "async standby promoted"
+    );
+    assert_eq!(sys.state(3).await, (M, U, N));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn double_fault_changes_nothing() {
+    let mut sys = PgSystem::start().await;
+    sys.spawn_ftsd("").await;
+    sys.wait_state(3, (M, U, S)).await;
+    sys.pair.standby.stop_immediate().unwrap();
+    sys.wait_state(3, (M, D, N)).await;
+    sys.pair.primary.kill().unwrap();
+    sys.wait_evidence("double_fault").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sys.state(2).await, (P, U, N));
+    assert_eq!(sys.state(3).await, (M, D, N));
+    assert_eq!(sys.history().await.len(), 2);
+}
+
+/// Attempt failures reach the decision core with the same classes as the FTS client's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_failures_are_classified() {
+    use ftsd::wire::failure::FailureKind;
+    let mut pair = PgPair::start("seg0").await.unwrap();
+    let rows = pair.segments(0, 2, 3);
+    let t = Duration::from_secs(2);
+    let ok = driver()
+        .send(&rows[0], MessageType::Probe, t)
+        .await
+        .unwrap();
+    assert!(ok.is_mirror_up && ok.is_in_sync && ok.is_syncrep_enabled && !ok.is_role_mirror);
+    let standby = driver()
+        .send(&rows[1], MessageType::Probe, t)
+        .await
+        .unwrap();
+    assert!(standby.is_role_mirror && !standby.is_syncrep_enabled);
+
+    let mut wrong = PgDriverSettings {
+        user: PROBE_ROLE.into(),
+        password: Some("wrong".into()),
+        database: "postgres".into(),
+        max_lag: 0,
+        sync_standby_names: String::new(),
+        mirror_down_grace: Duration::ZERO,
+    };
+    let err = PgDriver::new(wrong.clone())
+        .send(&rows[0], MessageType::Probe, t)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::Auth, "{err}");
+    wrong.password = Some(PROBE_PASSWORD.into());
+    wrong.database = "no_such_db".into();
+    let err = PgDriver::new(wrong)
+        .send(&rows[0], MessageType::Probe, t)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::StartupError, "{err}");
+    assert_eq!(err.sqlstate.as_deref(), Some("3D000"));
+
+    pair.primary.kill().unwrap();
+    let err = driver()
+        .send(&rows[0], MessageType::Probe, t)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::Refused, "{err}");
+}
+
+/// Switching synchronous replication back on is part of PROBE; when the role may not do it,
+/// the probe still succeeds (a failed probe could fail over a healthy primary) and the pair
+/// stays not in sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_switches_syncrep_back_on_and_survives_a_missing_grant() {
+    let pair = PgPair::start("seg0").await.unwrap();
+    let rows = pair.segments(0, 2, 3);
+    let t = Duration::from_secs(2);
+    let su = pair.primary.client().await.unwrap();
+    su.batch_execute(&format!(
+        "REVOKE ALTER SYSTEM ON PARAMETER synchronous_standby_names FROM {PROBE_ROLE}"
+    ))
+    .await
+    .unwrap();
+    pair.set_sync_names("").await.unwrap();
+    pair.wait_replication(Some("async"), LIMIT).await.unwrap();
+    let d = driver();
+    let reply = d.send(&rows[0], MessageType::Probe, t).await.unwrap();
+    assert!(reply.is_mirror_up && !reply.is_in_sync && !reply.is_syncrep_enabled);
+    assert_eq!(pair.sync_names().await.unwrap(), "");
+    assert!(d.verdict(0).unwrap().why.contains("failed"));
+
+    su.batch_execute(&format!(
+        "GRANT ALTER SYSTEM ON PARAMETER synchronous_standby_names TO {PROBE_ROLE}"
+    ))
+    .await
+    .unwrap();
+    let reply = d.send(&rows[0], MessageType::Probe, t).await.unwrap();
+    assert!(reply.is_syncrep_enabled && !reply.is_in_sync);
+    assert_eq!(pair.sync_names().await.unwrap(), "\"seg0\"");
+    pair.wait_replication(Some("sync"), LIMIT).await.unwrap();
+    let reply = d.send(&rows[0], MessageType::Probe, t).await.unwrap();
+    assert!(reply.is_in_sync, "{:?}", d.verdict(0));
+}
+
+/// Never promotes the mirror although the catalog still says in sync.
+struct ObserveOnly;
+
+impl Authority for ObserveOnly {
+    fn acting_epoch(&self) -> Option<Epoch> {
+        None
+    }
+    async fn confirm(&self) -> bool {
+        false
+    }
+    fn fenced_out(&self, _current: Epoch) {}
+}
+
+fn driver() -> PgDriver {
+    PgDriver::new(PgDriverSettings {
+        user: PROBE_ROLE.into(),
+        password: Some(PROBE_PASSWORD.into()),
+        database: "postgres".into(),
+        max_lag: 0,
+        sync_standby_names: String::new(),
+        mirror_down_grace: Duration::ZERO,
+    })
+}
+
+fn settings() -> ProbeSettings {
+    ProbeSettings {
+        timeout: Duration::from_secs(2),
+        retries: 1,
+        retry_delay: Duration::from_millis(100),
+        concurrency: 4,
+    }
+}
+
+/// The catalog still has mode `s` (the transition to `n` was never written: this instance was
+/// observe-only when it saw the standby go asynchronous), yet the guard refuses the failover
+/// because the last successful probe of the primary saw the standby not in sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_refuses_a_standby_that_was_async_at_the_last_probe_even_if_the_catalog_says_in_sync()
+{
+    let mut sys = PgSystem::start().await;
+    let catalog = Arc::new(PgCatalog::new(PgCatalogConfig {
+        url: sys.catalog.url(),
+        password: None,
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
+    }));
+    let observer = Arc::new(CycleContext {
+        driver: driver(),
+        catalog: catalog.clone(),
+        authority: ObserveOnly,
+        settings: settings(),
+        instance_id: "observer".into(),
+        stopping: Default::default(),
+        refusals: Default::default(),
+    });
+    // the standby turns asynchronous: synchronous_standby_names names someone else
+    sys.pair.set_sync_names("\"someone_else\"").await.unwrap();
+    sys.pair
+        .wait_replication(Some("async"), LIMIT)
+        .await
+        .unwrap();
+    let report = run_cycle(observer.clone()).await.unwrap();
+    assert_eq!(
+        report.reports[0].transition.as_deref(),
+        Some("observe_only")
+    );
+    assert_eq!(sys.state(3).await, (M, U, S), "catalog still says in sync");
+    let verdict = observer.driver.verdict(0).unwrap();
+    assert!(!verdict.in_sync, "{verdict:?}");
+
+    sys.pair.primary.kill().unwrap();
+    // the same driver (its memory), now acting
+    let ctx = Arc::new(CycleContext {
+        driver: Arc::into_inner(observer).unwrap().driver,
+        catalog,
+        authority: SingleInstance::new(Epoch(1)),
+        settings: settings(),
+        instance_id: "actor".into(),
+        stopping: Default::default(),
+        refusals: Default::default(),
+    });
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    let r = &report.reports[0];
+    assert_eq!(r.rule.as_str(), "double_fault", "{r:?}");
+    assert_eq!(r.transition.as_deref(), Some("refusal_recorded"));
+    let ev = sys.wait_evidence("double_fault").await;
+    assert!(
+        ev["refusal"].as_str().unwrap().starts_with("driver veto"),
+        "{ev}"
+    );
+    assert!(in_recovery(&sys.pair.standby).await);
+    assert_eq!(sys.state(3).await, (M, U, S));
+    assert!(sys.history().await.is_empty());
+    // a later cycle does not add a second row, and PROMOTE itself is refused too
+    run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(sys.evidence().await.len(), 1);
+    let standby: Segment = sys.pair.segments(0, 2, 3)[1].clone();
+    let err = ctx
+        .driver
+        .send(&standby, MessageType::Promote, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("PROMOTE refused"), "{err}");
+    assert!(in_recovery(&sys.pair.standby).await);
+    drop(sys.daemon.take());
+}
