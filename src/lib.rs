@@ -4,6 +4,7 @@
 pub mod api;
 pub mod bench;
 pub mod catalog;
+pub mod chaos;
 pub mod config;
 pub mod core;
 pub mod ctl;

@@ -1,0 +1,269 @@
+//! What a chaos run records, in plain data: the catalog before a scenario, the catalog's own
+//! history and evidence rows, leader terms from the ftsd logs, the faults the harness injected
+//! with what they should lead to, and the workload's acknowledgements. The checker
+//! (`invariants`) works on these values only, so it is tested with crafted histories.
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch (catalog `now()`, log timestamps and the harness's clock
+/// all come from the same kernel clock: the containers share the host's).
+pub type Millis = i64;
+
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// One `gp_segment_configuration` row, as characters (`p`/`m`, `u`/`d`, `s`/`n`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Row {
+    pub dbid: i16,
+    pub content: i16,
+    pub role: char,
+    pub status: char,
+    pub mode: char,
+}
+
+/// One `gp_configuration_history` row with the state its text announces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    /// Transaction time in microseconds (exact: rows of one transaction share it).
+    pub time_us: i64,
+    pub dbid: i16,
+    pub content: i16,
+    pub role: char,
+    pub status: char,
+    pub mode: char,
+    pub desc: String,
+}
+
+impl HistoryRow {
+    /// Parses the in-core FTS text `FTS: update role, status, and mode for dbid D with
+    /// contentid C to R, S, and M`; `None` for any other text.
+    pub fn parse(time_us: i64, dbid: i16, desc: &str) -> Option<HistoryRow> {
+        let rest = desc.strip_prefix("FTS: update role, status, and mode for dbid ")?;
+        let (d, rest) = rest.split_once(" with contentid ")?;
+        let (c, rest) = rest.split_once(" to ")?;
+        let parts: Vec<&str> = rest.split(", ").collect();
+        let [r, s, m] = parts.as_slice() else {
+            return None;
+        };
+        let ch = |s: &str| {
+            let mut it = s.trim_start_matches("and ").chars();
+            let c = it.next()?;
+            it.next().is_none().then_some(c)
+        };
+        (d.parse::<i16>().ok()? == dbid).then_some(())?;
+        Some(HistoryRow {
+            time_us,
+            dbid,
+            content: c.parse().ok()?,
+            role: ch(r)?,
+            status: ch(s)?,
+            mode: ch(m)?,
+            desc: desc.to_string(),
+        })
+    }
+
+    pub fn time_ms(&self) -> Millis {
+        self.time_us.div_euclid(1000)
+    }
+}
+
+/// One `fts_evidence` row (the document itself is kept out; the report links by id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRow {
+    pub id: i64,
+    pub time_us: i64,
+    pub epoch: i64,
+    pub instance_id: String,
+    pub content: i16,
+    pub rule: String,
+    pub dbids: Vec<i16>,
+}
+
+/// `took office as leader` from an ftsd log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Term {
+    pub instance: String,
+    pub epoch: i64,
+    pub at: Millis,
+}
+
+/// What an injected fault must lead to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expect {
+    /// A mirror of `content` is promoted no earlier than `not_before` and within `bound_ms` of
+    /// it (the failure is injected earlier; promotion may only become allowed later, e.g. when
+    /// etcd regains quorum).
+    Promotion {
+        content: i16,
+        not_before: Millis,
+        bound_ms: i64,
+    },
+    /// The mirror of `content` is marked down within `bound_ms`, and nothing is promoted.
+    MirrorDown { content: i16, bound_ms: i64 },
+    /// `content` has no transition at all until `until`.
+    NoTransition { content: i16, until: Millis },
+    /// Nothing is required beyond the general invariants (e.g. a double fault: there is no
+    /// in-sync mirror to promote).
+    Nothing,
+}
+
+/// One injected fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    pub scenario: String,
+    /// Short description: `kill -9 chaos-ftsd2 (leader)`, `segsim down dbid 3`, ...
+    pub what: String,
+    /// The content whose pair the fault concerns (none for leader-only or etcd-only faults).
+    pub content: Option<i16>,
+    pub at: Millis,
+    /// When the harness undid it (container started, network reconnected, fault cleared).
+    pub healed_at: Option<Millis>,
+    pub expect: Expect,
+}
+
+/// An interval during which the harness kept etcd without quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumLoss {
+    pub from: Millis,
+    pub to: Millis,
+}
+
+/// A write the workload saw committed (acknowledged) on `content`'s primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub content: i16,
+    pub seq: i64,
+    pub at: Millis,
+    /// The primary it went through (dbid) and whether the pair was in sync at the time
+    /// according to the catalog (only those writes are promised to survive a failover).
+    pub dbid: i16,
+    pub in_sync: bool,
+}
+
+/// The sequence numbers found on a content's primary at the end of the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Survivors {
+    pub content: i16,
+    pub seqs: Vec<i64>,
+}
+
+/// A sample of which segment instances act as primary (segment side, not catalog).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActingSample {
+    pub at: Millis,
+    /// (content, dbid) of every live instance acting as primary.
+    pub primaries: Vec<(i16, i16)>,
+}
+
+/// Timing settings the bounds are computed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    pub lease_ttl_ms: i64,
+    pub act_margin_ms: i64,
+    /// interval + (retries + 1) x timeout + retries x retry_delay.
+    pub detect_ms: i64,
+    pub slack_ms: i64,
+}
+
+/// Everything the checker looks at for one scenario.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    /// The catalog at the scenario's start, and the history/evidence written after it.
+    pub initial: Vec<Row>,
+    pub history: Vec<HistoryRow>,
+    /// History rows whose text could not be parsed (reported, and a violation).
+    pub unparsed_history: Vec<String>,
+    pub evidence: Vec<EvidenceRow>,
+    pub terms: Vec<Term>,
+    pub faults: Vec<Fault>,
+    pub quorum_losses: Vec<QuorumLoss>,
+    pub acting: Vec<ActingSample>,
+    pub acks: Vec<Ack>,
+    pub survivors: Option<Vec<Survivors>>,
+}
+
+/// History rows grouped by transaction (same time), oldest first.
+pub fn transactions(history: &[HistoryRow]) -> Vec<Vec<&HistoryRow>> {
+    let mut sorted: Vec<&HistoryRow> = history.iter().collect();
+    sorted.sort_by_key(|h| h.time_us);
+    let mut out: Vec<Vec<&HistoryRow>> = Vec::new();
+    for h in sorted {
+        match out.last_mut() {
+            Some(group) if group[0].time_us == h.time_us => group.push(h),
+            _ => out.push(vec![h]),
+        }
+    }
+    out
+}
+
+/// A promotion: a row that was a mirror becomes primary, at `time_us`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    pub time_us: i64,
+    pub content: i16,
+    pub dbid: i16,
+    /// The promoted row's state just before.
+    pub before: Row,
+}
+
+/// Replays the history over the initial rows: every promotion, and the rows after each
+/// transaction (for the one-primary check).
+pub fn replay(initial: &[Row], history: &[HistoryRow]) -> (Vec<Promotion>, Vec<(i64, Vec<Row>)>) {
+    let mut rows: Vec<Row> = initial.to_vec();
+    let mut promotions = Vec::new();
+    let mut states = Vec::new();
+    for tx in transactions(history) {
+        for h in tx.iter() {
+            match rows.iter_mut().find(|r| r.dbid == h.dbid) {
+                Some(r) => {
+                    if r.role == 'm' && h.role == 'p' {
+                        promotions.push(Promotion {
+                            time_us: h.time_us,
+                            content: r.content,
+                            dbid: r.dbid,
+                            before: r.clone(),
+                        });
+                    }
+                    r.role = h.role;
+                    r.status = h.status;
+                    r.mode = h.mode;
+                }
+                None => rows.push(Row {
+                    dbid: h.dbid,
+                    content: h.content,
+                    role: h.role,
+                    status: h.status,
+                    mode: h.mode,
+                }),
+            }
+        }
+        states.push((tx[0].time_us, rows.clone()));
+    }
+    (promotions, states)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_in_core_history_text() {
+        let h = HistoryRow::parse(
+            5,
+            6,
+            "FTS: update role, status, and mode for dbid 6 with contentid 0 to p, u, and n",
+        )
+        .unwrap();
+        assert_eq!((h.content, h.role, h.status, h.mode), (0, 'p', 'u', 'n'));
+        assert!(
+            HistoryRow::parse(5, 7, &h.desc).is_none(),
+            "dbid must match"
+        );
+        assert!(HistoryRow::parse(5, 6, "gprecoverseg did something").is_none());
+    }
+}
