@@ -141,6 +141,34 @@ impl Harness {
         Ok(*self.rng.pick(&contents))
     }
 
+    /// Records a primary failure injected now that must end in a promotion within `bound_ms`,
+    /// then waits for that promotion (bound + slack + `settle_ms`) so the next fault starts
+    /// from a settled cluster. Whether it came in time is the checker's verdict, not this wait's.
+    pub async fn expect_promotion(
+        &mut self,
+        what: String,
+        content: i16,
+        old_primary: i16,
+        bound_ms: i64,
+        settle_ms: i64,
+    ) {
+        self.record(
+            what,
+            Some(content),
+            Expect::Promotion {
+                content,
+                not_before: now_ms(),
+                bound_ms,
+            },
+        );
+        self.wait_promotion(
+            content,
+            old_primary,
+            bound_ms + self.timing.slack_ms + settle_ms,
+        )
+        .await;
+    }
+
     /// Waits until `content`'s primary in the catalog is no longer `old` (or `limit` passes);
     /// returns whether it happened. Not meeting the bound is for the checker to judge.
     pub async fn wait_promotion(&self, content: i16, old: i16, limit_ms: i64) -> bool {

@@ -384,20 +384,17 @@ async fn flapping_segment(h: &mut Harness) -> Result<()> {
     });
     let bound = h.detect();
     h.sim_fault(p.dbid, SimFault::Down).await?;
-    h.record(
+    h.expect_promotion(
         format!(
             "segsim primary dbid {} (content {content}) down for good after flapping",
             p.dbid
         ),
-        Some(content),
-        Expect::Promotion {
-            content,
-            not_before: now_ms(),
-            bound_ms: bound,
-        },
-    );
-    h.wait_promotion(content, p.dbid, bound + h.timing.slack_ms + 2000)
-        .await;
+        content,
+        p.dbid,
+        bound,
+        2000,
+    )
+    .await;
     Ok(())
 }
 
@@ -438,20 +435,17 @@ async fn slow_segment(h: &mut Harness) -> Result<()> {
         },
     )
     .await?;
-    h.record(
+    h.expect_promotion(
         format!(
             "segsim primary dbid {} (content {content}) slow 3s (above the probe timeout)",
             p.dbid
         ),
-        Some(content),
-        Expect::Promotion {
-            content,
-            not_before: now_ms(),
-            bound_ms: bound,
-        },
-    );
-    h.wait_promotion(content, p.dbid, bound + h.timing.slack_ms + 2000)
-        .await;
+        content,
+        p.dbid,
+        bound,
+        2000,
+    )
+    .await;
     // The slow former primary must not keep acting: mark it down for the heal.
     h.sim_fault(p.dbid, SimFault::Down).await?;
     Ok(())
@@ -514,20 +508,17 @@ async fn pg_kill_primary(h: &mut Harness) -> Result<()> {
     };
     docker::kill(container)?;
     let bound = h.detect() + 2000;
-    h.record(
+    h.expect_promotion(
         format!(
             "kill -9 {container} (pg primary dbid {}, content {content})",
             p.dbid
         ),
-        Some(content),
-        Expect::Promotion {
-            content,
-            not_before: now_ms(),
-            bound_ms: bound,
-        },
-    );
-    h.wait_promotion(content, p.dbid, bound + h.timing.slack_ms + 4000)
-        .await;
+        content,
+        p.dbid,
+        bound,
+        4000,
+    )
+    .await;
     Ok(())
 }
 
