@@ -129,6 +129,18 @@ impl Harness {
         }
     }
 
+    /// The pair of `content`, which must be healthy (primary up, mirror in sync) for a fault
+    /// on it to have an expected outcome; anything else fails the scenario before injecting.
+    pub async fn healthy_pair(&self, content: i16) -> Result<(Row, Row)> {
+        let (p, m) = self.pair(content).await?;
+        if p.status != 'u' || m.mode != 's' {
+            return fail(format!(
+                "content {content} is not a healthy pair before the fault: {p:?} {m:?}"
+            ));
+        }
+        Ok((p, m))
+    }
+
     /// A random content among those present in the catalog.
     pub async fn pick_content(&mut self) -> Result<i16> {
         let rows = cluster::rows(&self.db).await?;

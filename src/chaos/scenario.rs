@@ -82,12 +82,7 @@ pub async fn run(s: &Scenario, h: &mut Harness) -> Result<()> {
 /// (allowed from `not_before`, or now, within `bound_ms`). Returns (content, old primary).
 async fn fail_primary(h: &mut Harness, bound_ms: i64, why: &str) -> Result<(i16, i16)> {
     let content = h.pick_content().await?;
-    let (p, m) = h.pair(content).await?;
-    if p.status != 'u' || m.mode != 's' {
-        return fail(format!(
-            "content {content} is not a healthy pair before the fault: {p:?} {m:?}"
-        ));
-    }
+    let (p, _) = h.healthy_pair(content).await?;
     h.sim_fault(p.dbid, SimFault::Down).await?;
     let now = now_ms();
     h.record(
@@ -105,13 +100,18 @@ async fn fail_primary(h: &mut Harness, bound_ms: i64, why: &str) -> Result<(i16,
     Ok((content, p.dbid))
 }
 
+/// `fail_primary`, then wait for the promotion so the next fault starts from a settled cluster.
+async fn fail_primary_and_wait(h: &mut Harness, bound_ms: i64, why: &str) -> Result<()> {
+    let (content, old) = fail_primary(h, bound_ms, why).await?;
+    h.wait_promotion(content, old, bound_ms + h.timing.slack_ms + 2000)
+        .await;
+    Ok(())
+}
+
 async fn kill_primary(h: &mut Harness) -> Result<()> {
     h.jitter(0, 1500).await;
     let bound = h.detect();
-    let (content, old) = fail_primary(h, bound, "").await?;
-    h.wait_promotion(content, old, bound + h.timing.slack_ms + 2000)
-        .await;
-    Ok(())
+    fail_primary_and_wait(h, bound, "").await
 }
 
 async fn kill_mirror(h: &mut Harness) -> Result<()> {
@@ -146,9 +146,7 @@ async fn kill_leader(h: &mut Harness) -> Result<()> {
     );
     h.jitter(200, 1500).await;
     let bound = h.timing.lease_ttl_ms + h.detect();
-    let (content, old) = fail_primary(h, bound, " after the leader was killed").await?;
-    h.wait_promotion(content, old, bound + h.timing.slack_ms + 2000)
-        .await;
+    fail_primary_and_wait(h, bound, " after the leader was killed").await?;
     docker::start(container)?;
     h.healed(leader_fault);
     Ok(())
@@ -166,9 +164,7 @@ async fn pause_leader(h: &mut Harness) -> Result<()> {
     let ttl = h.timing.lease_ttl_ms as u64;
     h.jitter(0, ttl + 1000).await;
     let bound = h.timing.lease_ttl_ms + h.detect();
-    let (content, old) = fail_primary(h, bound, " while the leader was paused").await?;
-    h.wait_promotion(content, old, bound + h.timing.slack_ms + 2000)
-        .await;
+    fail_primary_and_wait(h, bound, " while the leader was paused").await?;
     // Past the lease for certain, then let the old leader run again.
     h.jitter(ttl, ttl + 2000).await;
     docker::unpause(container)?;
@@ -216,9 +212,7 @@ async fn isolate_etcd_member(h: &mut Harness) -> Result<()> {
     );
     h.jitter(500, 2000).await;
     let bound = h.timing.lease_ttl_ms + h.detect();
-    let (content, old) = fail_primary(h, bound, " with one etcd member isolated").await?;
-    h.wait_promotion(content, old, bound + h.timing.slack_ms + 2000)
-        .await;
+    fail_primary_and_wait(h, bound, " with one etcd member isolated").await?;
     docker::connect(ETCDNET, c, ip)?;
     h.healed(cut);
     Ok(())
@@ -247,12 +241,7 @@ async fn quorum_loss_failover(h: &mut Harness) -> Result<()> {
     )
     .await;
     let content = h.pick_content().await?;
-    let (p, m) = h.pair(content).await?;
-    if p.status != 'u' || m.mode != 's' {
-        return fail(format!(
-            "content {content} is not a healthy pair before the fault"
-        ));
-    }
+    let (p, _) = h.healthy_pair(content).await?;
     h.sim_fault(p.dbid, SimFault::Down).await?;
     let pf = h.record(
         format!(
@@ -488,21 +477,13 @@ async fn restart_everything(h: &mut Harness) -> Result<()> {
     h.leader().await?;
     h.jitter(1000, 3000).await;
     let bound = h.detect();
-    let (content, old) = fail_primary(h, bound, " after restarting everything").await?;
-    h.wait_promotion(content, old, bound + h.timing.slack_ms + 2000)
-        .await;
-    Ok(())
+    fail_primary_and_wait(h, bound, " after restarting everything").await
 }
 
 async fn pg_kill_primary(h: &mut Harness) -> Result<()> {
     h.jitter(0, 2000).await;
     let content = h.pick_content().await?;
-    let (p, m) = h.pair(content).await?;
-    if p.status != 'u' || m.mode != 's' {
-        return fail(format!(
-            "pg content {content} is not a healthy pair before the fault"
-        ));
-    }
+    let (p, _) = h.healthy_pair(content).await?;
     let Some((container, _)) = pg_container(p.dbid) else {
         return fail(format!("no container for dbid {}", p.dbid));
     };
