@@ -1,26 +1,15 @@
 //! The etcd test harness against real etcd servers.
 
+#[path = "support/orphan.rs"]
+mod orphan;
+use orphan::alive;
+
 use ftsd::testkit::etcd::EtcdCluster;
 use serde_json::{json, Value};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Generous: these bound polling loops and are never reached when things work.
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Alive = has a /proc entry that is not a zombie.
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next());
-            !matches!(state, Some('Z') | Some('X') | None)
-        }
-        Err(_) => false,
-    }
-}
 
 /// Process state letter from /proc (`T` = stopped).
 fn proc_state(pid: u32) -> Option<char> {
@@ -274,67 +263,16 @@ const CHILD_ENV: &str = "FTSD_TESTKIT_ETCD_PDEATHSIG_CHILD";
 /// killed.
 #[test]
 fn etcd_pdeathsig_child_helper() {
-    let Some(out) = std::env::var_os(CHILD_ENV) else {
+    let Some(out) = orphan::helper_report_path(CHILD_ENV) else {
         return;
     };
-    let out = PathBuf::from(out);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = orphan::helper_runtime();
     let etcd = rt.block_on(EtcdCluster::start(1)).expect("start");
     drop(rt);
-    let tmp = out.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        format!("{} {}", etcd.pid(0).unwrap(), etcd.base_dir().display()),
-    )
-    .unwrap();
-    std::fs::rename(&tmp, &out).unwrap();
-    loop {
-        std::thread::sleep(Duration::from_secs(60));
-    }
+    orphan::report_and_wait(&out, etcd.pid(0).unwrap(), etcd.base_dir());
 }
 
 #[test]
 fn members_die_with_the_test_process() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("pid");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["etcd_pdeathsig_child_helper", "--exact", "--test-threads=1"])
-        .env(CHILD_ENV, &out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let report = loop {
-        if let Ok(text) = std::fs::read_to_string(&out) {
-            break text;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("helper exited early with {status}");
-        }
-        assert!(Instant::now() < deadline, "helper did not report");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (pid, dir) = report.split_once(' ').unwrap();
-    let pid: u32 = pid.parse().unwrap();
-    assert!(alive(pid), "etcd survives its runtime being dropped");
-
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "etcd {pid} outlived the killed test process"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // No Drop ran in the killed process: its temporary directory is ours to remove.
-    let _ = std::fs::remove_dir_all(dir);
+    orphan::assert_server_dies_with_killed_helper("etcd_pdeathsig_child_helper", CHILD_ENV, "etcd");
 }

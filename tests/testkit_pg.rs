@@ -1,23 +1,10 @@
 //! The PostgreSQL test harness against real servers.
 
-use ftsd::testkit::pg::{Auth, PgServer};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "support/orphan.rs"]
+mod orphan;
+use orphan::alive;
 
-/// Alive = has a /proc entry that is not a zombie (a reparented, killed postmaster may stay a
-/// zombie until init reaps it).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next());
-            !matches!(state, Some('Z') | Some('X') | None)
-        }
-        Err(_) => false,
-    }
-}
+use ftsd::testkit::pg::{Auth, PgServer};
 
 fn proc_uid(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -153,67 +140,20 @@ const CHILD_ENV: &str = "FTSD_TESTKIT_PDEATHSIG_CHILD";
 /// waits to be killed.
 #[test]
 fn pdeathsig_child_helper() {
-    let Some(out) = std::env::var_os(CHILD_ENV) else {
+    let Some(out) = orphan::helper_report_path(CHILD_ENV) else {
         return;
     };
-    let out = PathBuf::from(out);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = orphan::helper_runtime();
     let pg = rt.block_on(PgServer::builder().start()).expect("start");
     drop(rt);
-    let tmp = out.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        format!("{} {}", pg.pid().unwrap(), pg.base_dir().display()),
-    )
-    .unwrap();
-    std::fs::rename(&tmp, &out).unwrap();
-    loop {
-        std::thread::sleep(Duration::from_secs(60));
-    }
+    orphan::report_and_wait(&out, pg.pid().unwrap(), pg.base_dir());
 }
 
 #[test]
 fn postmaster_dies_with_the_test_process() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("pid");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["pdeathsig_child_helper", "--exact", "--test-threads=1"])
-        .env(CHILD_ENV, &out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let report = loop {
-        if let Ok(text) = std::fs::read_to_string(&out) {
-            break text;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("helper exited early with {status}");
-        }
-        assert!(Instant::now() < deadline, "helper did not report");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (pid, dir) = report.split_once(' ').unwrap();
-    let pid: u32 = pid.parse().unwrap();
-    assert!(alive(pid), "server survives its runtime being dropped");
-
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "postmaster {pid} outlived the killed test process"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // No Drop ran in the killed process: its temporary directory is ours to remove.
-    let _ = std::fs::remove_dir_all(dir);
+    orphan::assert_server_dies_with_killed_helper(
+        "pdeathsig_child_helper",
+        CHILD_ENV,
+        "postmaster",
+    );
 }
