@@ -205,6 +205,16 @@ async fn fts(
     Ok(s.query(q).await)
 }
 
+/// `fts` to segment `dbid` of `sim` as the probe user.
+async fn ask(
+    sim: &Simulator,
+    dbid: i16,
+    password: Option<&str>,
+    q: &str,
+) -> Result<Vec<(u8, Bytes)>, ErrorInfo> {
+    fts(sim.addr(dbid).unwrap(), "gpadmin", password, q).await
+}
+
 /// The five values of the single DataRow of a well-formed reply.
 fn values(msgs: &[(u8, Bytes)]) -> [u8; 5] {
     let rows: Vec<&Bytes> = msgs.iter().filter(|m| m.0 == b'D').map(|m| &m.1).collect();
@@ -227,9 +237,9 @@ fn error_of(msgs: &[(u8, Bytes)]) -> ErrorInfo {
 
 async fn probe(sim: &Simulator, dbid: i16) -> [u8; 5] {
     let v = sim.view(dbid).unwrap();
-    let msgs = fts(
-        sim.addr(dbid).unwrap(),
-        "gpadmin",
+    let msgs = ask(
+        sim,
+        dbid,
         Some("secret"),
         &format!("PROBE dbid={dbid} contid={}", v.content),
     )
@@ -264,14 +274,7 @@ fn md5_cfg() -> SimConfig {
 async fn primary_probe_reply_is_byte_exact_and_turns_syncrep_on() {
     let sim = start(pairs(2)).await;
     assert!(!sim.view(2).unwrap().syncrep);
-    let msgs = fts(
-        sim.addr(2).unwrap(),
-        "gpadmin",
-        None,
-        "PROBE dbid=2 contid=0",
-    )
-    .await
-    .unwrap();
+    let msgs = ask(&sim, 2, None, "PROBE dbid=2 contid=0").await.unwrap();
     let tags: Vec<u8> = msgs.iter().map(|m| m.0).collect();
     assert_eq!(tags, b"TDCZ");
 
@@ -409,14 +412,9 @@ async fn md5_and_cleartext_authentication_on_primary() {
 async fn syncrep_off_and_counters() {
     let sim = start(pairs(1)).await;
     assert_eq!(probe(&sim, 2).await, [1, 1, 1, 0, 0]);
-    let msgs = fts(
-        sim.addr(2).unwrap(),
-        "gpadmin",
-        None,
-        "SYNCREP_OFF dbid=2 contid=0",
-    )
-    .await
-    .unwrap();
+    let msgs = ask(&sim, 2, None, "SYNCREP_OFF dbid=2 contid=0")
+        .await
+        .unwrap();
     assert_eq!(values(&msgs), [1, 1, 0, 0, 0]);
     assert_eq!(
         &msgs.iter().find(|m| m.0 == b'C').unwrap().1[..],
@@ -444,26 +442,12 @@ async fn promote_makes_mirror_answer_as_primary() {
     })
     .await;
     // PROMOTE to a primary is ignored.
-    let msgs = fts(
-        sim.addr(2).unwrap(),
-        "gpadmin",
-        None,
-        "PROMOTE dbid=2 contid=0",
-    )
-    .await
-    .unwrap();
+    let msgs = ask(&sim, 2, None, "PROMOTE dbid=2 contid=0").await.unwrap();
     assert_eq!(values(&msgs), [0, 0, 0, 0, 0]);
     assert_eq!(sim.view(2).unwrap().role, Role::Primary);
 
     sim.set_fault(2, Fault::Down).await.unwrap();
-    let msgs = fts(
-        sim.addr(3).unwrap(),
-        "gpadmin",
-        None,
-        "PROMOTE dbid=3 contid=0",
-    )
-    .await
-    .unwrap();
+    let msgs = ask(&sim, 3, None, "PROMOTE dbid=3 contid=0").await.unwrap();
     assert_eq!(values(&msgs), [0, 0, 0, 0, 0], "promoted at reply time");
     assert_eq!(
         &msgs.iter().find(|m| m.0 == b'C').unwrap().1[..],
@@ -477,14 +461,7 @@ async fn promote_makes_mirror_answer_as_primary() {
     // Now a primary whose mirror (the old primary) is down: inside the grace since promotion.
     assert_eq!(probe(&sim, 3).await, [0, 0, 0, 0, 1]);
     // Idempotent.
-    let msgs = fts(
-        sim.addr(3).unwrap(),
-        "gpadmin",
-        None,
-        "PROMOTE dbid=3 contid=0",
-    )
-    .await
-    .unwrap();
+    let msgs = ask(&sim, 3, None, "PROMOTE dbid=3 contid=0").await.unwrap();
     assert_eq!(values(&msgs), [0, 0, 0, 0, 0]);
     assert_eq!(sim.view(3).unwrap().role, Role::Primary);
 
@@ -504,28 +481,16 @@ async fn delayed_promotion_is_observable() {
         ..pairs(1)
     })
     .await;
-    let msgs = fts(
-        sim.addr(3).unwrap(),
-        "gpadmin",
-        None,
-        "PROMOTE dbid=3 contid=0",
-    )
-    .await
-    .unwrap();
+    let msgs = ask(&sim, 3, None, "PROMOTE dbid=3 contid=0").await.unwrap();
     assert_eq!(
         values(&msgs),
         [0, 0, 0, 1, 0],
         "still a mirror while promoting"
     );
     assert!(sim.view(3).unwrap().promoting);
-    let err = fts(
-        sim.addr(3).unwrap(),
-        "gpadmin",
-        None,
-        "PROBE dbid=3 contid=0",
-    )
-    .await
-    .unwrap_err();
+    let err = ask(&sim, 3, None, "PROBE dbid=3 contid=0")
+        .await
+        .unwrap_err();
     assert_eq!(
         (err.code.as_str(), err.message.as_str()),
         ("57P03", "mirror is being promoted.")
