@@ -30,7 +30,9 @@ pub async fn run(cli: Cli) -> Outcome {
         style,
     };
     match &cli.command {
-        Command::Completions { .. } | Command::Man => unreachable!("handled without a connection"),
+        Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled without a connection")
+        }
         Command::Watch {
             interval,
             iterations,
@@ -182,7 +184,7 @@ pub async fn run(cli: Cli) -> Outcome {
             ctx.emit(&doc, || ctx.explain_text(&r, &evidence));
             Ok(if r.found { exit::OK } else { exit::FAILED })
         }
-        Command::Watch { .. } | Command::Completions { .. } | Command::Man => unreachable!(),
+        Command::Watch { .. } | Command::Completions { .. } | Command::Man { .. } => unreachable!(),
     }
 }
 
