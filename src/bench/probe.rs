@@ -15,7 +15,8 @@ use crate::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use crate::catalog::{schema, Catalog};
 use crate::engine::authority::SINGLE_INSTANCE_EPOCH;
 use crate::engine::cycle::run_cycle;
-use crate::engine::{CycleContext, FtsWireDriver, ProbeSettings, SingleInstance};
+use crate::driver::FtsWireDriver;
+use crate::engine::{CycleContext, ProbeSettings, SingleInstance};
 use crate::testkit::pg::PgServer;
 use crate::wire::client::Credentials;
 

@@ -17,9 +17,8 @@ use ftsd::election::members::{MemberInfo, Membership};
 use ftsd::election::{keys, run_elector, ElectedAuthority, ElectorSettings, EtcdOptions};
 use ftsd::engine::authority::SINGLE_INSTANCE_EPOCH;
 use ftsd::engine::runner::{run_loop, CycleObserver, LoopSettings};
-use ftsd::engine::{
-    AnyDriver, Authority, CycleContext, CycleReport, ProbeSettings, SingleInstance,
-};
+use ftsd::driver::{self, AnyDriver};
+use ftsd::engine::{Authority, CycleContext, CycleReport, ProbeSettings, SingleInstance};
 
 /// External, highly available FTS for Greenplum / Cloudberry clusters.
 #[derive(Parser)]
@@ -219,7 +218,7 @@ async fn run(cfg: Config, no_election: bool) -> anyhow::Result<()> {
     });
 
     let catalog = Arc::new(PgCatalog::new(catalog_config(&cfg)));
-    let driver = AnyDriver::from_config(&cfg);
+    let driver = driver::from_config(&cfg);
     let loop_settings = LoopSettings {
         interval: cfg.probe.interval,
         shutdown_grace: cfg.probe.timeout.max(Duration::from_secs(5)),

@@ -5,7 +5,6 @@
 pub mod attempts;
 pub mod authority;
 pub mod cycle;
-pub mod driver;
 pub mod evidence;
 pub mod faults;
 pub mod runner;
@@ -13,7 +12,7 @@ pub mod runner;
 pub use attempts::{exchange, AttemptRecord, Exchange};
 pub use authority::{Authority, SingleInstance};
 pub use cycle::{run_cycle, CycleContext, CycleReport, PairReport, RefusalLog};
-pub use driver::{AnyDriver, FtsWireDriver, SegmentDriver};
+pub use crate::driver::SegmentDriver;
 
 use std::time::Duration;
 

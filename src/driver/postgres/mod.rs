@@ -23,7 +23,7 @@ pub mod probe;
 
 use std::time::{Duration, Instant};
 
-use crate::engine::SegmentDriver;
+use super::SegmentDriver;
 use crate::model::{ContentId, Pair, Segment};
 use crate::wire::failure::{AttemptError, FailureKind};
 use crate::wire::{MessageType, ProbeReply};
