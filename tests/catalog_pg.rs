@@ -6,7 +6,7 @@ use std::time::Duration;
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::schema::{self, TableAction};
 use ftsd::catalog::{Catalog, CatalogError, Transition};
-use ftsd::core::{decide_pair, ProbeOutcome, RestartState, Rule};
+use ftsd::core::{decide_pair, FailoverGuard, ProbeOutcome, RestartState, Rule};
 use ftsd::model::{Epoch, Mode, Role, Status};
 use ftsd::testkit::pg::PgServer;
 use ftsd::wire::failure::FailureKind;
@@ -41,6 +41,7 @@ async fn seed(pg: &PgServer) -> tokio_postgres::Client {
 fn failover_of_content_0(cfg: &ftsd::model::SegmentConfig, epoch: Epoch) -> Transition {
     let pair = cfg
         .probe_pairs()
+        .pairs
         .into_iter()
         .find(|p| p.content() == 0)
         .unwrap();
@@ -50,6 +51,7 @@ fn failover_of_content_0(cfg: &ftsd::model::SegmentConfig, epoch: Epoch) -> Tran
             kind: FailureKind::Refused,
             restart: RestartState::NotRestarting,
         },
+        &FailoverGuard::Clear,
     );
     assert_eq!(d.rule, Rule::Failover);
     Transition {
@@ -58,6 +60,7 @@ fn failover_of_content_0(cfg: &ftsd::model::SegmentConfig, epoch: Epoch) -> Tran
         content: 0,
         rule: d.rule,
         updates: d.updates,
+        expect: Vec::new(),
         evidence: serde_json::json!({"why": "test"}),
     }
 }

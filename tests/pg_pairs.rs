@@ -9,13 +9,13 @@ mod support;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::schema;
 use ftsd::engine::SingleInstance;
 use ftsd::driver::SegmentDriver;
-use ftsd::engine::{run_cycle, Authority, CycleContext, ProbeSettings};
+use ftsd::engine::{run_cycle, Authority, CycleContext, ProbeSettings, TransitionOutcome};
 use ftsd::model::{Epoch, Mode, Role, Segment, Status};
 use ftsd::driver::{PgDriver, PgDriverSettings};
 use ftsd::testkit::pg::PgServer;
@@ -530,8 +530,8 @@ async fn guard_refuses_a_standby_that_was_async_at_the_last_probe_even_if_the_ca
         .unwrap();
     let report = run_cycle(observer.clone()).await.unwrap();
     assert_eq!(
-        report.reports[0].transition.as_deref(),
-        Some("observe_only")
+        report.reports[0].transition,
+        Some(TransitionOutcome::ObserveOnly)
     );
     assert_eq!(sys.state(3).await, (M, U, S), "catalog still says in sync");
     let verdict = observer.driver.verdict(0).unwrap();
@@ -551,7 +551,7 @@ async fn guard_refuses_a_standby_that_was_async_at_the_last_probe_even_if_the_ca
     let report = run_cycle(ctx.clone()).await.unwrap();
     let r = &report.reports[0];
     assert_eq!(r.rule.as_str(), "double_fault", "{r:?}");
-    assert_eq!(r.transition.as_deref(), Some("refusal_recorded"));
+    assert_eq!(r.transition, Some(TransitionOutcome::RefusalRecorded));
     let ev = sys.wait_evidence("double_fault").await;
     assert!(
         ev["refusal"].as_str().unwrap().starts_with("driver veto"),
@@ -566,7 +566,11 @@ async fn guard_refuses_a_standby_that_was_async_at_the_last_probe_even_if_the_ca
     let standby: Segment = sys.pair.segments(0, 2, 3)[1].clone();
     let err = ctx
         .driver
-        .send(&standby, MessageType::Promote, Duration::from_secs(2))
+        .send(
+            &standby,
+            MessageType::Promote,
+            Instant::now() + Duration::from_secs(2),
+        )
         .await
         .unwrap_err();
     assert!(err.message.contains("PROMOTE refused"), "{err}");

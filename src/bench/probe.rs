@@ -51,7 +51,7 @@ pub async fn worker(
 ) -> anyhow::Result<WorkerResult> {
     let cat = Arc::new(catalog(url));
     let cfg = cat.load().await?;
-    let pairs = cfg.probe_pairs().len();
+    let pairs = cfg.probe_pairs().pairs.len();
     let mut wall = Vec::with_capacity(cycles);
     let mut failed = 0;
     let cpu0;
@@ -84,7 +84,7 @@ pub async fn worker(
         }
         "baseline" => {
             let primaries: Arc<Vec<_>> =
-                Arc::new(cfg.probe_pairs().into_iter().map(|p| p.primary).collect());
+                Arc::new(cfg.probe_pairs().pairs.into_iter().map(|p| p.primary).collect());
             baseline::cycle(primaries.clone(), concurrency, timeout).await;
             cpu0 = measure::cpu_time();
             for _ in 0..cycles {

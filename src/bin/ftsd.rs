@@ -284,6 +284,9 @@ async fn run(cfg: Config, no_election: bool) -> anyhow::Result<()> {
     )
     .await?;
     observers.push(Arc::new(MemberObserver(membership.clone())));
+    // The elector resigns only once the probe loop has stopped: a resign lets a follower take
+    // office at once, and a message of ours still in flight would then act beside it.
+    let (elector_stop_tx, elector_stop_rx) = watch::channel(false);
     let elector = tokio::spawn(run_elector(
         ElectorSettings {
             etcd,
@@ -295,11 +298,12 @@ async fn run(cfg: Config, no_election: bool) -> anyhow::Result<()> {
         authority.clone(),
         catalog.clone(),
         membership.clone(),
-        shutdown_rx.clone(),
+        elector_stop_rx,
     ));
     let ctx = context(driver, catalog, authority, &cfg, instance_id);
     run_loop(ctx, loop_settings, wake, Arc::new(observers), shutdown_rx).await;
-    // The elector resigns on the same shutdown signal; wait for it so followers take over at once.
+    let _ = elector_stop_tx.send(true);
+    // Wait for the resign so followers take over at once.
     let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
     Ok(())
 }

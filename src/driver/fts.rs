@@ -1,7 +1,7 @@
 //! The FTS wire driver: Greenplum/Cloudberry segments (and `fts-segsim`) spoken to with the
 //! real FTS protocol, one new connection per message with `gpconntype=fts`.
 
-use std::time::Duration;
+use std::time::Instant;
 
 use super::SegmentDriver;
 use crate::model::Segment;
@@ -19,7 +19,7 @@ impl SegmentDriver for FtsWireDriver {
         &self,
         target: &Segment,
         kind: MessageType,
-        timeout: Duration,
+        deadline: Instant,
     ) -> Result<ProbeReply, AttemptError> {
         let port = u16::try_from(target.port).map_err(|_| {
             AttemptError::new(
@@ -36,6 +36,6 @@ impl SegmentDriver for FtsWireDriver {
             dbid: target.dbid,
             content: target.content,
         };
-        client::send_message(&t, kind, &self.credentials, timeout).await
+        client::send_message_by(&t, kind, &self.credentials, deadline).await
     }
 }

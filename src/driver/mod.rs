@@ -7,7 +7,7 @@ pub mod fts;
 pub mod postgres;
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::Instant;
 
 use crate::config::{Config, ProbeDriver};
 use crate::model::{ContentId, Pair, Segment};
@@ -20,14 +20,15 @@ pub use postgres::{PgDriver, PgDriverSettings};
 
 /// One attempt to deliver a message and read the segment's reply.
 pub trait SegmentDriver: Send + Sync + 'static {
-    /// One attempt, bounded by `timeout` as a whole. A driver must not put the message on the
-    /// wire once `timeout` has run out (even if the process was paused meanwhile): the engine
-    /// caps `timeout` by the time its authority has left, so a late write would act without it.
+    /// One attempt, bounded by `deadline` as a whole. A driver must not put the message on
+    /// the wire once the deadline has passed (even if the process was paused meanwhile): the
+    /// engine caps it by the end of its authority (the act-by deadline), so a late write would
+    /// act without authority.
     fn send(
         &self,
         target: &Segment,
         kind: MessageType,
-        timeout: Duration,
+        deadline: Instant,
     ) -> impl Future<Output = Result<ProbeReply, AttemptError>> + Send;
 
     /// A driver-level veto on failing over `pair` (decision row 6). The decision core only
@@ -57,11 +58,11 @@ impl SegmentDriver for AnyDriver {
         &self,
         target: &Segment,
         kind: MessageType,
-        timeout: Duration,
+        deadline: Instant,
     ) -> Result<ProbeReply, AttemptError> {
         match self {
-            AnyDriver::Fts(d) => d.send(target, kind, timeout).await,
-            AnyDriver::Postgres(d) => d.send(target, kind, timeout).await,
+            AnyDriver::Fts(d) => d.send(target, kind, deadline).await,
+            AnyDriver::Postgres(d) => d.send(target, kind, deadline).await,
         }
     }
 

@@ -11,7 +11,10 @@ pub mod runner;
 
 pub use attempts::{exchange, AttemptRecord, Exchange};
 pub use authority::{Authority, SingleInstance};
-pub use cycle::{run_cycle, CycleContext, CycleReport, PairReport, RefusalLog};
+pub use cycle::{
+    run_cycle, CycleContext, CycleReport, MessageOutcome, MessageResult, PairReport, RefusalLog,
+    TransitionOutcome,
+};
 pub use crate::driver::SegmentDriver;
 
 use std::time::Duration;

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::engine::runner::CycleObserver;
-use crate::engine::CycleReport;
+use crate::engine::{CycleReport, TransitionOutcome};
 
 /// Probe latency buckets (seconds): from a fast LAN reply to the default 20 s timeout.
 const PROBE_BUCKETS: [f64; 12] = [
@@ -316,22 +316,13 @@ impl CycleObserver for Metrics {
             if let crate::core::ProbeOutcome::Failed { kind, .. } = &p.outcome {
                 *g.probe_failures.entry(kind.to_string()).or_default() += 1;
             }
-            if p.transition.as_deref() == Some("applied") {
+            if p.transition == Some(TransitionOutcome::Applied) {
                 *g.transitions.entry(p.rule.to_string()).or_default() += 1;
             }
             if let Some(msg) = &p.message {
-                // "PROMOTE ok", "SYNCREP_OFF failed: ...", "PROMOTE not sent: ..."
-                let mut words = msg.splitn(2, ' ');
-                let kind = words.next().unwrap_or("?").to_string();
-                let rest = words.next().unwrap_or("");
-                let result = if rest == "ok" {
-                    "ok"
-                } else if rest.starts_with("not sent") {
-                    "not_sent"
-                } else {
-                    "failed"
-                };
-                *g.messages.entry((kind, result.into())).or_default() += 1;
+                *g.messages
+                    .entry((msg.kind.to_string(), msg.result.label().into()))
+                    .or_default() += 1;
             }
         }
         g.cycle_duration.observe(report.duration.as_secs_f64());

@@ -267,7 +267,7 @@ fn table() -> Vec<Case> {
 #[test]
 fn decision_table_row_by_row() {
     for case in table() {
-        let d = decide_pair(&case.pair, &case.outcome);
+        let d = decide_pair(&case.pair, &case.outcome, &FailoverGuard::Clear);
         assert_eq!(d.rule, case.rule, "{}", case.name);
         assert_eq!(changes(&d), case.changes, "{}", case.name);
         assert_eq!(msg(&d), case.message, "{}", case.name);
@@ -297,7 +297,11 @@ fn request_retry_is_retried_only_while_catalog_has_mirror_up() {
 
 #[test]
 fn history_text_is_exactly_greenplums() {
-    let d = decide_pair(&pair((U, S), (U, S)), &failed(RestartState::NotRestarting));
+    let d = decide_pair(
+        &pair((U, S), (U, S)),
+        &failed(RestartState::NotRestarting),
+        &FailoverGuard::Clear,
+    );
     let texts: Vec<_> = d.updates.iter().map(|u| u.history_desc()).collect();
     assert_eq!(
         texts,
@@ -316,9 +320,9 @@ fn plan_cycle_skips_unprobed_and_mirrorless_contents() {
     let cfg = SegmentConfig::new(rows);
     let mut outcomes = HashMap::new();
     outcomes.insert(1, failed(RestartState::NotRestarting));
-    assert!(plan_cycle(&cfg, &outcomes).is_empty());
+    assert!(plan_cycle(&cfg, &outcomes, &HashMap::new()).is_empty());
     outcomes.insert(0, failed(RestartState::NotRestarting));
-    let plan = plan_cycle(&cfg, &outcomes);
+    let plan = plan_cycle(&cfg, &outcomes, &HashMap::new());
     assert_eq!(plan.len(), 1);
     assert_eq!(plan[0].rule, Rule::Failover);
 }
@@ -457,7 +461,7 @@ proptest! {
         let mut cfg = cfg;
         for outcomes in cycles {
             let map = outcomes_for(&cfg, &outcomes);
-            let plan = plan_cycle(&cfg, &map);
+            let plan = plan_cycle(&cfg, &map, &HashMap::new());
             let before = cfg.clone();
             for d in &plan {
                 apply_updates(&mut cfg, &d.updates);
@@ -465,7 +469,7 @@ proptest! {
             check_invariants(&before, &cfg, &plan);
 
             // a repeated identical cycle changes nothing
-            let again = plan_cycle(&cfg, &map);
+            let again = plan_cycle(&cfg, &map, &HashMap::new());
             for d in &again {
                 prop_assert!(d.updates.is_empty(), "second identical cycle changed {:?}", d);
             }
@@ -474,8 +478,8 @@ proptest! {
 
     #[test]
     fn every_update_has_exactly_one_history_row_naming_it(cfg in arb_config(4), outcome in arb_outcome()) {
-        for pair in cfg.probe_pairs() {
-            let d = decide_pair(&pair, &outcome);
+        for pair in cfg.probe_pairs().pairs {
+            let d = decide_pair(&pair, &outcome, &FailoverGuard::Clear);
             for u in &d.updates {
                 let text = u.history_desc();
                 let expected_prefix = format!("for dbid {} with contentid {} ", u.dbid, u.content);
