@@ -313,25 +313,17 @@ fn update_configuration(
     let mode_changes = in_sync != p.in_sync() || p.mode != m.mode;
     let mode = Mode::from_in_sync(in_sync);
     let mut updates = Vec::with_capacity(2);
-    if mode_changes || primary_alive != p.is_up() {
-        updates.push(RowUpdate::new(
-            p,
-            SegmentState {
-                role: new_role_p,
-                status: Status::from_alive(primary_alive),
-                mode,
-            },
-        ));
-    }
-    if mode_changes || mirror_alive != m.is_up() {
-        updates.push(RowUpdate::new(
-            m,
-            SegmentState {
-                role: new_role_m,
-                status: Status::from_alive(mirror_alive),
-                mode,
-            },
-        ));
+    for (row, role, alive) in [(p, new_role_p, primary_alive), (m, new_role_m, mirror_alive)] {
+        let to = SegmentState {
+            role,
+            status: Status::from_alive(alive),
+            mode,
+        };
+        // With matching modes a written row always changes; with mismatched ones the row that
+        // already holds the reported mode is left alone.
+        if (mode_changes || alive != row.is_up()) && to != row.state() {
+            updates.push(RowUpdate::new(row, to));
+        }
     }
     updates
 }

@@ -673,3 +673,6 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
