@@ -388,8 +388,20 @@ mod tests {
         assert_eq!(pairs, vec![(0, 2, 5)]);
         let refused: Vec<_> = set.refused.iter().map(|b| b.content).collect();
         assert_eq!(refused, vec![1, 2, 3]);
-        assert!(set.refused[0].reason.contains("2 primaries (dbids 3, 9)"), "{:?}", set.refused);
-        assert!(set.refused[1].reason.contains("3 rows"), "{:?}", set.refused);
-        assert!(set.refused[2].reason.contains("dbid 10 is unreadable"), "{:?}", set.refused);
+        assert!(
+            set.refused[0].reason.contains("2 primaries (dbids 3, 9)"),
+            "{:?}",
+            set.refused
+        );
+        assert!(
+            set.refused[1].reason.contains("3 rows"),
+            "{:?}",
+            set.refused
+        );
+        assert!(
+            set.refused[2].reason.contains("dbid 10 is unreadable"),
+            "{:?}",
+            set.refused
+        );
     }
 }

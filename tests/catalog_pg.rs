@@ -315,7 +315,11 @@ async fn an_unreadable_row_is_skipped_and_named_not_the_whole_read_failed() {
     assert_eq!(read, vec![2, 4, 3]);
     let bad: Vec<(i16, i16)> = cfg.unreadable.iter().map(|u| (u.dbid, u.content)).collect();
     assert_eq!(bad, vec![(1, -1), (5, 1)]);
-    assert!(cfg.unreadable[0].error.contains("address is NULL"), "{:?}", cfg.unreadable);
+    assert!(
+        cfg.unreadable[0].error.contains("address is NULL"),
+        "{:?}",
+        cfg.unreadable
+    );
     assert!(
         cfg.unreadable[1].error.contains("invalid mode value 'c'"),
         "{:?}",

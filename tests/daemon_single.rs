@@ -293,7 +293,12 @@ async fn roles_swapped_behind_our_back_are_not_re_promoted() {
     .await;
     // a few more cycles: still no PROMOTE, one evidence row, no catalog change
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(sys.sim.view(4).unwrap().counters.promote, 0, "{}", sys.logs());
+    assert_eq!(
+        sys.sim.view(4).unwrap().counters.promote,
+        0,
+        "{}",
+        sys.logs()
+    );
     assert_eq!(sys.sim.view(4).unwrap().role, M);
     let ev = sys.evidence().await;
     assert_eq!(ev.len(), 1, "{ev:?}");
@@ -327,7 +332,11 @@ async fn mismatched_modes_are_repaired_to_what_the_primary_reports() {
     .await;
     assert_eq!(sys.row(2).await.state_tuple(), (P, U, S));
     assert_eq!(sys.row(4).await.state_tuple(), (M, U, S));
-    assert_eq!(sys.history().await.len(), 1, "only the mismatched row is written");
+    assert_eq!(
+        sys.history().await.len(),
+        1,
+        "only the mismatched row is written"
+    );
     let ev = sys.evidence().await;
     assert_eq!(ev[0].2, "resync");
     // and the repaired pair fails over
@@ -376,8 +385,14 @@ async fn contents_with_bad_rows_are_refused_and_the_others_fail_over() {
         .find(|e| e.3["content"] == 2)
         .map(|e| e.3["refusal"].as_str().unwrap().to_string())
         .unwrap();
-    assert!(unreadable.contains(&format!("row dbid {m2} is unreadable")), "{unreadable}");
-    assert!(unreadable.contains("invalid mode value 'c'"), "{unreadable}");
+    assert!(
+        unreadable.contains(&format!("row dbid {m2} is unreadable")),
+        "{unreadable}"
+    );
+    assert!(
+        unreadable.contains("invalid mode value 'c'"),
+        "{unreadable}"
+    );
     sys.sim.set_fault(p0, Fault::Down).await.unwrap();
     // (`System::rows` cannot read the bad row either; the history names the failover)
     wait_for("content 0 failed over", LIMIT, || async {

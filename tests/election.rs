@@ -231,12 +231,16 @@ async fn a_paused_leaders_message_is_never_delivered_after_a_new_epoch() {
 
     // the mirror goes: the old leader records it down and is about to send SYNCREP_OFF
     sys.sim.set_fault(4, Fault::Down).await.unwrap();
-    wait_for("old leader between its check and the send", LIMIT, || async {
-        sys.daemons[0]
-            .log_text()
-            .contains(ftsd::engine::faults::PAUSE_BEFORE_SEND_LOG)
-            .then_some(())
-    })
+    wait_for(
+        "old leader between its check and the send",
+        LIMIT,
+        || async {
+            sys.daemons[0]
+                .log_text()
+                .contains(ftsd::engine::faults::PAUSE_BEFORE_SEND_LOG)
+                .then_some(())
+        },
+    )
     .await;
     sys.daemons[0].signal(libc::SIGSTOP);
     assert_eq!(
@@ -248,7 +252,8 @@ async fn a_paused_leaders_message_is_never_delivered_after_a_new_epoch() {
     sys.sim.clear(4).await.unwrap();
     let new = wait_leader(&etcd, Some("old")).await;
     assert!(new.epoch > old.epoch);
-    sys.wait_state(4, (Role::Mirror, U, Mode::InSync), LIMIT).await;
+    sys.wait_state(4, (Role::Mirror, U, Mode::InSync), LIMIT)
+        .await;
     let before = sys.sim.view(2).unwrap().counters.syncrep_off;
 
     // the old leader resumes past its act-by deadline: its SYNCREP_OFF must never arrive
@@ -266,7 +271,10 @@ async fn a_paused_leaders_message_is_never_delivered_after_a_new_epoch() {
         "a SYNCREP_OFF arrived after the new epoch: {}",
         sys.logs()
     );
-    assert!(primary.syncrep, "the primary still replicates synchronously");
+    assert!(
+        primary.syncrep,
+        "the primary still replicates synchronously"
+    );
     assert_eq!(sys.row(2).await.state_tuple(), (P, U, Mode::InSync));
 }
 

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::schema;
-use ftsd::engine::SingleInstance;
 use ftsd::driver::SegmentDriver;
+use ftsd::driver::{PgDriver, PgDriverSettings};
+use ftsd::engine::SingleInstance;
 use ftsd::engine::{run_cycle, Authority, CycleContext, ProbeSettings, TransitionOutcome};
 use ftsd::model::{Epoch, Mode, Role, Segment, Status};
-use ftsd::driver::{PgDriver, PgDriverSettings};
 use ftsd::testkit::pg::PgServer;
 use ftsd::testkit::pgpair::{is_primary, PgPair, PROBE_PASSWORD, PROBE_ROLE};
 use ftsd::wire::MessageType;
@@ -392,12 +392,12 @@ async fn attempt_failures_are_classified() {
     let rows = pair.segments(0, 2, 3);
     let t = Duration::from_secs(2);
     let ok = driver()
-        .send(&rows[0], MessageType::Probe, t)
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
         .await
         .unwrap();
     assert!(ok.is_mirror_up && ok.is_in_sync && ok.is_syncrep_enabled && !ok.is_role_mirror);
     let standby = driver()
-        .send(&rows[1], MessageType::Probe, t)
+        .send(&rows[1], MessageType::Probe, Instant::now() + t)
         .await
         .unwrap();
     assert!(standby.is_role_mirror && !standby.is_syncrep_enabled);
@@ -411,14 +411,14 @@ async fn attempt_failures_are_classified() {
         mirror_down_grace: Duration::ZERO,
     };
     let err = PgDriver::new(wrong.clone())
-        .send(&rows[0], MessageType::Probe, t)
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
         .await
         .unwrap_err();
     assert_eq!(err.kind, FailureKind::Auth, "{err}");
     wrong.password = Some(PROBE_PASSWORD.into());
     wrong.database = "no_such_db".into();
     let err = PgDriver::new(wrong)
-        .send(&rows[0], MessageType::Probe, t)
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
         .await
         .unwrap_err();
     assert_eq!(err.kind, FailureKind::StartupError, "{err}");
@@ -426,7 +426,7 @@ async fn attempt_failures_are_classified() {
 
     pair.primary.kill().unwrap();
     let err = driver()
-        .send(&rows[0], MessageType::Probe, t)
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
         .await
         .unwrap_err();
     assert_eq!(err.kind, FailureKind::Refused, "{err}");
@@ -449,7 +449,10 @@ async fn probe_switches_syncrep_back_on_and_survives_a_missing_grant() {
     pair.set_sync_names("").await.unwrap();
     pair.wait_replication(Some("async"), LIMIT).await.unwrap();
     let d = driver();
-    let reply = d.send(&rows[0], MessageType::Probe, t).await.unwrap();
+    let reply = d
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
+        .await
+        .unwrap();
     assert!(reply.is_mirror_up && !reply.is_in_sync && !reply.is_syncrep_enabled);
     assert_eq!(pair.sync_names().await.unwrap(), "");
     assert!(d.verdict(0).unwrap().why.contains("failed"));
@@ -459,11 +462,17 @@ async fn probe_switches_syncrep_back_on_and_survives_a_missing_grant() {
     ))
     .await
     .unwrap();
-    let reply = d.send(&rows[0], MessageType::Probe, t).await.unwrap();
+    let reply = d
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
+        .await
+        .unwrap();
     assert!(reply.is_syncrep_enabled && !reply.is_in_sync);
     assert_eq!(pair.sync_names().await.unwrap(), "\"seg0\"");
     pair.wait_replication(Some("sync"), LIMIT).await.unwrap();
-    let reply = d.send(&rows[0], MessageType::Probe, t).await.unwrap();
+    let reply = d
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
+        .await
+        .unwrap();
     assert!(reply.is_in_sync, "{:?}", d.verdict(0));
 }
 

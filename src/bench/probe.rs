@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::{baseline, measure};
 use crate::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use crate::catalog::{schema, Catalog};
+use crate::driver::FtsWireDriver;
 use crate::engine::authority::SINGLE_INSTANCE_EPOCH;
 use crate::engine::cycle::run_cycle;
-use crate::driver::FtsWireDriver;
 use crate::engine::{CycleContext, ProbeSettings, SingleInstance};
 use crate::testkit::pg::PgServer;
 use crate::wire::client::Credentials;
@@ -83,8 +83,13 @@ pub async fn worker(
             }
         }
         "baseline" => {
-            let primaries: Arc<Vec<_>> =
-                Arc::new(cfg.probe_pairs().pairs.into_iter().map(|p| p.primary).collect());
+            let primaries: Arc<Vec<_>> = Arc::new(
+                cfg.probe_pairs()
+                    .pairs
+                    .into_iter()
+                    .map(|p| p.primary)
+                    .collect(),
+            );
             baseline::cycle(primaries.clone(), concurrency, timeout).await;
             cpu0 = measure::cpu_time();
             for _ in 0..cycles {

@@ -13,11 +13,11 @@ use ftsd::api::state::cycle_result;
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::{schema, Catalog, CatalogError};
 use ftsd::config::{Config, ConfigArgs, LogFormat};
+use ftsd::driver::{self, AnyDriver};
 use ftsd::election::members::{MemberInfo, Membership};
 use ftsd::election::{keys, run_elector, ElectedAuthority, ElectorSettings, EtcdOptions};
 use ftsd::engine::authority::SINGLE_INSTANCE_EPOCH;
 use ftsd::engine::runner::{run_loop, CycleObserver, LoopSettings};
-use ftsd::driver::{self, AnyDriver};
 use ftsd::engine::{Authority, CycleContext, CycleReport, ProbeSettings, SingleInstance};
 
 /// External, highly available FTS for Greenplum / Cloudberry clusters.

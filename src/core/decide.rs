@@ -100,13 +100,15 @@ impl fmt::Display for Refusal {
             Refusal::NotInSync {
                 mirror_dbid,
                 mirror,
-            } => write!(
+            } => {
+                write!(
                 f,
                 "catalog has mirror dbid {mirror_dbid} {} with mode {}: promoting it could lose \
                  committed transactions",
                 if mirror.status == Status::Up { "up" } else { "down" },
                 mirror.mode
-            ),
+            )
+            }
             Refusal::DriverVeto { reason } => write!(f, "driver veto: {reason}"),
             Refusal::NotFailoverShape { primary, mirror } => write!(
                 f,
@@ -313,7 +315,10 @@ fn update_configuration(
     let mode_changes = in_sync != p.in_sync() || p.mode != m.mode;
     let mode = Mode::from_in_sync(in_sync);
     let mut updates = Vec::with_capacity(2);
-    for (row, role, alive) in [(p, new_role_p, primary_alive), (m, new_role_m, mirror_alive)] {
+    for (row, role, alive) in [
+        (p, new_role_p, primary_alive),
+        (m, new_role_m, mirror_alive),
+    ] {
         let to = SegmentState {
             role,
             status: Status::from_alive(alive),

@@ -1,9 +1,9 @@
 //! One probe cycle over every pair, and what it reports.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Serialize, Serializer};

@@ -27,7 +27,8 @@ pub fn delay_before_apply() -> Option<Duration> {
 pub const PAUSE_BEFORE_SEND: &str = "FTS_INJECT_PAUSE_BEFORE_SEND";
 
 /// The log line that marks the start of the pause (tests wait for it).
-pub const PAUSE_BEFORE_SEND_LOG: &str = "fault injection: pausing between the authority check and the send";
+pub const PAUSE_BEFORE_SEND_LOG: &str =
+    "fault injection: pausing between the authority check and the send";
 
 pub async fn pause_before_send(kind: MessageType) {
     static VALUE: OnceLock<Option<Duration>> = OnceLock::new();

@@ -9,13 +9,13 @@ pub mod evidence;
 pub mod faults;
 pub mod runner;
 
+pub use crate::driver::SegmentDriver;
 pub use attempts::{exchange, AttemptRecord, Exchange};
 pub use authority::{Authority, SingleInstance};
 pub use cycle::{
     run_cycle, CycleContext, CycleReport, MessageOutcome, MessageResult, PairReport, RefusalLog,
     TransitionOutcome,
 };
-pub use crate::driver::SegmentDriver;
 
 use std::time::Duration;
 

@@ -323,7 +323,11 @@ fn re_promote_is_refused_from_every_shape_but_the_failover_one() {
     for p in states {
         for m in states {
             let the_pair = pair(p, m);
-            for outcome in [reply(0, 0, 0, 1, 0), reply(1, 1, 1, 1, 0), reply(0, 0, 0, 1, 1)] {
+            for outcome in [
+                reply(0, 0, 0, 1, 0),
+                reply(1, 1, 1, 1, 0),
+                reply(0, 0, 0, 1, 1),
+            ] {
                 let d = decide_pair(&the_pair, &outcome, &FailoverGuard::Clear);
                 if (p, m) == ((U, N), (D, N)) {
                     assert_eq!(d.rule, Rule::RePromote, "{p:?} {m:?}");
@@ -566,10 +570,7 @@ fn check_invariants(before: &SegmentConfig, after: &SegmentConfig, plan: &[Decis
 
 /// Any pair shape, including ones only a hand edit or another writer makes.
 fn arb_any_pair() -> impl Strategy<Value = Pair> {
-    let half = (
-        prop_oneof![Just(U), Just(D)],
-        prop_oneof![Just(S), Just(N)],
-    );
+    let half = (prop_oneof![Just(U), Just(D)], prop_oneof![Just(S), Just(N)]);
     (half.clone(), half).prop_map(|(p, m)| pair(p, m))
 }
 

@@ -73,7 +73,12 @@ impl MemCatalog {
     }
 
     fn evidence_rules(&self) -> Vec<Rule> {
-        self.evidence.lock().unwrap().iter().map(|t| t.rule).collect()
+        self.evidence
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| t.rule)
+            .collect()
     }
 }
 
@@ -104,7 +109,8 @@ impl Catalog for MemCatalog {
                 current,
             });
         }
-        let holds = |dbid: i16, want: SegmentState| cfg.by_dbid(dbid).map(|s| s.state()) == Some(want);
+        let holds =
+            |dbid: i16, want: SegmentState| cfg.by_dbid(dbid).map(|s| s.state()) == Some(want);
         for (dbid, want) in &t.expect {
             if !holds(*dbid, *want) {
                 return Err(CatalogError::Stale {
@@ -169,7 +175,10 @@ impl ScriptedDriver {
 }
 
 fn refused() -> Reply {
-    Err(AttemptError::new(FailureKind::Refused, "connection refused"))
+    Err(AttemptError::new(
+        FailureKind::Refused,
+        "connection refused",
+    ))
 }
 
 fn ok(mirror_up: bool, in_sync: bool, syncrep: bool, role_mirror: bool) -> Reply {
@@ -235,7 +244,11 @@ impl TestAuthority {
 
 impl Authority for Arc<TestAuthority> {
     fn acting_epoch(&self) -> Option<Epoch> {
-        let expired = self.deadline.lock().unwrap().is_some_and(|d| Instant::now() >= d);
+        let expired = self
+            .deadline
+            .lock()
+            .unwrap()
+            .is_some_and(|d| Instant::now() >= d);
         (self.acting.load(Ordering::SeqCst) && !expired).then_some(self.epoch)
     }
 
@@ -283,7 +296,8 @@ fn events(l: &Log) -> Vec<String> {
 #[tokio::test]
 async fn the_failover_commits_before_promote_is_sent() {
     let (ctx, catalog, _auth, log) = context(in_sync_pair());
-    ctx.driver.always(5, MessageType::Promote, ok(false, false, false, false));
+    ctx.driver
+        .always(5, MessageType::Promote, ok(false, false, false, false));
     let report = run_cycle(ctx.clone()).await.unwrap();
     assert_eq!(events(&log), vec!["commit failover", "PROMOTE to 5"]);
     let r = &report.reports[0];
@@ -321,7 +335,8 @@ async fn a_refusal_is_recorded_once_per_episode() {
     }
     assert_eq!(catalog.evidence_rules(), vec![Rule::DoubleFault]);
     // the primary answers again: the episode ends ...
-    ctx.driver.always(2, MessageType::Probe, ok(true, false, true, false));
+    ctx.driver
+        .always(2, MessageType::Probe, ok(true, false, true, false));
     run_cycle(ctx.clone()).await.unwrap();
     // ... and a new loss is a new episode, recorded again
     ctx.driver.always(2, MessageType::Probe, refused());
@@ -360,7 +375,11 @@ async fn a_lost_authority_stops_the_retries() {
     }));
     let report = run_cycle(ctx.clone()).await.unwrap();
     assert_eq!(events(&log), vec!["commit failover", "PROMOTE to 5"]);
-    assert_eq!(ctx.driver.sent(MessageType::Promote), 1, "no retry after the loss");
+    assert_eq!(
+        ctx.driver.sent(MessageType::Promote),
+        1,
+        "no retry after the loss"
+    );
     assert!(matches!(
         report.reports[0].message.as_ref().map(|m| &m.result),
         Some(MessageResult::NotSent(_))
@@ -386,7 +405,10 @@ async fn message_attempts_end_by_the_act_by_deadline_and_none_starts_after_it() 
         .filter(|(k, _)| *k == MessageType::Promote)
         .collect();
     assert_eq!(promotes.len(), 1, "{deadlines:?}");
-    assert!(promotes[0].1 <= act_by, "attempt bounded by the act-by deadline");
+    assert!(
+        promotes[0].1 <= act_by,
+        "attempt bounded by the act-by deadline"
+    );
 }
 
 #[tokio::test]
@@ -394,8 +416,10 @@ async fn re_promote_is_confirmed_under_the_fence_before_it_is_sent() {
     // the shape a failover leaves: 5 promoted, 2 lost; 5 still answers as a mirror
     let rows = vec![seg(2, 0, M, D, N), seg(5, 0, P, U, N)];
     let (ctx, catalog, _auth, log) = context(rows);
-    ctx.driver.always(5, MessageType::Probe, ok(false, false, false, true));
-    ctx.driver.always(5, MessageType::Promote, ok(false, false, false, false));
+    ctx.driver
+        .always(5, MessageType::Probe, ok(false, false, false, true));
+    ctx.driver
+        .always(5, MessageType::Promote, ok(false, false, false, false));
     let report = run_cycle(ctx.clone()).await.unwrap();
     assert_eq!(report.reports[0].rule, Rule::RePromote);
     assert_eq!(events(&log), vec!["commit re_promote", "PROMOTE to 5"]);
@@ -425,7 +449,8 @@ async fn a_content_that_cannot_form_a_pair_is_refused_and_the_others_are_acted_o
     let mut rows = in_sync_pair();
     rows.extend([seg(3, 1, P, U, S), seg(6, 1, P, U, S)]);
     let (ctx, catalog, _auth, log) = context(rows);
-    ctx.driver.always(5, MessageType::Promote, ok(false, false, false, false));
+    ctx.driver
+        .always(5, MessageType::Promote, ok(false, false, false, false));
     ctx.driver.always(3, MessageType::Probe, refused());
     let report = run_cycle(ctx.clone()).await.unwrap();
     assert_eq!(report.refused_contents.len(), 1);
@@ -434,7 +459,9 @@ async fn a_content_that_cannot_form_a_pair_is_refused_and_the_others_are_acted_o
     let ev = events(&log);
     assert!(ev.contains(&"commit bad_shape".to_string()), "{ev:?}");
     assert!(ev.contains(&"PROMOTE to 5".to_string()), "{ev:?}");
-    assert!(!ev.iter().any(|e| e.ends_with("to 3") || e.ends_with("to 6")));
+    assert!(!ev
+        .iter()
+        .any(|e| e.ends_with("to 3") || e.ends_with("to 6")));
     // recorded once while the shape lasts
     run_cycle(ctx.clone()).await.unwrap();
     assert_eq!(
@@ -450,7 +477,8 @@ async fn a_content_that_cannot_form_a_pair_is_refused_and_the_others_are_acted_o
 #[tokio::test]
 async fn mismatched_modes_are_repaired_in_one_transition() {
     let (ctx, catalog, _auth, log) = context(vec![seg(2, 0, P, U, S), seg(5, 0, M, U, N)]);
-    ctx.driver.always(2, MessageType::Probe, ok(true, true, true, false));
+    ctx.driver
+        .always(2, MessageType::Probe, ok(true, true, true, false));
     let report = run_cycle(ctx.clone()).await.unwrap();
     assert_eq!(report.reports[0].rule, Rule::Resync);
     assert_eq!(events(&log), vec!["commit resync"]);
