@@ -278,6 +278,50 @@ async fn a_paused_leaders_message_is_never_delivered_after_a_new_epoch() {
     assert_eq!(sys.row(2).await.state_tuple(), (P, U, Mode::InSync));
 }
 
+/// Issue 11 #1: on SIGTERM the leader stops its probe loop (letting a decided message finish
+/// under its lease) before it resigns, so no follower is in office while that message is in
+/// flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_leader_finishes_its_message_before_it_resigns() {
+    let _serial = SERIAL.lock().await;
+    let etcd = EtcdCluster::start(1).await.unwrap();
+    let mut sys = system(&etcd, "10s").await;
+    sys.spawn_ftsd_env(
+        "old",
+        &[],
+        "",
+        &[(ftsd::engine::faults::PAUSE_BEFORE_SEND, "1500ms")],
+    );
+    let old = wait_leader(&etcd, None).await;
+    assert_eq!(old.instance_id, "old");
+    sys.spawn_ftsd("new", &[], "");
+    wait_for("2 members", LIMIT, || async {
+        (members(&etcd).await.len() == 2).then_some(())
+    })
+    .await;
+    sys.sim.set_fault(4, Fault::Down).await.unwrap();
+    wait_for("old leader about to send SYNCREP_OFF", LIMIT, || async {
+        sys.daemons[0]
+            .log_text()
+            .contains(ftsd::engine::faults::PAUSE_BEFORE_SEND_LOG)
+            .then_some(())
+    })
+    .await;
+    sys.daemons[0].signal(libc::SIGTERM);
+    let new = wait_leader(&etcd, Some("old")).await;
+    let delivered = sys.sim.view(2).unwrap().counters.syncrep_off;
+    assert!(new.epoch > old.epoch);
+    assert!(
+        delivered >= 1,
+        "a follower took office before the old leader's SYNCREP_OFF was done: {}",
+        sys.logs()
+    );
+    let old_log = sys.daemons[0].log_text();
+    let sent_at = old_log.find("message delivered").expect("delivered");
+    let resigned_at = old_log.find("resigned leadership").expect("resigned");
+    assert!(sent_at < resigned_at, "{old_log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_etcd_quorum_nothing_is_written_until_it_returns() {
     let _serial = SERIAL.lock().await;
