@@ -2,9 +2,7 @@
 //! MPP clusters. See README.md for the architecture.
 
 pub mod api;
-pub mod bench;
 pub mod catalog;
-pub mod chaos;
 pub mod config;
 pub mod core;
 pub mod ctl;
@@ -15,6 +13,4 @@ pub mod error_chain;
 pub mod hooks;
 pub mod metrics;
 pub mod model;
-pub mod segsim;
-pub mod testkit;
 pub mod wire;

@@ -11,6 +11,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fts_testkit::pg::PgServer;
+use fts_testkit::pgpair::{is_primary, PgPair, PROBE_PASSWORD, PROBE_ROLE};
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::schema;
 use ftsd::driver::SegmentDriver;
@@ -18,8 +20,6 @@ use ftsd::driver::{PgDriver, PgDriverSettings};
 use ftsd::engine::SingleInstance;
 use ftsd::engine::{run_cycle, Authority, CycleContext, ProbeSettings, TransitionOutcome};
 use ftsd::model::{Epoch, Mode, Role, Segment, Status};
-use ftsd::testkit::pg::PgServer;
-use ftsd::testkit::pgpair::{is_primary, PgPair, PROBE_PASSWORD, PROBE_ROLE};
 use ftsd::wire::MessageType;
 use support::{free_port, history_text, wait_for, Daemon};
 
@@ -43,7 +43,7 @@ impl PgSystem {
             .await
             .unwrap();
         let pair = PgPair::start("seg0").await.expect("pair");
-        ftsd::segsim::catalog::write_catalog(&catalog.url(), &pair.segments(0, 2, 3))
+        fts_segsim::catalog::write_catalog(&catalog.url(), &pair.segments(0, 2, 3))
             .await
             .unwrap();
         PgSystem {
