@@ -14,9 +14,9 @@ use super::{baseline, measure};
 use fts_testkit::pg::PgServer;
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::{schema, Catalog};
+use ftsd::driver::FtsWireDriver;
 use ftsd::engine::authority::SINGLE_INSTANCE_EPOCH;
 use ftsd::engine::cycle::run_cycle;
-use ftsd::driver::FtsWireDriver;
 use ftsd::engine::{CycleContext, ProbeSettings, SingleInstance};
 use ftsd::wire::client::Credentials;
 
