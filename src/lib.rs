@@ -15,6 +15,7 @@ pub mod hooks;
 pub mod metrics;
 pub mod model;
 pub mod pgdriver;
+pub mod secret;
 pub mod segsim;
 pub mod testkit;
 pub mod wire;

@@ -13,10 +13,9 @@ use ftsd::wire::failure::FailureKind;
 
 fn catalog_for(pg: &PgServer) -> PgCatalog {
     PgCatalog::new(PgCatalogConfig {
-        url: pg.url(),
-        password: None,
         connect_timeout: Duration::from_secs(3),
         statement_timeout: Duration::from_secs(5),
+        ..PgCatalogConfig::new(pg.url())
     })
 }
 

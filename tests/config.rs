@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ftsd::catalog::postgres::PgCatalogConfig;
 use ftsd::config::{Config, ConfigError, LogFormat, Overrides, ProbeConfig};
 use tempfile::TempDir;
 
@@ -553,10 +554,17 @@ fn passwords_are_loaded_and_never_shown() {
         "env-secret-5"
     );
     assert!(!cfg.render_masked().contains("env-secret-5"));
-    let pg = cfg.catalog.pg_config().unwrap();
+    let pg = PgCatalogConfig::from(&cfg.catalog)
+        .session_config()
+        .unwrap();
     assert_eq!(pg.get_password(), Some(&b"catalog-secret-3"[..]));
     assert_eq!(pg.get_connect_timeout(), Some(&secs(5)));
-    assert_eq!(pg.get_options(), Some("-c statement_timeout=10000"));
+    assert_eq!(
+        pg.get_options(),
+        Some("-c statement_timeout=10000 -c lock_timeout=3000 -c idle_in_transaction_session_timeout=5000")
+    );
+    assert_eq!(pg.get_tcp_user_timeout(), Some(&secs(15)));
+    assert_eq!(pg.get_keepalives_idle(), secs(5));
 }
 
 #[test]

@@ -102,18 +102,17 @@ impl SegmentDriver for AnyDriver {
 impl AnyDriver {
     /// Builds the driver `cfg.probe.driver` names, with the probe credentials.
     pub fn from_config(cfg: &crate::config::Config) -> Self {
-        let password = cfg.probe.password.as_ref().map(|p| p.expose().to_string());
         match cfg.probe.driver {
             crate::config::ProbeDriver::Fts => AnyDriver::Fts(FtsWireDriver {
                 credentials: Credentials {
                     user: cfg.probe.user.clone(),
-                    password: cfg.probe.password.as_ref().map(|p| p.expose().into()),
+                    password: cfg.probe.password.clone(),
                 },
             }),
             crate::config::ProbeDriver::Postgres => AnyDriver::Postgres(
                 crate::pgdriver::PgDriver::new(crate::pgdriver::PgDriverSettings {
                     user: cfg.probe.user.clone(),
-                    password,
+                    password: cfg.probe.password.clone(),
                     database: cfg.postgres.database.clone(),
                     max_lag: cfg.postgres.max_lag,
                     sync_standby_names: cfg.postgres.sync_standby_names.clone(),
