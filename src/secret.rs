@@ -60,7 +60,10 @@ mod tests {
     #[test]
     fn never_printed() {
         let s = Secret::new("hunter2");
-        assert_eq!(format!("{s} {s:?} {:?}", Some(&s)), "******** ******** Some(********)");
+        assert_eq!(
+            format!("{s} {s:?} {:?}", Some(&s)),
+            "******** ******** Some(********)"
+        );
         assert_eq!(s.expose(), "hunter2");
     }
 }

@@ -133,8 +133,7 @@ fn catalog_config(cfg: &Config) -> PgCatalogConfig {
 
 async fn catalog_init(cfg: &Config) -> anyhow::Result<()> {
     let catalog = PgCatalog::new(catalog_config(cfg));
-    let mut client = catalog.connect().await?;
-    for action in schema::init(&mut client).await? {
+    for action in catalog.init_schema().await? {
         match action {
             schema::TableAction::Created(t) => println!("created {t}"),
             schema::TableAction::AlreadyPresent(t) => {

@@ -96,8 +96,17 @@ pub struct PgCatalog {
     client: Mutex<Option<Client>>,
 }
 
+/// tokio-postgres prints a server error as just "db error"; the server's message and SQLSTATE
+/// (e.g. a lock timeout, 55P03) are what an operator needs.
 fn unavailable(what: &str, e: tokio_postgres::Error) -> CatalogError {
-    CatalogError::Unavailable(format!("{what}: {e}"))
+    match e.as_db_error() {
+        Some(db) => CatalogError::Unavailable(format!(
+            "{what}: {} (SQLSTATE {})",
+            db.message(),
+            db.code().code()
+        )),
+        None => CatalogError::Unavailable(format!("{what}: {e}")),
+    }
 }
 
 /// Work done on the catalog connection inside one call.
@@ -111,10 +120,41 @@ impl PgCatalog {
         }
     }
 
-    /// Opens a fresh connection (also used by `ftsd catalog init`).
+    /// Opens a fresh connection.
     pub async fn connect(&self) -> Result<Client, CatalogError> {
+        self.connect_with_options(None).await
+    }
+
+    /// `ftsd catalog init`: on plain PostgreSQL creates every missing table; on a Greenplum /
+    /// Cloudberry coordinator creates only ftsd's own tables, over a utility-mode session so
+    /// they live on the coordinator alone, then runs the startup schema check on an ordinary
+    /// session, which refuses them if they ended up distributed anyway.
+    pub async fn init_schema(&self) -> Result<Vec<schema::TableAction>, CatalogError> {
+        let mut client = self.connect().await?;
+        match schema::detect(&client).await? {
+            schema::Flavor::PostgreSql => schema::init(&mut client).await,
+            schema::Flavor::Greenplum { server_version_num } => {
+                let option = schema::utility_mode_option(server_version_num);
+                let mut utility = self.connect_with_options(Some(option)).await.map_err(|e| {
+                    CatalogError::Unavailable(format!(
+                        "the catalog is a Greenplum/Cloudberry coordinator, whose ftsd tables \
+                         must be created in a utility-mode session ({option}): {e}"
+                    ))
+                })?;
+                let actions = schema::init_tables(&mut utility, schema::is_ftsd_own).await?;
+                schema::verify(&client).await?;
+                Ok(actions)
+            }
+        }
+    }
+
+    async fn connect_with_options(&self, extra: Option<&str>) -> Result<Client, CatalogError> {
         let url = &self.config.url;
-        let session = self.config.session_config()?;
+        let mut session = self.config.session_config()?;
+        if let Some(extra) = extra {
+            let options = format!("{} {extra}", session.get_options().unwrap_or_default());
+            session.options(options.trim_start());
+        }
         let connect = session.connect(NoTls);
         let (client, conn) = tokio::time::timeout(self.config.connect_timeout, connect)
             .await

@@ -93,8 +93,7 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         ("catalog.call_timeout", cat.call_timeout),
     )?;
     within(cat.call_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("catalog.call_timeout"))?;
-    within(cat.keepalive, Duration::from_secs(1), MAX_DURATION)
-        .map_err(on("catalog.keepalive"))?;
+    within(cat.keepalive, Duration::from_secs(1), MAX_DURATION).map_err(on("catalog.keepalive"))?;
 
     let e = &c.etcd;
     if e.endpoints.is_empty() {
@@ -241,7 +240,10 @@ fn at_most_lease_ttl(value: Duration, lease_ttl: Duration) -> Result<(), String>
     if value <= lease_ttl {
         Ok(())
     } else {
-        Err(format!("must not exceed etcd.lease_ttl ({})", show(lease_ttl)))
+        Err(format!(
+            "must not exceed etcd.lease_ttl ({})",
+            show(lease_ttl)
+        ))
     }
 }
 
