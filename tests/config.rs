@@ -805,3 +805,32 @@ fn postgres_driver_keys() {
         "ftsd.toml: postgres.database = \"\": must not be empty"
     );
 }
+
+/// The catalog's lock limits are bounded by the lease TTL: their defaults shrink with a short
+/// lease, and an explicit value above the lease is refused naming the key.
+#[test]
+fn catalog_lock_limits_are_bounded_by_the_lease() {
+    let cfg = load_ok(MINIMAL);
+    assert_eq!(cfg.catalog.lock_timeout, secs(3));
+    assert_eq!(cfg.catalog.idle_in_transaction_timeout, secs(5));
+    assert_eq!(cfg.catalog.call_timeout, secs(15));
+    let cfg = load_ok(&format!("{MINIMAL}[etcd]\nlease_ttl = \"3s\"\n"));
+    assert_eq!(cfg.catalog.lock_timeout, Duration::from_millis(1500));
+    assert_eq!(
+        cfg.catalog.idle_in_transaction_timeout,
+        Duration::from_millis(1500)
+    );
+    let line = env_error(&[
+        ("FTSD_ETCD_LEASE_TTL", "4s"),
+        ("FTSD_CATALOG_IDLE_IN_TRANSACTION_TIMEOUT", "5s"),
+    ]);
+    assert_eq!(
+        line,
+        "FTSD_CATALOG_IDLE_IN_TRANSACTION_TIMEOUT=5s: must not exceed etcd.lease_ttl (4s)"
+    );
+    let line = env_error(&[("FTSD_CATALOG_CALL_TIMEOUT", "5s")]);
+    assert!(
+        line.starts_with("FTSD_CATALOG_CALL_TIMEOUT=5s: must be greater than"),
+        "{line}"
+    );
+}

@@ -73,20 +73,6 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         .map_err(on("catalog.connect_timeout"))?;
     within(cat.statement_timeout, MIN_TIMEOUT, MAX_DURATION)
         .map_err(on("catalog.statement_timeout"))?;
-    // A stalled former leader's lock must be gone, and a blocked claim must have given up,
-    // within about one lease: the time a new leader may wait for its predecessor.
-    within(cat.lock_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("catalog.lock_timeout"))?;
-    at_most_lease_ttl(cat.lock_timeout, c.etcd.lease_ttl).map_err(on("catalog.lock_timeout"))?;
-    // Our own transactions never pause between statements, so one second of idleness already
-    // means a stalled or cut-off instance.
-    within(
-        cat.idle_in_transaction_timeout,
-        Duration::from_secs(1),
-        MAX_DURATION,
-    )
-    .map_err(on("catalog.idle_in_transaction_timeout"))?;
-    at_most_lease_ttl(cat.idle_in_transaction_timeout, c.etcd.lease_ttl)
-        .map_err(on("catalog.idle_in_transaction_timeout"))?;
     ordered(
         o,
         ("catalog.statement_timeout", cat.statement_timeout),
@@ -128,6 +114,24 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         });
     }
     within(e.dial_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("etcd.dial_timeout"))?;
+
+    // Catalog limits that depend on the (now valid) lease TTL.
+    // A stalled former leader's lock must be gone, and a blocked claim must have given up,
+    // within about one lease: the time a new leader may wait for its predecessor.
+    within(c.catalog.lock_timeout, MIN_TIMEOUT, MAX_DURATION)
+        .map_err(on("catalog.lock_timeout"))?;
+    at_most_lease_ttl(c.catalog.lock_timeout, c.etcd.lease_ttl)
+        .map_err(on("catalog.lock_timeout"))?;
+    // Our own transactions never pause between statements, so one second of idleness already
+    // means a stalled or cut-off instance.
+    within(
+        c.catalog.idle_in_transaction_timeout,
+        Duration::from_secs(1),
+        MAX_DURATION,
+    )
+    .map_err(on("catalog.idle_in_transaction_timeout"))?;
+    at_most_lease_ttl(c.catalog.idle_in_transaction_timeout, c.etcd.lease_ttl)
+        .map_err(on("catalog.idle_in_transaction_timeout"))?;
     match (&e.username, &e.password) {
         (Some(_), None) => {
             let problem = "needs a password (etcd.password_file or FTSD_ETCD_PASSWORD)";
