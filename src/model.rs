@@ -174,8 +174,8 @@ impl SegmentConfig {
     }
 
     /// The pairs the in-core FTS probes: every acting primary with content >= 0 that has a peer.
-    /// Contents without a mirror, and the coordinator/standby (content -1), are left out exactly as
-    /// the reference (2.1, step 4) describes.
+    /// Contents without a mirror, and the coordinator/standby (content -1), are left out as the
+    /// in-core FTS leaves them out (`docs/decisions.md`, "Which pairs are decided").
     pub fn probe_pairs(&self) -> Vec<Pair> {
         let mut pairs = Vec::new();
         for primary in self

@@ -1,4 +1,5 @@
-//! Native FTS client: one attempt = one connection, as the in-core prober does (reference 1.1).
+//! Native FTS client: one attempt = one connection, as the in-core prober does
+//! (`docs/protocol.md`).
 //!
 //! [`send_message`] resolves the target, connects, sends a StartupMessage with `user` and
 //! `gpconntype=fts`, authenticates (trust, cleartext, MD5, SCRAM-SHA-256 without channel
@@ -44,7 +45,7 @@ pub const BOOL_OID: u32 = 16;
 const BUF_CAPACITY: usize = 512;
 
 /// Who the prober logs in as. Primaries authenticate normally and require a superuser; mirrors
-/// accept any FTS connection without checks (reference 1.1).
+/// accept any FTS connection without checks (`docs/protocol.md`, authentication).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub user: String,
