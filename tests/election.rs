@@ -7,10 +7,10 @@ mod support;
 use std::time::{Duration, Instant, SystemTime};
 
 use etcd_client::Client;
+use fts_segsim::Fault;
+use fts_testkit::etcd::EtcdCluster;
 use ftsd::election::members::{list, MemberInfo};
 use ftsd::model::{Mode, Role, Status};
-use ftsd::segsim::Fault;
-use ftsd::testkit::etcd::EtcdCluster;
 use support::{history_text, wait_for, System};
 
 use Mode::NotInSync as N;
