@@ -174,8 +174,11 @@ async fn a_paused_leaders_pending_write_is_rejected_by_the_fence() {
     // the follower takes over after the lease expires and fails the pair over itself
     let new = wait_leader(&etcd, Some("old")).await;
     sys.wait_state(4, (P, U, N), LIMIT).await;
-    let promotes = sys.sim.view(4).unwrap().counters.promote;
-    assert!(promotes >= 1);
+    // PROMOTE follows the commit, so it may still be on its way when the rows are seen.
+    wait_for("PROMOTE of the new primary", LIMIT, || async {
+        (sys.sim.view(4).unwrap().counters.promote >= 1).then_some(())
+    })
+    .await;
 
     sys.daemons[0].signal(libc::SIGCONT);
     wait_for("old leader's write fenced", LIMIT, || async {
