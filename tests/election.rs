@@ -175,8 +175,9 @@ async fn a_paused_leaders_pending_write_is_rejected_by_the_fence() {
     let new = wait_leader(&etcd, Some("old")).await;
     sys.wait_state(4, (P, U, N), LIMIT).await;
     // PROMOTE follows the commit, so it may still be on its way when the rows are seen.
-    wait_for("PROMOTE of the new primary", LIMIT, || async {
-        (sys.sim.view(4).unwrap().counters.promote >= 1).then_some(())
+    let promotes = wait_for("PROMOTE of the new primary", LIMIT, || async {
+        let n = sys.sim.view(4).unwrap().counters.promote;
+        (n >= 1).then_some(n)
     })
     .await;
 
