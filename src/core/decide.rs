@@ -363,8 +363,9 @@ pub fn plan_cycle(
     plan
 }
 
-/// Applies updates to a configuration snapshot, as a committed transaction would. The property
-/// tests replay decisions with it ("a second cycle on the result changes nothing").
+/// Applies updates to a configuration snapshot, as a committed transaction would. Tests only:
+/// the property tests replay decisions with it, and the cycle's in-memory test catalog commits
+/// with it.
 pub fn apply_updates(config: &mut SegmentConfig, updates: &[RowUpdate]) {
     for u in updates {
         if let Some(row) = config.segments.iter_mut().find(|s| s.dbid == u.dbid) {
