@@ -13,13 +13,12 @@ use ftsd::api::state::cycle_result;
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::{schema, Catalog, CatalogError};
 use ftsd::config::{Config, ConfigArgs, LogFormat};
+use ftsd::driver::{self, AnyDriver};
 use ftsd::election::members::{MemberInfo, Membership};
 use ftsd::election::{keys, run_elector, ElectedAuthority, ElectorSettings, EtcdOptions};
 use ftsd::engine::authority::SINGLE_INSTANCE_EPOCH;
 use ftsd::engine::runner::{run_loop, CycleObserver, LoopSettings};
-use ftsd::engine::{
-    AnyDriver, Authority, CycleContext, CycleReport, ProbeSettings, SingleInstance,
-};
+use ftsd::engine::{Authority, CycleContext, CycleReport, ProbeSettings, SingleInstance};
 
 /// External, highly available FTS for Greenplum / Cloudberry clusters.
 #[derive(Parser)]
@@ -156,22 +155,12 @@ fn init_tracing(cfg: &Config) {
 }
 
 fn catalog_config(cfg: &Config) -> PgCatalogConfig {
-    PgCatalogConfig {
-        url: cfg.catalog.url.expose().to_string(),
-        password: cfg
-            .catalog
-            .password
-            .as_ref()
-            .map(|p| p.expose().to_string()),
-        connect_timeout: cfg.catalog.connect_timeout,
-        statement_timeout: cfg.catalog.statement_timeout,
-    }
+    PgCatalogConfig::from(&cfg.catalog)
 }
 
 async fn catalog_init(cfg: &Config) -> anyhow::Result<()> {
     let catalog = PgCatalog::new(catalog_config(cfg));
-    let mut client = catalog.connect().await?;
-    for action in schema::init(&mut client).await? {
+    for action in catalog.init_schema().await? {
         match action {
             schema::TableAction::Created(t) => println!("created {t}"),
             schema::TableAction::AlreadyPresent(t) => {
@@ -202,7 +191,7 @@ fn etcd_options(cfg: &Config) -> anyhow::Result<EtcdOptions> {
         endpoints: cfg.etcd.endpoints.clone(),
         dial_timeout: cfg.etcd.dial_timeout,
         username: cfg.etcd.username.clone(),
-        password: cfg.etcd.password.as_ref().map(|p| p.expose().to_string()),
+        password: cfg.etcd.password.clone(),
         ca_pem: read_pem(&cfg.etcd.ca_file)?,
         cert_pem: read_pem(&cfg.etcd.cert_file)?,
         key_pem: read_pem(&cfg.etcd.key_file)?,
@@ -247,7 +236,7 @@ async fn run(cfg: Config, no_election: bool) -> anyhow::Result<()> {
     });
 
     let catalog = Arc::new(PgCatalog::new(catalog_config(&cfg)));
-    let driver = AnyDriver::from_config(&cfg);
+    let driver = driver::from_config(&cfg);
     let loop_settings = LoopSettings {
         interval: cfg.probe.interval,
         shutdown_grace: cfg.probe.timeout.max(Duration::from_secs(5)),
@@ -313,6 +302,9 @@ async fn run(cfg: Config, no_election: bool) -> anyhow::Result<()> {
     )
     .await?;
     observers.push(Arc::new(MemberObserver(membership.clone())));
+    // The elector resigns only once the probe loop has stopped: a resign lets a follower take
+    // office at once, and a message of ours still in flight would then act beside it.
+    let (elector_stop_tx, elector_stop_rx) = watch::channel(false);
     let elector = tokio::spawn(run_elector(
         ElectorSettings {
             etcd,
@@ -324,11 +316,12 @@ async fn run(cfg: Config, no_election: bool) -> anyhow::Result<()> {
         authority.clone(),
         catalog.clone(),
         membership.clone(),
-        shutdown_rx.clone(),
+        elector_stop_rx,
     ));
     let ctx = context(driver, catalog, authority, &cfg, instance_id);
     run_loop(ctx, loop_settings, wake, Arc::new(observers), shutdown_rx).await;
-    // The elector resigns on the same shutdown signal; wait for it so followers take over at once.
+    let _ = elector_stop_tx.send(true);
+    // Wait for the resign so followers take over at once.
     let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
     Ok(())
 }

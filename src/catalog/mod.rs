@@ -1,8 +1,8 @@
 //! Where the segment configuration lives and how transitions reach it.
 //!
-//! The trait keeps the daemon independent of the backend: this crate ships the SQL backend
-//! (`gp_segment_configuration` in PostgreSQL/Greenplum); Cloudberry's etcd-held configuration
-//! is a second backend behind the same trait.
+//! The trait keeps the cycle independent of the backend. The one backend today is the SQL
+//! backend (`gp_segment_configuration` in PostgreSQL or on a Greenplum/Cloudberry coordinator);
+//! Cloudberry's external-FTS mode, which keeps the configuration in etcd, has none yet.
 
 pub mod postgres;
 pub mod queries;
@@ -13,7 +13,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 
 use crate::core::{RowUpdate, Rule};
-use crate::model::{ContentId, Epoch, SegmentConfig};
+use crate::model::{ContentId, Dbid, Epoch, SegmentConfig, SegmentState};
 
 /// One pair's transition, applied atomically together with its history rows, the epoch fence
 /// and its evidence row.
@@ -24,6 +24,10 @@ pub struct Transition {
     pub content: ContentId,
     pub rule: Rule,
     pub updates: Vec<RowUpdate>,
+    /// Rows that must still hold these states when the fence is taken (checked in the same
+    /// transaction; `Stale` otherwise). Re-PROMOTE writes no row and relies on this.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect: Vec<(Dbid, SegmentState)>,
     /// Why: probe attempts, timings, reply fields, the snapshot the decision used.
     pub evidence: serde_json::Value,
 }

@@ -1,56 +1,92 @@
 //! The SQL catalog backend: `gp_segment_configuration` and `gp_configuration_history` in a
 //! PostgreSQL or Greenplum coordinator database, fenced by the `fts_epoch` row.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::{schema, Catalog, CatalogError, Transition};
-use crate::model::{Epoch, Mode, Role, Segment, SegmentConfig, Status};
+use crate::config::{CatalogConfig, ConnString};
+use crate::model::{Epoch, Mode, Role, Segment, SegmentConfig, Status, UnreadableRow};
+use crate::secret::Secret;
 
-/// Connection settings for the SQL catalog.
-#[derive(Clone)]
+/// Connection settings for the SQL catalog (the `[catalog]` table of the configuration).
+#[derive(Debug, Clone)]
 pub struct PgCatalogConfig {
     /// libpq-style URL or key/value string.
-    pub url: String,
+    pub url: ConnString,
     /// Overrides any password in `url` when set.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
+    pub idle_in_transaction_timeout: Duration,
+    /// Client-side bound on one call of the [`Catalog`] trait.
+    pub call_timeout: Duration,
+    /// TCP keepalive idle time and interval.
+    pub keepalive: Duration,
 }
 
-impl std::fmt::Debug for PgCatalogConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgCatalogConfig")
-            .field("url", &crate::catalog::postgres::mask_url(&self.url))
-            .field("connect_timeout", &self.connect_timeout)
-            .field("statement_timeout", &self.statement_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Replaces a password embedded in a URL or key/value string, for logs.
-pub fn mask_url(url: &str) -> String {
-    if let Some(rest) = url
-        .strip_prefix("postgresql://")
-        .or_else(|| url.strip_prefix("postgres://"))
-    {
-        let scheme = &url[..url.len() - rest.len()];
-        if let Some((userinfo, host)) = rest.split_once('@') {
-            if let Some((user, _)) = userinfo.split_once(':') {
-                return format!("{scheme}{user}:********@{host}");
-            }
-        }
-        return url.to_string();
-    }
-    url.split_whitespace()
-        .map(|kv| match kv.split_once('=') {
-            Some(("password", _)) => "password=********".to_string(),
-            _ => kv.to_string(),
+impl PgCatalogConfig {
+    /// The configuration's defaults for every setting but the URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        PgCatalogConfig::from(&CatalogConfig {
+            url: ConnString::new(url),
+            ..CatalogConfig::default()
         })
-        .collect::<Vec<_>>()
-        .join(" ")
+    }
+
+    /// The tokio-postgres settings of a catalog session. The server-side limits go into the
+    /// startup packet's `options`, after whatever `options` the operator put in the URL, so they
+    /// bound the very first query and operators can still add settings of their own (a later
+    /// `-c` for the same name wins, so ours do).
+    pub fn session_config(&self) -> Result<Config, CatalogError> {
+        let mut cfg: Config = self.url.expose().parse().map_err(|e| {
+            CatalogError::Unavailable(format!("invalid catalog url {}: {e}", self.url))
+        })?;
+        if let Some(pw) = &self.password {
+            cfg.password(pw.expose());
+        }
+        cfg.connect_timeout(self.connect_timeout);
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("ftsd");
+        }
+        cfg.keepalives(true)
+            .keepalives_idle(self.keepalive)
+            .keepalives_interval(self.keepalive)
+            .keepalives_retries(3)
+            .tcp_user_timeout(self.call_timeout);
+        let ours = format!(
+            "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+            self.statement_timeout.as_millis(),
+            self.lock_timeout.as_millis(),
+            self.idle_in_transaction_timeout.as_millis(),
+        );
+        let options = match cfg.get_options() {
+            Some(user) if !user.trim().is_empty() => format!("{user} {ours}"),
+            _ => ours,
+        };
+        cfg.options(options);
+        Ok(cfg)
+    }
+}
+
+impl From<&CatalogConfig> for PgCatalogConfig {
+    fn from(c: &CatalogConfig) -> Self {
+        PgCatalogConfig {
+            url: c.url.clone(),
+            password: c.password.clone(),
+            connect_timeout: c.connect_timeout,
+            statement_timeout: c.statement_timeout,
+            lock_timeout: c.lock_timeout,
+            idle_in_transaction_timeout: c.idle_in_transaction_timeout,
+            call_timeout: c.call_timeout,
+            keepalive: c.keepalive,
+        }
+    }
 }
 
 /// The SQL backend. One connection, re-established after errors; transactions are serialized,
@@ -60,9 +96,21 @@ pub struct PgCatalog {
     client: Mutex<Option<Client>>,
 }
 
+/// tokio-postgres prints a server error as just "db error"; the server's message and SQLSTATE
+/// (e.g. a lock timeout, 55P03) are what an operator needs.
 fn unavailable(what: &str, e: tokio_postgres::Error) -> CatalogError {
-    CatalogError::Unavailable(format!("{what}: {e}"))
+    match e.as_db_error() {
+        Some(db) => CatalogError::Unavailable(format!(
+            "{what}: {} (SQLSTATE {})",
+            db.message(),
+            db.code().code()
+        )),
+        None => CatalogError::Unavailable(format!("{what}: {e}")),
+    }
 }
+
+/// Work done on the catalog connection inside one call.
+type ClientWork<'c, T> = Pin<Box<dyn Future<Output = Result<T, CatalogError>> + Send + 'c>>;
 
 impl PgCatalog {
     pub fn new(config: PgCatalogConfig) -> Self {
@@ -72,42 +120,51 @@ impl PgCatalog {
         }
     }
 
-    /// Opens a fresh connection (also used by `ftsd catalog init`).
+    /// Opens a fresh connection.
     pub async fn connect(&self) -> Result<Client, CatalogError> {
-        let mut cfg: Config = self.config.url.parse().map_err(|e| {
-            CatalogError::Unavailable(format!(
-                "invalid catalog url {}: {e}",
-                mask_url(&self.config.url)
-            ))
-        })?;
-        if let Some(pw) = &self.config.password {
-            cfg.password(pw);
+        self.connect_with_options(None).await
+    }
+
+    /// `ftsd catalog init`: on plain PostgreSQL creates every missing table; on a Greenplum /
+    /// Cloudberry coordinator creates only ftsd's own tables, over a utility-mode session so
+    /// they live on the coordinator alone, then runs the startup schema check on an ordinary
+    /// session, which refuses them if they ended up distributed anyway.
+    pub async fn init_schema(&self) -> Result<Vec<schema::TableAction>, CatalogError> {
+        let mut client = self.connect().await?;
+        match schema::detect(&client).await? {
+            schema::Flavor::PostgreSql => schema::init(&mut client).await,
+            schema::Flavor::Greenplum { server_version_num } => {
+                let option = schema::utility_mode_option(server_version_num);
+                let mut utility = self.connect_with_options(Some(option)).await.map_err(|e| {
+                    CatalogError::Unavailable(format!(
+                        "the catalog is a Greenplum/Cloudberry coordinator, whose ftsd tables \
+                         must be created in a utility-mode session ({option}): {e}"
+                    ))
+                })?;
+                let actions = schema::init_tables(&mut utility, schema::is_ftsd_own).await?;
+                schema::verify(&client).await?;
+                Ok(actions)
+            }
         }
-        cfg.connect_timeout(self.config.connect_timeout);
-        if cfg.get_application_name().is_none() {
-            cfg.application_name("ftsd");
+    }
+
+    async fn connect_with_options(&self, extra: Option<&str>) -> Result<Client, CatalogError> {
+        let url = &self.config.url;
+        let mut session = self.config.session_config()?;
+        if let Some(extra) = extra {
+            let options = format!("{} {extra}", session.get_options().unwrap_or_default());
+            session.options(options.trim_start());
         }
-        let statement_timeout = format!(
-            "-c statement_timeout={}",
-            self.config.statement_timeout.as_millis()
-        );
-        cfg.options(&statement_timeout);
-        let connect = cfg.connect(NoTls);
+        let connect = session.connect(NoTls);
         let (client, conn) = tokio::time::timeout(self.config.connect_timeout, connect)
             .await
             .map_err(|_| {
                 CatalogError::Unavailable(format!(
-                    "connecting to {}: timed out after {:?}",
-                    mask_url(&self.config.url),
+                    "connecting to {url}: timed out after {:?}",
                     self.config.connect_timeout
                 ))
             })?
-            .map_err(|e| {
-                CatalogError::Unavailable(format!(
-                    "connecting to {}: {e}",
-                    mask_url(&self.config.url)
-                ))
-            })?;
+            .map_err(|e| CatalogError::Unavailable(format!("connecting to {url}: {e}")))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "catalog connection ended");
@@ -116,25 +173,42 @@ impl PgCatalog {
         Ok(client)
     }
 
-    /// Runs `f` on a live connection, reconnecting first if the last one broke. A connection
-    /// that fails mid-operation is dropped so the next call starts clean.
+    /// Runs `f` on a live connection, reconnecting first if the last one broke, all within
+    /// `call_timeout`. A connection that fails or times out mid-operation is dropped so the next
+    /// call starts clean (dropping an open transaction rolls it back).
     pub(crate) async fn with_client<T, F>(&self, f: F) -> Result<T, CatalogError>
     where
-        F: for<'c> FnOnce(
-            &'c mut Client,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, CatalogError>> + Send + 'c>,
-        >,
+        F: for<'c> FnOnce(&'c mut Client) -> ClientWork<'c, T>,
     {
         let mut guard = self.client.lock().await;
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            let client = self.connect().await?;
-            schema::verify(&client).await?;
-            *guard = Some(client);
-        }
-        let client = guard.as_mut().expect("connection was just established");
-        let result = f(client).await;
-        if matches!(result, Err(CatalogError::Unavailable(_))) || client.is_closed() {
+        let call = async {
+            if guard.as_ref().is_none_or(|c| c.is_closed()) {
+                *guard = None;
+                let client = self.connect().await?;
+                schema::verify(&client).await?;
+                *guard = Some(client);
+            }
+            let client = guard.as_mut().expect("connection was just established");
+            let result = f(client).await;
+            Ok::<_, CatalogError>((result, client.is_closed()))
+        };
+        let (result, broken) = match tokio::time::timeout(self.config.call_timeout, call).await {
+            // Connecting or the schema check failed: there is no connection to drop.
+            Ok(Err(e)) => (Err(e), false),
+            Ok(Ok((Ok(v), broken))) => (Ok(v), broken),
+            Ok(Ok((Err(e), broken))) => {
+                let broken = broken || matches!(e, CatalogError::Unavailable(_));
+                (Err(e), broken)
+            }
+            Err(_) => (
+                Err(CatalogError::Unavailable(format!(
+                    "no answer from the catalog within {:?} (catalog.call_timeout)",
+                    self.config.call_timeout
+                ))),
+                true,
+            ),
+        };
+        if broken {
             *guard = None;
         }
         result
@@ -158,19 +232,52 @@ fn parse_char<T>(
     }
 }
 
-fn segment_from_row(row: &tokio_postgres::Row) -> Result<Segment, CatalogError> {
+/// One row, or why it cannot be read. dbid and content are the table's non-null key columns
+/// (checked by the schema verification), so a bad row can always be named and its content
+/// refused alone.
+fn segment_from_row(row: &tokio_postgres::Row) -> Result<Segment, UnreadableRow> {
     let dbid: i16 = row.get(0);
-    Ok(Segment {
+    let content: i16 = row.get(1);
+    let read = || -> Result<Segment, CatalogError> {
+        let text = |i: usize, column: &str| -> Result<String, CatalogError> {
+            row.try_get::<_, Option<String>>(i)
+                .map_err(|e| CatalogError::Corrupt(format!("dbid={dbid}: {column}: {e}")))?
+                .ok_or_else(|| {
+                    CatalogError::Corrupt(format!(
+                        "gp_segment_configuration dbid={dbid}: {column} is NULL"
+                    ))
+                })
+        };
+        Ok(Segment {
+            dbid,
+            content,
+            role: parse_char(dbid, "role", &text(2, "role")?, Role::from_char)?,
+            preferred_role: parse_char(
+                dbid,
+                "preferred_role",
+                &text(3, "preferred_role")?,
+                Role::from_char,
+            )?,
+            mode: parse_char(dbid, "mode", &text(4, "mode")?, Mode::from_char)?,
+            status: parse_char(dbid, "status", &text(5, "status")?, Status::from_char)?,
+            port: row
+                .try_get::<_, Option<i32>>(6)
+                .ok()
+                .flatten()
+                .ok_or_else(|| {
+                    CatalogError::Corrupt(format!(
+                        "gp_segment_configuration dbid={dbid}: port is NULL"
+                    ))
+                })?,
+            hostname: text(7, "hostname")?,
+            address: text(8, "address")?,
+            datadir: text(9, "datadir")?,
+        })
+    };
+    read().map_err(|e| UnreadableRow {
         dbid,
-        content: row.get(1),
-        role: parse_char(dbid, "role", row.get(2), Role::from_char)?,
-        preferred_role: parse_char(dbid, "preferred_role", row.get(3), Role::from_char)?,
-        mode: parse_char(dbid, "mode", row.get(4), Mode::from_char)?,
-        status: parse_char(dbid, "status", row.get(5), Status::from_char)?,
-        port: row.get(6),
-        hostname: row.get(7),
-        address: row.get(8),
-        datadir: row.get(9),
+        content,
+        error: e.to_string(),
     })
 }
 
@@ -198,11 +305,23 @@ impl Catalog for PgCatalog {
                     .query(SELECT_CONFIG, &[])
                     .await
                     .map_err(|e| unavailable("reading gp_segment_configuration", e))?;
-                let segments = rows
-                    .iter()
-                    .map(segment_from_row)
-                    .collect::<Result<_, _>>()?;
-                Ok(SegmentConfig::new(segments))
+                let mut segments = Vec::with_capacity(rows.len());
+                let mut unreadable = Vec::new();
+                for row in &rows {
+                    match segment_from_row(row) {
+                        Ok(s) => segments.push(s),
+                        Err(bad) => {
+                            tracing::error!(
+                                dbid = bad.dbid,
+                                content = bad.content,
+                                error = %bad.error,
+                                "unreadable gp_segment_configuration row: its content is left alone"
+                            );
+                            unreadable.push(bad);
+                        }
+                    }
+                }
+                Ok(SegmentConfig::with_unreadable(segments, unreadable))
             })
         })
         .await
@@ -254,6 +373,31 @@ async fn apply_in_tx(client: &mut Client, t: &Transition) -> Result<(), CatalogE
             current,
         });
     }
+    for (dbid, want) in &t.expect {
+        let row = tx
+            .query_opt(
+                "SELECT role::text, status::text, mode::text FROM gp_segment_configuration \
+                 WHERE dbid = $1 FOR UPDATE",
+                &[dbid],
+            )
+            .await
+            .map_err(|e| unavailable("re-reading the pair under the fence", e))?;
+        let holds = row.is_some_and(|r| {
+            let (role, status, mode): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            [role, status, mode]
+                == [
+                    want.role.as_char().to_string(),
+                    want.status.as_char().to_string(),
+                    want.mode.as_char().to_string(),
+                ]
+        });
+        if !holds {
+            return Err(CatalogError::Stale {
+                dbid: *dbid,
+                expected: want.to_string(),
+            });
+        }
+    }
     for u in &t.updates {
         tx.execute(
             r#"INSERT INTO gp_configuration_history ("time", dbid, "desc") VALUES (now(), $1, $2)"#,
@@ -304,22 +448,4 @@ async fn apply_in_tx(client: &mut Client, t: &Transition) -> Result<(), CatalogE
     tx.commit()
         .await
         .map_err(|e| unavailable("committing transition", e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mask_url;
-
-    #[test]
-    fn masks_passwords() {
-        assert_eq!(
-            mask_url("postgresql://fts:s3cret@db:5432/postgres"),
-            "postgresql://fts:********@db:5432/postgres"
-        );
-        assert_eq!(
-            mask_url("host=db password=s3cret dbname=x"),
-            "host=db password=******** dbname=x"
-        );
-        assert_eq!(mask_url("postgresql://fts@db/x"), "postgresql://fts@db/x");
-    }
 }

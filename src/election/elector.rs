@@ -1,6 +1,5 @@
 //! The election loop: session → campaign → verify → office → step down → again.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -8,7 +7,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use etcd_client::{Client, ResignOptions};
 use tokio::sync::watch;
 
-use super::authority::{ElectedAuthority, Leadership};
+use super::authority::{ElectedAuthority, Leadership, StepDownReason};
 use super::keeper::{self, LeaseStatus};
 use super::members::Membership;
 use super::EtcdOptions;
@@ -28,7 +27,7 @@ pub struct ElectorSettings {
 
 enum Exit {
     Shutdown,
-    StepDown(&'static str, String),
+    StepDown(StepDownReason, String),
 }
 
 /// Runs until `shutdown` turns true, then resigns (if leading) and revokes the lease.
@@ -52,7 +51,7 @@ pub async fn run_elector<C: Catalog>(
         match term(&settings, &authority, &catalog, &membership, &mut shutdown).await {
             Ok(Exit::Shutdown) => return,
             Ok(Exit::StepDown(kind, reason)) => {
-                tracing::warn!(kind, reason = %reason, "stepped down; campaigning again");
+                tracing::warn!(kind = %kind, reason = %reason, "stepped down; campaigning again");
                 backoff = backoff_builder.build();
                 // Let a follower win the next round while our lease is being revoked.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -147,7 +146,7 @@ async fn term<C: Catalog>(
         r = campaign => r.map_err(|e| anyhow::anyhow!("campaign: {e}"))?,
         lost = wait_lost(&mut keeper.status) => {
             session.close(call).await;
-            return Ok(Exit::StepDown("lease_lost", lost));
+            return Ok(Exit::StepDown(StepDownReason::LeaseLost, lost));
         }
         _ = shutdown.changed() => {
             session.close(call).await;
@@ -166,13 +165,10 @@ async fn term<C: Catalog>(
         .first()
         .is_some_and(|kv| kv.create_revision() == leader.rev() && kv.lease() == lease_id);
     if !valid {
-        authority
-            .step_downs
-            .key_vanished
-            .fetch_add(1, Ordering::Relaxed);
+        authority.step_downs.count(StepDownReason::KeyVanished);
         session.close(call).await;
         return Ok(Exit::StepDown(
-            "key_vanished",
+            StepDownReason::KeyVanished,
             "campaign returned but our leader key is gone".into(),
         ));
     }
@@ -184,7 +180,7 @@ async fn term<C: Catalog>(
         LeaseStatus::Alive { act_by, .. } => act_by,
         LeaseStatus::Lost { reason } => {
             session.close(call).await;
-            return Ok(Exit::StepDown("lease_lost", reason));
+            return Ok(Exit::StepDown(StepDownReason::LeaseLost, reason));
         }
     };
     authority.take_office(
@@ -216,8 +212,8 @@ async fn term<C: Catalog>(
     let exit = hold_office(s, authority, &mut client, &leader, &mut keeper, shutdown).await;
     claim.abort();
     authority.leave_office_because(match &exit {
-        Exit::Shutdown => "shutdown",
-        Exit::StepDown(kind, _) => kind,
+        Exit::Shutdown => StepDownReason::Shutdown,
+        Exit::StepDown(kind, _) => *kind,
     });
     membership.update(|m| {
         m.role = "follower".into();
@@ -226,27 +222,16 @@ async fn term<C: Catalog>(
     });
     match &exit {
         Exit::Shutdown => {
-            authority
-                .step_downs
-                .shutdown
-                .fetch_add(1, Ordering::Relaxed);
+            authority.step_downs.count(StepDownReason::Shutdown);
             let resign = client.resign(Some(ResignOptions::new().with_leader(leader.clone())));
             match bounded("resigning", call, resign).await {
                 Ok(_) => tracing::info!(%epoch, "resigned leadership"),
                 Err(e) => tracing::warn!(error = %e, "resign failed; the lease will expire"),
             }
         }
-        Exit::StepDown(kind, _) => {
-            let counter = match *kind {
-                "act_by_expired" => &authority.step_downs.act_by_expired,
-                "fenced" => &authority.step_downs.fenced,
-                "key_vanished" => &authority.step_downs.key_vanished,
-                _ => &authority.step_downs.lease_lost,
-            };
-            if *kind != "fenced" {
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        // `fenced_out` already counted the fenced step-down when it happened.
+        Exit::StepDown(StepDownReason::Fenced, _) => {}
+        Exit::StepDown(kind, _) => authority.step_downs.count(*kind),
     }
     session.close(call).await;
     Ok(exit)
@@ -267,18 +252,18 @@ async fn hold_office(
         tokio::select! {
             changed = keeper.status.changed() => {
                 if changed.is_err() {
-                    return Exit::StepDown("lease_lost", "lease keeper stopped".into());
+                    return Exit::StepDown(StepDownReason::LeaseLost, "lease keeper stopped".into());
                 }
                 let status = keeper.status.borrow().clone();
                 match status {
                     LeaseStatus::Alive { act_by, .. } => authority.extend(act_by),
-                    LeaseStatus::Lost { reason } => return Exit::StepDown("lease_lost", reason),
+                    LeaseStatus::Lost { reason } => return Exit::StepDown(StepDownReason::LeaseLost, reason),
                 }
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
                 if authority.act_by().is_none_or(|a| Instant::now() >= a) {
                     return Exit::StepDown(
-                        "act_by_expired",
+                        StepDownReason::ActByExpired,
                         "no keepalive acknowledged before the act-by deadline".into(),
                     );
                 }
@@ -287,13 +272,13 @@ async fn hold_office(
                 next_check = tokio::time::Instant::now() + check_every;
                 match bounded("checking leader key", check_every, client.get(leader.key(), None)).await {
                     Ok(r) if r.kvs().first().is_some_and(|kv| kv.create_revision() == leader.rev()) => {}
-                    Ok(_) => return Exit::StepDown("key_vanished", "our leader key was deleted".into()),
+                    Ok(_) => return Exit::StepDown(StepDownReason::KeyVanished, "our leader key was deleted".into()),
                     // Unreachable etcd is handled by the act-by deadline, not here.
                     Err(e) => tracing::debug!(error = %e, "leader key check failed"),
                 }
             }
             _ = authority.fenced.notified() => {
-                return Exit::StepDown("fenced", "the catalog holds a newer epoch".into());
+                return Exit::StepDown(StepDownReason::Fenced, "the catalog holds a newer epoch".into());
             }
             _ = shutdown.changed() => return Exit::Shutdown,
         }

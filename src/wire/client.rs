@@ -1,4 +1,5 @@
-//! Native FTS client: one attempt = one connection, as the in-core prober does (reference 1.1).
+//! Native FTS client: one attempt = one connection, as the in-core prober does
+//! (`docs/protocol.md`).
 //!
 //! [`send_message`] resolves the target, connects, sends a StartupMessage with `user` and
 //! `gpconntype=fts`, authenticates (trust, cleartext, MD5, SCRAM-SHA-256 without channel
@@ -24,11 +25,10 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::frontend;
-use serde::{Deserialize, Serialize};
 use std::fmt::{self, Write as _};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -36,6 +36,7 @@ use super::failure::{AttemptError, FailureKind};
 use super::frame::{self, FrameError, MAX_MESSAGE_LEN};
 use super::{MessageType, ProbeReply, GPCONNTYPE_FTS, GPCONNTYPE_PARAM, RESPONSE_COLUMNS};
 use crate::model::{ContentId, Dbid};
+pub use crate::secret::Secret;
 
 /// Type oid of `bool`, the type of every reply column.
 pub const BOOL_OID: u32 = 16;
@@ -43,42 +44,8 @@ pub const BOOL_OID: u32 = 16;
 /// Initial capacity of the per-attempt buffer: a whole FTS exchange fits without growing.
 const BUF_CAPACITY: usize = 512;
 
-/// A password that does not show up in `Debug` output or logs.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(secret: impl Into<String>) -> Self {
-        Secret(secret.into())
-    }
-
-    /// The secret itself; only for putting it on the wire.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Secret(s)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Secret(s.to_owned())
-    }
-}
-
 /// Who the prober logs in as. Primaries authenticate normally and require a superuser; mirrors
-/// accept any FTS connection without checks (reference 1.1).
+/// accept any FTS connection without checks (`docs/protocol.md`, authentication).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub user: String,
@@ -138,8 +105,26 @@ pub async fn send_message(
     creds: &Credentials,
     timeout: Duration,
 ) -> Result<ProbeReply, AttemptError> {
+    send_message_by(target, kind, creds, Instant::now() + timeout).await
+}
+
+/// Like [`send_message`], bounded by an absolute `deadline`. The message itself is never
+/// written once the deadline has passed, even when the process was paused mid-attempt (a
+/// timer only fires after the socket work that became ready meanwhile has run): the caller's
+/// authority to act ends at that deadline.
+pub async fn send_message_by(
+    target: &Target<'_>,
+    kind: MessageType,
+    creds: &Credentials,
+    deadline: Instant,
+) -> Result<ProbeReply, AttemptError> {
     let mut phase = Phase::Resolve;
-    let outcome = tokio::time::timeout(timeout, attempt(target, kind, creds, &mut phase)).await;
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let outcome = tokio::time::timeout_at(
+        deadline.into(),
+        attempt(target, kind, creds, deadline, &mut phase),
+    )
+    .await;
     let result = match outcome {
         Ok(result) => result,
         Err(_) => Err(AttemptError::new(
@@ -165,6 +150,7 @@ async fn attempt(
     target: &Target<'_>,
     kind: MessageType,
     creds: &Credentials,
+    deadline: Instant,
     phase: &mut Phase,
 ) -> Result<ProbeReply, AttemptError> {
     *phase = Phase::Resolve;
@@ -177,7 +163,7 @@ async fn attempt(
         .set_nodelay(true)
         .map_err(|e| io_error(e, Phase::Connect))?;
     let mut buf = BytesMut::with_capacity(BUF_CAPACITY);
-    exchange(&mut stream, &mut buf, target, kind, creds, phase).await
+    exchange(&mut stream, &mut buf, target, kind, creds, deadline, phase).await
 }
 
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, AttemptError> {
@@ -216,6 +202,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     target: &Target<'_>,
     kind: MessageType,
     creds: &Credentials,
+    deadline: Instant,
     phase: &mut Phase,
 ) -> Result<ProbeReply, AttemptError> {
     *phase = Phase::Startup;
@@ -236,6 +223,12 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     wait_ready(stream, buf, *phase).await?;
 
     *phase = Phase::Reply;
+    if Instant::now() >= deadline {
+        return Err(AttemptError::new(
+            FailureKind::Timeout,
+            format!("deadline passed before {kind} was written; not sent"),
+        ));
+    }
     let at = buf.len();
     frame::put_tagged(buf, b'Q', |b| {
         // Same text as `MessageType::query`, written in place.
@@ -825,6 +818,7 @@ mod tests {
                 &TARGET,
                 MessageType::Probe,
                 &creds,
+                Instant::now() + Duration::from_secs(60),
                 &mut phase,
             )
             .await

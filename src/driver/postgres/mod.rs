@@ -23,17 +23,17 @@ pub mod probe;
 
 use std::time::{Duration, Instant};
 
-use crate::engine::SegmentDriver;
+use super::SegmentDriver;
 use crate::model::{ContentId, Pair, Segment};
 use crate::wire::failure::{AttemptError, FailureKind};
 use crate::wire::{MessageType, ProbeReply};
 
 /// Connection and judgement settings (`probe.user`, `probe.password`, the `[postgres]` table
 /// and `probe.mirror_down_grace`).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct PgDriverSettings {
     pub user: String,
-    pub password: Option<String>,
+    pub password: Option<crate::secret::Secret>,
     pub database: String,
     /// Replay lag in bytes still counted as in sync.
     pub max_lag: u64,
@@ -41,18 +41,6 @@ pub struct PgDriverSettings {
     pub sync_standby_names: String,
     /// How long a primary may report its standby missing before the pair is acted on.
     pub mirror_down_grace: Duration,
-}
-
-impl std::fmt::Debug for PgDriverSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgDriverSettings")
-            .field("user", &self.user)
-            .field("database", &self.database)
-            .field("max_lag", &self.max_lag)
-            .field("sync_standby_names", &self.sync_standby_names)
-            .field("mirror_down_grace", &self.mirror_down_grace)
-            .finish_non_exhaustive()
-    }
 }
 
 /// See the module documentation.
@@ -79,8 +67,9 @@ impl PgDriver {
         &self,
         target: &Segment,
         kind: MessageType,
-        timeout: Duration,
+        deadline: Instant,
     ) -> Result<ProbeReply, AttemptError> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
         if kind == MessageType::Promote {
             // Checked before connecting: a refusal does not depend on the standby's answer.
             guard::check(self.memory.verdict(target.content).as_ref(), target.dbid).map_err(
@@ -91,6 +80,15 @@ impl PgDriver {
             )?;
         }
         let client = connect::connect(&self.settings, target, timeout).await?;
+        // SYNCREP_OFF and PROMOTE change the server: never once the caller's authority has
+        // ended, even if this task was paused while connecting.
+        if kind != MessageType::Probe && Instant::now() >= deadline {
+            return Err(AttemptError::new(
+                FailureKind::Timeout,
+                format!("deadline passed before {kind} was run; not sent"),
+            ));
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
         match kind {
             MessageType::Probe => self.probe(&client, target).await,
             MessageType::SyncrepOff => {
@@ -172,9 +170,10 @@ impl SegmentDriver for PgDriver {
         &self,
         target: &Segment,
         kind: MessageType,
-        timeout: Duration,
+        deadline: Instant,
     ) -> Result<ProbeReply, AttemptError> {
-        match tokio::time::timeout(timeout, self.attempt(target, kind, timeout)).await {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout_at(deadline.into(), self.attempt(target, kind, deadline)).await {
             Ok(result) => result,
             Err(_) => Err(AttemptError::new(
                 FailureKind::Timeout,
