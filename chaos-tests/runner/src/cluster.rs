@@ -8,7 +8,7 @@ use std::time::Duration;
 use etcd_client::{Client as Etcd, ConnectOptions, GetOptions};
 use tokio_postgres::{Client, NoTls};
 
-use super::history::{EvidenceRow, HistoryRow, Millis, Row, Term};
+use super::history::{Delivery, EvidenceRow, HistoryRow, Millis, Row, Term};
 
 pub const CATALOG: &str = "172.28.2.5";
 pub const SEGSIM_CONTROL: &str = "172.28.2.10:7070";
@@ -229,6 +229,45 @@ pub async fn leader(cluster: &str) -> Result<Option<(String, i64)>, ClusterError
         }
     }
     Ok(None)
+}
+
+/// The action messages (PROMOTE, SYNCREP_OFF) in fts-segsim's JSON log (`<dir>/segsim.log`)
+/// that landed at or after `from`, each with the FTS host that sent it (by segnet address;
+/// an unknown address is kept as is, so the checker cannot match it to a term).
+pub fn read_deliveries(dir: &Path, from: Millis) -> Vec<Delivery> {
+    let Ok(text) = std::fs::read_to_string(dir.join("segsim.log")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(f) = v.get("fields") else { continue };
+        if f.get("message").and_then(|m| m.as_str()) != Some("received an action message") {
+            continue;
+        }
+        let at = v.get("timestamp").and_then(parse_ts).unwrap_or(0);
+        if at < from {
+            continue;
+        }
+        let peer = f.get("peer").and_then(|p| p.as_str()).unwrap_or("");
+        let instance = FTSD
+            .iter()
+            .find(|h| h.3 == peer)
+            .map_or(peer.to_string(), |h| h.1.to_string());
+        out.push(Delivery {
+            at,
+            instance,
+            kind: f
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or("")
+                .to_string(),
+            dbid: f.get("dbid").and_then(as_i64).unwrap_or(0) as i16,
+        });
+    }
+    out
 }
 
 fn parse_ts(v: &serde_json::Value) -> Option<Millis> {
