@@ -284,6 +284,9 @@ fn as_i64(v: &serde_json::Value) -> Option<i64> {
 #[derive(Debug, Default, Clone)]
 pub struct Logs {
     pub terms: Vec<Term>,
+    /// `leader observed` lines (by any instance, the leader itself included): the new leader's
+    /// engine may act before its own `took office` line is written.
+    pub observed: Vec<Term>,
     pub rejected: Vec<String>,
     /// Log lines about fencing and stepping down, kept for the report.
     pub notable: Vec<(Millis, String, String)>,
@@ -316,6 +319,15 @@ pub fn read_logs(dir: &Path, cluster: &str) -> Logs {
                         at,
                     });
                 }
+            } else if msg == "leader observed" {
+                let leader = v.get("leader").and_then(|l| l.as_str());
+                if let (Some(leader), Some(epoch)) = (leader, v.get("epoch").and_then(as_i64)) {
+                    logs.observed.push(Term {
+                        instance: leader.to_string(),
+                        epoch,
+                        at,
+                    });
+                }
             } else if msg.contains("fenced") || msg.contains("stepped down") {
                 logs.notable
                     .push((at, instance.to_string(), msg.to_string()));
@@ -323,6 +335,7 @@ pub fn read_logs(dir: &Path, cluster: &str) -> Logs {
         }
     }
     logs.terms.sort_by_key(|t| t.at);
+    logs.observed.sort_by_key(|t| t.at);
     logs.notable.sort();
     logs
 }

@@ -190,6 +190,9 @@ pub struct Recorded {
     pub unparsed_history: Vec<String>,
     pub evidence: Vec<EvidenceRow>,
     pub terms: Vec<Term>,
+    /// `leader observed` lines of every log: a term starts at the earliest of these and its
+    /// `took office` line (a leader may act before it logs taking office).
+    pub observed: Vec<Term>,
     /// Action messages fts-segsim received during the scenario (empty for the real pairs).
     pub deliveries: Vec<Delivery>,
     pub faults: Vec<Fault>,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::history::{replay, transactions, Expect, Millis, Recorded, Timing};
+use super::history::{replay, transactions, Expect, Millis, Recorded, Term, Timing};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Status {
@@ -311,10 +311,20 @@ pub fn no_writes_without_quorum(r: &Recorded, t: &Timing) -> Verdict {
 pub fn no_message_after_deposition(r: &Recorded) -> Verdict {
     let mut bad = Vec::new();
     let mut checked = 0;
+    // Each term starts at its earliest sign in any log.
+    let mut starts: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+    for t in r.terms.iter().chain(&r.observed) {
+        let at = starts.entry((t.epoch, t.instance.as_str())).or_insert(t.at);
+        *at = (*at).min(t.at);
+    }
     for d in &r.deliveries {
-        let Some(sitting) = r
-            .terms
+        let Some(sitting) = starts
             .iter()
+            .map(|(&(epoch, instance), &at)| Term {
+                instance: instance.to_string(),
+                epoch,
+                at,
+            })
             .filter(|t| t.at <= d.at)
             .max_by_key(|t| (t.at, t.epoch))
         else {

@@ -316,6 +316,7 @@ async fn run_one(
     };
     let logs = cluster::read_logs(&opts.logs, db);
     record.terms = logs.terms;
+    record.observed = logs.observed.clone();
     if s.target == Target::Segsim {
         record.deliveries = cluster::read_deliveries(&opts.logs, result.started_at);
     }

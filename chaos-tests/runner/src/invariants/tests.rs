@@ -380,6 +380,20 @@ fn a_message_from_a_deposed_leader_after_the_new_term_fails() {
     r.deliveries.pop();
     r.deliveries.push(delivery(T0 + 4050, "ftsd2", 6));
     assert_eq!(status_of(&r, name), Status::Pass);
+    // A term starts at its first sign: ftsd3 observed as leader before it logs taking office.
+    r.terms.push(Term {
+        instance: "ftsd3".into(),
+        epoch: 12,
+        at: T0 + 6000,
+    });
+    r.deliveries.push(delivery(T0 + 5950, "ftsd3", 6));
+    assert_eq!(status_of(&r, name), Status::Fail);
+    r.observed.push(Term {
+        instance: "ftsd3".into(),
+        epoch: 12,
+        at: T0 + 5900,
+    });
+    assert_eq!(status_of(&r, name), Status::Pass);
     // A message before anyone took office cannot be judged innocent.
     r.deliveries.push(delivery(T0 - 6000, "ftsd3", 6));
     assert_eq!(status_of(&r, name), Status::Fail);
