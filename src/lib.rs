@@ -8,6 +8,7 @@ pub mod chaos;
 pub mod config;
 pub mod core;
 pub mod ctl;
+pub mod daemon;
 pub mod election;
 pub mod engine;
 pub mod error_chain;

@@ -160,7 +160,12 @@ impl ApiState {
             }),
             Mode::Single { .. } => None,
         };
+        let etcd_reconnects = match &self.mode {
+            Mode::Elected { authority, .. } => authority.reconnects.counts().to_vec(),
+            Mode::Single { .. } => Vec::new(),
+        };
         Live {
+            etcd_reconnects,
             is_leader: self.is_leader(),
             epoch: self.own_epoch(),
             paused: self.paused(),

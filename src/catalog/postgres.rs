@@ -180,6 +180,18 @@ const SELECT_CONFIG: &str = "SELECT dbid, content, role::text, preferred_role::t
 const FENCE: &str = "UPDATE fts_epoch SET epoch = $1, instance_id = $2, updated_at = now() \
      WHERE id = 1 AND epoch <= $1";
 
+/// Terminates the sessions of *this* application and role (other than the caller's) that hold
+/// a lock on `fts_epoch`. Only a transaction that has run the fence `UPDATE` and not yet
+/// committed holds one (`RowExclusiveLock`, released at commit or rollback), and outside a
+/// stalled or deposed leader such a transaction lasts milliseconds. The row lock itself is not
+/// listed in `pg_locks` (it lives in the tuple), the table-level lock its holder takes is.
+const TERMINATE_FENCE_HOLDERS: &str = "SELECT l.pid, pg_terminate_backend(l.pid) \
+     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+     WHERE l.locktype = 'relation' AND l.relation = 'fts_epoch'::regclass \
+       AND l.mode = 'RowExclusiveLock' AND l.granted AND l.pid <> pg_backend_pid() \
+       AND a.usename = current_user \
+       AND a.application_name = current_setting('application_name')";
+
 async fn current_epoch(client: &impl tokio_postgres::GenericClient) -> Epoch {
     match client
         .query_one("SELECT epoch FROM fts_epoch WHERE id = 1", &[])
@@ -208,10 +220,31 @@ impl Catalog for PgCatalog {
         .await
     }
 
+    /// A claim that can win (the committed epoch is not newer than ours) first terminates any
+    /// other ftsd session holding the fence lock: a former leader stopped between its fence
+    /// `UPDATE` and `COMMIT` (SIGSTOP, VM stall, half-open connection) would otherwise block
+    /// this claim and every transition for as long as it stays stopped. Its transaction rolls
+    /// back; it wrote nothing. Callers claim only with their own authority established.
     async fn claim_epoch(&self, epoch: Epoch, instance_id: &str) -> Result<(), CatalogError> {
         let instance_id = instance_id.to_string();
         self.with_client(|client| {
             Box::pin(async move {
+                // A plain read never waits for the row lock; it sees the last committed epoch.
+                let committed = current_epoch(&*client).await;
+                if committed > epoch {
+                    return Err(CatalogError::Fenced {
+                        mine: epoch,
+                        current: committed,
+                    });
+                }
+                let ended = client
+                    .query(TERMINATE_FENCE_HOLDERS, &[])
+                    .await
+                    .map_err(|e| unavailable("ending sessions that hold the fence", e))?;
+                for row in &ended {
+                    let pid: i32 = row.get(0);
+                    tracing::warn!(pid, %epoch, "terminated a stalled ftsd session holding the epoch fence");
+                }
                 let n = client
                     .execute(FENCE, &[&epoch.0, &instance_id])
                     .await
@@ -253,6 +286,14 @@ async fn apply_in_tx(client: &mut Client, t: &Transition) -> Result<(), CatalogE
             mine: t.epoch,
             current,
         });
+    }
+    if let Some(delay) = crate::engine::faults::delay_after_fence() {
+        tracing::warn!(
+            ?delay,
+            content = t.content,
+            "fault point: pausing while holding the epoch fence"
+        );
+        tokio::time::sleep(delay).await;
     }
     for u in &t.updates {
         tx.execute(

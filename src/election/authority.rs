@@ -30,6 +30,29 @@ pub struct StepDowns {
     pub shutdown: AtomicU64,
 }
 
+/// etcd streams re-established after a failure, by stream; a healthy connection to a
+/// default-configured etcd opens each once. Shared with the lease keeper's thread.
+#[derive(Debug, Default)]
+pub struct Reconnects {
+    /// Election sessions (lease, Campaign, Observe) that failed and were reopened.
+    pub session: AtomicU64,
+    /// Lease keepalive streams reopened by the keeper.
+    pub keepalive: AtomicU64,
+    /// Pause-key watches reopened.
+    pub pause_watch: AtomicU64,
+}
+
+impl Reconnects {
+    /// (stream, count) pairs for the metrics endpoint.
+    pub fn counts(&self) -> [(&'static str, u64); 3] {
+        [
+            ("session", self.session.load(Ordering::Relaxed)),
+            ("keepalive", self.keepalive.load(Ordering::Relaxed)),
+            ("pause_watch", self.pause_watch.load(Ordering::Relaxed)),
+        ]
+    }
+}
+
 /// A change of office, published for hooks and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfficeEvent {
@@ -55,6 +78,7 @@ pub struct ElectedAuthority {
     /// Woken on taking office so the first cycle starts at once.
     pub wake: Arc<Notify>,
     pub step_downs: StepDowns,
+    pub reconnects: Arc<Reconnects>,
     confirm_timeout: Duration,
     /// Maintenance mode, from the etcd pause key.
     paused: AtomicBool,
@@ -74,6 +98,7 @@ impl ElectedAuthority {
             client: Mutex::new(None),
             fenced: Notify::new(),
             step_downs: StepDowns::default(),
+            reconnects: Arc::default(),
             confirm_timeout,
             paused: AtomicBool::new(false),
             pause_known: AtomicBool::new(false),

@@ -16,14 +16,26 @@ pub const DELAY_BEFORE_APPLY: &str = "FTS_INJECT_DELAY_BEFORE_APPLY";
 
 pub fn delay_before_apply() -> Option<Duration> {
     static VALUE: OnceLock<Option<Duration>> = OnceLock::new();
-    *VALUE.get_or_init(|| {
-        let raw = std::env::var(DELAY_BEFORE_APPLY).ok()?;
-        match humantime::parse_duration(&raw) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                tracing::error!(var = DELAY_BEFORE_APPLY, value = %raw, error = %e, "ignoring bad fault-injection value");
-                None
-            }
+    *VALUE.get_or_init(|| duration_from_env(DELAY_BEFORE_APPLY))
+}
+
+/// `FTS_INJECT_DELAY_AFTER_FENCE=<duration>`: sleep inside every catalog transition, after
+/// the fence `UPDATE` has locked the `fts_epoch` row and before the rest of the transaction:
+/// a leader stopped there holds the fence lock (a stalled former leader).
+pub const DELAY_AFTER_FENCE: &str = "FTS_INJECT_DELAY_AFTER_FENCE";
+
+pub fn delay_after_fence() -> Option<Duration> {
+    static VALUE: OnceLock<Option<Duration>> = OnceLock::new();
+    *VALUE.get_or_init(|| duration_from_env(DELAY_AFTER_FENCE))
+}
+
+fn duration_from_env(var: &'static str) -> Option<Duration> {
+    let raw = std::env::var(var).ok()?;
+    match humantime::parse_duration(&raw) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::error!(var, value = %raw, error = %e, "ignoring bad fault-injection value");
+            None
         }
-    })
+    }
 }
