@@ -7,61 +7,20 @@ mod support;
 use std::time::{Duration, Instant, SystemTime};
 
 use etcd_client::Client;
-use ftsd::election::members::{list, MemberInfo};
 use ftsd::model::{Mode, Role, Status};
 use ftsd::segsim::Fault;
 use ftsd::testkit::etcd::EtcdCluster;
+use support::elected::{catalog_epoch, leaders, members, system, wait_leader, LIMIT};
 use support::{history_text, wait_for, System};
 
 use Mode::NotInSync as N;
 use Role::Primary as P;
 use Status::Up as U;
 
-const LIMIT: Duration = Duration::from_secs(30);
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn system(etcd: &EtcdCluster, ttl: &str) -> System {
-    let mut sys = System::start(2, Duration::from_millis(500)).await;
-    sys.etcd_endpoints = etcd.endpoints();
-    sys.lease_ttl = ttl.into();
-    sys
-}
-
-async fn members(etcd: &EtcdCluster) -> Vec<MemberInfo> {
-    let Ok(mut c) = Client::connect(etcd.endpoints(), None).await else {
-        return Vec::new();
-    };
-    list(&mut c, "/ftsd/test/members/")
-        .await
-        .unwrap_or_default()
-}
-
-async fn leaders(etcd: &EtcdCluster) -> Vec<MemberInfo> {
-    members(etcd)
-        .await
-        .into_iter()
-        .filter(|m| m.role == "leader")
-        .collect()
-}
-
-async fn wait_leader(etcd: &EtcdCluster, not: Option<&str>) -> MemberInfo {
-    wait_for("a leader", LIMIT, || async {
-        let l = leaders(etcd).await;
-        (l.len() == 1 && Some(l[0].instance_id.as_str()) != not).then(|| l[0].clone())
-    })
-    .await
-}
 
 fn index_of(sys: &System, name: &str) -> usize {
     sys.daemons.iter().position(|d| d.name == name).unwrap()
-}
-
-async fn catalog_epoch(sys: &System) -> i64 {
-    let c = sys.pg.client().await.unwrap();
-    c.query_one("SELECT epoch FROM fts_epoch", &[])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,8 @@ pub enum Mode {
     /// Elected through etcd.
     Elected {
         authority: Arc<ElectedAuthority>,
-        etcd: EtcdOptions,
+        /// Boxed: the options are large next to the single-instance variant.
+        etcd: Box<EtcdOptions>,
         /// `etcd.prefix`.
         prefix: String,
         /// Granted lease TTL minus act margin, to derive the keepalive age from act-by.

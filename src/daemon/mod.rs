@@ -146,7 +146,7 @@ async fn run_elected(
         PgCatalog::new(settings::catalog_config(&cfg)),
         crate::api::Mode::Elected {
             authority: authority.clone(),
-            etcd: etcd.clone(),
+            etcd: Box::new(etcd.clone()),
             prefix: cfg.etcd.prefix.clone(),
             act_window: cfg.etcd.lease_ttl.saturating_sub(cfg.etcd.act_margin),
         },

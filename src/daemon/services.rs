@@ -44,7 +44,7 @@ pub async fn start(
     {
         hooks.follow_office(authority.office_events());
         tokio::spawn(crate::election::pause::follow(
-            etcd.clone(),
+            (**etcd).clone(),
             crate::election::keys::pause(prefix, &cfg.cluster),
             authority.clone(),
             pause_tx,

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod elected;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
