@@ -1,13 +1,19 @@
 //! Elected `ftsd` instances under faults of their own making or of their surroundings: a
 //! stalled former leader holding the catalog fence, a default-configured etcd that enforces
-//! its keepalive policy, two instances configured with one `instance_id`. Real etcd, real
+//! its keepalive policy, two instances configured with one `instance_id`, an etcd rebuilt
+//! empty. Real etcd, real
 //! PostgreSQL catalog, `fts-segsim`; the tests run one at a time.
 
 mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use ftsd::model::{Mode, Role, Status};
+use etcd_client::Client;
+use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
+use ftsd::catalog::{Catalog, CatalogError, NoEtcd, Transition};
+use ftsd::core::epoch::{generation, revision};
+use ftsd::core::Rule;
+use ftsd::model::{Epoch, Mode, Role, Status};
 use ftsd::segsim::Fault;
 use ftsd::testkit::etcd::EtcdCluster;
 use support::elected::{catalog_epoch, members, system, wait_leader, wait_members, LIMIT};
@@ -182,4 +188,85 @@ async fn a_second_live_instance_with_the_same_id_refuses_to_start() {
         "{}",
         sys.daemons[again].log_text()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_of_a_rebuilt_etcd_acts_at_once_and_old_epochs_stay_fenced() {
+    let _serial = SERIAL.lock().await;
+    let old_etcd = EtcdCluster::start(1).await.unwrap();
+    // the old etcd's revisions run far above anything the rebuilt one reaches in this test
+    let mut c = Client::connect(old_etcd.endpoints(), None).await.unwrap();
+    for i in 0..300 {
+        c.put("/filler", i.to_string(), None).await.unwrap();
+    }
+    let mut sys = system(&old_etcd, "3s").await;
+    sys.spawn_ftsd("a", &[], "");
+    let old = wait_leader(&old_etcd, None).await;
+    let old_epoch = wait_for("the old leader's epoch recorded", LIMIT, || async {
+        let e = catalog_epoch(&sys).await;
+        (e > 0).then_some(e)
+    })
+    .await;
+    assert_eq!(Some(old_epoch), old.epoch.filter(|e| *e > 300));
+
+    // disaster: etcd is lost with its data; the instances restart against a new, empty one
+    sys.daemons[0].child.kill().unwrap();
+    sys.daemons[0].child.wait().unwrap();
+    drop(old_etcd);
+    let new_etcd = EtcdCluster::start(1).await.unwrap();
+    sys.etcd_endpoints = new_etcd.endpoints();
+    sys.spawn_ftsd("b", &[], "");
+    sys.spawn_ftsd("c", &[], "");
+    wait_leader(&new_etcd, None).await;
+    let elected = Instant::now();
+    let mut c = Client::connect(new_etcd.endpoints(), None).await.unwrap();
+    let key_revision = c
+        .leader("/ftsd/test/leader")
+        .await
+        .unwrap()
+        .kv()
+        .unwrap()
+        .create_revision();
+    assert!(key_revision < 300);
+    let claimed = wait_for("the new leader's epoch recorded", LIMIT, || async {
+        let e = catalog_epoch(&sys).await;
+        (e != old_epoch).then_some(Epoch(e))
+    })
+    .await;
+    // well within one lease TTL (3 s) of taking office
+    assert!(elected.elapsed() < Duration::from_secs(3), "{}", sys.logs());
+    assert_eq!((generation(claimed), revision(claimed)), (1, key_revision));
+    assert!(claimed.0 > old_epoch);
+
+    // the new leader acts, with the new epoch
+    sys.sim.set_fault(2, Fault::Down).await.unwrap();
+    sys.wait_state(4, (Role::Primary, Status::Up, Mode::NotInSync), LIMIT)
+        .await;
+    assert_eq!(sys.evidence().await[0].0, claimed.0);
+
+    // a write or a claim carrying the old etcd's epoch is still rejected
+    let catalog = PgCatalog::new(PgCatalogConfig {
+        url: sys.pg.url(),
+        password: None,
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
+    });
+    let stale = Transition {
+        epoch: Epoch(old_epoch),
+        instance_id: "a".into(),
+        content: 1,
+        rule: Rule::MirrorDown,
+        updates: Vec::new(),
+        evidence: serde_json::json!({}),
+    };
+    assert!(matches!(
+        catalog.apply(&stale).await,
+        Err(CatalogError::Fenced { .. })
+    ));
+    assert!(matches!(
+        catalog.claim_epoch(old_epoch, "a", NoEtcd).await,
+        Err(CatalogError::Fenced { .. })
+    ));
+    assert_eq!(catalog_epoch(&sys).await, claimed.0);
+    assert_eq!(sys.history().await.len(), 2);
 }

@@ -129,7 +129,7 @@ impl ApiState {
     pub fn own_epoch(&self) -> Option<i64> {
         match &self.mode {
             Mode::Single { epoch } => Some(*epoch),
-            Mode::Elected { authority, .. } => authority.office().map(|o| o.epoch.0),
+            Mode::Elected { authority, .. } => authority.office().map(|o| o.epoch().0),
         }
     }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::{schema, Catalog, CatalogError, Transition};
+use super::{schema, Catalog, CatalogError, EtcdRevision, Transition};
+use crate::core::epoch::{compose, generation, plan_claim, ClaimPlan};
 use crate::model::{Epoch, Mode, Role, Segment, SegmentConfig, Status};
 
 /// Connection settings for the SQL catalog.
@@ -192,6 +193,17 @@ const TERMINATE_FENCE_HOLDERS: &str = "SELECT l.pid, pg_terminate_backend(l.pid)
        AND a.usename = current_user \
        AND a.application_name = current_setting('application_name')";
 
+/// etcd's current revision for a claim; an office etcd cannot confirm is retried later.
+async fn etcd_now(etcd: &impl EtcdRevision) -> Result<Option<i64>, CatalogError> {
+    match etcd.current().await {
+        None => Ok(None),
+        Some(Ok(revision)) => Ok(Some(revision)),
+        Some(Err(why)) => Err(CatalogError::Unavailable(format!(
+            "cannot confirm the office in etcd: {why}"
+        ))),
+    }
+}
+
 async fn current_epoch(client: &impl tokio_postgres::GenericClient) -> Epoch {
     match client
         .query_one("SELECT epoch FROM fts_epoch WHERE id = 1", &[])
@@ -225,15 +237,21 @@ impl Catalog for PgCatalog {
     /// `UPDATE` and `COMMIT` (SIGSTOP, VM stall, half-open connection) would otherwise block
     /// this claim and every transition for as long as it stays stopped. Its transaction rolls
     /// back; it wrote nothing. Callers claim only with their own authority established.
-    async fn claim_epoch(&self, epoch: Epoch, instance_id: &str) -> Result<(), CatalogError> {
+    async fn claim_epoch<E: EtcdRevision>(
+        &self,
+        revision: i64,
+        instance_id: &str,
+        etcd: E,
+    ) -> Result<Epoch, CatalogError> {
         let instance_id = instance_id.to_string();
-        self.with_client(|client| {
+        self.with_client(move |client| {
             Box::pin(async move {
                 // A plain read never waits for the row lock; it sees the last committed epoch.
                 let committed = current_epoch(&*client).await;
-                if committed > epoch {
+                let now = etcd_now(&etcd).await?;
+                if let ClaimPlan::Fenced = plan_claim(committed, revision, now) {
                     return Err(CatalogError::Fenced {
-                        mine: epoch,
+                        mine: compose(generation(committed), revision),
                         current: committed,
                     });
                 }
@@ -243,20 +261,35 @@ impl Catalog for PgCatalog {
                     .map_err(|e| unavailable("ending sessions that hold the fence", e))?;
                 for row in &ended {
                     let pid: i32 = row.get(0);
-                    tracing::warn!(pid, %epoch, "terminated a stalled ftsd session holding the epoch fence");
+                    tracing::warn!(pid, revision, "terminated a stalled ftsd session holding the epoch fence");
                 }
-                let n = client
-                    .execute(FENCE, &[&epoch.0, &instance_id])
+                let tx = client
+                    .transaction()
+                    .await
+                    .map_err(|e| unavailable("beginning the claim", e))?;
+                let recorded = tx
+                    .query_one("SELECT epoch FROM fts_epoch WHERE id = 1 FOR UPDATE", &[])
+                    .await
+                    .map(|row| Epoch(row.get(0)))
+                    .map_err(|e| unavailable("locking the epoch fence", e))?;
+                // Asked again with the row locked: no claim can land between answer and ours.
+                let now = etcd_now(&etcd).await?;
+                let ClaimPlan::Claim(epoch) = plan_claim(recorded, revision, now) else {
+                    return Err(CatalogError::Fenced {
+                        mine: compose(generation(recorded), revision),
+                        current: recorded,
+                    });
+                };
+                if generation(epoch) > generation(recorded) {
+                    tracing::warn!(%recorded, %epoch, "the recorded epoch comes from an older etcd (etcd's revision is below it): moving to the next epoch generation");
+                }
+                tx.execute(FENCE, &[&epoch.0, &instance_id])
                     .await
                     .map_err(|e| unavailable("claiming epoch", e))?;
-                if n == 0 {
-                    let current = current_epoch(client).await;
-                    return Err(CatalogError::Fenced {
-                        mine: epoch,
-                        current,
-                    });
-                }
-                Ok(())
+                tx.commit()
+                    .await
+                    .map_err(|e| unavailable("committing the claim", e))?;
+                Ok(epoch)
             })
         })
         .await

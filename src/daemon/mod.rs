@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use crate::catalog::postgres::PgCatalog;
-use crate::catalog::schema;
+use crate::catalog::{schema, NoEtcd};
 use crate::config::Config;
 use crate::election::{run_elector, ElectedAuthority};
 use crate::engine::authority::SINGLE_INSTANCE_EPOCH;
@@ -105,11 +105,14 @@ async fn run_single(
         AbortOnDrop(tokio::spawn(async move {
             let authority = &ctx.authority;
             let holds = || authority.acting_epoch().is_some();
+            // The fixed epoch is revision 1 of generation 0: any elected epoch outranks it.
+            let revision = SINGLE_INSTANCE_EPOCH.0;
             claim::claim(
                 &*catalog,
                 authority,
-                SINGLE_INSTANCE_EPOCH,
+                revision,
                 &ctx.instance_id,
+                NoEtcd,
                 holds,
             )
             .await;
@@ -159,6 +162,7 @@ async fn run_elected(
     let claimer = AbortOnDrop(tokio::spawn(claim::follow_office(
         catalog.clone(),
         authority.clone(),
+        membership.clone(),
         instance_id.clone(),
         authority.office_events(),
     )));

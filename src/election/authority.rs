@@ -13,11 +13,22 @@ use crate::model::Epoch;
 /// The office this instance holds right now.
 #[derive(Debug, Clone)]
 pub struct Leadership {
-    pub epoch: Epoch,
+    /// The leader key's create revision: names this term in etcd.
+    pub revision: i64,
+    /// The epoch the daemon recorded in the catalog for this term (see `core::epoch`); None
+    /// until then, and nothing is written or sent before it is known.
+    pub claimed: Option<Epoch>,
     /// The leader key Campaign created (`<election>/<lease-hex>`).
     pub key: Vec<u8>,
     pub lease_id: i64,
     pub since: std::time::SystemTime,
+}
+
+impl Leadership {
+    /// The recorded epoch, or the term's revision while the claim is pending.
+    pub fn epoch(&self) -> Epoch {
+        self.claimed.unwrap_or(Epoch(self.revision))
+    }
 }
 
 /// Why this instance stopped acting; logged and counted.
@@ -56,7 +67,9 @@ impl Reconnects {
 /// A change of office, published for hooks and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfficeEvent {
-    /// The epoch held now; None when not (or no longer) leading.
+    /// The term held now, as an epoch of generation 0 (its etcd revision; the epoch recorded
+    /// in the catalog differs only after an etcd rebuild); None when not (or no longer)
+    /// leading.
     pub epoch: Option<Epoch>,
     /// The epoch given up, on leaving office.
     pub previous: Option<Epoch>,
@@ -125,7 +138,7 @@ impl ElectedAuthority {
     pub fn take_office(&self, office: Leadership, client: etcd_client::Client, act_by: Instant) {
         *lock(&self.act_by) = Some(act_by);
         *lock(&self.client) = Some(client);
-        let epoch = office.epoch;
+        let epoch = Epoch(office.revision);
         *lock(&self.office) = Some(office);
         self.probing.store(true, Ordering::Relaxed);
         self.wake.notify_one();
@@ -148,7 +161,7 @@ impl ElectedAuthority {
 
     /// Like `leave_office`, naming why (published to office-change followers).
     pub fn leave_office_because(&self, reason: &str) {
-        let previous = lock(&self.office).take().map(|o| o.epoch);
+        let previous = lock(&self.office).take().map(|o| Epoch(o.revision));
         *lock(&self.act_by) = None;
         *lock(&self.client) = None;
         if previous.is_some() {
@@ -164,6 +177,45 @@ impl ElectedAuthority {
         let mut g = lock(&self.act_by);
         if g.is_some() {
             *g = Some(act_by);
+        }
+    }
+
+    /// Records the epoch the catalog holds for the term at `revision`; from now on this
+    /// instance acts with it. Ignored when that term is over.
+    pub fn claimed(&self, revision: i64, epoch: Epoch) -> bool {
+        let mut office = lock(&self.office);
+        match office.as_mut() {
+            Some(o) if o.revision == revision => {
+                o.claimed = Some(epoch);
+                drop(office);
+                self.wake.notify_one();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// etcd's current revision, read by a linearizable txn that also confirms the leader key
+    /// of the term at `revision` is still ours; an error says why it could not be confirmed.
+    pub async fn etcd_revision(&self, revision: i64) -> Result<i64, String> {
+        let office = self
+            .office()
+            .filter(|o| o.revision == revision)
+            .ok_or("no longer in that term")?;
+        let mut client = lock(&self.client).clone().ok_or("no etcd client")?;
+        let txn = Txn::new().when([Compare::create_revision(
+            office.key.clone(),
+            CompareOp::Equal,
+            revision,
+        )]);
+        match tokio::time::timeout(self.confirm_timeout, client.txn(txn)).await {
+            Ok(Ok(resp)) if resp.succeeded() => resp
+                .header()
+                .map(|h| h.revision())
+                .ok_or_else(|| "etcd sent no header".to_string()),
+            Ok(Ok(_)) => Err("our leader key is gone".into()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("timed out after {:?}", self.confirm_timeout)),
         }
     }
 
@@ -189,7 +241,7 @@ impl Authority for Arc<ElectedAuthority> {
         if Instant::now() >= act_by {
             return None;
         }
-        lock(&self.office).as_ref().map(|o| o.epoch)
+        lock(&self.office).as_ref().and_then(|o| o.claimed)
     }
 
     /// Compares the leader key's create revision in etcd (a linearizable txn): the key exists
@@ -199,20 +251,23 @@ impl Authority for Arc<ElectedAuthority> {
         let Some(office) = self.office() else {
             return false;
         };
+        let Some(epoch) = office.claimed else {
+            return false;
+        };
         let Some(mut client) = lock(&self.client).clone() else {
             return false;
         };
         let txn = Txn::new().when([Compare::create_revision(
             office.key.clone(),
             CompareOp::Equal,
-            office.epoch.0,
+            office.revision,
         )]);
         match tokio::time::timeout(self.confirm_timeout, client.txn(txn)).await {
             Ok(Ok(resp)) => {
                 if !resp.succeeded() {
-                    tracing::warn!(epoch = %office.epoch, "leader key no longer ours in etcd");
+                    tracing::warn!(%epoch, "leader key no longer ours in etcd");
                 }
-                resp.succeeded() && self.acting_epoch() == Some(office.epoch)
+                resp.succeeded() && self.acting_epoch() == Some(epoch)
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot confirm leadership in etcd");

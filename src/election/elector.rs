@@ -17,7 +17,6 @@ use super::authority::{ElectedAuthority, Leadership};
 use super::keeper::{self, KeeperHandle, LeaseStatus};
 use super::members::Membership;
 use super::EtcdOptions;
-use crate::model::Epoch;
 
 /// What the elector needs.
 #[derive(Debug, Clone)]
@@ -225,10 +224,11 @@ async fn hold_office(
     act_by: Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Exit {
-    let epoch = Epoch(leader.rev());
+    let epoch = leader.rev();
     authority.take_office(
         Leadership {
-            epoch,
+            revision: epoch,
+            claimed: None,
             key: leader.key().to_vec(),
             lease_id: session.lease_id,
             since: SystemTime::now(),
@@ -238,7 +238,7 @@ async fn hold_office(
     );
     membership.update(|m| {
         m.role = "leader".into();
-        m.epoch = Some(epoch.0);
+        m.epoch = Some(epoch);
         m.leader_since = Some(SystemTime::now());
     });
     if let Err(e) = membership
@@ -247,7 +247,7 @@ async fn hold_office(
     {
         tracing::warn!(error = %e, "cannot update the members list");
     }
-    tracing::info!(%epoch, "took office as leader");
+    tracing::info!(epoch, "took office as leader");
 
     let exit = keep_office(s, authority, session, leader, shutdown).await;
     authority.leave_office_because(match &exit {
@@ -269,7 +269,7 @@ async fn hold_office(
                 .client
                 .resign(Some(ResignOptions::new().with_leader(leader.clone())));
             match bounded("resigning", s.call_timeout(), resign).await {
-                Ok(_) => tracing::info!(%epoch, "resigned leadership"),
+                Ok(_) => tracing::info!(epoch, "resigned leadership"),
                 Err(e) => tracing::warn!(error = %e, "resign failed; the lease will expire"),
             }
         }
