@@ -16,7 +16,7 @@ use ftsd::core::Rule;
 use ftsd::model::{Epoch, Mode, Role, Status};
 use ftsd::segsim::Fault;
 use ftsd::testkit::etcd::EtcdCluster;
-use support::elected::{catalog_epoch, members, system, wait_leader, wait_members, LIMIT};
+use support::elected::{catalog_epoch, leaders, members, system, wait_leader, wait_members, LIMIT};
 use support::{history_text, wait_for};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -269,4 +269,36 @@ async fn a_leader_of_a_rebuilt_etcd_acts_at_once_and_old_epochs_stay_fenced() {
     ));
     assert_eq!(catalog_epoch(&sys).await, claimed.0);
     assert_eq!(sys.history().await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_cycles_keep_failing_hands_office_over() {
+    let _serial = SERIAL.lock().await;
+    let etcd = EtcdCluster::start(1).await.unwrap();
+    let mut sys = system(&etcd, "3s").await;
+    // "a" reaches the catalog's server but not its database: every cycle of "a" fails
+    let url = sys.pg.url();
+    let (server, _db) = url.rsplit_once('/').unwrap();
+    let unreachable = format!("{server}/no_such_database");
+    sys.spawn_ftsd_env("a", &[], "", &[("FTSD_CATALOG_URL", &unreachable)]);
+    assert_eq!(wait_leader(&etcd, None).await.instance_id, "a");
+    sys.spawn_ftsd("b", &[], "");
+    wait_members(&etcd, 2).await;
+
+    // 3 failed cycles (the default), 1 s apart, then "b" takes office and acts
+    let b = wait_leader(&etcd, Some("a")).await;
+    assert_eq!(b.instance_id, "b");
+    assert!(sys.daemons[0]
+        .log_text()
+        .contains("probe cycles keep failing; handing office over to another instance"));
+    sys.sim.set_fault(2, Fault::Down).await.unwrap();
+    sys.wait_state(4, (Role::Primary, Status::Up, Mode::NotInSync), LIMIT)
+        .await;
+    // "b" completes its cycles and keeps office
+    for _ in 0..20 {
+        let l = leaders(&etcd).await;
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].instance_id, "b", "{}", sys.logs());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -261,6 +261,9 @@ pub struct EtcdConfig {
     /// answer pings more frequent than their minimum (etcd's `--grpc-keepalive-min-time`,
     /// default 5s) with GOAWAY `too_many_pings`, tearing down every stream on the connection.
     pub keepalive_interval: Duration,
+    /// A leader whose probe cycles fail this many times in a row (catalog unreachable or
+    /// unreadable) hands office over; 0: never.
+    pub resign_after_failed_cycles: u32,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
     /// From `FTSD_ETCD_PASSWORD`, else from `password_file`.
@@ -279,6 +282,7 @@ impl Default for EtcdConfig {
             act_margin: Duration::from_secs(1),
             dial_timeout: Duration::from_secs(2),
             keepalive_interval: Duration::from_secs(10),
+            resign_after_failed_cycles: 3,
             username: None,
             password_file: None,
             password: None,

@@ -109,6 +109,8 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     within(e.dial_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("etcd.dial_timeout"))?;
     within(e.keepalive_interval, Duration::from_secs(1), MAX_DURATION)
         .map_err(on("etcd.keepalive_interval"))?;
+    count_within(e.resign_after_failed_cycles, 0, 1000)
+        .map_err(on("etcd.resign_after_failed_cycles"))?;
     match (&e.username, &e.password) {
         (Some(_), None) => {
             let problem = "needs a password (etcd.password_file or FTSD_ETCD_PASSWORD)";

@@ -8,11 +8,13 @@
 //! * `claim` — recording the epoch in the catalog, from the elector's office events or for the
 //!   single instance.
 //! * `members` — this instance's members-registry entry and the duplicate `instance_id` check.
+//! * `watchdog` — a leader whose cycles keep failing hands office over.
 
 pub mod claim;
 pub mod members;
 pub mod services;
 pub mod settings;
+pub mod watchdog;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
@@ -158,6 +160,10 @@ async fn run_elected(
     )
     .await?;
     observers.push(Arc::new(members::MemberObserver(membership.clone())));
+    observers.push(Arc::new(watchdog::CycleWatchdog::new(
+        authority.clone(),
+        cfg.etcd.resign_after_failed_cycles,
+    )));
     let catalog = Arc::new(PgCatalog::new(settings::catalog_config(&cfg)));
     let claimer = AbortOnDrop(tokio::spawn(claim::follow_office(
         catalog.clone(),

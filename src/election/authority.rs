@@ -39,6 +39,8 @@ pub struct StepDowns {
     pub fenced: AtomicU64,
     pub key_vanished: AtomicU64,
     pub shutdown: AtomicU64,
+    /// Handed office over because cycles kept failing (see `daemon::watchdog`).
+    pub cycles_failing: AtomicU64,
 }
 
 /// etcd streams re-established after a failure, by stream; a healthy connection to a
@@ -85,6 +87,8 @@ pub struct ElectedAuthority {
     client: Mutex<Option<etcd_client::Client>>,
     /// Woken when the catalog fences us out, so the elector steps down at once.
     pub fenced: Notify,
+    /// Woken when the daemon asks the leader to hand office over (`hand_over`).
+    pub hand_over: Notify,
     /// Probe cycles run while true: in office, or deposed by etcd trouble (observe-only until
     /// another leader is seen).
     probing: AtomicBool,
@@ -110,6 +114,7 @@ impl ElectedAuthority {
             act_by: Mutex::new(None),
             client: Mutex::new(None),
             fenced: Notify::new(),
+            hand_over: Notify::new(),
             step_downs: StepDowns::default(),
             reconnects: Arc::default(),
             confirm_timeout,

@@ -279,6 +279,7 @@ async fn hold_office(
             let counter = match *kind {
                 "act_by_expired" => &authority.step_downs.act_by_expired,
                 "key_vanished" => &authority.step_downs.key_vanished,
+                "cycles_failing" => &authority.step_downs.cycles_failing,
                 _ => &authority.step_downs.lease_lost,
             };
             counter.fetch_add(1, Ordering::Relaxed);
@@ -288,7 +289,7 @@ async fn hold_office(
 }
 
 /// Keeps office until the lease is lost, the act-by deadline passes, the key vanishes, the
-/// catalog fences us out or we shut down.
+/// catalog fences us out, the daemon asks to hand over, or we shut down.
 async fn keep_office(
     s: &ElectorSettings,
     authority: &Arc<ElectedAuthority>,
@@ -332,6 +333,12 @@ async fn keep_office(
             }
             _ = authority.fenced.notified() => {
                 return Exit::StepDown("fenced", "the catalog holds a newer epoch".into());
+            }
+            _ = authority.hand_over.notified() => {
+                return Exit::StepDown(
+                    "cycles_failing",
+                    "probe cycles keep failing; handing office to another instance".into(),
+                );
             }
             _ = shutdown.changed() => return Exit::Shutdown,
         }
