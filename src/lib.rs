@@ -2,9 +2,7 @@
 //! MPP clusters. See README.md for the architecture.
 
 pub mod api;
-pub mod bench;
 pub mod catalog;
-pub mod chaos;
 pub mod config;
 pub mod core;
 pub mod ctl;
@@ -16,6 +14,4 @@ pub mod hooks;
 pub mod metrics;
 pub mod model;
 pub mod pgdriver;
-pub mod segsim;
-pub mod testkit;
 pub mod wire;

@@ -88,10 +88,8 @@ impl Status {
     }
 }
 
-/// Database id of one instance (`dbid int2`).
-pub type Dbid = i16;
-/// Content id of a segment (`content int2`); -1 is the coordinator and its standby.
-pub type ContentId = i16;
+// The ids are defined with the wire types, which spell them in every FTS message.
+pub use fts_wire::{ContentId, Dbid};
 
 /// One row of `gp_segment_configuration`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

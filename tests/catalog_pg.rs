@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use fts_testkit::pg::PgServer;
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::schema::{self, TableAction};
 use ftsd::catalog::{Catalog, CatalogError, NoEtcd, Transition};
 use ftsd::core::{decide_pair, ProbeOutcome, RestartState, Rule};
 use ftsd::model::{Epoch, Mode, Role, Status};
-use ftsd::testkit::pg::PgServer;
 use ftsd::wire::failure::FailureKind;
 
 fn catalog_for(pg: &PgServer) -> PgCatalog {

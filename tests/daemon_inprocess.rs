@@ -6,11 +6,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use fts_segsim::Fault;
+use fts_testkit::etcd::EtcdCluster;
 use ftsd::config::{Config, Overrides};
 use ftsd::daemon::{self, Election};
 use ftsd::model::{Mode, Role, Status};
-use ftsd::segsim::Fault;
-use ftsd::testkit::etcd::EtcdCluster;
 use support::elected::{catalog_epoch, members, system, wait_leader, wait_members, LIMIT};
 use support::{history_text, wait_for, System};
 use tokio::sync::oneshot;

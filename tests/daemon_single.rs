@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
+use fts_segsim::state::{Fault, GarbageVariant};
 use ftsd::model::{Mode, Role, Status};
-use ftsd::segsim::state::{Fault, GarbageVariant};
 use support::{history_text, wait_for, System, PROBE_RETRIES};
 
 use Mode::{InSync as S, NotInSync as N};

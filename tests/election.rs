@@ -7,9 +7,9 @@ mod support;
 use std::time::{Duration, Instant, SystemTime};
 
 use etcd_client::Client;
+use fts_segsim::Fault;
+use fts_testkit::etcd::EtcdCluster;
 use ftsd::model::{Mode, Role, Status};
-use ftsd::segsim::Fault;
-use ftsd::testkit::etcd::EtcdCluster;
 use support::elected::{catalog_epoch, leaders, members, system, wait_leader, LIMIT};
 use support::{history_text, wait_for, System};
 

@@ -9,13 +9,13 @@ mod support;
 use std::time::{Duration, Instant, SystemTime};
 
 use etcd_client::Client;
+use fts_segsim::Fault;
+use fts_testkit::etcd::EtcdCluster;
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::{Catalog, CatalogError, NoEtcd, Transition};
 use ftsd::core::epoch::{generation, revision};
 use ftsd::core::Rule;
 use ftsd::model::{Epoch, Mode, Role, Status};
-use ftsd::segsim::Fault;
-use ftsd::testkit::etcd::EtcdCluster;
 use support::elected::{catalog_epoch, leaders, members, system, wait_leader, wait_members, LIMIT};
 use support::{history_text, wait_for};
 

@@ -5,7 +5,7 @@
 //! error therefore proves the authentication method worked end to end. (Before that it checks
 //! that the database, which defaults to the user name since we send none, exists.)
 
-use ftsd::testkit::pg::{Auth, PgServer};
+use fts_testkit::pg::{Auth, PgServer};
 use ftsd::wire::client::{send_message, Credentials, Target};
 use ftsd::wire::failure::{AttemptError, FailureKind};
 use ftsd::wire::MessageType;

@@ -10,10 +10,10 @@ use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::Client;
+use fts_segsim::Fault;
+use fts_testkit::etcd::EtcdCluster;
 use ftsd::election::members::{list, MemberInfo};
 use ftsd::model::{Mode, Role, Status};
-use ftsd::segsim::Fault;
-use ftsd::testkit::etcd::EtcdCluster;
 use serde_json::Value;
 use support::{wait_for, System};
 

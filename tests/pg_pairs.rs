@@ -11,14 +11,14 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fts_testkit::pg::PgServer;
+use fts_testkit::pgpair::{is_primary, PgPair, PROBE_PASSWORD, PROBE_ROLE};
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::schema;
 use ftsd::engine::SingleInstance;
 use ftsd::engine::{run_cycle, Authority, CycleContext, ProbeSettings, SegmentDriver};
 use ftsd::model::{Epoch, Mode, Role, Segment, Status};
 use ftsd::pgdriver::{PgDriver, PgDriverSettings};
-use ftsd::testkit::pg::PgServer;
-use ftsd::testkit::pgpair::{is_primary, PgPair, PROBE_PASSWORD, PROBE_ROLE};
 use ftsd::wire::MessageType;
 use support::{free_port, history_text, wait_for, Daemon};
 
@@ -42,7 +42,7 @@ impl PgSystem {
             .await
             .unwrap();
         let pair = PgPair::start("seg0").await.expect("pair");
-        ftsd::segsim::catalog::write_catalog(&catalog.url(), &pair.segments(0, 2, 3))
+        fts_segsim::catalog::write_catalog(&catalog.url(), &pair.segments(0, 2, 3))
             .await
             .unwrap();
         PgSystem {

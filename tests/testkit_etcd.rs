@@ -4,7 +4,7 @@
 mod orphan;
 use orphan::alive;
 
-use ftsd::testkit::etcd::EtcdCluster;
+use fts_testkit::etcd::EtcdCluster;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

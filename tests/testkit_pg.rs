@@ -4,7 +4,7 @@
 mod orphan;
 use orphan::alive;
 
-use ftsd::testkit::pg::{Auth, PgServer};
+use fts_testkit::pg::{Auth, PgServer};
 
 fn proc_uid(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use etcd_client::Client;
+use fts_testkit::etcd::EtcdCluster;
 use ftsd::election::members::{list, MemberInfo};
-use ftsd::testkit::etcd::EtcdCluster;
 
 use super::{wait_for, System};
 

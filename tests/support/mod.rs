@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fts_segsim::SimConfig;
+use fts_segsim::Simulator;
+use fts_testkit::pg::PgServer;
 use ftsd::catalog::schema;
 use ftsd::model::{Mode, Role, Segment, Status};
-use ftsd::segsim::SimConfig;
-use ftsd::segsim::Simulator;
-use ftsd::testkit::pg::PgServer;
 
 pub const PROBE_INTERVAL: &str = "1s";
 pub const PROBE_TIMEOUT: &str = "500ms";
@@ -100,7 +100,7 @@ impl System {
         })
         .await
         .expect("segsim");
-        ftsd::segsim::catalog::write_catalog(&pg.url(), &sim.segments())
+        fts_segsim::catalog::write_catalog(&pg.url(), &sim.segments())
             .await
             .expect("write catalog");
         System {

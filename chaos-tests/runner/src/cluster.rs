@@ -1,0 +1,289 @@
+//! The running chaos cluster as the harness sees it from the host: fixed addresses (see
+//! `chaos-tests/docker-compose.yml`), catalog reads, the etcd members registry, fts-segsim's
+//! control API and the ftsd logs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use etcd_client::{Client as Etcd, ConnectOptions, GetOptions};
+use tokio_postgres::{Client, NoTls};
+
+use super::history::{EvidenceRow, HistoryRow, Millis, Row, Term};
+
+pub const CATALOG: &str = "172.28.2.5";
+pub const SEGSIM_CONTROL: &str = "172.28.2.10:7070";
+pub const ETCD_PREFIX: &str = "/ftsd";
+
+/// An etcd member: container name and address on etcdnet.
+pub const ETCD: [(&str, &str); 3] = [
+    ("chaos-etcd1", "172.28.1.11"),
+    ("chaos-etcd2", "172.28.1.12"),
+    ("chaos-etcd3", "172.28.1.13"),
+];
+
+/// An FTS host: container, instance id, etcdnet address, segnet address.
+pub const FTSD: [(&str, &str, &str, &str); 3] = [
+    ("chaos-ftsd1", "ftsd1", "172.28.1.21", "172.28.2.21"),
+    ("chaos-ftsd2", "ftsd2", "172.28.1.22", "172.28.2.22"),
+    ("chaos-ftsd3", "ftsd3", "172.28.1.23", "172.28.2.23"),
+];
+
+/// A container and its address.
+pub type Node = (&'static str, &'static str);
+
+/// A real PostgreSQL pair: content, (primary container, address), (mirror container, address).
+pub const PG_PAIRS: [(i16, Node, Node); 2] = [
+    (
+        0,
+        ("chaos-pg1p", "172.28.2.31"),
+        ("chaos-pg1m", "172.28.2.32"),
+    ),
+    (
+        1,
+        ("chaos-pg2p", "172.28.2.33"),
+        ("chaos-pg2m", "172.28.2.34"),
+    ),
+];
+
+/// The container and address of `dbid` in the pgpairs layout (primary dbid 2+c, mirror dbid
+/// 2+c+pairs, as `fts-chaos` seeds the catalog).
+pub fn pg_container(dbid: i16) -> Option<(&'static str, &'static str)> {
+    let n = PG_PAIRS.len() as i16;
+    PG_PAIRS.iter().find_map(|(content, p, m)| {
+        if dbid == content + 2 {
+            Some(*p)
+        } else if dbid == content + 2 + n {
+            Some(*m)
+        } else {
+            None
+        }
+    })
+}
+
+pub fn ftsd_container(instance: &str) -> Option<&'static str> {
+    FTSD.iter().find(|f| f.1 == instance).map(|f| f.0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("catalog {db}: {message}")]
+    Catalog { db: String, message: String },
+    #[error("etcd: {0}")]
+    Etcd(String),
+}
+
+fn pg_err(db: &str) -> impl Fn(tokio_postgres::Error) -> ClusterError + '_ {
+    move |e| {
+        let mut message = e.to_string();
+        if let Some(s) = std::error::Error::source(&e) {
+            message = format!("{message}: {s}");
+        }
+        ClusterError::Catalog {
+            db: db.to_string(),
+            message,
+        }
+    }
+}
+
+/// A connection to a PostgreSQL server of the cluster (trust authentication, user postgres).
+pub async fn connect(host: &str, db: &str) -> Result<Client, ClusterError> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(host)
+        .port(5432)
+        .user("postgres")
+        .dbname(db)
+        .connect_timeout(Duration::from_secs(2));
+    let (client, conn) = config.connect(NoTls).await.map_err(pg_err(db))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// The catalog's configuration rows (content ≥ 0) and the newest history time, read in one
+/// snapshot, so history after this baseline replays exactly onto these rows.
+pub async fn baseline(db: &str) -> Result<(Vec<Row>, i64), ClusterError> {
+    let mut c = connect(CATALOG, db).await?;
+    let tx = c
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .map_err(pg_err(db))?;
+    let rows = tx
+        .query(
+            "SELECT dbid, content, role::text, status::text, mode::text
+               FROM gp_segment_configuration WHERE content >= 0 ORDER BY dbid",
+            &[],
+        )
+        .await
+        .map_err(pg_err(db))?;
+    let last: i64 = tx
+        .query_one(
+            r#"SELECT coalesce((extract(epoch FROM max("time")) * 1000000)::int8, 0)
+                 FROM gp_configuration_history"#,
+            &[],
+        )
+        .await
+        .map_err(pg_err(db))?
+        .get(0);
+    tx.commit().await.map_err(pg_err(db))?;
+    let ch = |s: String| s.chars().next().unwrap_or('?');
+    Ok((
+        rows.into_iter()
+            .map(|r| Row {
+                dbid: r.get(0),
+                content: r.get(1),
+                role: ch(r.get(2)),
+                status: ch(r.get(3)),
+                mode: ch(r.get(4)),
+            })
+            .collect(),
+        last,
+    ))
+}
+
+/// Current rows (content ≥ 0).
+pub async fn rows(db: &str) -> Result<Vec<Row>, ClusterError> {
+    baseline(db).await.map(|(r, _)| r)
+}
+
+/// History rows newer than `after_us` (parsed; unparsable texts returned separately).
+pub async fn history(
+    db: &str,
+    after_us: i64,
+) -> Result<(Vec<HistoryRow>, Vec<String>), ClusterError> {
+    let c = connect(CATALOG, db).await?;
+    let rows = c
+        .query(
+            r#"SELECT (extract(epoch FROM "time") * 1000000)::int8, dbid, coalesce("desc", '')
+                 FROM gp_configuration_history
+                WHERE (extract(epoch FROM "time") * 1000000)::int8 > $1
+                ORDER BY "time", ctid"#,
+            &[&after_us],
+        )
+        .await
+        .map_err(pg_err(db))?;
+    let mut parsed = Vec::new();
+    let mut unparsed = Vec::new();
+    for r in rows {
+        let (t, dbid, desc): (i64, i16, String) = (r.get(0), r.get(1), r.get(2));
+        match HistoryRow::parse(t, dbid, &desc) {
+            Some(h) => parsed.push(h),
+            None => unparsed.push(format!("dbid {dbid}: {desc}")),
+        }
+    }
+    Ok((parsed, unparsed))
+}
+
+pub async fn evidence(db: &str, after_us: i64) -> Result<Vec<EvidenceRow>, ClusterError> {
+    let c = connect(CATALOG, db).await?;
+    let rows = c
+        .query(
+            r#"SELECT id, (extract(epoch FROM "time") * 1000000)::int8, epoch, instance_id,
+                      content, rule, dbids
+                 FROM fts_evidence
+                WHERE (extract(epoch FROM "time") * 1000000)::int8 > $1 ORDER BY id"#,
+            &[&after_us],
+        )
+        .await
+        .map_err(pg_err(db))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| EvidenceRow {
+            id: r.get(0),
+            time_us: r.get(1),
+            epoch: r.get(2),
+            instance_id: r.get(3),
+            content: r.get(4),
+            rule: r.get(5),
+            dbids: r.get(6),
+        })
+        .collect())
+}
+
+/// The leader of `cluster` per the members registry: (instance id, epoch).
+pub async fn leader(cluster: &str) -> Result<Option<(String, i64)>, ClusterError> {
+    let endpoints: Vec<String> = ETCD
+        .iter()
+        .map(|(_, ip)| format!("http://{ip}:2379"))
+        .collect();
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_timeout(Duration::from_secs(2))
+        .with_require_leader(true);
+    let mut etcd = Etcd::connect(endpoints, Some(options))
+        .await
+        .map_err(|e| ClusterError::Etcd(e.to_string()))?;
+    let prefix = ftsd::election::keys::members_prefix(ETCD_PREFIX, cluster);
+    let resp = etcd
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(|e| ClusterError::Etcd(e.to_string()))?;
+    for kv in resp.kvs() {
+        if let Ok(m) = serde_json::from_slice::<ftsd::election::members::MemberInfo>(kv.value()) {
+            if m.role == "leader" {
+                return Ok(Some((m.instance_id, m.epoch.unwrap_or(0))));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn parse_ts(v: &serde_json::Value) -> Option<Millis> {
+    let t = humantime::parse_rfc3339_weak(v.as_str()?.trim_end_matches('Z')).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64)
+}
+
+fn as_i64(v: &serde_json::Value) -> Option<i64> {
+    v.as_i64().or_else(|| v.as_str()?.parse().ok())
+}
+
+/// What the ftsd logs of one cluster say: terms (took office) and configurations the FTS
+/// hosts refused to start (`chaos-ftsd` writes those).
+#[derive(Debug, Default, Clone)]
+pub struct Logs {
+    pub terms: Vec<Term>,
+    pub rejected: Vec<String>,
+    /// Log lines about fencing and stepping down, kept for the report.
+    pub notable: Vec<(Millis, String, String)>,
+}
+
+/// Reads `<dir>/<host>-<cluster>.log` of every FTS host.
+pub fn read_logs(dir: &Path, cluster: &str) -> Logs {
+    let mut logs = Logs::default();
+    for (_, instance, _, _) in FTSD {
+        let path = dir.join(format!("{instance}-{cluster}.log"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v.get("chaos").is_some() {
+                let err = v.get("error").and_then(|e| e.as_str()).unwrap_or("");
+                logs.rejected.push(format!("{instance}: {}", err.trim()));
+                continue;
+            }
+            let msg = v.get("message").and_then(|m| m.as_str()).unwrap_or("");
+            let at = v.get("timestamp").and_then(parse_ts).unwrap_or(0);
+            if msg == "took office as leader" {
+                if let Some(epoch) = v.get("epoch").and_then(as_i64) {
+                    logs.terms.push(Term {
+                        instance: instance.to_string(),
+                        epoch,
+                        at,
+                    });
+                }
+            } else if msg.contains("fenced") || msg.contains("stepped down") {
+                logs.notable
+                    .push((at, instance.to_string(), msg.to_string()));
+            }
+        }
+    }
+    logs.terms.sort_by_key(|t| t.at);
+    logs.notable.sort();
+    logs
+}

@@ -1,0 +1,489 @@
+//! The checker: each invariant is a pure function of what was recorded (`Recorded`) and
+//! returns a verdict with the evidence for every violation. The unit tests feed each one a
+//! crafted history that violates it, so every check is known to be able to fail.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::history::{replay, transactions, Expect, Millis, Recorded, Timing};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Status {
+    Pass,
+    Fail,
+    /// Nothing in this run could exercise it (e.g. no workload without real pairs).
+    NotApplicable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub name: &'static str,
+    pub status: Status,
+    /// One line per violation (or, for a pass, a short note of what was checked).
+    pub details: Vec<String>,
+}
+
+fn verdict(name: &'static str, checked: usize, violations: Vec<String>) -> Verdict {
+    let status = if !violations.is_empty() {
+        Status::Fail
+    } else if checked == 0 {
+        Status::NotApplicable
+    } else {
+        Status::Pass
+    };
+    let details = if violations.is_empty() {
+        vec![format!("{checked} checked")]
+    } else {
+        violations
+    };
+    Verdict {
+        name,
+        status,
+        details,
+    }
+}
+
+fn ts(us: i64) -> String {
+    let ms = us.div_euclid(1000);
+    let secs = ms.div_euclid(1000);
+    format!(
+        "{}.{:03}",
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64)
+        ),
+        ms.rem_euclid(1000)
+    )
+}
+
+/// Every per-scenario check, in report order. `acknowledged_writes_survive` is judged once
+/// for the whole run, since the workload spans every scenario.
+pub fn check_all(r: &Recorded, t: &Timing) -> Vec<Verdict> {
+    vec![
+        one_leader_per_epoch(r),
+        one_primary_per_content(r),
+        no_out_of_sync_promotion(r),
+        history_and_evidence(r),
+        no_writes_without_quorum(r, t),
+        failures_acted_on_in_time(r, t),
+        one_promotion_per_fault(r),
+    ]
+}
+
+/// At most one leader's transitions accepted per epoch, none from a stale epoch, and each from
+/// an instance that took office with that epoch (per its log).
+pub fn one_leader_per_epoch(r: &Recorded) -> Verdict {
+    let mut bad = Vec::new();
+    let mut by_epoch: BTreeMap<i64, BTreeSet<&str>> = BTreeMap::new();
+    let mut ev: Vec<_> = r.evidence.iter().collect();
+    ev.sort_by_key(|e| e.id);
+    let mut highest = i64::MIN;
+    for e in &ev {
+        by_epoch.entry(e.epoch).or_default().insert(&e.instance_id);
+        if e.epoch < highest {
+            bad.push(format!(
+                "evidence {} (content {}, {}) by {} carries epoch {} after epoch {} was accepted: stale epoch",
+                e.id, e.content, ts(e.time_us), e.instance_id, e.epoch, highest
+            ));
+        }
+        highest = highest.max(e.epoch);
+        if !r.terms.is_empty()
+            && !r
+                .terms
+                .iter()
+                .any(|t| t.epoch == e.epoch && t.instance == e.instance_id)
+        {
+            bad.push(format!(
+                "evidence {} by {} carries epoch {}, but no ftsd log shows {} taking office with it",
+                e.id, e.instance_id, e.epoch, e.instance_id
+            ));
+        }
+    }
+    for (epoch, who) in &by_epoch {
+        if who.len() > 1 {
+            bad.push(format!(
+                "epoch {epoch}: transitions accepted from {} instances: {}",
+                who.len(),
+                who.iter().copied().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    let mut term_epochs: BTreeMap<i64, BTreeSet<&str>> = BTreeMap::new();
+    for t in &r.terms {
+        term_epochs.entry(t.epoch).or_default().insert(&t.instance);
+    }
+    for (epoch, who) in term_epochs {
+        if who.len() > 1 {
+            bad.push(format!(
+                "epoch {epoch}: {} instances took office with it: {}",
+                who.len(),
+                who.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    verdict(
+        "at most one leader per epoch, no stale epoch",
+        ev.len(),
+        bad,
+    )
+}
+
+/// At most one primary per content after every catalog transaction, and at most one live
+/// segment acting as primary per content in every sample of the segments themselves.
+pub fn one_primary_per_content(r: &Recorded) -> Verdict {
+    let mut bad = Vec::new();
+    let (_, mut states) = replay(&r.initial, &r.history);
+    states.insert(0, (0, r.initial.clone()));
+    for (time_us, rows) in &states {
+        let mut per: BTreeMap<i16, Vec<i16>> = BTreeMap::new();
+        for row in rows.iter().filter(|x| x.role == 'p') {
+            per.entry(row.content).or_default().push(row.dbid);
+        }
+        for (content, dbids) in per {
+            if dbids.len() > 1 {
+                bad.push(format!(
+                    "catalog after transaction at {}: content {content} has primaries {dbids:?}",
+                    ts(*time_us)
+                ));
+            }
+        }
+    }
+    for s in &r.acting {
+        let mut per: BTreeMap<i16, Vec<i16>> = BTreeMap::new();
+        for (content, dbid) in &s.primaries {
+            per.entry(*content).or_default().push(*dbid);
+        }
+        for (content, dbids) in per {
+            if dbids.len() > 1 {
+                bad.push(format!(
+                    "segments at {}: content {content} has live primaries {dbids:?}",
+                    ts(s.at * 1000)
+                ));
+            }
+        }
+    }
+    verdict(
+        "at most one primary per content",
+        states.len() + r.acting.len(),
+        bad,
+    )
+}
+
+/// A mirror is promoted only if the catalog had it up and in sync just before.
+pub fn no_out_of_sync_promotion(r: &Recorded) -> Verdict {
+    let (promotions, _) = replay(&r.initial, &r.history);
+    let bad = promotions
+        .iter()
+        .filter(|p| p.before.mode != 's' || p.before.status != 'u')
+        .map(|p| {
+            format!(
+                "{}: dbid {} (content {}) promoted while {}/{} (status/mode) — not an in-sync mirror",
+                ts(p.time_us),
+                p.dbid,
+                p.content,
+                p.before.status,
+                p.before.mode
+            )
+        })
+        .collect();
+    verdict(
+        "no promotion of a mirror that was not in sync",
+        promotions.len(),
+        bad,
+    )
+}
+
+/// Every transition (history rows of one transaction) has exactly one evidence row with an
+/// epoch, an instance and the same dbids, and every evidence row has its history rows, except
+/// a refusal (empty dbids), which must have none.
+pub fn history_and_evidence(r: &Recorded) -> Verdict {
+    let mut bad: Vec<String> = r
+        .unparsed_history
+        .iter()
+        .map(|d| format!("history row not in the in-core FTS format: {d:?}"))
+        .collect();
+    let txs = transactions(&r.history);
+    for tx in &txs {
+        let dbids: BTreeSet<i16> = tx.iter().map(|h| h.dbid).collect();
+        let matching: Vec<_> = r
+            .evidence
+            .iter()
+            .filter(|e| e.time_us == tx[0].time_us)
+            .collect();
+        match matching.as_slice() {
+            [e] => {
+                let ev: BTreeSet<i16> = e.dbids.iter().copied().collect();
+                if ev != dbids {
+                    bad.push(format!(
+                        "transition at {}: history dbids {dbids:?}, evidence {} names {ev:?}",
+                        ts(tx[0].time_us),
+                        e.id
+                    ));
+                }
+                if e.epoch <= 0 || e.instance_id.is_empty() {
+                    bad.push(format!(
+                        "evidence {} has no epoch/instance ({} / {:?})",
+                        e.id, e.epoch, e.instance_id
+                    ));
+                }
+            }
+            [] => bad.push(format!(
+                "transition at {} (dbids {dbids:?}) has no evidence row",
+                ts(tx[0].time_us)
+            )),
+            many => bad.push(format!(
+                "transition at {} has {} evidence rows",
+                ts(tx[0].time_us),
+                many.len()
+            )),
+        }
+        let mut seen = BTreeSet::new();
+        for h in tx {
+            if !seen.insert(h.dbid) {
+                bad.push(format!(
+                    "transition at {}: dbid {} has more than one history row",
+                    ts(h.time_us),
+                    h.dbid
+                ));
+            }
+        }
+    }
+    for e in &r.evidence {
+        let has_history = txs.iter().any(|tx| tx[0].time_us == e.time_us);
+        // A refused failover (rule double_fault, data-loss guard) is recorded with empty dbids
+        // and changes no row: it must have no history rows, and needs none.
+        if e.dbids.is_empty() {
+            if has_history {
+                bad.push(format!(
+                    "evidence {} ({}) records a refusal (no dbids) but history rows share its transaction",
+                    e.id,
+                    ts(e.time_us)
+                ));
+            }
+            continue;
+        }
+        if !has_history {
+            bad.push(format!(
+                "evidence {} ({}, content {}) has no history rows",
+                e.id,
+                ts(e.time_us),
+                e.content
+            ));
+        }
+    }
+    verdict(
+        "every transition has one history row per changed row and one evidence row",
+        txs.len(),
+        bad,
+    )
+}
+
+/// Nothing is written to the catalog while etcd has no quorum, once a leader's act-by deadline
+/// (at most lease TTL − act margin after its last acknowledged keepalive) has passed.
+pub fn no_writes_without_quorum(r: &Recorded, t: &Timing) -> Verdict {
+    let grace = t.lease_ttl_ms - t.act_margin_ms;
+    let mut bad = Vec::new();
+    for q in &r.quorum_losses {
+        let from = q.from + grace;
+        for e in &r.evidence {
+            let at = e.time_us.div_euclid(1000);
+            if at >= from && at <= q.to {
+                bad.push(format!(
+                    "evidence {} (content {}, by {} epoch {}) written at {} while etcd had no quorum ({} .. {}, act-by grace {grace} ms)",
+                    e.id, e.content, e.instance_id, e.epoch, ts(e.time_us), ts(q.from * 1000), ts(q.to * 1000)
+                ));
+            }
+        }
+    }
+    verdict(
+        "zero catalog writes while etcd has no quorum",
+        r.quorum_losses.len(),
+        bad,
+    )
+}
+
+/// Every write acknowledged while its pair was in sync is on the primary at the end.
+pub fn acknowledged_writes_survive(r: &Recorded) -> Verdict {
+    let Some(survivors) = &r.survivors else {
+        return verdict("no acknowledged write lost on in-sync pairs", 0, Vec::new());
+    };
+    let mut bad = Vec::new();
+    let mut checked = 0;
+    for content in r.acks.iter().map(|a| a.content).collect::<BTreeSet<_>>() {
+        let found: BTreeSet<i64> = survivors
+            .iter()
+            .filter(|s| s.content == content)
+            .flat_map(|s| s.seqs.iter().copied())
+            .collect();
+        let lost: Vec<_> = r
+            .acks
+            .iter()
+            .filter(|a| a.content == content && a.in_sync)
+            .inspect(|_| checked += 1)
+            .filter(|a| !found.contains(&a.seq))
+            .collect();
+        if !lost.is_empty() {
+            bad.push(format!(
+                "content {content}: {} acknowledged writes lost, e.g. seq {} acked at {} via dbid {}",
+                lost.len(),
+                lost[0].seq,
+                ts(lost[0].at * 1000),
+                lost[0].dbid
+            ));
+        }
+    }
+    verdict("no acknowledged write lost on in-sync pairs", checked, bad)
+}
+
+fn first_promotion_after(r: &Recorded, content: i16, after: Millis) -> Option<Millis> {
+    let (promotions, _) = replay(&r.initial, &r.history);
+    promotions
+        .iter()
+        .filter(|p| p.content == content && p.time_us.div_euclid(1000) >= after)
+        .map(|p| p.time_us.div_euclid(1000))
+        .min()
+}
+
+/// Each injected failure is acted on as expected: a promotion (when allowed) within the
+/// bound plus slack, a mirror marked down, or no transition while none is allowed.
+pub fn failures_acted_on_in_time(r: &Recorded, t: &Timing) -> Verdict {
+    let mut bad = Vec::new();
+    let mut checked = 0;
+    let (promotions, _) = replay(&r.initial, &r.history);
+    for f in &r.faults {
+        match &f.expect {
+            Expect::Promotion {
+                content,
+                not_before,
+                bound_ms,
+            } => {
+                checked += 1;
+                let early = promotions.iter().find(|p| {
+                    p.content == *content
+                        && p.time_us.div_euclid(1000) >= f.at
+                        && p.time_us.div_euclid(1000) < *not_before
+                });
+                if let Some(p) = early {
+                    bad.push(format!(
+                        "{}: content {content} promoted at {}, before it was allowed ({})",
+                        f.what,
+                        ts(p.time_us),
+                        ts(*not_before * 1000)
+                    ));
+                }
+                let limit = bound_ms + t.slack_ms;
+                match first_promotion_after(r, *content, *not_before) {
+                    Some(at) if at - not_before <= limit => {}
+                    Some(at) => bad.push(format!(
+                        "{}: content {content} promoted {} ms after it was allowed, bound {bound_ms} ms + slack {} ms",
+                        f.what,
+                        at - not_before,
+                        t.slack_ms
+                    )),
+                    None => bad.push(format!(
+                        "{}: content {content} never promoted (bound {bound_ms} ms + slack {} ms)",
+                        f.what, t.slack_ms
+                    )),
+                }
+            }
+            Expect::MirrorDown { content, bound_ms } => {
+                checked += 1;
+                let (_, states) = replay(&r.initial, &r.history);
+                let marked = states.iter().find(|(time_us, rows)| {
+                    time_us.div_euclid(1000) >= f.at
+                        && rows
+                            .iter()
+                            .any(|x| x.content == *content && x.role == 'm' && x.status == 'd')
+                });
+                match marked {
+                    Some((time_us, _)) if time_us.div_euclid(1000) - f.at <= bound_ms + t.slack_ms => {}
+                    Some((time_us, _)) => bad.push(format!(
+                        "{}: mirror of content {content} marked down {} ms after the fault, bound {bound_ms} ms + slack {} ms",
+                        f.what,
+                        time_us.div_euclid(1000) - f.at,
+                        t.slack_ms
+                    )),
+                    None => bad.push(format!(
+                        "{}: mirror of content {content} never marked down",
+                        f.what
+                    )),
+                }
+                if let Some(p) = promotions.iter().find(|p| {
+                    p.content == *content
+                        && p.time_us.div_euclid(1000) >= f.at
+                        && f.healed_at.is_none_or(|h| p.time_us.div_euclid(1000) <= h)
+                }) {
+                    bad.push(format!(
+                        "{}: content {content} promoted at {} although only its mirror failed",
+                        f.what,
+                        ts(p.time_us)
+                    ));
+                }
+            }
+            Expect::NoTransition { content, until } => {
+                checked += 1;
+                for h in r.history.iter().filter(|h| {
+                    h.content == *content && h.time_ms() >= f.at && h.time_ms() <= *until
+                }) {
+                    bad.push(format!(
+                        "{}: content {content} changed at {} ({}) although no transition was allowed until {}",
+                        f.what,
+                        ts(h.time_us),
+                        h.desc,
+                        ts(*until * 1000)
+                    ));
+                }
+            }
+            Expect::Nothing => {}
+        }
+    }
+    verdict(
+        "every injected failure acted on as expected within its bound",
+        checked,
+        bad,
+    )
+}
+
+/// No content is promoted more than once per fault: between a fault and the next fault on the
+/// same content (or the end of the record), at most one promotion of that content.
+pub fn one_promotion_per_fault(r: &Recorded) -> Verdict {
+    let (promotions, _) = replay(&r.initial, &r.history);
+    let mut bad = Vec::new();
+    let mut faults: Vec<_> = r.faults.iter().collect();
+    faults.sort_by_key(|f| f.at);
+    let mut checked = 0;
+    for (i, f) in faults.iter().enumerate() {
+        let Some(content) = f.content else {
+            continue;
+        };
+        checked += 1;
+        let end = faults[i + 1..]
+            .iter()
+            .find(|g| g.content == Some(content))
+            .map(|g| g.at)
+            .unwrap_or(Millis::MAX);
+        let n: Vec<_> = promotions
+            .iter()
+            .filter(|p| {
+                p.content == content
+                    && p.time_us.div_euclid(1000) >= f.at
+                    && p.time_us.div_euclid(1000) < end
+            })
+            .collect();
+        if n.len() > 1 {
+            bad.push(format!(
+                "{}: content {content} promoted {} times ({})",
+                f.what,
+                n.len(),
+                n.iter()
+                    .map(|p| format!("dbid {} at {}", p.dbid, ts(p.time_us)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    verdict("no content promoted more than once per fault", checked, bad)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,354 @@
+//! Each invariant against a clean history (passes) and a crafted violation (fails).
+
+use super::*;
+use crate::history::{
+    Ack, ActingSample, EvidenceRow, Fault, HistoryRow, QuorumLoss, Row, Survivors, Term,
+};
+
+const T0: i64 = 1_700_000_000_000; // ms
+
+fn timing() -> Timing {
+    Timing {
+        lease_ttl_ms: 3000,
+        act_margin_ms: 500,
+        detect_ms: 3000,
+        slack_ms: 2000,
+    }
+}
+
+fn row(dbid: i16, content: i16, role: char, status: char, mode: char) -> Row {
+    Row {
+        dbid,
+        content,
+        role,
+        status,
+        mode,
+    }
+}
+
+fn hist(at_ms: i64, dbid: i16, content: i16, r: char, s: char, m: char) -> HistoryRow {
+    HistoryRow::parse(
+        at_ms * 1000,
+        dbid,
+        &format!("FTS: update role, status, and mode for dbid {dbid} with contentid {content} to {r}, {s}, and {m}"),
+    )
+    .unwrap()
+}
+
+fn ev(id: i64, at_ms: i64, epoch: i64, who: &str, content: i16, dbids: &[i16]) -> EvidenceRow {
+    EvidenceRow {
+        id,
+        time_us: at_ms * 1000,
+        epoch,
+        instance_id: who.into(),
+        content,
+        rule: "failover".into(),
+        dbids: dbids.to_vec(),
+    }
+}
+
+fn fault(at: i64, content: i16, expect: Expect) -> Fault {
+    Fault {
+        scenario: "test".into(),
+        what: format!("fault at {at}"),
+        content: Some(content),
+        at,
+        healed_at: None,
+        expect,
+    }
+}
+
+/// One pair (primary 2, mirror 6, content 0), primary failed at T0 and promoted at T0+2s by
+/// ftsd1 in epoch 10: a history every invariant accepts.
+fn clean() -> Recorded {
+    Recorded {
+        initial: vec![row(2, 0, 'p', 'u', 's'), row(6, 0, 'm', 'u', 's')],
+        history: vec![
+            hist(T0 + 2000, 2, 0, 'm', 'd', 'n'),
+            hist(T0 + 2000, 6, 0, 'p', 'u', 'n'),
+        ],
+        evidence: vec![ev(1, T0 + 2000, 10, "ftsd1", 0, &[2, 6])],
+        terms: vec![Term {
+            instance: "ftsd1".into(),
+            epoch: 10,
+            at: T0 - 5000,
+        }],
+        faults: vec![fault(
+            T0,
+            0,
+            Expect::Promotion {
+                content: 0,
+                not_before: T0,
+                bound_ms: 3000,
+            },
+        )],
+        acks: vec![Ack {
+            content: 0,
+            seq: 1,
+            at: T0 - 100,
+            dbid: 2,
+            in_sync: true,
+        }],
+        survivors: Some(vec![Survivors {
+            content: 0,
+            seqs: vec![1],
+        }]),
+        ..Recorded::default()
+    }
+}
+
+fn status_of(r: &Recorded, name_part: &str) -> Status {
+    check_all(r, &timing())
+        .into_iter()
+        .find(|v| v.name.contains(name_part))
+        .unwrap()
+        .status
+}
+
+#[test]
+fn a_clean_failover_passes_every_invariant() {
+    for v in check_all(&clean(), &timing()) {
+        assert_ne!(v.status, Status::Fail, "{}: {:?}", v.name, v.details);
+    }
+}
+
+#[test]
+fn two_instances_in_one_epoch_fail() {
+    let mut r = clean();
+    r.evidence.push(ev(2, T0 + 9000, 10, "ftsd2", 0, &[6, 2]));
+    r.history.push(hist(T0 + 9000, 6, 0, 'p', 'u', 's'));
+    r.history.push(hist(T0 + 9000, 2, 0, 'm', 'u', 's'));
+    let v = one_leader_per_epoch(&r);
+    assert_eq!(v.status, Status::Fail);
+    assert!(v.details.iter().any(|d| d.contains("2 instances")), "{v:?}");
+}
+
+#[test]
+fn a_stale_epoch_after_a_newer_one_fails() {
+    let mut r = clean();
+    r.terms.push(Term {
+        instance: "ftsd2".into(),
+        epoch: 12,
+        at: T0,
+    });
+    r.evidence[0].epoch = 12;
+    r.evidence[0].instance_id = "ftsd2".into();
+    r.evidence.push(ev(2, T0 + 9000, 10, "ftsd1", 0, &[6, 2]));
+    let v = one_leader_per_epoch(&r);
+    assert_eq!(v.status, Status::Fail);
+    assert!(v.details.iter().any(|d| d.contains("stale epoch")), "{v:?}");
+}
+
+#[test]
+fn a_transition_by_an_instance_that_never_took_office_fails() {
+    let mut r = clean();
+    r.evidence[0].instance_id = "ftsd3".into();
+    assert_eq!(one_leader_per_epoch(&r).status, Status::Fail);
+}
+
+#[test]
+fn two_primaries_in_the_catalog_fail() {
+    let mut r = clean();
+    // The mirror is promoted but the old primary is left as primary.
+    r.history.remove(0);
+    r.evidence[0].dbids = vec![6];
+    let v = one_primary_per_content(&r);
+    assert_eq!(v.status, Status::Fail, "{v:?}");
+    assert_eq!(history_and_evidence(&r).status, Status::Pass);
+}
+
+#[test]
+fn two_live_acting_primaries_fail() {
+    let mut r = clean();
+    r.acting.push(ActingSample {
+        at: T0 + 100,
+        primaries: vec![(0, 2), (0, 6), (1, 3)],
+    });
+    assert_eq!(one_primary_per_content(&r).status, Status::Fail);
+}
+
+#[test]
+fn promoting_an_out_of_sync_mirror_fails() {
+    let mut r = clean();
+    r.initial[1].mode = 'n';
+    r.initial[0].mode = 'n';
+    assert_eq!(status_of(&r, "not in sync"), Status::Fail);
+    let mut r = clean();
+    r.initial[1].status = 'd';
+    assert_eq!(no_out_of_sync_promotion(&r).status, Status::Fail);
+}
+
+#[test]
+fn missing_or_mismatched_evidence_fails() {
+    let mut r = clean();
+    r.evidence.clear();
+    assert_eq!(history_and_evidence(&r).status, Status::Fail);
+    let mut r = clean();
+    r.evidence[0].dbids = vec![2];
+    assert_eq!(history_and_evidence(&r).status, Status::Fail);
+    let mut r = clean();
+    r.evidence.push(ev(2, T0 + 2000, 10, "ftsd1", 0, &[2, 6]));
+    assert_eq!(history_and_evidence(&r).status, Status::Fail);
+    let mut r = clean();
+    r.evidence.push(ev(2, T0 + 5000, 10, "ftsd1", 1, &[3, 7]));
+    assert_eq!(history_and_evidence(&r).status, Status::Fail);
+    let mut r = clean();
+    r.history.push(hist(T0 + 2000, 6, 0, 'p', 'u', 'n'));
+    assert_eq!(history_and_evidence(&r).status, Status::Fail);
+    let mut r = clean();
+    r.unparsed_history.push("something else".into());
+    assert_eq!(history_and_evidence(&r).status, Status::Fail);
+}
+
+#[test]
+fn a_refused_failover_needs_evidence_without_history() {
+    let mut r = clean();
+    let mut refusal = ev(2, T0 + 7000, 10, "ftsd1", 1, &[]);
+    refusal.rule = "double_fault".into();
+    r.evidence.push(refusal.clone());
+    assert_eq!(history_and_evidence(&r).status, Status::Pass);
+    // ... but a refusal that shares a transaction with row changes is inconsistent.
+    refusal.id = 3;
+    refusal.time_us = r.evidence[0].time_us;
+    r.evidence.push(refusal);
+    assert_eq!(history_and_evidence(&r).status, Status::Fail);
+}
+
+#[test]
+fn a_write_while_etcd_has_no_quorum_fails() {
+    let mut r = clean();
+    // Quorum lost 10 s before the write and restored after it.
+    r.quorum_losses.push(QuorumLoss {
+        from: T0 - 8000,
+        to: T0 + 4000,
+    });
+    assert_eq!(no_writes_without_quorum(&r, &timing()).status, Status::Fail);
+    // Within the act-by grace (TTL − margin) of the loss it is allowed.
+    r.quorum_losses[0].from = T0;
+    assert_eq!(no_writes_without_quorum(&r, &timing()).status, Status::Pass);
+}
+
+#[test]
+fn a_lost_acknowledged_write_fails() {
+    let mut r = clean();
+    r.survivors = Some(vec![Survivors {
+        content: 0,
+        seqs: vec![],
+    }]);
+    assert_eq!(acknowledged_writes_survive(&r).status, Status::Fail);
+    // A write acknowledged while the pair was not in sync is not promised.
+    r.acks[0].in_sync = false;
+    assert_eq!(
+        acknowledged_writes_survive(&r).status,
+        Status::NotApplicable
+    );
+}
+
+#[test]
+fn a_missing_or_late_promotion_fails() {
+    let mut r = clean();
+    r.history.clear();
+    r.evidence.clear();
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Fail
+    );
+    let mut r = clean();
+    r.faults[0].expect = Expect::Promotion {
+        content: 0,
+        not_before: T0,
+        bound_ms: 10,
+    };
+    r.faults[0].at = T0 - 10_000;
+    // promoted 2 s after not_before, bound 10 ms + slack 2000 ms: 2000 <= 2010 passes
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Pass
+    );
+    r.history.iter_mut().for_each(|h| h.time_us += 1_000_000);
+    r.evidence[0].time_us += 1_000_000;
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Fail
+    );
+}
+
+#[test]
+fn a_promotion_before_it_is_allowed_fails() {
+    let mut r = clean();
+    r.faults[0].expect = Expect::Promotion {
+        content: 0,
+        not_before: T0 + 5000,
+        bound_ms: 3000,
+    };
+    let v = failures_acted_on_in_time(&r, &timing());
+    assert_eq!(v.status, Status::Fail);
+    assert!(
+        v.details
+            .iter()
+            .any(|d| d.contains("before it was allowed")),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn mirror_failures_must_mark_the_mirror_down_and_not_promote() {
+    let mut r = clean();
+    r.faults[0].expect = Expect::MirrorDown {
+        content: 0,
+        bound_ms: 5000,
+    };
+    // The clean history promotes: wrong for a mirror failure.
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Fail
+    );
+    r.history = vec![
+        hist(T0 + 4000, 6, 0, 'm', 'd', 'n'),
+        hist(T0 + 4000, 2, 0, 'p', 'u', 'n'),
+    ];
+    r.evidence = vec![ev(1, T0 + 4000, 10, "ftsd1", 0, &[2, 6])];
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Pass
+    );
+    r.history.clear();
+    r.evidence.clear();
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Fail
+    );
+}
+
+#[test]
+fn a_transition_where_none_is_allowed_fails() {
+    let mut r = clean();
+    r.faults[0].expect = Expect::NoTransition {
+        content: 0,
+        until: T0 + 5000,
+    };
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Fail
+    );
+    r.faults[0].expect = Expect::NoTransition {
+        content: 0,
+        until: T0 + 1000,
+    };
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Pass
+    );
+}
+
+#[test]
+fn promoting_twice_for_one_fault_fails() {
+    let mut r = clean();
+    r.history.push(hist(T0 + 6000, 6, 0, 'm', 'd', 'n'));
+    r.history.push(hist(T0 + 6000, 2, 0, 'p', 'u', 'n'));
+    r.evidence.push(ev(2, T0 + 6000, 10, "ftsd1", 0, &[2, 6]));
+    assert_eq!(one_promotion_per_fault(&r).status, Status::Fail);
+    // A second fault on the content in between makes the second promotion its own.
+    r.faults.push(fault(T0 + 5000, 0, Expect::Nothing));
+    assert_eq!(one_promotion_per_fault(&r).status, Status::Pass);
+}

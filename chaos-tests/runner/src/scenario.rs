@@ -1,0 +1,530 @@
+//! The fault scenarios. Each injects its faults at seeded random moments, records them with
+//! what they must lead to (`Expect`), and waits long enough for the outcome; the checker then
+//! judges the record. Any step that cannot be carried out is an error: a fault that was not
+//! injected is a failure of the run, never a pass.
+
+use fts_segsim::Fault as SimFault;
+use std::time::Duration;
+
+use super::cluster::{self, pg_container, ETCD, PG_PAIRS};
+use super::docker::{self, ETCDNET, SEGNET};
+use super::harness::{fail, sleep_ms, Harness, Result};
+use super::history::{now_ms, Expect, QuorumLoss};
+
+/// Which ftsd cluster a scenario exercises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// fts-segsim pairs, FTS wire protocol (catalog database `segsim`).
+    Segsim,
+    /// Real PostgreSQL primary/standby pairs, PostgreSQL driver (catalog database `pgpairs`).
+    PgPairs,
+}
+
+impl Target {
+    pub fn db(self) -> &'static str {
+        match self {
+            Target::Segsim => "segsim",
+            Target::PgPairs => "pgpairs",
+        }
+    }
+}
+
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub target: Target,
+    /// Part of the short (CI) mode.
+    pub short: bool,
+}
+
+pub const ALL: &[Scenario] = &[
+    Scenario { name: "kill-primary", about: "a primary dies (connection refused, like kill -9); its in-sync mirror must be promoted within the detection bound", target: Target::Segsim, short: true },
+    Scenario { name: "kill-mirror", about: "a mirror dies; it must be marked down (after the mirror-down grace) and nothing promoted", target: Target::Segsim, short: false },
+    Scenario { name: "kill-leader", about: "kill -9 the ftsd leader's host, then a primary dies: a follower takes over and promotes", target: Target::Segsim, short: true },
+    Scenario { name: "pause-leader", about: "docker pause the leader past its lease; a primary dies; a follower promotes; the unpaused old leader must not write", target: Target::Segsim, short: true },
+    Scenario { name: "partition-leader", about: "disconnect the leader from the segment network (not from etcd); a primary dies; promotion after the leader is reconnected at the latest", target: Target::Segsim, short: false },
+    Scenario { name: "isolate-etcd-member", about: "cut one etcd member off; a primary dies; promotion within lease TTL + detection", target: Target::Segsim, short: false },
+    Scenario { name: "quorum-loss-failover", about: "kill two of three etcd members, then a primary dies: nothing may be written until quorum is back, then the promotion follows", target: Target::Segsim, short: true },
+    Scenario { name: "catalog-down-failover", about: "a primary dies and the catalog is killed during detection; promotion after the catalog is back", target: Target::Segsim, short: false },
+    Scenario { name: "double-fault", about: "primary and mirror of one content die together: at most one catalog flip, never two primaries", target: Target::Segsim, short: true },
+    Scenario { name: "flapping-segment", about: "a primary flaps (down 100-300 ms, several times) below the retry window, then stays down: exactly one promotion", target: Target::Segsim, short: false },
+    Scenario { name: "slow-segment", about: "a primary answers slowly: below the probe timeout nothing happens, above it the mirror is promoted (fts-segsim slow; tc netem is tried first)", target: Target::Segsim, short: false },
+    Scenario { name: "restart-everything", about: "restart every container (etcd, catalog, segments, FTS hosts); then a primary dies and is promoted", target: Target::Segsim, short: false },
+    Scenario { name: "pg-kill-primary", about: "kill -9 a real PostgreSQL primary under write load: the synchronous standby is promoted and no acknowledged write is lost", target: Target::PgPairs, short: true },
+    Scenario { name: "pg-kill-mirror", about: "kill -9 a real PostgreSQL standby under write load: it is marked down and writes continue", target: Target::PgPairs, short: false },
+];
+
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    ALL.iter().find(|s| s.name == name)
+}
+
+pub async fn run(s: &Scenario, h: &mut Harness) -> Result<()> {
+    match s.name {
+        "kill-primary" => kill_primary(h).await,
+        "kill-mirror" => kill_mirror(h).await,
+        "kill-leader" => kill_leader(h).await,
+        "pause-leader" => pause_leader(h).await,
+        "partition-leader" => partition_leader(h).await,
+        "isolate-etcd-member" => isolate_etcd_member(h).await,
+        "quorum-loss-failover" => quorum_loss_failover(h).await,
+        "catalog-down-failover" => catalog_down_failover(h).await,
+        "double-fault" => double_fault(h).await,
+        "flapping-segment" => flapping_segment(h).await,
+        "slow-segment" => slow_segment(h).await,
+        "restart-everything" => restart_everything(h).await,
+        "pg-kill-primary" => pg_kill_primary(h).await,
+        "pg-kill-mirror" => pg_kill_mirror(h).await,
+        other => fail(format!("unknown scenario {other}")),
+    }
+}
+
+/// Takes a random content's primary down in the simulator; records the expected promotion
+/// (allowed from `not_before`, or now, within `bound_ms`). Returns (content, old primary).
+async fn fail_primary(h: &mut Harness, bound_ms: i64, why: &str) -> Result<(i16, i16)> {
+    let content = h.pick_content().await?;
+    let (p, _) = h.healthy_pair(content).await?;
+    h.sim_fault(p.dbid, SimFault::Down).await?;
+    let now = now_ms();
+    h.record(
+        format!(
+            "segsim primary dbid {} (content {content}) down{why}",
+            p.dbid
+        ),
+        Some(content),
+        Expect::Promotion {
+            content,
+            not_before: now,
+            bound_ms,
+        },
+    );
+    Ok((content, p.dbid))
+}
+
+/// `fail_primary`, then wait for the promotion so the next fault starts from a settled cluster.
+async fn fail_primary_and_wait(h: &mut Harness, bound_ms: i64, why: &str) -> Result<()> {
+    let (content, old) = fail_primary(h, bound_ms, why).await?;
+    h.wait_promotion(content, old, bound_ms + h.timing.slack_ms + 2000)
+        .await;
+    Ok(())
+}
+
+async fn kill_primary(h: &mut Harness) -> Result<()> {
+    h.jitter(0, 1500).await;
+    let bound = h.detect();
+    fail_primary_and_wait(h, bound, "").await
+}
+
+async fn kill_mirror(h: &mut Harness) -> Result<()> {
+    h.jitter(0, 1500).await;
+    let content = h.pick_content().await?;
+    let (_, m) = h.pair(content).await?;
+    h.sim_fault(m.dbid, SimFault::Down).await?;
+    let bound = h.detect() + h.mirror_grace_ms;
+    h.record(
+        format!("segsim mirror dbid {} (content {content}) down", m.dbid),
+        Some(content),
+        Expect::MirrorDown {
+            content,
+            bound_ms: bound,
+        },
+    );
+    h.wait_marked_down(m.dbid, bound + h.timing.slack_ms + 2000)
+        .await;
+    // Give a wrong promotion the chance to show.
+    sleep_ms(2000).await;
+    Ok(())
+}
+
+async fn kill_leader(h: &mut Harness) -> Result<()> {
+    let (id, container, epoch) = h.leader().await?;
+    h.jitter(0, 1000).await;
+    docker::kill(container)?;
+    let leader_fault = h.record(
+        format!("kill -9 {container} (leader {id}, epoch {epoch})"),
+        None,
+        Expect::Nothing,
+    );
+    h.jitter(200, 1500).await;
+    let bound = h.timing.lease_ttl_ms + h.detect();
+    fail_primary_and_wait(h, bound, " after the leader was killed").await?;
+    docker::start(container)?;
+    h.healed(leader_fault);
+    Ok(())
+}
+
+async fn pause_leader(h: &mut Harness) -> Result<()> {
+    let (id, container, epoch) = h.leader().await?;
+    h.jitter(0, 1000).await;
+    docker::pause(container)?;
+    let paused = h.record(
+        format!("docker pause {container} (leader {id}, epoch {epoch})"),
+        None,
+        Expect::Nothing,
+    );
+    let ttl = h.timing.lease_ttl_ms as u64;
+    h.jitter(0, ttl + 1000).await;
+    let bound = h.timing.lease_ttl_ms + h.detect();
+    fail_primary_and_wait(h, bound, " while the leader was paused").await?;
+    // Past the lease for certain, then let the old leader run again.
+    h.jitter(ttl, ttl + 2000).await;
+    docker::unpause(container)?;
+    h.healed(paused);
+    h.note(format!(
+        "{id} unpaused after its lease expired; any write it attempts must be fenced"
+    ));
+    sleep_ms(3000).await;
+    Ok(())
+}
+
+async fn partition_leader(h: &mut Harness) -> Result<()> {
+    let (id, container, epoch) = h.leader().await?;
+    let (_, _, _, segip) = cluster::FTSD
+        .iter()
+        .find(|f| f.0 == container)
+        .copied()
+        .unwrap_or_default();
+    docker::disconnect(SEGNET, container)?;
+    let cut = h.record(
+        format!("disconnect {container} (leader {id}, epoch {epoch}) from segnet"),
+        None,
+        Expect::Nothing,
+    );
+    h.jitter(500, 2000).await;
+    let away = h.rng.range(3000, 6000) as i64;
+    // Promotion is due once the leader is reconnected (or earlier, by another instance).
+    let bound = away + h.detect() + 2000;
+    let (content, old) = fail_primary(h, bound, " while the leader was cut from segnet").await?;
+    sleep_ms(away as u64).await;
+    docker::connect(SEGNET, container, segip)?;
+    h.healed(cut);
+    h.wait_promotion(content, old, h.detect() + h.timing.slack_ms + 4000)
+        .await;
+    Ok(())
+}
+
+async fn isolate_etcd_member(h: &mut Harness) -> Result<()> {
+    let (c, ip) = *h.rng.pick(&ETCD);
+    docker::disconnect(ETCDNET, c)?;
+    let cut = h.record(
+        format!("disconnect {c} from etcdnet"),
+        None,
+        Expect::Nothing,
+    );
+    h.jitter(500, 2000).await;
+    let bound = h.timing.lease_ttl_ms + h.detect();
+    fail_primary_and_wait(h, bound, " with one etcd member isolated").await?;
+    docker::connect(ETCDNET, c, ip)?;
+    h.healed(cut);
+    Ok(())
+}
+
+async fn quorum_loss_failover(h: &mut Harness) -> Result<()> {
+    let first = h.rng.range(0, 2) as usize;
+    let second = (first + 1 + h.rng.range(0, 1) as usize) % 3;
+    let victims = [ETCD[first].0, ETCD[second].0];
+    for v in victims {
+        docker::kill(v)?;
+    }
+    let from = now_ms();
+    let q = h.record(
+        format!(
+            "kill -9 {} and {} (etcd quorum lost)",
+            victims[0], victims[1]
+        ),
+        None,
+        Expect::Nothing,
+    );
+    // Past every leader's act-by deadline, so no write is allowed from here on.
+    h.jitter(
+        h.timing.lease_ttl_ms as u64 + 500,
+        h.timing.lease_ttl_ms as u64 + 1500,
+    )
+    .await;
+    let content = h.pick_content().await?;
+    let (p, _) = h.healthy_pair(content).await?;
+    h.sim_fault(p.dbid, SimFault::Down).await?;
+    let pf = h.record(
+        format!(
+            "segsim primary dbid {} (content {content}) down without etcd quorum",
+            p.dbid
+        ),
+        Some(content),
+        Expect::Nothing,
+    );
+    // Long enough for a sitting leader to have failed over several times.
+    sleep_ms((h.detect() * 2) as u64 + h.rng.range(0, 2000)).await;
+    for v in victims {
+        docker::start(v)?;
+    }
+    let to = now_ms();
+    h.healed(q);
+    h.quorum_losses.push(QuorumLoss { from, to });
+    // A new session, a campaign and a cycle after quorum returns.
+    let bound = 2 * h.timing.lease_ttl_ms + h.detect() + 2000;
+    h.faults[pf].expect = Expect::Promotion {
+        content,
+        not_before: to,
+        bound_ms: bound,
+    };
+    h.wait_promotion(content, p.dbid, bound + h.timing.slack_ms + 2000)
+        .await;
+    Ok(())
+}
+
+async fn catalog_down_failover(h: &mut Harness) -> Result<()> {
+    h.jitter(0, 1000).await;
+    let content = h.pick_content().await?;
+    let (p, _) = h.pair(content).await?;
+    h.sim_fault(p.dbid, SimFault::Down).await?;
+    let pf = h.record(
+        format!(
+            "segsim primary dbid {} (content {content}) down, then the catalog killed",
+            p.dbid
+        ),
+        Some(content),
+        Expect::Nothing,
+    );
+    let at = h.faults[pf].at;
+    h.jitter(200, 1500).await;
+    docker::kill("chaos-catalog")?;
+    let cf = h.record("kill -9 chaos-catalog".into(), None, Expect::Nothing);
+    h.jitter(2000, 5000).await;
+    docker::start("chaos-catalog")?;
+    h.healed(cf);
+    let back = now_ms();
+    // PostgreSQL recovery and ftsd's reconnect backoff come on top of detection.
+    let bound = (back - at) + h.detect() + 5000;
+    h.faults[pf].expect = Expect::Promotion {
+        content,
+        not_before: at,
+        bound_ms: bound,
+    };
+    h.wait_promotion(content, p.dbid, h.detect() + h.timing.slack_ms + 8000)
+        .await;
+    Ok(())
+}
+
+async fn double_fault(h: &mut Harness) -> Result<()> {
+    h.jitter(0, 1000).await;
+    let content = h.pick_content().await?;
+    let (p, m) = h.pair(content).await?;
+    let order = if h.rng.range(0, 1) == 0 {
+        [p.dbid, m.dbid]
+    } else {
+        [m.dbid, p.dbid]
+    };
+    h.sim_fault(order[0], SimFault::Down).await?;
+    h.jitter(0, 300).await;
+    h.sim_fault(order[1], SimFault::Down).await?;
+    h.record(
+        format!(
+            "segsim dbid {} then dbid {} (primary and mirror of content {content}) down",
+            order[0], order[1]
+        ),
+        Some(content),
+        Expect::Nothing,
+    );
+    sleep_ms((h.detect() + h.mirror_grace_ms + 3000) as u64).await;
+    Ok(())
+}
+
+async fn flapping_segment(h: &mut Harness) -> Result<()> {
+    let content = h.pick_content().await?;
+    let (p, _) = h.pair(content).await?;
+    let flaps = h.rng.range(3, 6);
+    let start = now_ms();
+    for _ in 0..flaps {
+        h.sim_fault(p.dbid, SimFault::Down).await?;
+        h.jitter(100, 300).await;
+        let rows = cluster::rows(&h.db).await?;
+        if !rows.iter().any(|r| r.dbid == p.dbid && r.role == 'p') {
+            // Failed over on an outage shorter than the retry window: the NoTransition
+            // expectation below makes the checker report it.
+            h.faults.push(super::history::Fault {
+                scenario: h.scenario.clone(),
+                what: format!("segsim primary dbid {} flapping (down 100-300 ms)", p.dbid),
+                content: Some(content),
+                at: start,
+                healed_at: None,
+                expect: Expect::NoTransition {
+                    content,
+                    until: now_ms(),
+                },
+            });
+            return Ok(());
+        }
+        let dbid = p.dbid;
+        h.segsim(move |s| s.clear(dbid)).await?;
+        h.jitter(500, 1500).await;
+    }
+    h.faults.push(super::history::Fault {
+        scenario: h.scenario.clone(),
+        what: format!(
+            "segsim primary dbid {} flapped {flaps} times (down 100-300 ms)",
+            p.dbid
+        ),
+        content: Some(content),
+        at: start,
+        healed_at: Some(now_ms()),
+        expect: Expect::NoTransition {
+            content,
+            until: now_ms(),
+        },
+    });
+    let bound = h.detect();
+    h.sim_fault(p.dbid, SimFault::Down).await?;
+    h.expect_promotion(
+        format!(
+            "segsim primary dbid {} (content {content}) down for good after flapping",
+            p.dbid
+        ),
+        content,
+        p.dbid,
+        bound,
+        2000,
+    )
+    .await;
+    Ok(())
+}
+
+async fn slow_segment(h: &mut Harness) -> Result<()> {
+    let (pg, _) = PG_PAIRS[0].1;
+    match docker::exec(pg, &["tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay", "50ms"]) {
+        Ok(_) => {
+            docker::exec(pg, &["tc", "qdisc", "del", "dev", "eth0", "root"])?;
+            h.note("tc netem works in the containers; the simulated segments are slowed through fts-segsim, which serves all of them from one container");
+        }
+        Err(e) => h.note(format!(
+            "tc netem is not available here ({}); slowing the segment with fts-segsim's slow fault instead",
+            e.message.lines().next().unwrap_or_default()
+        )),
+    }
+    let content = h.pick_content().await?;
+    let (p, _) = h.pair(content).await?;
+    let below = Duration::from_millis(h.rng.range(100, 250));
+    h.sim_fault(p.dbid, SimFault::Slow { delay: below }).await?;
+    let hold = h.rng.range(3000, 5000) as i64;
+    h.record(
+        format!(
+            "segsim primary dbid {} (content {content}) slow {below:?} (below the probe timeout)",
+            p.dbid
+        ),
+        Some(content),
+        Expect::NoTransition {
+            content,
+            until: now_ms() + hold,
+        },
+    );
+    sleep_ms(hold as u64 + 200).await;
+    let bound = h.detect();
+    h.sim_fault(
+        p.dbid,
+        SimFault::Slow {
+            delay: Duration::from_secs(3),
+        },
+    )
+    .await?;
+    h.expect_promotion(
+        format!(
+            "segsim primary dbid {} (content {content}) slow 3s (above the probe timeout)",
+            p.dbid
+        ),
+        content,
+        p.dbid,
+        bound,
+        2000,
+    )
+    .await;
+    // The slow former primary must not keep acting: mark it down for the heal.
+    h.sim_fault(p.dbid, SimFault::Down).await?;
+    Ok(())
+}
+
+async fn restart_everything(h: &mut Harness) -> Result<()> {
+    let all_but_ftsd: Vec<&str> = ETCD
+        .iter()
+        .map(|e| e.0)
+        .chain(["chaos-catalog", "chaos-segsim"])
+        .chain(PG_PAIRS.iter().flat_map(|(_, (p, _), (m, _))| [*p, *m]))
+        // A PostgreSQL instance left dead by a pg scenario stays dead: started as it is, a
+        // failed former primary would come back as a second primary (the pg heal rebuilds it).
+        .filter(|c| !c.starts_with("chaos-pg") || docker::state(c).is_ok_and(|s| s == "running"))
+        .collect();
+    for (c, ..) in cluster::FTSD {
+        docker::stop(c, 5)?;
+    }
+    let mut args = vec!["restart", "-t", "5"];
+    args.extend(all_but_ftsd.iter().copied());
+    docker::docker(&args)?;
+    for (c, ..) in cluster::FTSD {
+        docker::start(c)?;
+    }
+    h.record("restart every container".into(), None, Expect::Nothing);
+    // fts-segsim re-seeds the catalog when it starts: take the new state as the baseline.
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(b) = cluster::baseline(&h.db).await {
+            if !b.0.is_empty() && b.0.iter().all(|r| r.status == 'u' && r.mode == 's') {
+                h.rebaselined = Some(b);
+                break;
+            }
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            return fail("the cluster did not come back within 60 s of the restart");
+        }
+        sleep_ms(500).await;
+    }
+    h.leader().await?;
+    h.jitter(1000, 3000).await;
+    let bound = h.detect();
+    fail_primary_and_wait(h, bound, " after restarting everything").await
+}
+
+async fn pg_kill_primary(h: &mut Harness) -> Result<()> {
+    h.jitter(0, 2000).await;
+    let content = h.pick_content().await?;
+    let (p, _) = h.healthy_pair(content).await?;
+    let Some((container, _)) = pg_container(p.dbid) else {
+        return fail(format!("no container for dbid {}", p.dbid));
+    };
+    docker::kill(container)?;
+    let bound = h.detect() + 2000;
+    h.expect_promotion(
+        format!(
+            "kill -9 {container} (pg primary dbid {}, content {content})",
+            p.dbid
+        ),
+        content,
+        p.dbid,
+        bound,
+        4000,
+    )
+    .await;
+    Ok(())
+}
+
+async fn pg_kill_mirror(h: &mut Harness) -> Result<()> {
+    h.jitter(0, 2000).await;
+    let content = h.pick_content().await?;
+    let (_, m) = h.pair(content).await?;
+    let Some((container, _)) = pg_container(m.dbid) else {
+        return fail(format!("no container for dbid {}", m.dbid));
+    };
+    docker::kill(container)?;
+    let bound = h.detect() + h.mirror_grace_ms + 2000;
+    h.record(
+        format!(
+            "kill -9 {container} (pg mirror dbid {}, content {content})",
+            m.dbid
+        ),
+        Some(content),
+        Expect::MirrorDown {
+            content,
+            bound_ms: bound,
+        },
+    );
+    h.wait_marked_down(m.dbid, bound + h.timing.slack_ms + 2000)
+        .await;
+    sleep_ms(2000).await;
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! Test support that runs real components instead of mocks.
+//!
+//! A crate of its own (not only a module under `tests/`) because the demo and the benchmark start
+//! the same throwaway servers; the daemon never depends on it.
+//!
+//! * [`pg::PgServer`]: a throwaway PostgreSQL server on a free loopback port, in a temporary
+//!   directory, killed and removed on drop.
+//! * [`etcd::EtcdCluster`]: a throwaway etcd cluster (1, 3 or N members) on free loopback ports,
+//!   with kill / stop / restart / pause / resume per member, killed and removed on drop.
+//!
+//! Servers are direct children started with a parent-death signal from one shared spawner
+//! thread, so they die with the test process even when no `Drop` runs.
+
+pub mod etcd;
+pub mod localpairs;
+pub mod pg;
+pub mod pgpair;
+mod process;

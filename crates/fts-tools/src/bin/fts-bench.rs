@@ -1,0 +1,198 @@
+//! `fts-bench`: the benchmarks of docs/performance.md.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use fts_tools::bench::{measure, pg_failover, probe, takeover};
+
+/// ftsd benchmarks: probe-cycle cost against fts-segsim, leader takeover after kill -9, and
+/// failover of a real PostgreSQL pair.
+#[derive(Parser)]
+#[command(name = "fts-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Probe cycles against fts-segsim next to a bare connect+startup+query baseline.
+    Probe {
+        /// Segment instances to simulate, comma-separated (each size is half primaries,
+        /// half mirrors; one PROBE per primary per cycle).
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        segments: Vec<usize>,
+        /// Measured cycles per size and mode (after one warm-up cycle).
+        #[arg(long, default_value_t = 5)]
+        cycles: usize,
+        /// Probes in flight at once (ftsd's probe.concurrency).
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Per-attempt timeout.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Leader takeover time after kill -9, over several runs.
+    Takeover {
+        /// Lease TTLs to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "3s,10s", value_parser = humantime::parse_duration)]
+        ttl: Vec<Duration>,
+        /// Kill -9 runs per TTL.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// ftsd instances (the leader and its followers).
+        #[arg(long, default_value_t = 3)]
+        instances: usize,
+    },
+    /// Failover of a real PostgreSQL pair with the postgres driver: kill -9 of the primary's
+    /// postmaster until the promoted standby commits a write, over several runs.
+    PgFailover {
+        /// Kill -9 runs (each with a fresh pair and daemon).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// probe.interval of the daemon.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// probe.timeout of the daemon (must be less than the interval).
+        #[arg(long, default_value = "999ms", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// probe.retries of the daemon.
+        #[arg(long, default_value_t = 2)]
+        retries: u32,
+        /// probe.retry_delay of the daemon.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        retry_delay: Duration,
+    },
+    /// Internal: one measured worker process of `probe`.
+    #[command(hide = true)]
+    ProbeWorker {
+        #[arg(long)]
+        mode: String,
+        #[arg(long)]
+        catalog: String,
+        #[arg(long)]
+        cycles: usize,
+        #[arg(long)]
+        concurrency: usize,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Cmd::ProbeWorker {
+            mode,
+            catalog,
+            cycles,
+            concurrency,
+            timeout,
+        } => {
+            let r = rt.block_on(probe::worker(&mode, &catalog, cycles, concurrency, timeout))?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Cmd::Probe {
+            segments,
+            cycles,
+            concurrency,
+            timeout,
+        } => {
+            let results = rt.block_on(probe::run(&segments, cycles, concurrency, timeout))?;
+            println!("| segments | probes/cycle | mode | cycle min / median / max | CPU per cycle | peak RSS | failed |");
+            println!("|---:|---:|---|---|---:|---:|---:|");
+            for (n, r) in &results {
+                let d: Vec<Duration> = r
+                    .cycles_ms
+                    .iter()
+                    .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+                    .collect();
+                let (lo, med, hi) = measure::summary(&d);
+                println!(
+                    "| {n} | {} | {} | {} / {} / {} | {:.1} ms | {:.1} MiB | {} |",
+                    r.pairs,
+                    r.mode,
+                    measure::ms(lo),
+                    measure::ms(med),
+                    measure::ms(hi),
+                    r.cpu_ms_per_cycle,
+                    r.peak_rss_mib,
+                    r.failed
+                );
+            }
+            for pair in results.chunks(2) {
+                if let [(n, base), (_, f)] = pair {
+                    let med = |r: &probe::WorkerResult| {
+                        let mut v = r.cycles_ms.clone();
+                        v.sort_by(f64::total_cmp);
+                        v[v.len() / 2]
+                    };
+                    println!(
+                        "{n} segments: ftsd/baseline median wall = {:.2}x, CPU = {:.2}x",
+                        med(f) / med(base),
+                        f.cpu_ms_per_cycle / base.cpu_ms_per_cycle
+                    );
+                }
+            }
+        }
+        Cmd::PgFailover {
+            runs,
+            interval,
+            timeout,
+            retries,
+            retry_delay,
+        } => {
+            let settings = pg_failover::PgFailoverSettings {
+                interval,
+                timeout,
+                retries,
+                retry_delay,
+            };
+            let samples = rt.block_on(pg_failover::run(settings, runs))?;
+            let (lo, med, hi) = measure::summary(&samples);
+            println!("| interval | timeout | retries | retry_delay | runs | kill -9 → write on promoted standby min / median / max |");
+            println!("|---|---|---:|---|---:|---|");
+            println!(
+                "| {} | {} | {} | {} | {} | {} / {} / {} |",
+                humantime::format_duration(interval),
+                humantime::format_duration(timeout),
+                retries,
+                humantime::format_duration(retry_delay),
+                samples.len(),
+                measure::ms(lo),
+                measure::ms(med),
+                measure::ms(hi)
+            );
+        }
+        Cmd::Takeover {
+            ttl,
+            runs,
+            instances,
+        } => {
+            println!("| TTL | runs | in office min / median / max | first cycle done min / median / max |");
+            println!("|---|---:|---|---|");
+            for t in ttl {
+                let samples = rt.block_on(takeover::run(t, runs, instances))?;
+                let office: Vec<_> = samples.iter().map(|s| s.office).collect();
+                let cycle: Vec<_> = samples.iter().map(|s| s.first_cycle).collect();
+                let (a, b, c) = measure::summary(&office);
+                let (d, e, f) = measure::summary(&cycle);
+                println!(
+                    "| {} | {} | {} / {} / {} | {} / {} / {} |",
+                    humantime::format_duration(t),
+                    samples.len(),
+                    measure::ms(a),
+                    measure::ms(b),
+                    measure::ms(c),
+                    measure::ms(d),
+                    measure::ms(e),
+                    measure::ms(f)
+                );
+            }
+        }
+    }
+    Ok(())
+}
