@@ -12,7 +12,7 @@ use ftsd::config::{Config, Overrides};
 use ftsd::daemon::{self, Election};
 use ftsd::model::{Mode, Role, Status};
 use support::elected::{catalog_epoch, members, system, wait_leader, wait_members, LIMIT};
-use support::{history_text, wait_for, System};
+use support::{content0_failover, wait_for, System};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -63,13 +63,7 @@ async fn an_in_process_daemon_fails_over_and_shuts_down_cleanly() {
     sys.sim.set_fault(2, Fault::Down).await.unwrap();
     sys.wait_state(4, (Role::Primary, Status::Up, Mode::NotInSync), LIMIT)
         .await;
-    assert_eq!(
-        sys.history().await,
-        vec![
-            history_text(2, 0, 'm', 'd', 'n'),
-            history_text(4, 0, 'p', 'u', 'n')
-        ]
-    );
+    assert_eq!(sys.history().await, content0_failover());
     assert_eq!(sys.evidence().await[0].0, epoch);
 
     // the leader stops: it resigns, so the follower takes office well before the 3 s TTL

@@ -16,8 +16,11 @@ use ftsd::catalog::{Catalog, CatalogError, NoEtcd, Transition};
 use ftsd::core::epoch::{generation, revision};
 use ftsd::core::Rule;
 use ftsd::model::{Epoch, Mode, Role, Status};
-use support::elected::{catalog_epoch, leaders, members, system, wait_leader, wait_members, LIMIT};
-use support::{history_text, wait_for};
+use support::elected::{
+    assert_all_evidence_from, catalog_epoch, leaders, members, stop_the_leader_at, system,
+    wait_leader, wait_members, LIMIT,
+};
+use support::{content0_failover, wait_for};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -27,21 +30,13 @@ async fn a_stalled_leader_holding_the_fence_is_ended_by_the_next_leaders_claim()
     let etcd = EtcdCluster::start(1).await.unwrap();
     let mut sys = system(&etcd, "3s").await;
     // the first leader stops inside its transition, holding the fts_epoch row lock
-    sys.spawn_ftsd_env("old", &[], "", &[("FTS_INJECT_DELAY_AFTER_FENCE", "15s")]);
-    let old = wait_leader(&etcd, None).await;
-    assert_eq!(old.instance_id, "old");
-    sys.spawn_ftsd("new", &[], "");
-    wait_members(&etcd, 2).await;
-
-    sys.sim.set_fault(2, Fault::Down).await.unwrap();
-    wait_for("old leader holds the fence", LIMIT, || async {
-        sys.daemons[0]
-            .log_text()
-            .contains("fault point: pausing while holding the epoch fence")
-            .then_some(())
-    })
+    stop_the_leader_at(
+        &mut sys,
+        &etcd,
+        ("FTS_INJECT_DELAY_AFTER_FENCE", "15s"),
+        "fault point: pausing while holding the epoch fence",
+    )
     .await;
-    sys.daemons[0].signal(libc::SIGSTOP);
     let stopped = Instant::now();
 
     // lease TTL (3 s) + detection (interval 1 s, 3 attempts of ≤ 700 ms) + the claim; the
@@ -68,16 +63,8 @@ async fn a_stalled_leader_holding_the_fence_is_ended_by_the_next_leaders_claim()
             .then_some(())
     })
     .await;
-    assert_eq!(
-        sys.history().await,
-        vec![
-            history_text(2, 0, 'm', 'd', 'n'),
-            history_text(4, 0, 'p', 'u', 'n')
-        ]
-    );
-    for (epoch, instance, _, _) in sys.evidence().await {
-        assert_eq!((epoch, instance.as_str()), (new.epoch.unwrap(), "new"));
-    }
+    assert_eq!(sys.history().await, content0_failover());
+    assert_all_evidence_from(&sys, new.epoch.unwrap(), "new").await;
     assert_eq!(catalog_epoch(&sys).await, new.epoch.unwrap());
 }
 

@@ -62,3 +62,27 @@ pub async fn catalog_epoch(sys: &System) -> i64 {
         .unwrap()
         .get(0)
 }
+
+/// Starts "old" with the fault point `env`, waits until it leads, starts "new", fails the
+/// primary of content 0 and SIGSTOPs "old" as soon as its log shows `at` (the fault point
+/// reached). Returns when "old" is stopped there.
+pub async fn stop_the_leader_at(sys: &mut System, etcd: &EtcdCluster, env: (&str, &str), at: &str) {
+    sys.spawn_ftsd_env("old", &[], "", &[env]);
+    let old = wait_leader(etcd, None).await;
+    assert_eq!(old.instance_id, "old");
+    sys.spawn_ftsd("new", &[], "");
+    wait_members(etcd, 2).await;
+    sys.sim.set_fault(2, fts_segsim::Fault::Down).await.unwrap();
+    wait_for(&format!("old leader at {at:?}"), LIMIT, || async {
+        sys.daemons[0].log_text().contains(at).then_some(())
+    })
+    .await;
+    sys.daemons[0].signal(libc::SIGSTOP);
+}
+
+/// Every evidence row was written with `epoch` by `instance`.
+pub async fn assert_all_evidence_from(sys: &System, epoch: i64, instance: &str) {
+    for (e, i, _, _) in sys.evidence().await {
+        assert_eq!((e, i.as_str()), (epoch, instance));
+    }
+}

@@ -294,3 +294,12 @@ pub fn history_text(
         ),
     )
 }
+
+/// The history rows of one failover of content 0 (primary dbid 2 down, mirror dbid 4
+/// promoted), the only change the fault tests expect.
+pub fn content0_failover() -> Vec<(i16, String)> {
+    vec![
+        history_text(2, 0, 'm', 'd', 'n'),
+        history_text(4, 0, 'p', 'u', 'n'),
+    ]
+}
