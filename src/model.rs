@@ -155,16 +155,53 @@ impl Pair {
     }
 }
 
+/// A catalog row that could not be read (a role/mode/status outside the known characters, a
+/// NULL text column): its content is refused, the others are read normally.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadableRow {
+    pub dbid: Dbid,
+    pub content: ContentId,
+    pub error: String,
+}
+
+/// A content left out of the probe pairs because its rows cannot form a pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadContent {
+    pub content: ContentId,
+    pub reason: String,
+}
+
+/// The pairs to probe, and the contents refused for their shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PairSet {
+    pub pairs: Vec<Pair>,
+    pub refused: Vec<BadContent>,
+}
+
 /// The whole configuration as read in one snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentConfig {
     pub segments: Vec<Segment>,
+    /// Rows skipped because they could not be read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<UnreadableRow>,
 }
 
 impl SegmentConfig {
     pub fn new(mut segments: Vec<Segment>) -> Self {
         segments.sort_by_key(|s| (s.content, s.dbid));
-        SegmentConfig { segments }
+        SegmentConfig {
+            segments,
+            unreadable: Vec::new(),
+        }
+    }
+
+    /// Like `new`, keeping the rows that could not be read so their contents are refused.
+    pub fn with_unreadable(segments: Vec<Segment>, unreadable: Vec<UnreadableRow>) -> Self {
+        SegmentConfig {
+            unreadable,
+            ..SegmentConfig::new(segments)
+        }
     }
 
     pub fn by_dbid(&self, dbid: Dbid) -> Option<&Segment> {
@@ -174,26 +211,82 @@ impl SegmentConfig {
     /// The pairs the in-core FTS probes: every acting primary with content >= 0 that has a peer.
     /// Contents without a mirror, and the coordinator/standby (content -1), are left out exactly as
     /// the reference (2.1, step 4) describes.
-    pub fn probe_pairs(&self) -> Vec<Pair> {
-        let mut pairs = Vec::new();
-        for primary in self
+    ///
+    /// The in-core FTS trusts the catalog's shape (its writers are all inside the cluster); we
+    /// do not: a content with an unreadable row, more than two rows, or two primaries is
+    /// refused as a whole, because any pair picked from it would be a guess (two pair tasks
+    /// for one content, or an arbitrary peer promoted).
+    pub fn probe_pairs(&self) -> PairSet {
+        let mut set = PairSet::default();
+        let mut contents: Vec<ContentId> = self
             .segments
             .iter()
-            .filter(|s| s.content >= 0 && s.role == Role::Primary)
-        {
-            let peer = self
+            .map(|s| s.content)
+            .chain(self.unreadable.iter().map(|u| u.content))
+            .filter(|c| *c >= 0)
+            .collect();
+        contents.sort_unstable();
+        contents.dedup();
+        for content in contents {
+            let rows: Vec<&Segment> = self
                 .segments
                 .iter()
-                .find(|s| s.content == primary.content && s.dbid != primary.dbid);
-            if let Some(mirror) = peer {
-                pairs.push(Pair {
-                    primary: primary.clone(),
-                    mirror: mirror.clone(),
-                });
+                .filter(|s| s.content == content)
+                .collect();
+            let unreadable: Vec<&UnreadableRow> = self
+                .unreadable
+                .iter()
+                .filter(|u| u.content == content)
+                .collect();
+            let primaries: Vec<&Segment> = rows
+                .iter()
+                .copied()
+                .filter(|s| s.role == Role::Primary)
+                .collect();
+            let reason = if let Some(u) = unreadable.first() {
+                Some(format!(
+                    "content {content}: row dbid {} is unreadable ({}); the content is left alone",
+                    u.dbid, u.error
+                ))
+            } else if rows.len() > 2 {
+                Some(format!(
+                    "content {content} has {} rows (dbids {}); expected a primary and one mirror",
+                    rows.len(),
+                    dbids(&rows)
+                ))
+            } else if primaries.len() > 1 {
+                Some(format!(
+                    "content {content} has {} primaries (dbids {}); expected one",
+                    primaries.len(),
+                    dbids(&primaries)
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                set.refused.push(BadContent { content, reason });
+                continue;
             }
+            let (Some(primary), Some(mirror)) = (
+                primaries.first(),
+                rows.iter().find(|s| s.role != Role::Primary),
+            ) else {
+                continue;
+            };
+            set.pairs.push(Pair {
+                primary: (*primary).clone(),
+                mirror: (*mirror).clone(),
+            });
         }
-        pairs
+        set
     }
+}
+
+fn dbids(rows: &[&Segment]) -> String {
+    rows.iter()
+        .map(|s| s.dbid.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A fencing token: the leader's etcd key create revision, or a fixed value in single-instance
@@ -250,11 +343,63 @@ mod tests {
             seg(5, 2, Role::Mirror),
             seg(7, 2, Role::Primary),
         ]);
-        let pairs = cfg.probe_pairs();
-        let got: Vec<_> = pairs
+        let set = cfg.probe_pairs();
+        assert!(set.refused.is_empty());
+        let got: Vec<_> = set
+            .pairs
             .iter()
             .map(|p| (p.content(), p.primary.dbid, p.mirror.dbid))
             .collect();
         assert_eq!(got, vec![(0, 2, 4), (2, 7, 5)]);
+    }
+
+    #[test]
+    fn contents_that_cannot_form_a_pair_are_refused_and_the_others_kept() {
+        let mut twin = seg(9, 1, Role::Primary);
+        twin.hostname = "other".into();
+        let cfg = SegmentConfig::with_unreadable(
+            vec![
+                seg(2, 0, Role::Primary),
+                seg(5, 0, Role::Mirror),
+                // content 1: two primaries
+                seg(3, 1, Role::Primary),
+                twin,
+                // content 2: three rows
+                seg(4, 2, Role::Primary),
+                seg(6, 2, Role::Mirror),
+                seg(8, 2, Role::Mirror),
+                // content 3: the mirror row could not be read
+                seg(7, 3, Role::Primary),
+            ],
+            vec![UnreadableRow {
+                dbid: 10,
+                content: 3,
+                error: "invalid mode value 'c' (expected one of s, n)".into(),
+            }],
+        );
+        let set = cfg.probe_pairs();
+        let pairs: Vec<_> = set
+            .pairs
+            .iter()
+            .map(|p| (p.content(), p.primary.dbid, p.mirror.dbid))
+            .collect();
+        assert_eq!(pairs, vec![(0, 2, 5)]);
+        let refused: Vec<_> = set.refused.iter().map(|b| b.content).collect();
+        assert_eq!(refused, vec![1, 2, 3]);
+        assert!(
+            set.refused[0].reason.contains("2 primaries (dbids 3, 9)"),
+            "{:?}",
+            set.refused
+        );
+        assert!(
+            set.refused[1].reason.contains("3 rows"),
+            "{:?}",
+            set.refused
+        );
+        assert!(
+            set.refused[2].reason.contains("dbid 10 is unreadable"),
+            "{:?}",
+            set.refused
+        );
     }
 }

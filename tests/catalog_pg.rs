@@ -7,7 +7,7 @@ use fts_testkit::pg::PgServer;
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::schema::{self, TableAction};
 use ftsd::catalog::{Catalog, CatalogError, NoEtcd, Transition};
-use ftsd::core::{decide_pair, ProbeOutcome, RestartState, Rule};
+use ftsd::core::{decide_pair, FailoverGuard, ProbeOutcome, RestartState, Rule};
 use ftsd::model::{Epoch, Mode, Role, Status};
 use ftsd::wire::failure::FailureKind;
 
@@ -41,6 +41,7 @@ async fn seed(pg: &PgServer) -> tokio_postgres::Client {
 fn failover_of_content_0(cfg: &ftsd::model::SegmentConfig, epoch: Epoch) -> Transition {
     let pair = cfg
         .probe_pairs()
+        .pairs
         .into_iter()
         .find(|p| p.content() == 0)
         .unwrap();
@@ -50,6 +51,7 @@ fn failover_of_content_0(cfg: &ftsd::model::SegmentConfig, epoch: Epoch) -> Tran
             kind: FailureKind::Refused,
             restart: RestartState::NotRestarting,
         },
+        &FailoverGuard::Clear,
     );
     assert_eq!(d.rule, Rule::Failover);
     Transition {
@@ -58,6 +60,7 @@ fn failover_of_content_0(cfg: &ftsd::model::SegmentConfig, epoch: Epoch) -> Tran
         content: 0,
         rule: d.rule,
         updates: d.updates,
+        expect: Vec::new(),
         evidence: serde_json::json!({"why": "test"}),
     }
 }
@@ -293,4 +296,74 @@ async fn reconnects_after_the_catalog_restarts() {
         count(&client, "SELECT count(*) FROM gp_configuration_history").await,
         2
     );
+}
+
+/// A row the model cannot read (GP5's change-tracking mode `c`, a NULL address) is skipped
+/// and named; every other row, including its content's peer, is read normally.
+#[tokio::test]
+async fn an_unreadable_row_is_skipped_and_named_not_the_whole_read_failed() {
+    let pg = PgServer::builder().start().await.unwrap();
+    let client = seed(&pg).await;
+    client
+        .batch_execute(
+            "ALTER TABLE gp_segment_configuration DROP CONSTRAINT gp_segment_configuration_mode_check;
+             ALTER TABLE gp_segment_configuration ALTER COLUMN address DROP NOT NULL;
+             UPDATE gp_segment_configuration SET mode = 'c' WHERE dbid = 5;
+             UPDATE gp_segment_configuration SET address = NULL WHERE dbid = 1;",
+        )
+        .await
+        .unwrap();
+    let cfg = catalog_for(&pg).load().await.unwrap();
+    let read: Vec<i16> = cfg.segments.iter().map(|s| s.dbid).collect();
+    assert_eq!(read, vec![2, 4, 3]);
+    let bad: Vec<(i16, i16)> = cfg.unreadable.iter().map(|u| (u.dbid, u.content)).collect();
+    assert_eq!(bad, vec![(1, -1), (5, 1)]);
+    assert!(
+        cfg.unreadable[0].error.contains("address is NULL"),
+        "{:?}",
+        cfg.unreadable
+    );
+    assert!(
+        cfg.unreadable[1].error.contains("invalid mode value 'c'"),
+        "{:?}",
+        cfg.unreadable
+    );
+    let set = cfg.probe_pairs();
+    assert_eq!(set.pairs.len(), 1);
+    assert_eq!(set.pairs[0].content(), 0);
+    assert_eq!(set.refused.len(), 1);
+    assert_eq!(set.refused[0].content, 1);
+}
+
+/// A transition's expected rows are re-read under the fence: a pair changed since the
+/// snapshot makes it Stale and nothing (not even its evidence) is written.
+#[tokio::test]
+async fn expected_rows_are_re_checked_under_the_fence() {
+    let pg = PgServer::builder().start().await.unwrap();
+    let client = seed(&pg).await;
+    let catalog = catalog_for(&pg);
+    let state = |role, status, mode| ftsd::model::SegmentState { role, status, mode };
+    let t = |expect_mirror| Transition {
+        epoch: Epoch(3),
+        instance_id: "test-1".into(),
+        content: 0,
+        rule: Rule::RePromote,
+        updates: Vec::new(),
+        expect: vec![
+            (2, state(Role::Primary, Status::Up, Mode::InSync)),
+            (4, expect_mirror),
+        ],
+        evidence: serde_json::json!({"why": "test"}),
+    };
+    catalog
+        .apply(&t(state(Role::Mirror, Status::Up, Mode::InSync)))
+        .await
+        .unwrap();
+    assert_eq!(count(&client, "SELECT count(*) FROM fts_evidence").await, 1);
+    let err = catalog
+        .apply(&t(state(Role::Mirror, Status::Down, Mode::NotInSync)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Stale { dbid: 4, .. }), "{err}");
+    assert_eq!(count(&client, "SELECT count(*) FROM fts_evidence").await, 1);
 }

@@ -268,3 +268,147 @@ fn bad_config_is_one_line_with_file_and_key_and_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ftsd.toml"));
 }
+
+async fn sql(sys: &System, statement: &str) {
+    let c = sys.pg.client().await.unwrap();
+    c.batch_execute(statement).await.unwrap();
+}
+
+/// Roles swapped in the catalog behind ftsd's back (the shape a manual switchover leaves,
+/// both rows up and in sync) while the segments have not switched: the catalog primary
+/// answers as a mirror, but this is not the shape our failover leaves, so no PROMOTE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_swapped_behind_our_back_are_not_re_promoted() {
+    let sys = started().await;
+    sql(
+        &sys,
+        "UPDATE gp_segment_configuration SET role = 'm' WHERE dbid = 2;
+         UPDATE gp_segment_configuration SET role = 'p' WHERE dbid = 4;",
+    )
+    .await;
+    wait_for("the conflict recorded as evidence", LIMIT, || async {
+        let ev = sys.evidence().await;
+        ev.iter().any(|e| e.2 == "role_conflict").then_some(())
+    })
+    .await;
+    // a few more cycles: still no PROMOTE, one evidence row, no catalog change
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        sys.sim.view(4).unwrap().counters.promote,
+        0,
+        "{}",
+        sys.logs()
+    );
+    assert_eq!(sys.sim.view(4).unwrap().role, M);
+    let ev = sys.evidence().await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert!(
+        ev[0].3["refusal"]
+            .as_str()
+            .unwrap()
+            .contains("not the p/u/n + m/d/n a failover leaves"),
+        "{}",
+        ev[0].3
+    );
+    assert!(sys.history().await.is_empty());
+}
+
+/// Primary row `s`, mirror row `n`: repaired to what the primary reports (in sync), with
+/// a history row, so a later primary loss fails over instead of being a double fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mismatched_modes_are_repaired_to_what_the_primary_reports() {
+    let sys = started().await;
+    sql(
+        &sys,
+        "UPDATE gp_segment_configuration SET mode = 'n' WHERE dbid = 4",
+    )
+    .await;
+    wait_for("mode repaired", LIMIT, || async {
+        sys.history()
+            .await
+            .contains(&history_text(4, 0, 'm', 'u', 's'))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(sys.row(2).await.state_tuple(), (P, U, S));
+    assert_eq!(sys.row(4).await.state_tuple(), (M, U, S));
+    assert_eq!(
+        sys.history().await.len(),
+        1,
+        "only the mismatched row is written"
+    );
+    let ev = sys.evidence().await;
+    assert_eq!(ev[0].2, "resync");
+    // and the repaired pair fails over
+    sys.sim.set_fault(2, Fault::Down).await.unwrap();
+    sys.wait_state(4, (P, U, N), LIMIT).await;
+}
+
+/// Three pairs: content 1 gets a second primary row, content 2 an unreadable mirror row
+/// (mode `c`, GP5's change tracking, the check constraint dropped as on a real coordinator).
+/// Both are refused and recorded; content 0 still fails over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contents_with_bad_rows_are_refused_and_the_others_fail_over() {
+    let mut sys = System::start(3, Duration::from_millis(500)).await;
+    let seg = |content: i16, role: Role| {
+        sys.sim
+            .segments()
+            .into_iter()
+            .find(|s| s.content == content && s.role == role)
+            .unwrap()
+            .dbid
+    };
+    let (p0, m0, m1, m2) = (seg(0, P), seg(0, M), seg(1, M), seg(2, M));
+    sql(
+        &sys,
+        &format!(
+            "ALTER TABLE gp_segment_configuration DROP CONSTRAINT gp_segment_configuration_mode_check;
+             UPDATE gp_segment_configuration SET role = 'p' WHERE dbid = {m1};
+             UPDATE gp_segment_configuration SET mode = 'c' WHERE dbid = {m2};"
+        ),
+    )
+    .await;
+    sys.spawn_ftsd("single", &["--no-election"], "");
+    wait_for("both refusals recorded", LIMIT, || async {
+        let ev = sys.evidence().await;
+        let refused: Vec<i16> = ev
+            .iter()
+            .filter(|e| e.2 == "bad_shape")
+            .map(|e| e.3["content"].as_i64().unwrap() as i16)
+            .collect();
+        (refused.len() == 2).then_some(refused)
+    })
+    .await;
+    let ev = sys.evidence().await;
+    let unreadable = ev
+        .iter()
+        .find(|e| e.3["content"] == 2)
+        .map(|e| e.3["refusal"].as_str().unwrap().to_string())
+        .unwrap();
+    assert!(
+        unreadable.contains(&format!("row dbid {m2} is unreadable")),
+        "{unreadable}"
+    );
+    assert!(
+        unreadable.contains("invalid mode value 'c'"),
+        "{unreadable}"
+    );
+    sys.sim.set_fault(p0, Fault::Down).await.unwrap();
+    // (`System::rows` cannot read the bad row either; the history names the failover)
+    wait_for("content 0 failed over", LIMIT, || async {
+        sys.history()
+            .await
+            .contains(&history_text(m0, 0, 'p', 'u', 'n'))
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        sys.evidence().await.len(),
+        3,
+        "each refusal once, plus the failover: {}",
+        sys.logs()
+    );
+    let logs = sys.logs();
+    assert!(logs.contains("content refused"), "{logs}");
+}

@@ -146,6 +146,121 @@ async fn a_paused_leaders_pending_write_is_rejected_by_the_fence() {
     assert_eq!(catalog_epoch(&sys).await, new.epoch.unwrap());
 }
 
+/// Issue 11 #1: a leader paused (SIGSTOP) after the authority check of a SYNCREP_OFF attempt
+/// and before the send, resumed once a newer leader has recorded the pair back in sync, must
+/// not deliver its message: the attempt is bounded by the act-by deadline, which has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leaders_message_is_never_delivered_after_a_new_epoch() {
+    let _serial = SERIAL.lock().await;
+    let etcd = EtcdCluster::start(1).await.unwrap();
+    let mut sys = system(&etcd, "3s").await;
+    sys.spawn_ftsd_env(
+        "old",
+        &[],
+        "",
+        &[(ftsd::engine::faults::PAUSE_BEFORE_SEND, "2s")],
+    );
+    let old = wait_leader(&etcd, None).await;
+    assert_eq!(old.instance_id, "old");
+    sys.spawn_ftsd("new", &[], "");
+    wait_for("2 members", LIMIT, || async {
+        (members(&etcd).await.len() == 2).then_some(())
+    })
+    .await;
+
+    // the mirror goes: the old leader records it down and is about to send SYNCREP_OFF
+    sys.sim.set_fault(4, Fault::Down).await.unwrap();
+    wait_for(
+        "old leader between its check and the send",
+        LIMIT,
+        || async {
+            sys.daemons[0]
+                .log_text()
+                .contains(ftsd::engine::faults::PAUSE_BEFORE_SEND_LOG)
+                .then_some(())
+        },
+    )
+    .await;
+    sys.daemons[0].signal(libc::SIGSTOP);
+    assert_eq!(
+        sys.row(4).await.state_tuple(),
+        (Role::Mirror, Status::Down, N)
+    );
+
+    // the mirror comes back; the new leader takes office and records the pair in sync
+    sys.sim.clear(4).await.unwrap();
+    let new = wait_leader(&etcd, Some("old")).await;
+    assert!(new.epoch > old.epoch);
+    sys.wait_state(4, (Role::Mirror, U, Mode::InSync), LIMIT)
+        .await;
+    let before = sys.sim.view(2).unwrap().counters.syncrep_off;
+
+    // the old leader resumes past its act-by deadline: its SYNCREP_OFF must never arrive
+    sys.daemons[0].signal(libc::SIGCONT);
+    wait_for("old leader done with the message", LIMIT, || async {
+        let log = sys.daemons[0].log_text();
+        (log.contains("message not sent") || log.contains("message delivered")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let primary = sys.sim.view(2).unwrap();
+    assert_eq!(
+        primary.counters.syncrep_off,
+        before,
+        "a SYNCREP_OFF arrived after the new epoch: {}",
+        sys.logs()
+    );
+    assert!(
+        primary.syncrep,
+        "the primary still replicates synchronously"
+    );
+    assert_eq!(sys.row(2).await.state_tuple(), (P, U, Mode::InSync));
+}
+
+/// Issue 11 #1: on SIGTERM the leader stops its probe loop (letting a decided message finish
+/// under its lease) before it resigns, so no follower is in office while that message is in
+/// flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_leader_finishes_its_message_before_it_resigns() {
+    let _serial = SERIAL.lock().await;
+    let etcd = EtcdCluster::start(1).await.unwrap();
+    let mut sys = system(&etcd, "10s").await;
+    sys.spawn_ftsd_env(
+        "old",
+        &[],
+        "",
+        &[(ftsd::engine::faults::PAUSE_BEFORE_SEND, "1500ms")],
+    );
+    let old = wait_leader(&etcd, None).await;
+    assert_eq!(old.instance_id, "old");
+    sys.spawn_ftsd("new", &[], "");
+    wait_for("2 members", LIMIT, || async {
+        (members(&etcd).await.len() == 2).then_some(())
+    })
+    .await;
+    sys.sim.set_fault(4, Fault::Down).await.unwrap();
+    wait_for("old leader about to send SYNCREP_OFF", LIMIT, || async {
+        sys.daemons[0]
+            .log_text()
+            .contains(ftsd::engine::faults::PAUSE_BEFORE_SEND_LOG)
+            .then_some(())
+    })
+    .await;
+    sys.daemons[0].signal(libc::SIGTERM);
+    let new = wait_leader(&etcd, Some("old")).await;
+    let delivered = sys.sim.view(2).unwrap().counters.syncrep_off;
+    assert!(new.epoch > old.epoch);
+    assert!(
+        delivered >= 1,
+        "a follower took office before the old leader's SYNCREP_OFF was done: {}",
+        sys.logs()
+    );
+    let old_log = sys.daemons[0].log_text();
+    let sent_at = old_log.find("message delivered").expect("delivered");
+    let resigned_at = old_log.find("resigned leadership").expect("resigned");
+    assert!(sent_at < resigned_at, "{old_log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_etcd_quorum_nothing_is_written_until_it_returns() {
     let _serial = SERIAL.lock().await;

@@ -244,6 +244,7 @@ async fn a_leader_of_a_rebuilt_etcd_acts_at_once_and_old_epochs_stay_fenced() {
         content: 1,
         rule: Rule::MirrorDown,
         updates: Vec::new(),
+        expect: Vec::new(),
         evidence: serde_json::json!({}),
     };
     assert!(matches!(

@@ -9,16 +9,17 @@ mod support;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fts_testkit::pg::PgServer;
 use fts_testkit::pgpair::{is_primary, PgPair, PROBE_PASSWORD, PROBE_ROLE};
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::schema;
+use ftsd::driver::SegmentDriver;
+use ftsd::driver::{PgDriver, PgDriverSettings};
 use ftsd::engine::SingleInstance;
-use ftsd::engine::{run_cycle, Authority, CycleContext, ProbeSettings, SegmentDriver};
+use ftsd::engine::{run_cycle, Authority, CycleContext, ProbeSettings, TransitionOutcome};
 use ftsd::model::{Epoch, Mode, Role, Segment, Status};
-use ftsd::pgdriver::{PgDriver, PgDriverSettings};
 use ftsd::wire::MessageType;
 use support::{free_port, history_text, wait_for, Daemon};
 
@@ -391,12 +392,12 @@ async fn attempt_failures_are_classified() {
     let rows = pair.segments(0, 2, 3);
     let t = Duration::from_secs(2);
     let ok = driver()
-        .send(&rows[0], MessageType::Probe, t)
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
         .await
         .unwrap();
     assert!(ok.is_mirror_up && ok.is_in_sync && ok.is_syncrep_enabled && !ok.is_role_mirror);
     let standby = driver()
-        .send(&rows[1], MessageType::Probe, t)
+        .send(&rows[1], MessageType::Probe, Instant::now() + t)
         .await
         .unwrap();
     assert!(standby.is_role_mirror && !standby.is_syncrep_enabled);
@@ -410,14 +411,14 @@ async fn attempt_failures_are_classified() {
         mirror_down_grace: Duration::ZERO,
     };
     let err = PgDriver::new(wrong.clone())
-        .send(&rows[0], MessageType::Probe, t)
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
         .await
         .unwrap_err();
     assert_eq!(err.kind, FailureKind::Auth, "{err}");
     wrong.password = Some(PROBE_PASSWORD.into());
     wrong.database = "no_such_db".into();
     let err = PgDriver::new(wrong)
-        .send(&rows[0], MessageType::Probe, t)
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
         .await
         .unwrap_err();
     assert_eq!(err.kind, FailureKind::StartupError, "{err}");
@@ -425,7 +426,7 @@ async fn attempt_failures_are_classified() {
 
     pair.primary.kill().unwrap();
     let err = driver()
-        .send(&rows[0], MessageType::Probe, t)
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
         .await
         .unwrap_err();
     assert_eq!(err.kind, FailureKind::Refused, "{err}");
@@ -448,7 +449,10 @@ async fn probe_switches_syncrep_back_on_and_survives_a_missing_grant() {
     pair.set_sync_names("").await.unwrap();
     pair.wait_replication(Some("async"), LIMIT).await.unwrap();
     let d = driver();
-    let reply = d.send(&rows[0], MessageType::Probe, t).await.unwrap();
+    let reply = d
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
+        .await
+        .unwrap();
     assert!(reply.is_mirror_up && !reply.is_in_sync && !reply.is_syncrep_enabled);
     assert_eq!(pair.sync_names().await.unwrap(), "");
     assert!(d.verdict(0).unwrap().why.contains("failed"));
@@ -458,11 +462,17 @@ async fn probe_switches_syncrep_back_on_and_survives_a_missing_grant() {
     ))
     .await
     .unwrap();
-    let reply = d.send(&rows[0], MessageType::Probe, t).await.unwrap();
+    let reply = d
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
+        .await
+        .unwrap();
     assert!(reply.is_syncrep_enabled && !reply.is_in_sync);
     assert_eq!(pair.sync_names().await.unwrap(), "\"seg0\"");
     pair.wait_replication(Some("sync"), LIMIT).await.unwrap();
-    let reply = d.send(&rows[0], MessageType::Probe, t).await.unwrap();
+    let reply = d
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
+        .await
+        .unwrap();
     assert!(reply.is_in_sync, "{:?}", d.verdict(0));
 }
 
@@ -529,8 +539,8 @@ async fn guard_refuses_a_standby_that_was_async_at_the_last_probe_even_if_the_ca
         .unwrap();
     let report = run_cycle(observer.clone()).await.unwrap();
     assert_eq!(
-        report.reports[0].transition.as_deref(),
-        Some("observe_only")
+        report.reports[0].transition,
+        Some(TransitionOutcome::ObserveOnly)
     );
     assert_eq!(sys.state(3).await, (M, U, S), "catalog still says in sync");
     let verdict = observer.driver.verdict(0).unwrap();
@@ -550,7 +560,7 @@ async fn guard_refuses_a_standby_that_was_async_at_the_last_probe_even_if_the_ca
     let report = run_cycle(ctx.clone()).await.unwrap();
     let r = &report.reports[0];
     assert_eq!(r.rule.as_str(), "double_fault", "{r:?}");
-    assert_eq!(r.transition.as_deref(), Some("refusal_recorded"));
+    assert_eq!(r.transition, Some(TransitionOutcome::RefusalRecorded));
     let ev = sys.wait_evidence("double_fault").await;
     assert!(
         ev["refusal"].as_str().unwrap().starts_with("driver veto"),
@@ -565,7 +575,11 @@ async fn guard_refuses_a_standby_that_was_async_at_the_last_probe_even_if_the_ca
     let standby: Segment = sys.pair.segments(0, 2, 3)[1].clone();
     let err = ctx
         .driver
-        .send(&standby, MessageType::Promote, Duration::from_secs(2))
+        .send(
+            &standby,
+            MessageType::Promote,
+            Instant::now() + Duration::from_secs(2),
+        )
         .await
         .unwrap_err();
     assert!(err.message.contains("PROMOTE refused"), "{err}");

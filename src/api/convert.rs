@@ -89,8 +89,16 @@ pub fn pair(p: &PairReport) -> proto::PairReport {
         attempts: p.attempts as u32,
         probe_ms: p.probe_ms,
         reply_us: p.reply_us.unwrap_or(0),
-        transition: p.transition.clone().unwrap_or_default(),
-        message: p.message.clone().unwrap_or_default(),
+        transition: p
+            .transition
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        message: p
+            .message
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
     }
 }
 

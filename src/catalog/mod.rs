@@ -13,7 +13,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 
 use crate::core::{RowUpdate, Rule};
-use crate::model::{ContentId, Epoch, SegmentConfig};
+use crate::model::{ContentId, Dbid, Epoch, SegmentConfig, SegmentState};
 
 /// One pair's transition, applied atomically together with its history rows, the epoch fence
 /// and its evidence row.
@@ -24,6 +24,10 @@ pub struct Transition {
     pub content: ContentId,
     pub rule: Rule,
     pub updates: Vec<RowUpdate>,
+    /// Rows that must still hold these states when the fence is taken (checked in the same
+    /// transaction; `Stale` otherwise). Re-PROMOTE writes no row and relies on this.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect: Vec<(Dbid, SegmentState)>,
     /// Why: probe attempts, timings, reply fields, the snapshot the decision used.
     pub evidence: serde_json::Value,
 }

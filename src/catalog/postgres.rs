@@ -8,7 +8,7 @@ use tokio_postgres::{Client, Config, NoTls};
 
 use super::{schema, Catalog, CatalogError, EtcdRevision, Transition};
 use crate::core::epoch::{compose, generation, plan_claim, ClaimPlan};
-use crate::model::{Epoch, Mode, Role, Segment, SegmentConfig, Status};
+use crate::model::{Epoch, Mode, Role, Segment, SegmentConfig, Status, UnreadableRow};
 
 /// Connection settings for the SQL catalog.
 #[derive(Clone)]
@@ -159,19 +159,52 @@ fn parse_char<T>(
     }
 }
 
-fn segment_from_row(row: &tokio_postgres::Row) -> Result<Segment, CatalogError> {
+/// One row, or why it cannot be read. dbid and content are the table's non-null key columns
+/// (checked by the schema verification), so a bad row can always be named and its content
+/// refused alone.
+fn segment_from_row(row: &tokio_postgres::Row) -> Result<Segment, UnreadableRow> {
     let dbid: i16 = row.get(0);
-    Ok(Segment {
+    let content: i16 = row.get(1);
+    let read = || -> Result<Segment, CatalogError> {
+        let text = |i: usize, column: &str| -> Result<String, CatalogError> {
+            row.try_get::<_, Option<String>>(i)
+                .map_err(|e| CatalogError::Corrupt(format!("dbid={dbid}: {column}: {e}")))?
+                .ok_or_else(|| {
+                    CatalogError::Corrupt(format!(
+                        "gp_segment_configuration dbid={dbid}: {column} is NULL"
+                    ))
+                })
+        };
+        Ok(Segment {
+            dbid,
+            content,
+            role: parse_char(dbid, "role", &text(2, "role")?, Role::from_char)?,
+            preferred_role: parse_char(
+                dbid,
+                "preferred_role",
+                &text(3, "preferred_role")?,
+                Role::from_char,
+            )?,
+            mode: parse_char(dbid, "mode", &text(4, "mode")?, Mode::from_char)?,
+            status: parse_char(dbid, "status", &text(5, "status")?, Status::from_char)?,
+            port: row
+                .try_get::<_, Option<i32>>(6)
+                .ok()
+                .flatten()
+                .ok_or_else(|| {
+                    CatalogError::Corrupt(format!(
+                        "gp_segment_configuration dbid={dbid}: port is NULL"
+                    ))
+                })?,
+            hostname: text(7, "hostname")?,
+            address: text(8, "address")?,
+            datadir: text(9, "datadir")?,
+        })
+    };
+    read().map_err(|e| UnreadableRow {
         dbid,
-        content: row.get(1),
-        role: parse_char(dbid, "role", row.get(2), Role::from_char)?,
-        preferred_role: parse_char(dbid, "preferred_role", row.get(3), Role::from_char)?,
-        mode: parse_char(dbid, "mode", row.get(4), Mode::from_char)?,
-        status: parse_char(dbid, "status", row.get(5), Status::from_char)?,
-        port: row.get(6),
-        hostname: row.get(7),
-        address: row.get(8),
-        datadir: row.get(9),
+        content,
+        error: e.to_string(),
     })
 }
 
@@ -222,11 +255,23 @@ impl Catalog for PgCatalog {
                     .query(SELECT_CONFIG, &[])
                     .await
                     .map_err(|e| unavailable("reading gp_segment_configuration", e))?;
-                let segments = rows
-                    .iter()
-                    .map(segment_from_row)
-                    .collect::<Result<_, _>>()?;
-                Ok(SegmentConfig::new(segments))
+                let mut segments = Vec::with_capacity(rows.len());
+                let mut unreadable = Vec::new();
+                for row in &rows {
+                    match segment_from_row(row) {
+                        Ok(s) => segments.push(s),
+                        Err(bad) => {
+                            tracing::error!(
+                                dbid = bad.dbid,
+                                content = bad.content,
+                                error = %bad.error,
+                                "unreadable gp_segment_configuration row: its content is left alone"
+                            );
+                            unreadable.push(bad);
+                        }
+                    }
+                }
+                Ok(SegmentConfig::with_unreadable(segments, unreadable))
             })
         })
         .await
@@ -327,6 +372,31 @@ async fn apply_in_tx(client: &mut Client, t: &Transition) -> Result<(), CatalogE
             "fault point: pausing while holding the epoch fence"
         );
         tokio::time::sleep(delay).await;
+    }
+    for (dbid, want) in &t.expect {
+        let row = tx
+            .query_opt(
+                "SELECT role::text, status::text, mode::text FROM gp_segment_configuration \
+                 WHERE dbid = $1 FOR UPDATE",
+                &[dbid],
+            )
+            .await
+            .map_err(|e| unavailable("re-reading the pair under the fence", e))?;
+        let holds = row.is_some_and(|r| {
+            let (role, status, mode): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            [role, status, mode]
+                == [
+                    want.role.as_char().to_string(),
+                    want.status.as_char().to_string(),
+                    want.mode.as_char().to_string(),
+                ]
+        });
+        if !holds {
+            return Err(CatalogError::Stale {
+                dbid: *dbid,
+                expected: want.to_string(),
+            });
+        }
     }
     for u in &t.updates {
         tx.execute(

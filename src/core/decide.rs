@@ -7,7 +7,9 @@ use std::fmt;
 
 use super::outcome::{ProbeOutcome, RestartState};
 use super::transition::{NextMessage, RowUpdate};
-use crate::model::{ContentId, Mode, Pair, Role, Segment, SegmentConfig, SegmentState, Status};
+use crate::model::{
+    ContentId, Dbid, Mode, Pair, Role, Segment, SegmentConfig, SegmentState, Status,
+};
 use crate::wire::{MessageType, ProbeReply};
 
 /// Which row of the decision table applied; recorded as evidence and counted in metrics.
@@ -28,8 +30,16 @@ pub enum Rule {
     Restarting,
     /// Row 6: the primary is lost and the mirror was in sync: flip roles, PROMOTE the mirror.
     Failover,
-    /// Row 7: the primary is lost and the mirror was not in sync (or is down): no change.
+    /// Row 7: the primary is lost and the mirror was not in sync (or is down), or the driver
+    /// vetoed the failover: no change.
     DoubleFault,
+    /// Row 3's reply (the catalog primary answers as a mirror) from a pair that is not in the
+    /// shape our failover leaves: someone else changed the roles (a switchover,
+    /// `gprecoverseg`); promoting would make a second primary. No change, alarmed.
+    RoleConflict,
+    /// The content's rows are not one primary and one peer (two primaries, three rows, an
+    /// unreadable row): the content is left alone and alarmed; the others go on.
+    BadShape,
 }
 
 impl Rule {
@@ -43,6 +53,8 @@ impl Rule {
             Rule::Restarting => "restarting",
             Rule::Failover => "failover",
             Rule::DoubleFault => "double_fault",
+            Rule::RoleConflict => "role_conflict",
+            Rule::BadShape => "bad_shape",
         }
     }
 }
@@ -50,6 +62,62 @@ impl Rule {
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The driver's verdict on failing over one pair, an input of the decision: the catalog's
+/// mode is all the table reads, a driver may know better (the `postgres` driver's data-loss
+/// guard). A veto can only turn a failover into a refusal, never cause an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailoverGuard {
+    Clear,
+    Veto(String),
+}
+
+/// Why an action the table would take was refused; recorded once per episode as evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "refusal")]
+pub enum Refusal {
+    /// Row 7: the mirror is not recorded up and in sync.
+    NotInSync {
+        mirror_dbid: Dbid,
+        mirror: SegmentState,
+    },
+    /// Row 6 vetoed by the driver.
+    DriverVeto { reason: String },
+    /// The catalog primary answers as a mirror outside the shape a failover leaves.
+    NotFailoverShape {
+        primary: SegmentState,
+        mirror: SegmentState,
+    },
+    /// The content's rows cannot form a pair.
+    BadShape { reason: String },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NotInSync {
+                mirror_dbid,
+                mirror,
+            } => {
+                write!(
+                f,
+                "catalog has mirror dbid {mirror_dbid} {} with mode {}: promoting it could lose \
+                 committed transactions",
+                if mirror.status == Status::Up { "up" } else { "down" },
+                mirror.mode
+            )
+            }
+            Refusal::DriverVeto { reason } => write!(f, "driver veto: {reason}"),
+            Refusal::NotFailoverShape { primary, mirror } => write!(
+                f,
+                "the catalog primary answers as a mirror, but the pair is {primary} + {mirror}, \
+                 not the p/u/n + m/d/n a failover leaves: someone else changed the roles; \
+                 PROMOTE would make a second primary"
+            ),
+            Refusal::BadShape { reason } => f.write_str(reason),
+        }
     }
 }
 
@@ -61,6 +129,14 @@ pub struct Decision {
     pub rule: Rule,
     pub updates: Vec<RowUpdate>,
     pub message: Option<NextMessage>,
+    /// Rows that must still hold these states, checked under the fence in the transaction
+    /// that precedes the message (re-PROMOTE writes no row, so nothing else would catch a
+    /// catalog changed since the snapshot).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect: Vec<(Dbid, SegmentState)>,
+    /// Set when the table's action is refused; nothing is written or sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
 }
 
 impl Decision {
@@ -70,7 +146,20 @@ impl Decision {
             rule,
             updates: Vec::new(),
             message: None,
+            expect: Vec::new(),
+            refusal: None,
         }
+    }
+
+    fn refused(content: ContentId, rule: Rule, why: Refusal) -> Self {
+        let mut d = Decision::new(content, rule);
+        d.refusal = Some(why);
+        d
+    }
+
+    /// A content whose rows cannot form a pair: no action, only the alarm.
+    pub fn bad_shape(content: ContentId, reason: String) -> Self {
+        Decision::refused(content, Rule::BadShape, Refusal::BadShape { reason })
     }
 
     pub fn is_noop(&self) -> bool {
@@ -78,8 +167,9 @@ impl Decision {
     }
 }
 
-/// Decides one pair. `pair` is the catalog snapshot the probe was made against.
-pub fn decide_pair(pair: &Pair, outcome: &ProbeOutcome) -> Decision {
+/// Decides one pair. `pair` is the catalog snapshot the probe was made against; `guard` is
+/// the driver's verdict on failing it over.
+pub fn decide_pair(pair: &Pair, outcome: &ProbeOutcome, guard: &FailoverGuard) -> Decision {
     let content = pair.content();
     match outcome {
         ProbeOutcome::Replied { reply } => decide_replied(pair, reply),
@@ -88,10 +178,28 @@ pub fn decide_pair(pair: &Pair, outcome: &ProbeOutcome) -> Decision {
                 Decision::new(content, Rule::Restarting)
             }
             RestartState::NotRestarting | RestartState::RecoveryNotMakingProgress { .. } => {
-                decide_failed(pair)
+                decide_failed(pair, guard)
             }
         },
     }
+}
+
+/// The shape decision row 6 leaves a pair in: the promoted mirror `p/u/n`, the lost primary
+/// `m/d/n`. Row 3 (PROMOTE again) is only ever right from this shape; any other shape with a
+/// primary answering as a mirror was made by someone else.
+pub fn failover_shape(pair: &Pair) -> bool {
+    pair.primary.state()
+        == (SegmentState {
+            role: Role::Primary,
+            status: Status::Up,
+            mode: Mode::NotInSync,
+        })
+        && pair.mirror.state()
+            == (SegmentState {
+                role: Role::Mirror,
+                status: Status::Down,
+                mode: Mode::NotInSync,
+            })
 }
 
 fn decide_replied(pair: &Pair, reply: &ProbeReply) -> Decision {
@@ -117,11 +225,22 @@ fn decide_replied(pair: &Pair, reply: &ProbeReply) -> Decision {
         return d;
     }
     if reply.is_role_mirror {
+        if !failover_shape(pair) {
+            return Decision::refused(
+                pair.content(),
+                Rule::RoleConflict,
+                Refusal::NotFailoverShape {
+                    primary: p.state(),
+                    mirror: m.state(),
+                },
+            );
+        }
         let mut d = Decision::new(pair.content(), Rule::RePromote);
         d.message = Some(NextMessage {
             kind: MessageType::Promote,
             target: p.clone(),
         });
+        d.expect = vec![(p.dbid, p.state()), (m.dbid, m.state())];
         return d;
     }
     let updates = update_configuration(
@@ -143,14 +262,30 @@ fn decide_replied(pair: &Pair, reply: &ProbeReply) -> Decision {
     d
 }
 
-fn decide_failed(pair: &Pair) -> Decision {
+fn decide_failed(pair: &Pair, guard: &FailoverGuard) -> Decision {
     let (p, m) = (&pair.primary, &pair.mirror);
     // Greenplum checks only the mirror's mode (the catalog guarantees both rows agree and that
     // an in-sync mirror is up). We check all three so that a hand-edited or inconsistent
     // catalog can never lead to promoting a mirror that was not in sync.
     let promotable = m.mode == Mode::InSync && p.mode == Mode::InSync && m.status == Status::Up;
     if !promotable {
-        return Decision::new(pair.content(), Rule::DoubleFault);
+        return Decision::refused(
+            pair.content(),
+            Rule::DoubleFault,
+            Refusal::NotInSync {
+                mirror_dbid: m.dbid,
+                mirror: m.state(),
+            },
+        );
+    }
+    if let FailoverGuard::Veto(reason) = guard {
+        return Decision::refused(
+            pair.content(),
+            Rule::DoubleFault,
+            Refusal::DriverVeto {
+                reason: reason.clone(),
+            },
+        );
     }
     let mut d = Decision::new(pair.content(), Rule::Failover);
     d.updates = update_configuration(p, m, Role::Mirror, Role::Primary, false, false, m.is_up());
@@ -164,6 +299,10 @@ fn decide_failed(pair: &Pair) -> Decision {
 /// `updateConfiguration` of the in-core prober: a row is written iff its liveness differs from
 /// the catalog, and both rows are written when the mode changes; each written row gets the new
 /// role, status and mode. Primary row first.
+///
+/// One addition: rows whose modes disagree (primary `s`, mirror `n`, which the in-core FTS
+/// asserts never happens) are both rewritten to the mode the probe established. Left alone,
+/// such a pair is reported healthy forever while a primary loss becomes a double fault.
 fn update_configuration(
     p: &Segment,
     m: &Segment,
@@ -173,47 +312,55 @@ fn update_configuration(
     primary_alive: bool,
     mirror_alive: bool,
 ) -> Vec<RowUpdate> {
-    let mode_changes = in_sync != p.in_sync();
+    let mode_changes = in_sync != p.in_sync() || p.mode != m.mode;
     let mode = Mode::from_in_sync(in_sync);
     let mut updates = Vec::with_capacity(2);
-    if mode_changes || primary_alive != p.is_up() {
-        updates.push(RowUpdate::new(
-            p,
-            SegmentState {
-                role: new_role_p,
-                status: Status::from_alive(primary_alive),
-                mode,
-            },
-        ));
-    }
-    if mode_changes || mirror_alive != m.is_up() {
-        updates.push(RowUpdate::new(
-            m,
-            SegmentState {
-                role: new_role_m,
-                status: Status::from_alive(mirror_alive),
-                mode,
-            },
-        ));
+    for (row, role, alive) in [
+        (p, new_role_p, primary_alive),
+        (m, new_role_m, mirror_alive),
+    ] {
+        let to = SegmentState {
+            role,
+            status: Status::from_alive(alive),
+            mode,
+        };
+        // With matching modes a written row always changes; with mismatched ones the row that
+        // already holds the reported mode is left alone.
+        if (mode_changes || alive != row.is_up()) && to != row.state() {
+            updates.push(RowUpdate::new(row, to));
+        }
     }
     updates
 }
 
-/// Decides every probed pair of a cycle. Pairs without an outcome (not probed, e.g. shutdown
-/// began) are left alone.
+/// Decides every probed pair of a cycle, with the driver's vetoes per content. Pairs without
+/// an outcome (not probed, e.g. shutdown began) are left alone; contents whose rows cannot
+/// form a pair are refused.
 pub fn plan_cycle(
     config: &SegmentConfig,
     outcomes: &HashMap<ContentId, ProbeOutcome>,
+    vetoes: &HashMap<ContentId, String>,
 ) -> Vec<Decision> {
-    config
-        .probe_pairs()
+    let set = config.probe_pairs();
+    let mut plan: Vec<Decision> = set
+        .pairs
         .iter()
         .filter_map(|pair| {
+            let guard = match vetoes.get(&pair.content()) {
+                Some(reason) => FailoverGuard::Veto(reason.clone()),
+                None => FailoverGuard::Clear,
+            };
             outcomes
                 .get(&pair.content())
-                .map(|outcome| decide_pair(pair, outcome))
+                .map(|outcome| decide_pair(pair, outcome, &guard))
         })
-        .collect()
+        .collect();
+    plan.extend(
+        set.refused
+            .into_iter()
+            .map(|b| Decision::bad_shape(b.content, b.reason)),
+    );
+    plan
 }
 
 /// Applies updates to a configuration snapshot, as a committed transaction would.

@@ -7,6 +7,6 @@ pub mod epoch;
 pub mod outcome;
 pub mod transition;
 
-pub use decide::{decide_pair, plan_cycle, Decision, Rule};
+pub use decide::{decide_pair, failover_shape, plan_cycle, Decision, FailoverGuard, Refusal, Rule};
 pub use outcome::{reply_wants_retry, restart_state, ProbeOutcome, RestartState};
 pub use transition::{NextMessage, RowUpdate};

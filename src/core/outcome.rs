@@ -44,9 +44,12 @@ pub fn reply_wants_retry(reply: &ProbeReply, mirror: &Segment) -> bool {
 /// Derives the restart state from the errors of every attempt of this cycle, oldest first.
 ///
 /// Only the last attempt decides, as in the in-core prober where the flag is reset at each
-/// connect; its LSN is compared with the highest LSN seen earlier in the same cycle (starting
-/// from 0). So with a single attempt any in-recovery reply counts as progress, exactly as
-/// Greenplum behaves with `gp_fts_probe_retries = 0`.
+/// connect; its LSN is compared with the LSN of the previous attempt that reported one in the
+/// same cycle (0 at cycle start), as `checkIfFailedDueToRecoveryInProgress` keeps one LSN per
+/// segment and overwrites it on each in-recovery failure. So with a single attempt any
+/// in-recovery reply counts as progress, exactly as Greenplum behaves with
+/// `gp_fts_probe_retries = 0`; and an LSN that went back and then forward again (a restart
+/// from the last checkpoint) counts as progress, as it does there.
 pub fn restart_state(errors: &[AttemptError]) -> RestartState {
     let Some((last, earlier)) = errors.split_last() else {
         return RestartState::NotRestarting;
@@ -56,11 +59,11 @@ pub fn restart_state(errors: &[AttemptError]) -> RestartState {
         Some(Signal::Recovery(Some(lsn))) => {
             let seen = earlier
                 .iter()
-                .filter_map(|e| match startup_signal(e) {
+                .rev()
+                .find_map(|e| match startup_signal(e) {
                     Some(Signal::Recovery(lsn)) => lsn,
                     _ => None,
                 })
-                .max()
                 .unwrap_or(0);
             if lsn > seen {
                 RestartState::RecoveryMakingProgress { lsn }
@@ -107,7 +110,7 @@ mod tests {
     }
 
     #[test]
-    fn progress_is_judged_on_the_last_attempt_against_the_highest_earlier_lsn() {
+    fn progress_is_judged_on_the_last_attempt_against_the_previous_attempts_lsn() {
         use RestartState::*;
         assert_eq!(restart_state(&[]), NotRestarting);
         assert_eq!(
@@ -122,9 +125,21 @@ mod tests {
             restart_state(&[recovery("0/20"), recovery("0/20")]),
             RecoveryNotMakingProgress { lsn: 0x20 }
         );
-        // rolling panics: the LSN went backwards
+        // the LSN went backwards
+        assert_eq!(
+            restart_state(&[recovery("0/30"), recovery("0/10")]),
+            RecoveryNotMakingProgress { lsn: 0x10 }
+        );
+        // compared with the previous attempt, not the highest earlier one (reference 1.5):
+        // 0/20 after 0/10 is progress even though 0/30 was seen first
         assert_eq!(
             restart_state(&[recovery("0/30"), recovery("0/10"), recovery("0/20")]),
+            RecoveryMakingProgress { lsn: 0x20 }
+        );
+        // an attempt without an LSN in between does not reset the comparison
+        let refused_between = AttemptError::new(FailureKind::Refused, "connection refused");
+        assert_eq!(
+            restart_state(&[recovery("0/20"), refused_between, recovery("0/20")]),
             RecoveryNotMakingProgress { lsn: 0x20 }
         );
         // the last attempt decides: progress earlier, then refused

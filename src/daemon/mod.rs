@@ -26,10 +26,11 @@ use tokio::sync::{watch, Notify};
 use crate::catalog::postgres::PgCatalog;
 use crate::catalog::{schema, NoEtcd};
 use crate::config::Config;
+use crate::driver::{self, AnyDriver};
 use crate::election::{run_elector, ElectedAuthority};
 use crate::engine::authority::SINGLE_INSTANCE_EPOCH;
 use crate::engine::runner::run_loop;
-use crate::engine::{AnyDriver, Authority, CycleContext, SingleInstance};
+use crate::engine::{Authority, CycleContext, SingleInstance};
 
 /// How this instance holds authority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,11 +173,14 @@ async fn run_elected(
         instance_id.clone(),
         authority.office_events(),
     )));
+    // The elector resigns only once the probe loop has stopped: a resign lets a follower take
+    // office at once, and a message of ours still in flight would then act beside it.
+    let (elector_stop, elector_stopped) = watch::channel(false);
     let elector = tokio::spawn(run_elector(
         settings::elector_settings(&cfg, etcd, &instance_id),
         authority.clone(),
         membership,
-        shutdown.clone(),
+        elector_stopped,
     ));
     let ctx = context(&cfg, catalog, authority, instance_id);
     run_loop(
@@ -187,7 +191,8 @@ async fn run_elected(
         shutdown,
     )
     .await;
-    // The elector resigns on the same shutdown signal; wait for it so followers take over at once.
+    let _ = elector_stop.send(true);
+    // Wait for the resign so followers take over at once.
     let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
     drop(claimer);
     Ok(())
@@ -200,7 +205,7 @@ fn context<A: Authority>(
     instance_id: String,
 ) -> Arc<CycleContext<AnyDriver, Arc<PgCatalog>, A>> {
     Arc::new(CycleContext {
-        driver: AnyDriver::from_config(cfg),
+        driver: driver::from_config(cfg),
         catalog,
         authority,
         settings: settings::probe_settings(cfg),

@@ -31,6 +31,46 @@ impl Leadership {
     }
 }
 
+/// Why a leader left office.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepDownReason {
+    /// No keepalive was acknowledged before the act-by deadline.
+    ActByExpired,
+    /// etcd reported the lease gone (or its keeper stopped).
+    LeaseLost,
+    /// The catalog holds a newer epoch.
+    Fenced,
+    /// Our leader key is no longer in etcd.
+    KeyVanished,
+    /// The daemon is stopping.
+    Shutdown,
+    /// Handed office over because the probe cycles kept failing (`daemon::watchdog`).
+    CyclesFailing,
+    /// Left office without a more specific reason.
+    SteppedDown,
+}
+
+impl StepDownReason {
+    /// The name used in logs, metrics labels and the leader-change hook.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepDownReason::ActByExpired => "act_by_expired",
+            StepDownReason::LeaseLost => "lease_lost",
+            StepDownReason::Fenced => "fenced",
+            StepDownReason::KeyVanished => "key_vanished",
+            StepDownReason::Shutdown => "shutdown",
+            StepDownReason::CyclesFailing => "cycles_failing",
+            StepDownReason::SteppedDown => "stepped_down",
+        }
+    }
+}
+
+impl std::fmt::Display for StepDownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why this instance stopped acting; logged and counted.
 #[derive(Debug, Default)]
 pub struct StepDowns {
@@ -63,6 +103,21 @@ impl Reconnects {
             ("keepalive", self.keepalive.load(Ordering::Relaxed)),
             ("pause_watch", self.pause_watch.load(Ordering::Relaxed)),
         ]
+    }
+}
+
+impl StepDowns {
+    /// Counts one step-down for `reason` (an unspecific one counts as a lost lease).
+    pub fn count(&self, reason: StepDownReason) {
+        let counter = match reason {
+            StepDownReason::ActByExpired => &self.act_by_expired,
+            StepDownReason::Fenced => &self.fenced,
+            StepDownReason::KeyVanished => &self.key_vanished,
+            StepDownReason::Shutdown => &self.shutdown,
+            StepDownReason::CyclesFailing => &self.cycles_failing,
+            StepDownReason::LeaseLost | StepDownReason::SteppedDown => &self.lease_lost,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -161,11 +216,11 @@ impl ElectedAuthority {
 
     /// Stops acting immediately: no write or message starts after this returns.
     pub fn leave_office(&self) {
-        self.leave_office_because("stepped_down");
+        self.leave_office_because(StepDownReason::SteppedDown);
     }
 
     /// Like `leave_office`, naming why (published to office-change followers).
-    pub fn leave_office_because(&self, reason: &str) {
+    pub fn leave_office_because(&self, reason: StepDownReason) {
         let previous = lock(&self.office).take().map(|o| Epoch(o.revision));
         *lock(&self.act_by) = None;
         *lock(&self.client) = None;
@@ -173,7 +228,7 @@ impl ElectedAuthority {
             self.office_events.send_replace(OfficeEvent {
                 epoch: None,
                 previous,
-                reason: reason.into(),
+                reason: reason.as_str().into(),
             });
         }
     }
@@ -249,6 +304,10 @@ impl Authority for Arc<ElectedAuthority> {
         lock(&self.office).as_ref().and_then(|o| o.claimed)
     }
 
+    fn deadline(&self) -> Option<Instant> {
+        *lock(&self.act_by)
+    }
+
     /// Compares the leader key's create revision in etcd (a linearizable txn): the key exists
     /// and is still ours. A partitioned member without a raft leader rejects the call
     /// ("require leader"), so this fails closed.
@@ -296,8 +355,8 @@ impl Authority for Arc<ElectedAuthority> {
     fn fenced_out(&self, current: Epoch) {
         tracing::error!(%current, "catalog fenced out our epoch; stepping down");
         self.probing.store(false, Ordering::Relaxed);
-        self.leave_office_because("fenced");
-        self.step_downs.fenced.fetch_add(1, Ordering::Relaxed);
+        self.leave_office_because(StepDownReason::Fenced);
+        self.step_downs.count(StepDownReason::Fenced);
         self.fenced.notify_one();
     }
 }

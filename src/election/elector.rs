@@ -13,7 +13,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use etcd_client::{Client, LeaderKey, ResignOptions};
 use tokio::sync::watch;
 
-use super::authority::{ElectedAuthority, Leadership};
+use super::authority::{ElectedAuthority, Leadership, StepDownReason};
 use super::keeper::{self, KeeperHandle, LeaseStatus};
 use super::members::Membership;
 use super::EtcdOptions;
@@ -38,7 +38,7 @@ impl ElectorSettings {
 
 enum Exit {
     Shutdown,
-    StepDown(&'static str, String),
+    StepDown(StepDownReason, String),
 }
 
 /// Runs until `shutdown` turns true, then resigns (if leading) and revokes the lease.
@@ -61,7 +61,7 @@ pub async fn run_elector(
         match term(&settings, &authority, &membership, &mut shutdown).await {
             Ok(Exit::Shutdown) => return,
             Ok(Exit::StepDown(kind, reason)) => {
-                tracing::warn!(kind, reason = %reason, "stepped down; campaigning again");
+                tracing::warn!(kind = %kind, reason = %reason, "stepped down; campaigning again");
                 backoff = backoff_builder.build();
                 // Let a follower win the next round while our lease is being revoked.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -166,7 +166,7 @@ async fn campaign(
     let won = tokio::select! {
         r = campaign => r.map_err(|e| anyhow::anyhow!("campaign: {e}"))?,
         lost = wait_lost(&mut session.keeper.status) => {
-            return Ok(Err(Exit::StepDown("lease_lost", lost)));
+            return Ok(Err(Exit::StepDown(StepDownReason::LeaseLost, lost)));
         }
         _ = shutdown.changed() => return Ok(Err(Exit::Shutdown)),
     };
@@ -196,19 +196,16 @@ async fn verify(
         .first()
         .is_some_and(|kv| kv.create_revision() == leader.rev() && kv.lease() == session.lease_id);
     if !valid {
-        authority
-            .step_downs
-            .key_vanished
-            .fetch_add(1, Ordering::Relaxed);
+        authority.step_downs.count(StepDownReason::KeyVanished);
         return Ok(Err(Exit::StepDown(
-            "key_vanished",
+            StepDownReason::KeyVanished,
             "campaign returned but our leader key is gone".into(),
         )));
     }
     let status = session.keeper.status.borrow().clone();
     Ok(match status {
         LeaseStatus::Alive { act_by, .. } => Ok(act_by),
-        LeaseStatus::Lost { reason } => Err(Exit::StepDown("lease_lost", reason)),
+        LeaseStatus::Lost { reason } => Err(Exit::StepDown(StepDownReason::LeaseLost, reason)),
     })
 }
 
@@ -251,8 +248,8 @@ async fn hold_office(
 
     let exit = keep_office(s, authority, session, leader, shutdown).await;
     authority.leave_office_because(match &exit {
-        Exit::Shutdown => "shutdown",
-        Exit::StepDown(kind, _) => kind,
+        Exit::Shutdown => StepDownReason::Shutdown,
+        Exit::StepDown(kind, _) => *kind,
     });
     membership.update(|m| {
         m.role = "follower".into();
@@ -261,10 +258,7 @@ async fn hold_office(
     });
     match &exit {
         Exit::Shutdown => {
-            authority
-                .step_downs
-                .shutdown
-                .fetch_add(1, Ordering::Relaxed);
+            authority.step_downs.count(StepDownReason::Shutdown);
             let resign = session
                 .client
                 .resign(Some(ResignOptions::new().with_leader(leader.clone())));
@@ -273,17 +267,9 @@ async fn hold_office(
                 Err(e) => tracing::warn!(error = %e, "resign failed; the lease will expire"),
             }
         }
-        // `fenced_out` counted its own step-down.
-        Exit::StepDown("fenced", _) => {}
-        Exit::StepDown(kind, _) => {
-            let counter = match *kind {
-                "act_by_expired" => &authority.step_downs.act_by_expired,
-                "key_vanished" => &authority.step_downs.key_vanished,
-                "cycles_failing" => &authority.step_downs.cycles_failing,
-                _ => &authority.step_downs.lease_lost,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
+        // `fenced_out` already counted the fenced step-down when it happened.
+        Exit::StepDown(StepDownReason::Fenced, _) => {}
+        Exit::StepDown(kind, _) => authority.step_downs.count(*kind),
     }
     exit
 }
@@ -306,18 +292,18 @@ async fn keep_office(
         tokio::select! {
             changed = keeper.status.changed() => {
                 if changed.is_err() {
-                    return Exit::StepDown("lease_lost", "lease keeper stopped".into());
+                    return Exit::StepDown(StepDownReason::LeaseLost, "lease keeper stopped".into());
                 }
                 let status = keeper.status.borrow().clone();
                 match status {
                     LeaseStatus::Alive { act_by, .. } => authority.extend(act_by),
-                    LeaseStatus::Lost { reason } => return Exit::StepDown("lease_lost", reason),
+                    LeaseStatus::Lost { reason } => return Exit::StepDown(StepDownReason::LeaseLost, reason),
                 }
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
                 if authority.act_by().is_none_or(|a| Instant::now() >= a) {
                     return Exit::StepDown(
-                        "act_by_expired",
+                        StepDownReason::ActByExpired,
                         "no keepalive acknowledged before the act-by deadline".into(),
                     );
                 }
@@ -326,17 +312,17 @@ async fn keep_office(
                 next_check = tokio::time::Instant::now() + check_every;
                 match bounded("checking leader key", check_every, client.get(leader.key(), None)).await {
                     Ok(r) if r.kvs().first().is_some_and(|kv| kv.create_revision() == leader.rev()) => {}
-                    Ok(_) => return Exit::StepDown("key_vanished", "our leader key was deleted".into()),
+                    Ok(_) => return Exit::StepDown(StepDownReason::KeyVanished, "our leader key was deleted".into()),
                     // Unreachable etcd is handled by the act-by deadline, not here.
                     Err(e) => tracing::debug!(error = %e, "leader key check failed"),
                 }
             }
             _ = authority.fenced.notified() => {
-                return Exit::StepDown("fenced", "the catalog holds a newer epoch".into());
+                return Exit::StepDown(StepDownReason::Fenced, "the catalog holds a newer epoch".into());
             }
             _ = authority.hand_over.notified() => {
                 return Exit::StepDown(
-                    "cycles_failing",
+                    StepDownReason::CyclesFailing,
                     "probe cycles keep failing; handing office to another instance".into(),
                 );
             }

@@ -19,6 +19,6 @@ pub mod keys;
 pub mod members;
 pub mod pause;
 
-pub use authority::{ElectedAuthority, Leadership, OfficeEvent};
+pub use authority::{ElectedAuthority, Leadership, OfficeEvent, StepDownReason};
 pub use connect::EtcdOptions;
 pub use elector::{run_elector, ElectorSettings};

@@ -1,5 +1,7 @@
 //! One message exchange with its attempts: `retries + 1` tries, each bounded by the timeout,
-//! with the configured delay in between, as the in-core prober's retry loop does.
+//! with the configured delay in between, as the in-core prober's retry loop does. Before each
+//! attempt a gate says whether it may start and by when it must end (for PROMOTE and
+//! SYNCREP_OFF: authority still held, and the act-by deadline).
 
 use std::time::{Duration, Instant};
 
@@ -45,10 +47,15 @@ impl Exchange {
     }
 }
 
+/// Asked before every attempt: `Some(deadline)` lets the attempt start and bounds it (never
+/// later than `now + timeout`), `None` ends the exchange early.
+pub type Gate<'a> = &'a (dyn Fn() -> Option<Instant> + Send + Sync);
+
 /// Sends `kind` to `target` with retries. For PROBE, `mirror` is the catalog row of the
 /// target's peer: a reply with `request_retry` while the catalog still has that mirror up is
 /// retried too and consumes the same budget (decision rows 1/1c).
-/// `stop` is polled between attempts; when it returns true the exchange ends early.
+/// `gate` is asked before each attempt (after the retry delay and after waiting for a
+/// permit); when it says no, the exchange ends and returns None.
 pub async fn exchange<D: SegmentDriver>(
     driver: &D,
     permits: &Semaphore,
@@ -56,7 +63,7 @@ pub async fn exchange<D: SegmentDriver>(
     target: &Segment,
     kind: MessageType,
     mirror: Option<&Segment>,
-    stop: &(dyn Fn() -> bool + Send + Sync),
+    gate: Gate<'_>,
 ) -> Option<Exchange> {
     let start = Instant::now();
     let mut attempts = Vec::with_capacity(1);
@@ -65,19 +72,20 @@ pub async fn exchange<D: SegmentDriver>(
         if attempt > 0 {
             tokio::time::sleep(settings.retry_delay).await;
         }
-        if stop() {
-            return None;
-        }
-        let started_ms = start.elapsed().as_millis() as u64;
         let result = {
             // A closed semaphore would mean shutdown; treat as stop.
             let Ok(_permit) = permits.acquire().await else {
                 return None;
             };
+            // Asked with the permit in hand: waiting for one can take a whole timeout.
+            let limit = gate()?;
+            super::faults::pause_before_send(kind).await;
             let t0 = Instant::now();
-            let r = driver.send(target, kind, settings.timeout).await;
+            let deadline = limit.min(t0 + settings.timeout);
+            let r = driver.send(target, kind, deadline).await;
             (r, t0.elapsed())
         };
+        let started_ms = (start.elapsed() - result.1).as_millis() as u64;
         let (result, elapsed) = result;
         let last = attempt == settings.retries;
         match result {

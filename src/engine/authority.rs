@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use crate::model::Epoch;
 
@@ -12,6 +13,13 @@ pub trait Authority: Send + Sync + 'static {
     /// (follower, lease past its act-by deadline, paused ...). Must be cheap: it is called
     /// for every transition.
     fn acting_epoch(&self) -> Option<Epoch>;
+
+    /// Until when the epoch `acting_epoch` returns may be acted on (the act-by deadline:
+    /// before the lease can have expired), or None when authority does not lapse by itself
+    /// (single instance). Every PROMOTE / SYNCREP_OFF attempt must end by then.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
 
     /// A stronger check right before sending PROMOTE or SYNCREP_OFF, which the catalog fence
     /// cannot protect.

@@ -1,18 +1,21 @@
 //! One probe cycle over every pair, and what it reports.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::{evidence, exchange, Authority, Exchange, ProbeSettings, SegmentDriver};
 use crate::catalog::{Catalog, CatalogError, Transition};
-use crate::core::{decide_pair, restart_state, Decision, ProbeOutcome, RowUpdate, Rule};
-use crate::model::{ContentId, Dbid, Pair, SegmentConfig};
+use crate::core::{
+    decide_pair, restart_state, Decision, FailoverGuard, ProbeOutcome, Refusal, RowUpdate, Rule,
+};
+use crate::model::{BadContent, ContentId, Dbid, Epoch, Pair, SegmentConfig};
 use crate::wire::MessageType;
 
 /// Everything a cycle needs; shared by all pair tasks.
@@ -28,23 +31,104 @@ pub struct CycleContext<D, C, A> {
     pub refusals: RefusalLog,
 }
 
-/// The refused failovers (double faults, driver vetoes) recorded in the evidence table, per
-/// content with the primary that was lost. An entry lives as long as the refusal does: the
-/// first cycle that decides anything else for the content removes it, so a later, new
-/// refusal is recorded again.
+/// The refusals (double faults, driver vetoes, role conflicts, bad shapes) recorded in the
+/// evidence table, per content with what was refused (the rule and the primary concerned).
+/// An entry lives as long as the refusal does: the first cycle that decides anything else for
+/// the content removes it, so a later, new refusal is recorded again.
 #[derive(Debug, Default)]
-pub struct RefusalLog(Mutex<HashMap<ContentId, Dbid>>);
+pub struct RefusalLog(Mutex<HashMap<ContentId, (Rule, Dbid)>>);
 
 impl RefusalLog {
     /// Marks the refusal; true if it was not recorded yet.
-    fn mark(&self, content: ContentId, primary: Dbid) -> bool {
+    fn mark(&self, content: ContentId, what: (Rule, Dbid)) -> bool {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(content, primary) != Some(primary)
+        map.insert(content, what) != Some(what)
     }
 
     fn clear(&self, content: ContentId) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.remove(&content);
+    }
+}
+
+/// What became of a decision's catalog step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionOutcome {
+    /// The row updates committed.
+    Applied,
+    /// No row to write; the pair was re-read under the fence and still holds the decision's
+    /// snapshot (re-PROMOTE).
+    Confirmed,
+    /// A refusal's evidence row committed.
+    RefusalRecorded,
+    /// Maintenance mode: decided, not acted on.
+    Paused,
+    /// Not the acting leader: decided, not acted on.
+    ObserveOnly,
+    /// The catalog said no (fenced, stale snapshot) or could not be reached.
+    Failed(String),
+}
+
+impl fmt::Display for TransitionOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransitionOutcome::Applied => f.write_str("applied"),
+            TransitionOutcome::Confirmed => f.write_str("confirmed"),
+            TransitionOutcome::RefusalRecorded => f.write_str("refusal_recorded"),
+            TransitionOutcome::Paused => f.write_str("paused"),
+            TransitionOutcome::ObserveOnly => f.write_str("observe_only"),
+            TransitionOutcome::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+impl Serialize for TransitionOutcome {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageResult {
+    Delivered,
+    /// Every attempt failed; the last error.
+    Failed(String),
+    /// Not sent (or not every attempt made): authority was gone or its deadline had passed.
+    NotSent(String),
+}
+
+/// The message a decision sent, and how that went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageOutcome {
+    pub kind: MessageType,
+    pub result: MessageResult,
+}
+
+impl MessageResult {
+    /// The metrics label: `ok`, `failed` or `not_sent`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MessageResult::Delivered => "ok",
+            MessageResult::Failed(_) => "failed",
+            MessageResult::NotSent(_) => "not_sent",
+        }
+    }
+}
+
+impl fmt::Display for MessageOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.result {
+            MessageResult::Delivered => write!(f, "{} ok", self.kind),
+            MessageResult::Failed(e) => write!(f, "{} failed: {e}", self.kind),
+            MessageResult::NotSent(why) => write!(f, "{} not sent: {why}", self.kind),
+        }
+    }
+}
+
+impl Serialize for MessageOutcome {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -60,12 +144,12 @@ pub struct PairReport {
     pub probe_ms: u64,
     /// Latency of the successful attempt, when there was one.
     pub reply_us: Option<u64>,
-    /// Catalog transition: "applied", "observe_only", or the error.
+    /// The catalog step of the decision, when it had one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub transition: Option<String>,
-    /// Message sent after the transition: "PROMOTE ok", "SYNCREP_OFF failed: ..." ...
+    pub transition: Option<TransitionOutcome>,
+    /// The message sent after the transition.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    pub message: Option<MessageOutcome>,
     /// The epoch the transition was written with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epoch: Option<i64>,
@@ -95,8 +179,11 @@ pub struct CycleReport {
     /// The configuration the cycle read (for the API's per-segment view and the metrics).
     #[serde(skip)]
     pub config: SegmentConfig,
-    /// Count of pairs per decision rule.
+    /// Count of pairs per decision rule (refused contents count as `bad_shape`).
     pub rules: BTreeMap<Rule, usize>,
+    /// Contents left alone because their rows cannot form a pair.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused_contents: Vec<BadContent>,
     pub reports: Vec<PairReport>,
 }
 
@@ -113,7 +200,8 @@ where
     let started_at = SystemTime::now();
     let start = Instant::now();
     let config = ctx.catalog.load().await?;
-    let pairs = config.probe_pairs();
+    let set = config.probe_pairs();
+    let pairs = set.pairs;
     let permits = Arc::new(Semaphore::new(ctx.settings.concurrency.max(1)));
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -142,8 +230,20 @@ where
         paused: false,
         config: SegmentConfig::default(),
         rules: BTreeMap::new(),
+        refused_contents: Vec::new(),
         reports: Vec::with_capacity(pairs.len()),
     };
+    for bad in set.refused {
+        let span = tracing::error_span!("content", content = bad.content);
+        async {
+            tracing::error!(reason = %bad.reason, "content refused: its rows cannot form a pair; no action");
+            report.fenced |= record_bad_shape(&ctx, &config, &bad).await;
+        }
+        .instrument(span)
+        .await;
+        *report.rules.entry(Rule::BadShape).or_default() += 1;
+        report.refused_contents.push(bad);
+    }
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(Some(r)) => {
@@ -191,7 +291,8 @@ where
     C: Catalog,
     A: Authority,
 {
-    let stop = || ctx.stopping.load(Ordering::Relaxed);
+    let timeout = ctx.settings.timeout;
+    let gate = || (!ctx.stopping.load(Ordering::Relaxed)).then(|| Instant::now() + timeout);
     let probe = exchange(
         &ctx.driver,
         permits,
@@ -199,7 +300,7 @@ where
         &pair.primary,
         MessageType::Probe,
         Some(&pair.mirror),
-        &stop,
+        &gate,
     )
     .await?;
     let outcome = match &probe.result {
@@ -227,33 +328,11 @@ where
             pair.primary.port
         );
     }
-    let mut decision = decide_pair(&pair, &outcome);
-    let mut refusal = None;
-    if decision.rule == Rule::Failover {
-        if let Some(reason) = ctx.driver.failover_veto(&pair) {
-            tracing::warn!(
-                mirror_dbid = pair.mirror.dbid,
-                %reason,
-                "data-loss guard: refusing to promote the mirror although the catalog has it in sync"
-            );
-            decision = Decision {
-                content: pair.content(),
-                rule: Rule::DoubleFault,
-                updates: Vec::new(),
-                message: None,
-            };
-            refusal = Some(format!("driver veto: {reason}"));
-        }
-    }
-    if decision.rule == Rule::DoubleFault && refusal.is_none() {
-        refusal = Some(format!(
-            "catalog has mirror dbid {} {} with mode {}: promoting it could lose committed \
-             transactions",
-            pair.mirror.dbid,
-            if pair.mirror.is_up() { "up" } else { "down" },
-            pair.mirror.mode
-        ));
-    }
+    let guard = match ctx.driver.failover_veto(&pair) {
+        Some(reason) => FailoverGuard::Veto(reason),
+        None => FailoverGuard::Clear,
+    };
+    let decision = decide_pair(&pair, &outcome, &guard);
     let mut result = PairResult {
         pair: PairReport {
             content: pair.content(),
@@ -275,9 +354,9 @@ where
         message_ok: None,
     };
     log_decision(&decision);
-    match refusal {
-        Some(reason) => {
-            record_refusal(ctx, &pair, &probe, &decision, reason, &mut result).await;
+    match &decision.refusal {
+        Some(refusal) => {
+            record_refusal(ctx, &pair, &probe, &decision, refusal, &mut result).await;
             return Some(result);
         }
         None => ctx.refusals.clear(pair.content()),
@@ -296,17 +375,25 @@ async fn record_refusal<D, C, A>(
     pair: &Pair,
     probe: &Exchange,
     decision: &Decision,
-    reason: String,
+    refusal: &Refusal,
     result: &mut PairResult,
 ) where
     D: SegmentDriver,
     C: Catalog,
     A: Authority,
 {
+    let reason = refusal.to_string();
+    match decision.rule {
+        Rule::RoleConflict => tracing::error!(%reason, "re-PROMOTE refused"),
+        _ => tracing::warn!(%reason, "failover refused"),
+    }
     let Some(epoch) = ctx.authority.acting_epoch() else {
         return;
     };
-    if !ctx.refusals.mark(pair.content(), pair.primary.dbid) {
+    if !ctx
+        .refusals
+        .mark(pair.content(), (decision.rule, pair.primary.dbid))
+    {
         return;
     }
     let mut doc = evidence::build(
@@ -327,23 +414,78 @@ async fn record_refusal<D, C, A>(
         content: pair.content(),
         rule: decision.rule,
         updates: Vec::new(),
+        expect: Vec::new(),
         evidence: doc,
     };
-    match ctx.catalog.apply(&t).await {
+    let (outcome, fenced) = apply_refusal(ctx, &t).await;
+    result.pair.transition = Some(outcome);
+    result.fenced |= fenced;
+}
+
+/// Records a refusal's evidence row; on failure forgets the mark so the next cycle retries.
+/// Returns the outcome and whether the catalog fenced us out.
+async fn apply_refusal<D, C, A>(
+    ctx: &CycleContext<D, C, A>,
+    t: &Transition,
+) -> (TransitionOutcome, bool)
+where
+    D: SegmentDriver,
+    C: Catalog,
+    A: Authority,
+{
+    match ctx.catalog.apply(t).await {
         Ok(()) => {
-            tracing::warn!(%reason, "failover refused; recorded as evidence");
-            result.pair.transition = Some("refusal_recorded".into());
+            tracing::warn!(rule = %t.rule, "refusal recorded as evidence");
+            (TransitionOutcome::RefusalRecorded, false)
         }
         Err(e) => {
-            ctx.refusals.clear(pair.content());
-            if let CatalogError::Fenced { current, .. } = &e {
-                ctx.authority.fenced_out(*current);
-                result.fenced = true;
-            }
-            tracing::error!(error = %e, "failover refusal not recorded; the next cycle retries");
-            result.pair.transition = Some(e.to_string());
+            ctx.refusals.clear(t.content);
+            let fenced = fenced_out(ctx, &e);
+            tracing::error!(error = %e, "refusal not recorded; the next cycle retries");
+            (TransitionOutcome::Failed(e.to_string()), fenced)
         }
     }
+}
+
+/// Tells the authority when the catalog holds a newer epoch; true if it did.
+fn fenced_out<D, C, A: Authority>(ctx: &CycleContext<D, C, A>, e: &CatalogError) -> bool {
+    match e {
+        CatalogError::Fenced { current, .. } => {
+            ctx.authority.fenced_out(*current);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Records (once per episode) that a content was refused for its shape, with its rows as
+/// evidence. Returns whether the catalog fenced us out.
+async fn record_bad_shape<D, C, A>(
+    ctx: &CycleContext<D, C, A>,
+    config: &SegmentConfig,
+    bad: &BadContent,
+) -> bool
+where
+    D: SegmentDriver,
+    C: Catalog,
+    A: Authority,
+{
+    let Some(epoch) = ctx.authority.acting_epoch() else {
+        return false;
+    };
+    if !ctx.refusals.mark(bad.content, (Rule::BadShape, -1)) {
+        return false;
+    }
+    let t = Transition {
+        epoch,
+        instance_id: ctx.instance_id.clone(),
+        content: bad.content,
+        rule: Rule::BadShape,
+        updates: Vec::new(),
+        expect: Vec::new(),
+        evidence: evidence::bad_shape(&ctx.instance_id, config, bad),
+    };
+    apply_refusal(ctx, &t).await.1
 }
 
 fn log_decision(d: &Decision) {
@@ -355,6 +497,9 @@ fn log_decision(d: &Decision) {
             rule = %d.rule,
             "FTS double fault detected: primary lost and mirror not in sync; no change"
         ),
+        Rule::RoleConflict | Rule::BadShape => {
+            tracing::error!(rule = %d.rule, "refused: not acting on this pair")
+        }
         _ => tracing::info!(
             rule = %d.rule,
             updates = d.updates.len(),
@@ -379,14 +524,14 @@ async fn act<D, C, A>(
     let Some(epoch) = ctx.authority.acting_epoch() else {
         if ctx.authority.paused() {
             tracing::info!(rule = %decision.rule, "paused (maintenance): not acting on this decision");
-            result.pair.transition = Some("paused".into());
+            result.pair.transition = Some(TransitionOutcome::Paused);
         } else {
             tracing::info!(rule = %decision.rule, "observe-only: not acting on this decision");
-            result.pair.transition = Some("observe_only".into());
+            result.pair.transition = Some(TransitionOutcome::ObserveOnly);
         }
         return;
     };
-    if !decision.updates.is_empty() {
+    if !decision.updates.is_empty() || !decision.expect.is_empty() {
         if let Some(delay) = super::faults::delay_before_apply() {
             tracing::warn!(?delay, %epoch, "fault injection: delaying the catalog write");
             tokio::time::sleep(delay).await;
@@ -397,6 +542,7 @@ async fn act<D, C, A>(
             content: pair.content(),
             rule: decision.rule,
             updates: decision.updates.clone(),
+            expect: decision.expect.clone(),
             evidence: {
                 let mut doc = evidence::build(
                     &ctx.instance_id,
@@ -424,19 +570,20 @@ async fn act<D, C, A>(
                         u.history_desc()
                     );
                 }
-                result.applied = true;
-                result.pair.transition = Some("applied".into());
-                result.pair.updates = decision.updates.clone();
                 result.pair.epoch = Some(epoch.0);
+                if decision.updates.is_empty() {
+                    result.pair.transition = Some(TransitionOutcome::Confirmed);
+                } else {
+                    result.applied = true;
+                    result.pair.transition = Some(TransitionOutcome::Applied);
+                    result.pair.updates = decision.updates.clone();
+                }
             }
             Err(e) => {
-                if let CatalogError::Fenced { current, .. } = &e {
-                    ctx.authority.fenced_out(*current);
-                    result.fenced = true;
-                }
+                result.fenced |= fenced_out(ctx, &e);
                 tracing::error!(error = %e, rule = %decision.rule, "transition not applied; no message sent");
                 result.failed = true;
-                result.pair.transition = Some(e.to_string());
+                result.pair.transition = Some(TransitionOutcome::Failed(e.to_string()));
                 return;
             }
         }
@@ -444,31 +591,13 @@ async fn act<D, C, A>(
     let Some(msg) = &decision.message else {
         return;
     };
-    if ctx.authority.acting_epoch().is_none() || !ctx.authority.confirm().await {
-        tracing::warn!(message = %msg.kind, "lost authority before sending; message not sent");
-        result.pair.message = Some(format!("{} not sent: no authority", msg.kind));
-        return;
-    }
-    let never_stop = || false;
-    let sent = exchange(
-        &ctx.driver,
-        permits,
-        &ctx.settings,
-        &msg.target,
-        msg.kind,
-        None,
-        &never_stop,
-    )
-    .await
-    .expect("an exchange that never stops always completes");
-    match &sent.result {
-        Ok(_) => {
+    let outcome = send_message(ctx, permits, epoch, msg.kind, &msg.target).await;
+    match &outcome {
+        MessageResult::Delivered => {
             tracing::info!(message = %msg.kind, target_dbid = msg.target.dbid, "message delivered");
             result.message_ok = Some(true);
-            result.pair.message = Some(format!("{} ok", msg.kind));
         }
-        Err(errors) => {
-            let last = errors.last().map(|e| e.to_string()).unwrap_or_default();
+        MessageResult::Failed(last) => {
             match msg.kind {
                 MessageType::Promote => tracing::warn!(
                     target_dbid = msg.target.dbid,
@@ -482,7 +611,68 @@ async fn act<D, C, A>(
                 ),
             }
             result.message_ok = Some(false);
-            result.pair.message = Some(format!("{} failed: {last}", msg.kind));
+        }
+        MessageResult::NotSent(why) => {
+            tracing::warn!(message = %msg.kind, target_dbid = msg.target.dbid, %why, "message not sent")
+        }
+    }
+    result.pair.message = Some(MessageOutcome {
+        kind: msg.kind,
+        result: outcome,
+    });
+}
+
+/// Sends PROMOTE / SYNCREP_OFF with the epoch the catalog step committed under. Leadership is
+/// confirmed in etcd once; then every attempt starts only while that epoch is still ours and
+/// before the act-by deadline, and must end by that deadline: a message is never sent, nor
+/// retried, once a newer leader may exist.
+async fn send_message<D, C, A>(
+    ctx: &CycleContext<D, C, A>,
+    permits: &Semaphore,
+    epoch: Epoch,
+    kind: MessageType,
+    target: &crate::model::Segment,
+) -> MessageResult
+where
+    D: SegmentDriver,
+    C: Catalog,
+    A: Authority,
+{
+    if ctx.authority.acting_epoch() != Some(epoch) || !ctx.authority.confirm().await {
+        return MessageResult::NotSent("no authority".into());
+    }
+    let timeout = ctx.settings.timeout;
+    let gate = || {
+        if ctx.authority.acting_epoch() != Some(epoch) {
+            return None;
+        }
+        let now = Instant::now();
+        match ctx.authority.deadline() {
+            Some(deadline) if now >= deadline => None,
+            Some(deadline) => Some(deadline),
+            None => Some(now + timeout),
+        }
+    };
+    let Some(sent) = exchange(
+        &ctx.driver,
+        permits,
+        &ctx.settings,
+        target,
+        kind,
+        None,
+        &gate,
+    )
+    .await
+    else {
+        return MessageResult::NotSent("authority lost or act-by deadline passed".into());
+    };
+    match &sent.result {
+        Ok(_) => MessageResult::Delivered,
+        Err(errors) => {
+            MessageResult::Failed(errors.last().map(|e| e.to_string()).unwrap_or_default())
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

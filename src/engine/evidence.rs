@@ -6,6 +6,16 @@ use super::{Exchange, ProbeSettings};
 use crate::core::{Decision, ProbeOutcome};
 use crate::model::Pair;
 
+fn row(s: &crate::model::Segment) -> Value {
+    json!({
+        "dbid": s.dbid,
+        "address": s.address,
+        "port": s.port,
+        "state": s.state(),
+        "preferred_role": s.preferred_role,
+    })
+}
+
 /// Builds the evidence document for one pair's decision.
 pub fn build(
     instance_id: &str,
@@ -15,21 +25,13 @@ pub fn build(
     decision: &Decision,
     settings: &ProbeSettings,
 ) -> Value {
-    let row = |s: &crate::model::Segment| {
-        json!({
-            "dbid": s.dbid,
-            "address": s.address,
-            "port": s.port,
-            "state": s.state(),
-            "preferred_role": s.preferred_role,
-        })
-    };
     json!({
         "instance_id": instance_id,
         "version": env!("CARGO_PKG_VERSION"),
         "rule": decision.rule,
         "content": pair.content(),
         "before": { "primary": row(&pair.primary), "mirror": row(&pair.mirror) },
+        "expect": decision.expect,
         "probe": {
             "target_dbid": pair.primary.dbid,
             "elapsed_ms": probe.elapsed.as_millis() as u64,
@@ -45,5 +47,34 @@ pub fn build(
         "message": decision.message.as_ref().map(|m| json!({
             "kind": m.kind, "target_dbid": m.target.dbid,
         })),
+    })
+}
+
+/// The evidence of a content refused for its shape: the reason and every row of the content
+/// as read, including the unreadable ones with their error.
+pub fn bad_shape(
+    instance_id: &str,
+    config: &crate::model::SegmentConfig,
+    bad: &crate::model::BadContent,
+) -> Value {
+    let rows: Vec<Value> = config
+        .segments
+        .iter()
+        .filter(|s| s.content == bad.content)
+        .map(row)
+        .collect();
+    let unreadable: Vec<_> = config
+        .unreadable
+        .iter()
+        .filter(|u| u.content == bad.content)
+        .collect();
+    json!({
+        "instance_id": instance_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "rule": crate::core::Rule::BadShape,
+        "content": bad.content,
+        "refusal": bad.reason,
+        "rows": rows,
+        "unreadable": unreadable,
     })
 }

@@ -10,6 +10,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::wire::MessageType;
+
 /// `FTS_INJECT_DELAY_BEFORE_APPLY=<duration>`: sleep after the authority check and before
 /// the catalog transaction of every transition.
 pub const DELAY_BEFORE_APPLY: &str = "FTS_INJECT_DELAY_BEFORE_APPLY";
@@ -29,7 +31,27 @@ pub fn delay_after_fence() -> Option<Duration> {
     *VALUE.get_or_init(|| duration_from_env(DELAY_AFTER_FENCE))
 }
 
-fn duration_from_env(var: &'static str) -> Option<Duration> {
+/// `FTS_INJECT_PAUSE_BEFORE_SEND=<duration>`: sleep after the authority check of every
+/// SYNCREP_OFF / PROMOTE attempt and before the attempt itself, logging
+/// [`PAUSE_BEFORE_SEND_LOG`] first so a test can SIGSTOP the process inside the window.
+pub const PAUSE_BEFORE_SEND: &str = "FTS_INJECT_PAUSE_BEFORE_SEND";
+
+/// The log line that marks the start of the pause (tests wait for it).
+pub const PAUSE_BEFORE_SEND_LOG: &str =
+    "fault injection: pausing between the authority check and the send";
+
+pub async fn pause_before_send(kind: MessageType) {
+    static VALUE: OnceLock<Option<Duration>> = OnceLock::new();
+    if kind == MessageType::Probe {
+        return;
+    }
+    if let Some(pause) = *VALUE.get_or_init(|| duration_from_env(PAUSE_BEFORE_SEND)) {
+        tracing::warn!(?pause, message = %kind, "{}", PAUSE_BEFORE_SEND_LOG);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+fn duration_from_env(var: &str) -> Option<Duration> {
     let raw = std::env::var(var).ok()?;
     match humantime::parse_duration(&raw) {
         Ok(d) => Some(d),

@@ -5,15 +5,17 @@
 pub mod attempts;
 pub mod authority;
 pub mod cycle;
-pub mod driver;
 pub mod evidence;
 pub mod faults;
 pub mod runner;
 
+pub use crate::driver::SegmentDriver;
 pub use attempts::{exchange, AttemptRecord, Exchange};
 pub use authority::{Authority, SingleInstance};
-pub use cycle::{run_cycle, CycleContext, CycleReport, PairReport, RefusalLog};
-pub use driver::{AnyDriver, FtsWireDriver, SegmentDriver};
+pub use cycle::{
+    run_cycle, CycleContext, CycleReport, MessageOutcome, MessageResult, PairReport, RefusalLog,
+    TransitionOutcome,
+};
 
 use std::time::Duration;
 

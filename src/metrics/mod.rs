@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::engine::runner::CycleObserver;
-use crate::engine::CycleReport;
+use crate::engine::{CycleReport, TransitionOutcome};
 
 /// Probe latency buckets (seconds): from a fast LAN reply to the default 20 s timeout.
 const PROBE_BUCKETS: [f64; 12] = [
@@ -101,6 +101,9 @@ struct Inner {
     last_success: Option<SystemTime>,
     /// (role, status, mode) → rows, from the last cycle's catalog snapshot.
     segments: BTreeMap<(char, char, char), u64>,
+    /// Contents refused for their shape (two primaries, extra or unreadable rows) in the last
+    /// cycle.
+    refused_contents: u64,
 }
 
 /// State read at scrape time rather than counted.
@@ -134,6 +137,7 @@ impl Default for Metrics {
                 hooks: BTreeMap::new(),
                 last_success: None,
                 segments: BTreeMap::new(),
+                refused_contents: 0,
             }),
         }
     }
@@ -274,6 +278,13 @@ impl Metrics {
         }
         family(
             &mut out,
+            "ftsd_refused_contents",
+            "gauge",
+            "Contents left alone in the last cycle because their catalog rows cannot form a pair (two primaries, more than two rows, an unreadable row).",
+        );
+        let _ = writeln!(out, "ftsd_refused_contents {}", g.refused_contents);
+        family(
+            &mut out,
             "ftsd_is_leader",
             "gauge",
             "1 while this instance holds office.",
@@ -329,28 +340,20 @@ impl CycleObserver for Metrics {
             if let crate::core::ProbeOutcome::Failed { kind, .. } = &p.outcome {
                 *g.probe_failures.entry(kind.to_string()).or_default() += 1;
             }
-            if p.transition.as_deref() == Some("applied") {
+            if p.transition == Some(TransitionOutcome::Applied) {
                 *g.transitions.entry(p.rule.to_string()).or_default() += 1;
             }
             if let Some(msg) = &p.message {
-                // "PROMOTE ok", "SYNCREP_OFF failed: ...", "PROMOTE not sent: ..."
-                let mut words = msg.splitn(2, ' ');
-                let kind = words.next().unwrap_or("?").to_string();
-                let rest = words.next().unwrap_or("");
-                let result = if rest == "ok" {
-                    "ok"
-                } else if rest.starts_with("not sent") {
-                    "not_sent"
-                } else {
-                    "failed"
-                };
-                *g.messages.entry((kind, result.into())).or_default() += 1;
+                *g.messages
+                    .entry((msg.kind.to_string(), msg.result.label().into()))
+                    .or_default() += 1;
             }
         }
         g.cycle_duration.observe(report.duration.as_secs_f64());
         let result = if report.paused { "paused" } else { "ok" };
         *g.cycles.entry(result.into()).or_default() += 1;
         g.last_success = Some(report.started_at);
+        g.refused_contents = report.refused_contents.len() as u64;
         g.segments.clear();
         for s in &report.config.segments {
             *g.segments
@@ -384,5 +387,67 @@ mod tests {
         assert!(text.contains("ftsd_probe_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("ftsd_probe_duration_seconds_count 2\n"));
         assert!(text.contains(r#"reason="a\"b\\c\nd""#), "{text}");
+    }
+
+    #[test]
+    fn refused_contents_and_typed_outcomes_are_counted() {
+        use crate::core::{ProbeOutcome, Rule};
+        use crate::engine::{MessageOutcome, MessageResult, PairReport};
+        use crate::model::BadContent;
+        use crate::wire::{MessageType, ProbeReply};
+        let pair = |transition, result| PairReport {
+            content: 0,
+            primary_dbid: 2,
+            mirror_dbid: 5,
+            rule: Rule::Failover,
+            outcome: ProbeOutcome::Replied {
+                reply: ProbeReply::default(),
+            },
+            attempts: 1,
+            probe_ms: 1,
+            reply_us: None,
+            transition: Some(transition),
+            message: Some(MessageOutcome {
+                kind: MessageType::Promote,
+                result,
+            }),
+            epoch: None,
+            updates: Vec::new(),
+        };
+        let report = CycleReport {
+            started_at: SystemTime::now(),
+            duration: Duration::from_millis(1),
+            pairs: 2,
+            skipped: 0,
+            transitions_applied: 1,
+            transitions_failed: 0,
+            messages_sent: 1,
+            messages_failed: 0,
+            fenced: false,
+            paused: false,
+            config: Default::default(),
+            rules: BTreeMap::new(),
+            refused_contents: vec![BadContent {
+                content: 1,
+                reason: "content 1 has 2 primaries".into(),
+            }],
+            reports: vec![
+                pair(TransitionOutcome::Applied, MessageResult::Delivered),
+                pair(
+                    TransitionOutcome::Failed("stale".into()),
+                    MessageResult::NotSent("no authority".into()),
+                ),
+            ],
+        };
+        let m = Metrics::default();
+        m.cycle_finished(&report);
+        let text = m.render(&Live::default());
+        assert!(text.contains("ftsd_refused_contents 1\n"), "{text}");
+        assert!(
+            text.contains(r#"ftsd_transitions_total{kind="failover"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"result="ok"} 1"#), "{text}");
+        assert!(text.contains(r#"result="not_sent"} 1"#), "{text}");
     }
 }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt::{self, Write as _};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -138,8 +138,26 @@ pub async fn send_message(
     creds: &Credentials,
     timeout: Duration,
 ) -> Result<ProbeReply, AttemptError> {
+    send_message_by(target, kind, creds, Instant::now() + timeout).await
+}
+
+/// Like [`send_message`], bounded by an absolute `deadline`. The message itself is never
+/// written once the deadline has passed, even when the process was paused mid-attempt (a
+/// timer only fires after the socket work that became ready meanwhile has run): the caller's
+/// authority to act ends at that deadline.
+pub async fn send_message_by(
+    target: &Target<'_>,
+    kind: MessageType,
+    creds: &Credentials,
+    deadline: Instant,
+) -> Result<ProbeReply, AttemptError> {
     let mut phase = Phase::Resolve;
-    let outcome = tokio::time::timeout(timeout, attempt(target, kind, creds, &mut phase)).await;
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let outcome = tokio::time::timeout_at(
+        deadline.into(),
+        attempt(target, kind, creds, deadline, &mut phase),
+    )
+    .await;
     let result = match outcome {
         Ok(result) => result,
         Err(_) => Err(AttemptError::new(
@@ -165,6 +183,7 @@ async fn attempt(
     target: &Target<'_>,
     kind: MessageType,
     creds: &Credentials,
+    deadline: Instant,
     phase: &mut Phase,
 ) -> Result<ProbeReply, AttemptError> {
     *phase = Phase::Resolve;
@@ -177,7 +196,7 @@ async fn attempt(
         .set_nodelay(true)
         .map_err(|e| io_error(e, Phase::Connect))?;
     let mut buf = BytesMut::with_capacity(BUF_CAPACITY);
-    exchange(&mut stream, &mut buf, target, kind, creds, phase).await
+    exchange(&mut stream, &mut buf, target, kind, creds, deadline, phase).await
 }
 
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, AttemptError> {
@@ -216,6 +235,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     target: &Target<'_>,
     kind: MessageType,
     creds: &Credentials,
+    deadline: Instant,
     phase: &mut Phase,
 ) -> Result<ProbeReply, AttemptError> {
     *phase = Phase::Startup;
@@ -236,6 +256,12 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     wait_ready(stream, buf, *phase).await?;
 
     *phase = Phase::Reply;
+    if Instant::now() >= deadline {
+        return Err(AttemptError::new(
+            FailureKind::Timeout,
+            format!("deadline passed before {kind} was written; not sent"),
+        ));
+    }
     let at = buf.len();
     frame::put_tagged(buf, b'Q', |b| {
         // Same text as `MessageType::query`, written in place.
@@ -825,6 +851,7 @@ mod tests {
                 &TARGET,
                 MessageType::Probe,
                 &creds,
+                Instant::now() + Duration::from_secs(60),
                 &mut phase,
             )
             .await

@@ -254,6 +254,38 @@ fn table() -> Vec<Case> {
             message: None,
         },
         Case {
+            name: "mismatched modes (primary s, mirror n), pair in sync: mirror row repaired to s",
+            pair: pair((U, S), (U, N)),
+            outcome: reply(1, 1, 1, 0, 0),
+            rule: Rule::Resync,
+            changes: vec![(5, st(M, U, S))],
+            message: None,
+        },
+        Case {
+            name: "mismatched modes (primary s, mirror n), pair not in sync: primary row to n",
+            pair: pair((U, S), (U, N)),
+            outcome: reply(1, 0, 1, 0, 0),
+            rule: Rule::Resync,
+            changes: vec![(2, st(P, U, N))],
+            message: None,
+        },
+        Case {
+            name: "mismatched modes (primary n, mirror s), pair in sync: primary row to s",
+            pair: pair((U, N), (U, S)),
+            outcome: reply(1, 1, 1, 0, 0),
+            rule: Rule::Resync,
+            changes: vec![(2, st(P, U, S))],
+            message: None,
+        },
+        Case {
+            name: "mismatched modes, primary lost: never promoted (double fault)",
+            pair: pair((U, S), (U, N)),
+            outcome: failed(RestartState::NotRestarting),
+            rule: Rule::DoubleFault,
+            changes: vec![],
+            message: None,
+        },
+        Case {
             name: "inconsistent catalog (mirror s but down) never promotes",
             pair: pair((U, S), (D, S)),
             outcome: failed(RestartState::NotRestarting),
@@ -267,7 +299,7 @@ fn table() -> Vec<Case> {
 #[test]
 fn decision_table_row_by_row() {
     for case in table() {
-        let d = decide_pair(&case.pair, &case.outcome);
+        let d = decide_pair(&case.pair, &case.outcome, &FailoverGuard::Clear);
         assert_eq!(d.rule, case.rule, "{}", case.name);
         assert_eq!(changes(&d), case.changes, "{}", case.name);
         assert_eq!(msg(&d), case.message, "{}", case.name);
@@ -280,6 +312,83 @@ fn decision_table_row_by_row() {
             assert_eq!(u.from, before.state(), "{}: from-state", case.name);
         }
     }
+}
+
+/// Row 3's reply (the catalog primary answers as a mirror) from every pair shape other than
+/// the one a failover leaves (p/u/n + m/d/n): someone else changed the roles, so no message.
+#[test]
+fn re_promote_is_refused_from_every_shape_but_the_failover_one() {
+    let states = [(U, S), (U, N), (D, S), (D, N)];
+    let mut refused = 0;
+    for p in states {
+        for m in states {
+            let the_pair = pair(p, m);
+            for outcome in [
+                reply(0, 0, 0, 1, 0),
+                reply(1, 1, 1, 1, 0),
+                reply(0, 0, 0, 1, 1),
+            ] {
+                let d = decide_pair(&the_pair, &outcome, &FailoverGuard::Clear);
+                if (p, m) == ((U, N), (D, N)) {
+                    assert_eq!(d.rule, Rule::RePromote, "{p:?} {m:?}");
+                    assert_eq!(msg(&d), Some((MessageType::Promote, 2)));
+                    assert_eq!(
+                        d.expect,
+                        vec![(2, st(P, U, N)), (5, st(M, D, N))],
+                        "re-checked under the fence"
+                    );
+                    continue;
+                }
+                refused += 1;
+                assert_eq!(d.rule, Rule::RoleConflict, "{p:?} {m:?} {outcome:?}");
+                assert!(d.message.is_none() && d.updates.is_empty(), "{d:?}");
+                assert!(
+                    matches!(d.refusal, Some(Refusal::NotFailoverShape { .. })),
+                    "{d:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(refused, 15 * 3);
+}
+
+#[test]
+fn a_vetoed_failover_is_refused_with_the_drivers_reason() {
+    let veto = FailoverGuard::Veto("standby 5 was async at the last probe".into());
+    let d = decide_pair(
+        &pair((U, S), (U, S)),
+        &failed(RestartState::NotRestarting),
+        &veto,
+    );
+    assert_eq!(d.rule, Rule::DoubleFault);
+    assert!(d.updates.is_empty() && d.message.is_none());
+    assert_eq!(
+        d.refusal.as_ref().map(|r| r.to_string()),
+        Some("driver veto: standby 5 was async at the last probe".into())
+    );
+    // a veto never changes anything but a failover
+    for outcome in [reply(1, 1, 1, 0, 0), reply(0, 0, 1, 0, 0)] {
+        let with = decide_pair(&pair((U, S), (U, S)), &outcome, &veto);
+        let without = decide_pair(&pair((U, S), (U, S)), &outcome, &FailoverGuard::Clear);
+        assert_eq!(with, without);
+    }
+}
+
+#[test]
+fn plan_cycle_refuses_contents_that_cannot_form_a_pair() {
+    let p0 = pair((U, S), (U, S));
+    let rows = vec![
+        p0.primary.clone(),
+        p0.mirror.clone(),
+        row(3, 1, P, P, st(P, U, S)),
+        row(6, 1, P, M, st(P, U, S)),
+    ];
+    let cfg = SegmentConfig::new(rows);
+    let outcomes: HashMap<_, _> = [(0, failed(RestartState::NotRestarting))].into();
+    let plan = plan_cycle(&cfg, &outcomes, &HashMap::new());
+    let rules: Vec<_> = plan.iter().map(|d| (d.content, d.rule)).collect();
+    assert_eq!(rules, vec![(0, Rule::Failover), (1, Rule::BadShape)]);
+    assert!(plan[1].updates.is_empty() && plan[1].message.is_none());
 }
 
 #[test]
@@ -297,7 +406,11 @@ fn request_retry_is_retried_only_while_catalog_has_mirror_up() {
 
 #[test]
 fn history_text_is_exactly_greenplums() {
-    let d = decide_pair(&pair((U, S), (U, S)), &failed(RestartState::NotRestarting));
+    let d = decide_pair(
+        &pair((U, S), (U, S)),
+        &failed(RestartState::NotRestarting),
+        &FailoverGuard::Clear,
+    );
     let texts: Vec<_> = d.updates.iter().map(|u| u.history_desc()).collect();
     assert_eq!(
         texts,
@@ -316,9 +429,9 @@ fn plan_cycle_skips_unprobed_and_mirrorless_contents() {
     let cfg = SegmentConfig::new(rows);
     let mut outcomes = HashMap::new();
     outcomes.insert(1, failed(RestartState::NotRestarting));
-    assert!(plan_cycle(&cfg, &outcomes).is_empty());
+    assert!(plan_cycle(&cfg, &outcomes, &HashMap::new()).is_empty());
     outcomes.insert(0, failed(RestartState::NotRestarting));
-    let plan = plan_cycle(&cfg, &outcomes);
+    let plan = plan_cycle(&cfg, &outcomes, &HashMap::new());
     assert_eq!(plan.len(), 1);
     assert_eq!(plan[0].rule, Rule::Failover);
 }
@@ -381,10 +494,16 @@ fn arb_outcome() -> impl Strategy<Value = ProbeOutcome> {
     ]
 }
 
-fn arb_cycles() -> impl Strategy<Value = (SegmentConfig, Vec<Vec<ProbeOutcome>>)> {
+/// Per cycle, each content's probe outcome and whether the driver vetoes its failover.
+type Cycles = Vec<Vec<(ProbeOutcome, bool)>>;
+
+fn arb_cycles() -> impl Strategy<Value = (SegmentConfig, Cycles)> {
     arb_config(6).prop_flat_map(|cfg| {
         let n = cfg.segments.len() / 2;
-        let cycles = prop::collection::vec(prop::collection::vec(arb_outcome(), n), 1..6);
+        let cycles = prop::collection::vec(
+            prop::collection::vec((arb_outcome(), prop::bool::weighted(0.2)), n),
+            1..6,
+        );
         (Just(cfg), cycles)
     })
 }
@@ -449,23 +568,77 @@ fn check_invariants(before: &SegmentConfig, after: &SegmentConfig, plan: &[Decis
     }
 }
 
+/// Any pair shape, including ones only a hand edit or another writer makes.
+fn arb_any_pair() -> impl Strategy<Value = Pair> {
+    let half = (prop_oneof![Just(U), Just(D)], prop_oneof![Just(S), Just(N)]);
+    (half.clone(), half).prop_map(|(p, m)| pair(p, m))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// The driver's veto is inside the table: a vetoed pair is never promoted, whatever its
+    /// shape and whatever the probe said.
+    #[test]
+    fn a_vetoed_failover_never_promotes(the_pair in arb_any_pair(), outcome in arb_outcome()) {
+        let d = decide_pair(&the_pair, &outcome, &FailoverGuard::Veto("guard".into()));
+        prop_assert!(d.rule != Rule::Failover, "{:?}", d);
+        prop_assert!(
+            !d.updates.iter().any(|u| u.from.role == M && u.to.role == P),
+            "vetoed pair promoted in the catalog: {:?}", d
+        );
+        if let Some(m) = &d.message {
+            prop_assert!(
+                !(m.kind == MessageType::Promote && m.target.dbid == the_pair.mirror.dbid),
+                "vetoed pair's mirror sent PROMOTE: {:?}", d
+            );
+        }
+    }
+
+    /// PROMOTE is only ever sent by a failover of an in-sync pair, or again (row 3) from the
+    /// exact shape a failover leaves, with that shape re-checked under the fence.
+    #[test]
+    fn promote_only_from_a_failover_or_its_shape(the_pair in arb_any_pair(), outcome in arb_outcome()) {
+        let d = decide_pair(&the_pair, &outcome, &FailoverGuard::Clear);
+        if let Some(m) = d.message.as_ref().filter(|m| m.kind == MessageType::Promote) {
+            match d.rule {
+                Rule::Failover => {
+                    prop_assert_eq!(the_pair.mirror.state(), st(M, U, S));
+                    prop_assert_eq!(m.target.dbid, the_pair.mirror.dbid);
+                }
+                Rule::RePromote => {
+                    prop_assert!(failover_shape(&the_pair), "{:?}", the_pair);
+                    prop_assert_eq!(d.expect.len(), 2);
+                }
+                other => prop_assert!(false, "PROMOTE from rule {}", other),
+            }
+        }
+    }
 
     #[test]
     fn safety_invariants_hold_over_many_cycles((cfg, cycles) in arb_cycles()) {
         let mut cfg = cfg;
-        for outcomes in cycles {
+        for cycle in cycles {
+            let outcomes: Vec<_> = cycle.iter().map(|(o, _)| *o).collect();
             let map = outcomes_for(&cfg, &outcomes);
-            let plan = plan_cycle(&cfg, &map);
+            let vetoes: HashMap<ContentId, String> = map
+                .keys()
+                .zip(cycle.iter())
+                .filter(|(_, (_, veto))| *veto)
+                .map(|(c, _)| (*c, "guard".to_string()))
+                .collect();
+            let plan = plan_cycle(&cfg, &map, &vetoes);
             let before = cfg.clone();
             for d in &plan {
                 apply_updates(&mut cfg, &d.updates);
+                if vetoes.contains_key(&d.content) {
+                    prop_assert!(d.rule != Rule::Failover, "vetoed failover went ahead: {:?}", d);
+                }
             }
             check_invariants(&before, &cfg, &plan);
 
             // a repeated identical cycle changes nothing
-            let again = plan_cycle(&cfg, &map);
+            let again = plan_cycle(&cfg, &map, &vetoes);
             for d in &again {
                 prop_assert!(d.updates.is_empty(), "second identical cycle changed {:?}", d);
             }
@@ -474,8 +647,8 @@ proptest! {
 
     #[test]
     fn every_update_has_exactly_one_history_row_naming_it(cfg in arb_config(4), outcome in arb_outcome()) {
-        for pair in cfg.probe_pairs() {
-            let d = decide_pair(&pair, &outcome);
+        for pair in cfg.probe_pairs().pairs {
+            let d = decide_pair(&pair, &outcome, &FailoverGuard::Clear);
             for u in &d.updates {
                 let text = u.history_desc();
                 let expected_prefix = format!("for dbid {} with contentid {} ", u.dbid, u.content);

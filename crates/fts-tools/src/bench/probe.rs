@@ -14,9 +14,10 @@ use super::{baseline, measure};
 use fts_testkit::pg::PgServer;
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::{schema, Catalog};
+use ftsd::driver::FtsWireDriver;
 use ftsd::engine::authority::SINGLE_INSTANCE_EPOCH;
 use ftsd::engine::cycle::run_cycle;
-use ftsd::engine::{CycleContext, FtsWireDriver, ProbeSettings, SingleInstance};
+use ftsd::engine::{CycleContext, ProbeSettings, SingleInstance};
 use ftsd::wire::client::Credentials;
 
 /// What one worker measured.
@@ -50,7 +51,7 @@ pub async fn worker(
 ) -> anyhow::Result<WorkerResult> {
     let cat = Arc::new(catalog(url));
     let cfg = cat.load().await?;
-    let pairs = cfg.probe_pairs().len();
+    let pairs = cfg.probe_pairs().pairs.len();
     let mut wall = Vec::with_capacity(cycles);
     let mut failed = 0;
     let cpu0;
@@ -82,8 +83,13 @@ pub async fn worker(
             }
         }
         "baseline" => {
-            let primaries: Arc<Vec<_>> =
-                Arc::new(cfg.probe_pairs().into_iter().map(|p| p.primary).collect());
+            let primaries: Arc<Vec<_>> = Arc::new(
+                cfg.probe_pairs()
+                    .pairs
+                    .into_iter()
+                    .map(|p| p.primary)
+                    .collect(),
+            );
             baseline::cycle(primaries.clone(), concurrency, timeout).await;
             cpu0 = measure::cpu_time();
             for _ in 0..cycles {

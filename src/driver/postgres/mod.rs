@@ -23,7 +23,7 @@ pub mod probe;
 
 use std::time::{Duration, Instant};
 
-use crate::engine::SegmentDriver;
+use super::SegmentDriver;
 use crate::model::{ContentId, Pair, Segment};
 use crate::wire::failure::{AttemptError, FailureKind};
 use crate::wire::{MessageType, ProbeReply};
@@ -79,8 +79,9 @@ impl PgDriver {
         &self,
         target: &Segment,
         kind: MessageType,
-        timeout: Duration,
+        deadline: Instant,
     ) -> Result<ProbeReply, AttemptError> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
         if kind == MessageType::Promote {
             // Checked before connecting: a refusal does not depend on the standby's answer.
             guard::check(self.memory.verdict(target.content).as_ref(), target.dbid).map_err(
@@ -91,6 +92,15 @@ impl PgDriver {
             )?;
         }
         let client = connect::connect(&self.settings, target, timeout).await?;
+        // SYNCREP_OFF and PROMOTE change the server: never once the caller's authority has
+        // ended, even if this task was paused while connecting.
+        if kind != MessageType::Probe && Instant::now() >= deadline {
+            return Err(AttemptError::new(
+                FailureKind::Timeout,
+                format!("deadline passed before {kind} was run; not sent"),
+            ));
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
         match kind {
             MessageType::Probe => self.probe(&client, target).await,
             MessageType::SyncrepOff => {
@@ -172,9 +182,10 @@ impl SegmentDriver for PgDriver {
         &self,
         target: &Segment,
         kind: MessageType,
-        timeout: Duration,
+        deadline: Instant,
     ) -> Result<ProbeReply, AttemptError> {
-        match tokio::time::timeout(timeout, self.attempt(target, kind, timeout)).await {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout_at(deadline.into(), self.attempt(target, kind, deadline)).await {
             Ok(result) => result,
             Err(_) => Err(AttemptError::new(
                 FailureKind::Timeout,

@@ -143,7 +143,7 @@ pub fn check(verdict: Option<&Verdict>, target: Dbid) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pgdriver::probe::{assess, Observed, StandbyRow};
+    use crate::driver::postgres::probe::{assess, Observed, StandbyRow};
 
     fn assessed(state: &str, sync: &str, names: &str) -> Assessment {
         assess(

@@ -1,0 +1,500 @@
+//! The cycle's ordering rules without servers: an in-memory catalog (fenced, compare-and-set,
+//! like the SQL backend's transaction) and a scripted driver share one event log, so each test
+//! reads what happened in which order. What the SQL backend itself does is tested against a
+//! real PostgreSQL in `tests/catalog_pg.rs`; these tests are about the cycle.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::catalog::EtcdRevision;
+use crate::core::epoch::{plan_claim, ClaimPlan};
+use crate::model::{Mode, Role, Segment, SegmentState, Status};
+use crate::wire::failure::{AttemptError, FailureKind};
+use crate::wire::ProbeReply;
+
+use Mode::{InSync as S, NotInSync as N};
+use Role::{Mirror as M, Primary as P};
+use Status::{Down as D, Up as U};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn log(l: &Log, event: String) {
+    l.lock().unwrap().push(event);
+}
+
+fn seg(dbid: i16, content: i16, role: Role, status: Status, mode: Mode) -> Segment {
+    Segment {
+        dbid,
+        content,
+        role,
+        preferred_role: role,
+        mode,
+        status,
+        port: 6000 + dbid as i32,
+        hostname: "h".into(),
+        address: "127.0.0.1".into(),
+        datadir: "/d".into(),
+    }
+}
+
+/// Content 0 (primary 2, mirror 5) in sync.
+fn in_sync_pair() -> Vec<Segment> {
+    vec![seg(2, 0, P, U, S), seg(5, 0, M, U, S)]
+}
+
+/// The in-memory catalog: one transaction is one lock; the epoch fence and the per-row
+/// compare-and-set behave as in `catalog::postgres`.
+struct MemCatalog {
+    config: Mutex<SegmentConfig>,
+    epoch: Mutex<Epoch>,
+    evidence: Mutex<Vec<Transition>>,
+    log: Log,
+}
+
+impl MemCatalog {
+    fn new(segments: Vec<Segment>, log: &Log) -> Arc<Self> {
+        Arc::new(MemCatalog {
+            config: Mutex::new(SegmentConfig::new(segments)),
+            epoch: Mutex::new(Epoch(1)),
+            evidence: Mutex::new(Vec::new()),
+            log: log.clone(),
+        })
+    }
+
+    fn state(&self, dbid: i16) -> SegmentState {
+        self.config.lock().unwrap().by_dbid(dbid).unwrap().state()
+    }
+
+    fn set_state(&self, dbid: i16, to: SegmentState) {
+        let mut cfg = self.config.lock().unwrap();
+        let row = cfg.segments.iter_mut().find(|s| s.dbid == dbid).unwrap();
+        (row.role, row.status, row.mode) = (to.role, to.status, to.mode);
+    }
+
+    fn evidence_rules(&self) -> Vec<Rule> {
+        self.evidence
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| t.rule)
+            .collect()
+    }
+}
+
+impl Catalog for MemCatalog {
+    async fn load(&self) -> Result<SegmentConfig, CatalogError> {
+        Ok(self.config.lock().unwrap().clone())
+    }
+
+    async fn claim_epoch<E: EtcdRevision>(
+        &self,
+        revision: i64,
+        _instance_id: &str,
+        etcd: E,
+    ) -> Result<Epoch, CatalogError> {
+        let now = match etcd.current().await {
+            None => None,
+            Some(Ok(now)) => Some(now),
+            Some(Err(why)) => return Err(CatalogError::Unavailable(why)),
+        };
+        let mut current = self.epoch.lock().unwrap();
+        match plan_claim(*current, revision, now) {
+            ClaimPlan::Claim(epoch) => {
+                *current = epoch;
+                Ok(epoch)
+            }
+            ClaimPlan::Fenced => Err(CatalogError::Fenced {
+                mine: Epoch(revision),
+                current: *current,
+            }),
+        }
+    }
+
+    async fn apply(&self, t: &Transition) -> Result<(), CatalogError> {
+        let mut cfg = self.config.lock().unwrap();
+        let current = *self.epoch.lock().unwrap();
+        if current > t.epoch {
+            log(&self.log, format!("catalog rejected epoch {}", t.epoch));
+            return Err(CatalogError::Fenced {
+                mine: t.epoch,
+                current,
+            });
+        }
+        let holds =
+            |dbid: i16, want: SegmentState| cfg.by_dbid(dbid).map(|s| s.state()) == Some(want);
+        for (dbid, want) in &t.expect {
+            if !holds(*dbid, *want) {
+                return Err(CatalogError::Stale {
+                    dbid: *dbid,
+                    expected: want.to_string(),
+                });
+            }
+        }
+        for u in &t.updates {
+            if !holds(u.dbid, u.from) {
+                return Err(CatalogError::Stale {
+                    dbid: u.dbid,
+                    expected: u.from.to_string(),
+                });
+            }
+        }
+        crate::core::decide::apply_updates(&mut cfg, &t.updates);
+        log(&self.log, format!("commit {}", t.rule));
+        self.evidence.lock().unwrap().push(t.clone());
+        Ok(())
+    }
+}
+
+type Reply = Result<ProbeReply, AttemptError>;
+type OnSend = Box<dyn Fn(&Segment, MessageType) + Send + Sync>;
+
+/// Replies per (dbid, message) from a queue, then a default; every attempt is logged with the
+/// deadline it was given.
+struct ScriptedDriver {
+    queued: Mutex<HashMap<(i16, MessageType), VecDeque<Reply>>>,
+    default: Mutex<HashMap<(i16, MessageType), Reply>>,
+    deadlines: Mutex<Vec<(MessageType, Instant)>>,
+    on_send: Mutex<Option<OnSend>>,
+    veto: Mutex<Option<String>>,
+    log: Log,
+}
+
+impl ScriptedDriver {
+    fn new(log: &Log) -> Self {
+        ScriptedDriver {
+            queued: Mutex::new(HashMap::new()),
+            default: Mutex::new(HashMap::new()),
+            deadlines: Mutex::new(Vec::new()),
+            on_send: Mutex::new(None),
+            veto: Mutex::new(None),
+            log: log.clone(),
+        }
+    }
+
+    fn always(&self, dbid: i16, kind: MessageType, reply: Reply) {
+        self.default.lock().unwrap().insert((dbid, kind), reply);
+    }
+
+    fn sent(&self, kind: MessageType) -> usize {
+        self.deadlines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .count()
+    }
+}
+
+fn refused() -> Reply {
+    Err(AttemptError::new(
+        FailureKind::Refused,
+        "connection refused",
+    ))
+}
+
+fn ok(mirror_up: bool, in_sync: bool, syncrep: bool, role_mirror: bool) -> Reply {
+    Ok(ProbeReply {
+        is_mirror_up: mirror_up,
+        is_in_sync: in_sync,
+        is_syncrep_enabled: syncrep,
+        is_role_mirror: role_mirror,
+        request_retry: false,
+    })
+}
+
+impl SegmentDriver for ScriptedDriver {
+    async fn send(&self, target: &Segment, kind: MessageType, deadline: Instant) -> Reply {
+        self.deadlines.lock().unwrap().push((kind, deadline));
+        if kind != MessageType::Probe {
+            log(&self.log, format!("{kind} to {}", target.dbid));
+        }
+        if let Some(hook) = &*self.on_send.lock().unwrap() {
+            hook(target, kind);
+        }
+        let key = (target.dbid, kind);
+        if let Some(r) = self
+            .queued
+            .lock()
+            .unwrap()
+            .get_mut(&key)
+            .and_then(|q| q.pop_front())
+        {
+            return r;
+        }
+        self.default
+            .lock()
+            .unwrap()
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(refused)
+    }
+
+    fn failover_veto(&self, _pair: &Pair) -> Option<String> {
+        self.veto.lock().unwrap().clone()
+    }
+}
+
+/// An authority the test (or the driver's hook) can take away, with an optional deadline.
+struct TestAuthority {
+    epoch: Epoch,
+    acting: AtomicBool,
+    deadline: Mutex<Option<Instant>>,
+    fenced: AtomicUsize,
+}
+
+impl TestAuthority {
+    fn new() -> Arc<Self> {
+        Arc::new(TestAuthority {
+            epoch: Epoch(7),
+            acting: AtomicBool::new(true),
+            deadline: Mutex::new(None),
+            fenced: AtomicUsize::new(0),
+        })
+    }
+}
+
+impl Authority for Arc<TestAuthority> {
+    fn acting_epoch(&self) -> Option<Epoch> {
+        let expired = self
+            .deadline
+            .lock()
+            .unwrap()
+            .is_some_and(|d| Instant::now() >= d);
+        (self.acting.load(Ordering::SeqCst) && !expired).then_some(self.epoch)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        *self.deadline.lock().unwrap()
+    }
+
+    async fn confirm(&self) -> bool {
+        self.acting_epoch().is_some()
+    }
+
+    fn fenced_out(&self, _current: Epoch) {
+        self.fenced.fetch_add(1, Ordering::SeqCst);
+        self.acting.store(false, Ordering::SeqCst);
+    }
+}
+
+type Ctx = Arc<CycleContext<ScriptedDriver, Arc<MemCatalog>, Arc<TestAuthority>>>;
+
+fn context(segments: Vec<Segment>) -> (Ctx, Arc<MemCatalog>, Arc<TestAuthority>, Log) {
+    let events: Log = Arc::default();
+    let catalog = MemCatalog::new(segments, &events);
+    let authority = TestAuthority::new();
+    let ctx = Arc::new(CycleContext {
+        driver: ScriptedDriver::new(&events),
+        catalog: catalog.clone(),
+        authority: authority.clone(),
+        settings: ProbeSettings {
+            timeout: Duration::from_millis(200),
+            retries: 2,
+            retry_delay: Duration::from_millis(1),
+            concurrency: 4,
+        },
+        instance_id: "unit".into(),
+        stopping: AtomicBool::new(false),
+        refusals: RefusalLog::default(),
+    });
+    (ctx, catalog, authority, events)
+}
+
+fn events(l: &Log) -> Vec<String> {
+    l.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn the_failover_commits_before_promote_is_sent() {
+    let (ctx, catalog, _auth, log) = context(in_sync_pair());
+    ctx.driver
+        .always(5, MessageType::Promote, ok(false, false, false, false));
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(events(&log), vec!["commit failover", "PROMOTE to 5"]);
+    let r = &report.reports[0];
+    assert_eq!(r.transition, Some(TransitionOutcome::Applied));
+    assert_eq!(
+        r.message.as_ref().map(|m| &m.result),
+        Some(&MessageResult::Delivered)
+    );
+    assert_eq!(catalog.state(5).role, P);
+}
+
+#[tokio::test]
+async fn a_fenced_write_sends_nothing() {
+    let (ctx, catalog, auth, log) = context(in_sync_pair());
+    *catalog.epoch.lock().unwrap() = Epoch(8);
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(events(&log), vec!["catalog rejected epoch 7"]);
+    assert_eq!(ctx.driver.sent(MessageType::Promote), 0);
+    assert!(report.fenced);
+    assert_eq!(auth.fenced.load(Ordering::SeqCst), 1);
+    assert_eq!(catalog.state(2), st(P, U, S), "nothing written");
+}
+
+fn st(role: Role, status: Status, mode: Mode) -> SegmentState {
+    SegmentState { role, status, mode }
+}
+
+#[tokio::test]
+async fn a_refusal_is_recorded_once_per_episode() {
+    // primary lost, mirror not in sync: a double fault, cycle after cycle
+    let (ctx, catalog, _auth, _log) = context(vec![seg(2, 0, P, U, N), seg(5, 0, M, U, N)]);
+    for _ in 0..3 {
+        let r = run_cycle(ctx.clone()).await.unwrap();
+        assert_eq!(r.reports[0].rule, Rule::DoubleFault);
+    }
+    assert_eq!(catalog.evidence_rules(), vec![Rule::DoubleFault]);
+    // the primary answers again: the episode ends ...
+    ctx.driver
+        .always(2, MessageType::Probe, ok(true, false, true, false));
+    run_cycle(ctx.clone()).await.unwrap();
+    // ... and a new loss is a new episode, recorded again
+    ctx.driver.always(2, MessageType::Probe, refused());
+    run_cycle(ctx.clone()).await.unwrap();
+    run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(
+        catalog.evidence_rules(),
+        vec![Rule::DoubleFault, Rule::DoubleFault]
+    );
+}
+
+#[tokio::test]
+async fn a_driver_veto_is_a_recorded_refusal_and_nothing_is_sent() {
+    let (ctx, catalog, _auth, log) = context(in_sync_pair());
+    *ctx.driver.veto.lock().unwrap() = Some("standby was async at the last probe".into());
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(report.reports[0].rule, Rule::DoubleFault);
+    assert_eq!(events(&log), vec!["commit double_fault"]);
+    let ev = &catalog.evidence.lock().unwrap()[0];
+    assert!(ev.updates.is_empty());
+    assert_eq!(
+        ev.evidence["refusal"],
+        "driver veto: standby was async at the last probe"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_authority_stops_the_retries() {
+    let (ctx, _catalog, auth, log) = context(in_sync_pair());
+    // every PROMOTE attempt fails, and authority is lost during the first one
+    let lose = auth.clone();
+    *ctx.driver.on_send.lock().unwrap() = Some(Box::new(move |_, kind| {
+        if kind == MessageType::Promote {
+            lose.acting.store(false, Ordering::SeqCst);
+        }
+    }));
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(events(&log), vec!["commit failover", "PROMOTE to 5"]);
+    assert_eq!(
+        ctx.driver.sent(MessageType::Promote),
+        1,
+        "no retry after the loss"
+    );
+    assert!(matches!(
+        report.reports[0].message.as_ref().map(|m| &m.result),
+        Some(MessageResult::NotSent(_))
+    ));
+}
+
+#[tokio::test]
+async fn message_attempts_end_by_the_act_by_deadline_and_none_starts_after_it() {
+    let (ctx, _catalog, auth, _log) = context(in_sync_pair());
+    let act_by = Instant::now() + Duration::from_secs(2);
+    *auth.deadline.lock().unwrap() = Some(act_by);
+    // the deadline passes during the first (failing) PROMOTE attempt
+    let late = auth.clone();
+    *ctx.driver.on_send.lock().unwrap() = Some(Box::new(move |_, kind| {
+        if kind == MessageType::Promote {
+            *late.deadline.lock().unwrap() = Some(Instant::now());
+        }
+    }));
+    run_cycle(ctx.clone()).await.unwrap();
+    let deadlines = ctx.driver.deadlines.lock().unwrap().clone();
+    let promotes: Vec<_> = deadlines
+        .iter()
+        .filter(|(k, _)| *k == MessageType::Promote)
+        .collect();
+    assert_eq!(promotes.len(), 1, "{deadlines:?}");
+    assert!(
+        promotes[0].1 <= act_by,
+        "attempt bounded by the act-by deadline"
+    );
+}
+
+#[tokio::test]
+async fn re_promote_is_confirmed_under_the_fence_before_it_is_sent() {
+    // the shape a failover leaves: 5 promoted, 2 lost; 5 still answers as a mirror
+    let rows = vec![seg(2, 0, M, D, N), seg(5, 0, P, U, N)];
+    let (ctx, catalog, _auth, log) = context(rows);
+    ctx.driver
+        .always(5, MessageType::Probe, ok(false, false, false, true));
+    ctx.driver
+        .always(5, MessageType::Promote, ok(false, false, false, false));
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(report.reports[0].rule, Rule::RePromote);
+    assert_eq!(events(&log), vec!["commit re_promote", "PROMOTE to 5"]);
+    assert_eq!(
+        report.reports[0].transition,
+        Some(TransitionOutcome::Confirmed)
+    );
+
+    // the catalog changes between the snapshot and the fenced re-read: nothing is sent
+    log.lock().unwrap().clear();
+    let changed = catalog.clone();
+    *ctx.driver.on_send.lock().unwrap() = Some(Box::new(move |_, kind| {
+        if kind == MessageType::Probe {
+            changed.set_state(2, st(M, U, N));
+        }
+    }));
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert!(events(&log).is_empty(), "{:?}", events(&log));
+    assert!(matches!(
+        report.reports[0].transition,
+        Some(TransitionOutcome::Failed(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_content_that_cannot_form_a_pair_is_refused_and_the_others_are_acted_on() {
+    let mut rows = in_sync_pair();
+    rows.extend([seg(3, 1, P, U, S), seg(6, 1, P, U, S)]);
+    let (ctx, catalog, _auth, log) = context(rows);
+    ctx.driver
+        .always(5, MessageType::Promote, ok(false, false, false, false));
+    ctx.driver.always(3, MessageType::Probe, refused());
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(report.refused_contents.len(), 1);
+    assert_eq!(report.rules.get(&Rule::BadShape), Some(&1));
+    assert_eq!(report.reports.len(), 1, "content 1 is not probed");
+    let ev = events(&log);
+    assert!(ev.contains(&"commit bad_shape".to_string()), "{ev:?}");
+    assert!(ev.contains(&"PROMOTE to 5".to_string()), "{ev:?}");
+    assert!(!ev
+        .iter()
+        .any(|e| e.ends_with("to 3") || e.ends_with("to 6")));
+    // recorded once while the shape lasts
+    run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(
+        catalog
+            .evidence_rules()
+            .iter()
+            .filter(|r| **r == Rule::BadShape)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn mismatched_modes_are_repaired_in_one_transition() {
+    let (ctx, catalog, _auth, log) = context(vec![seg(2, 0, P, U, S), seg(5, 0, M, U, N)]);
+    ctx.driver
+        .always(2, MessageType::Probe, ok(true, true, true, false));
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(report.reports[0].rule, Rule::Resync);
+    assert_eq!(events(&log), vec!["commit resync"]);
+    assert_eq!(catalog.state(5), st(M, U, S));
+}
