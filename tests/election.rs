@@ -113,7 +113,7 @@ async fn a_paused_leaders_pending_write_is_rejected_by_the_fence() {
     stop_the_leader_at(
         &mut sys,
         &etcd,
-        ("FTS_INJECT_DELAY_BEFORE_APPLY", "8s"),
+        &[("FTS_INJECT_DELAY_BEFORE_APPLY", "8s")],
         "fault injection: delaying the catalog write",
     )
     .await;
@@ -121,8 +121,12 @@ async fn a_paused_leaders_pending_write_is_rejected_by_the_fence() {
     // the follower takes over after the lease expires and fails the pair over itself
     let new = wait_leader(&etcd, Some("old")).await;
     sys.wait_state(4, (P, U, N), LIMIT).await;
-    let promotes = sys.sim.view(4).unwrap().counters.promote;
-    assert!(promotes >= 1);
+    // PROMOTE follows the commit, so it may still be on its way when the rows are seen.
+    let promotes = wait_for("PROMOTE of the new primary", LIMIT, || async {
+        let n = sys.sim.view(4).unwrap().counters.promote;
+        (n >= 1).then_some(n)
+    })
+    .await;
 
     sys.daemons[0].signal(libc::SIGCONT);
     wait_for("old leader's write fenced", LIMIT, || async {
@@ -268,12 +272,17 @@ async fn without_etcd_quorum_nothing_is_written_until_it_returns() {
     let mut sys = system(&etcd, "3s").await;
     sys.spawn_ftsd("a", &[], "");
     sys.spawn_ftsd("b", &[], "");
-    wait_leader(&etcd, None).await;
+    let leader = wait_leader(&etcd, None).await;
+    let leader = index_of(&sys, &leader.instance_id);
     etcd.kill(1).unwrap();
     etcd.kill(2).unwrap();
-    // the leader's act-by deadline passes within the TTL
+    // the leader's act-by deadline passes within the TTL (a follower's campaign also "steps
+    // down" when its lease is lost, possibly earlier: only the leader's own line counts)
     wait_for("leader stepped down", LIMIT, || async {
-        sys.logs().contains("stepped down").then_some(())
+        sys.daemons[leader]
+            .log_text()
+            .contains("stepped down")
+            .then_some(())
     })
     .await;
     sys.sim.set_fault(2, Fault::Down).await.unwrap();

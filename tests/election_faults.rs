@@ -29,18 +29,23 @@ async fn a_stalled_leader_holding_the_fence_is_ended_by_the_next_leaders_claim()
     let _serial = SERIAL.lock().await;
     let etcd = EtcdCluster::start(1).await.unwrap();
     let mut sys = system(&etcd, "3s").await;
-    // the first leader stops inside its transition, holding the fts_epoch row lock
+    // the first leader stops inside its transition; its session keeps the fts_epoch row
+    // locked, busy (so the server's idle-in-transaction limit does not end it) for 40 s
     stop_the_leader_at(
         &mut sys,
         &etcd,
-        ("FTS_INJECT_DELAY_AFTER_FENCE", "15s"),
+        &[
+            ("FTS_INJECT_DELAY_AFTER_FENCE", "40s"),
+            ("FTSD_CATALOG_STATEMENT_TIMEOUT", "60s"),
+            ("FTSD_CATALOG_CALL_TIMEOUT", "90s"),
+        ],
         "fault point: pausing while holding the epoch fence",
     )
     .await;
     let stopped = Instant::now();
 
     // lease TTL (3 s) + detection (interval 1 s, 3 attempts of ≤ 700 ms) + the claim; the
-    // bound allows a loaded machine, not a fence held until the old leader resumes
+    // bound allows a loaded machine, not a fence held until the holder's statement ends
     let new = wait_leader(&etcd, Some("old")).await;
     sys.wait_state(4, (Role::Primary, Status::Up, Mode::NotInSync), LIMIT)
         .await;
@@ -232,12 +237,7 @@ async fn a_leader_of_a_rebuilt_etcd_acts_at_once_and_old_epochs_stay_fenced() {
     assert_eq!(sys.evidence().await[0].0, claimed.0);
 
     // a write or a claim carrying the old etcd's epoch is still rejected
-    let catalog = PgCatalog::new(PgCatalogConfig {
-        url: sys.pg.url(),
-        password: None,
-        connect_timeout: Duration::from_secs(5),
-        statement_timeout: Duration::from_secs(5),
-    });
+    let catalog = PgCatalog::new(PgCatalogConfig::new(sys.pg.url()));
     let stale = Transition {
         epoch: Epoch(old_epoch),
         instance_id: "a".into(),

@@ -71,8 +71,7 @@ pub async fn run(
 /// `ftsd catalog init`: creates ftsd's tables (and Greenplum's, in a plain PostgreSQL).
 pub async fn init_catalog(cfg: &Config) -> anyhow::Result<Vec<schema::TableAction>> {
     let catalog = PgCatalog::new(settings::catalog_config(cfg));
-    let mut client = catalog.connect().await?;
-    Ok(schema::init(&mut client).await?)
+    Ok(catalog.init_schema().await?)
 }
 
 async fn run_single(

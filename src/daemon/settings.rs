@@ -12,16 +12,7 @@ use crate::engine::runner::LoopSettings;
 use crate::engine::ProbeSettings;
 
 pub fn catalog_config(cfg: &Config) -> PgCatalogConfig {
-    PgCatalogConfig {
-        url: cfg.catalog.url.expose().to_string(),
-        password: cfg
-            .catalog
-            .password
-            .as_ref()
-            .map(|p| p.expose().to_string()),
-        connect_timeout: cfg.catalog.connect_timeout,
-        statement_timeout: cfg.catalog.statement_timeout,
-    }
+    PgCatalogConfig::from(&cfg.catalog)
 }
 
 pub fn probe_settings(cfg: &Config) -> ProbeSettings {
@@ -54,7 +45,7 @@ pub fn etcd_options(cfg: &Config) -> anyhow::Result<EtcdOptions> {
         dial_timeout: cfg.etcd.dial_timeout,
         keepalive_interval: cfg.etcd.keepalive_interval,
         username: cfg.etcd.username.clone(),
-        password: cfg.etcd.password.as_ref().map(|p| p.expose().to_string()),
+        password: cfg.etcd.password.clone(),
         ca_pem: read_pem(&cfg.etcd.ca_file)?,
         cert_pem: read_pem(&cfg.etcd.cert_file)?,
         key_pem: read_pem(&cfg.etcd.key_file)?,

@@ -21,9 +21,10 @@ pub fn delay_before_apply() -> Option<Duration> {
     *VALUE.get_or_init(|| duration_from_env(DELAY_BEFORE_APPLY))
 }
 
-/// `FTS_INJECT_DELAY_AFTER_FENCE=<duration>`: sleep inside every catalog transition, after
-/// the fence `UPDATE` has locked the `fts_epoch` row and before the rest of the transaction:
-/// a leader stopped there holds the fence lock (a stalled former leader).
+/// `FTS_INJECT_DELAY_AFTER_FENCE=<duration>`: inside every catalog transition, after the
+/// fence `UPDATE` has locked the `fts_epoch` row, the session runs `pg_sleep` for this long:
+/// the fence stays locked by a busy session (which `idle_in_transaction_session_timeout`
+/// does not end), as by a former leader that never commits.
 pub const DELAY_AFTER_FENCE: &str = "FTS_INJECT_DELAY_AFTER_FENCE";
 
 pub fn delay_after_fence() -> Option<Duration> {

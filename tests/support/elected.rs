@@ -63,11 +63,16 @@ pub async fn catalog_epoch(sys: &System) -> i64 {
         .get(0)
 }
 
-/// Starts "old" with the fault point `env`, waits until it leads, starts "new", fails the
-/// primary of content 0 and SIGSTOPs "old" as soon as its log shows `at` (the fault point
-/// reached). Returns when "old" is stopped there.
-pub async fn stop_the_leader_at(sys: &mut System, etcd: &EtcdCluster, env: (&str, &str), at: &str) {
-    sys.spawn_ftsd_env("old", &[], "", &[env]);
+/// Starts "old" with the fault point and settings `env`, waits until it leads, starts "new",
+/// fails the primary of content 0 and SIGSTOPs "old" as soon as its log shows `at` (the fault
+/// point reached). Returns when "old" is stopped there.
+pub async fn stop_the_leader_at(
+    sys: &mut System,
+    etcd: &EtcdCluster,
+    env: &[(&str, &str)],
+    at: &str,
+) {
+    sys.spawn_ftsd_env("old", &[], "", env);
     let old = wait_leader(etcd, None).await;
     assert_eq!(old.instance_id, "old");
     sys.spawn_ftsd("new", &[], "");

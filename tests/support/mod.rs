@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod elected;
+pub mod proxy;
 
 use std::future::Future;
 use std::path::PathBuf;
