@@ -319,6 +319,21 @@ pub fn read_logs(dir: &Path, cluster: &str) -> Logs {
                         at,
                     });
                 }
+            } else if msg == "epoch recorded in the catalog" {
+                // Across an etcd rebuild the catalog epoch is generation × 2^44 + revision,
+                // while `took office` names the etcd revision: the term carries the epoch
+                // its writes are fenced with.
+                let revision = v.get("revision").and_then(as_i64);
+                if let (Some(revision), Some(epoch)) = (revision, v.get("epoch").and_then(as_i64)) {
+                    if let Some(t) = logs
+                        .terms
+                        .iter_mut()
+                        .rev()
+                        .find(|t| t.instance == instance && t.epoch == revision)
+                    {
+                        t.epoch = epoch;
+                    }
+                }
             } else if msg == "leader observed" {
                 let leader = v.get("leader").and_then(|l| l.as_str());
                 if let (Some(leader), Some(epoch)) = (leader, v.get("epoch").and_then(as_i64)) {
@@ -338,4 +353,44 @@ pub fn read_logs(dir: &Path, cluster: &str) -> Logs {
     logs.observed.sort_by_key(|t| t.at);
     logs.notable.sort();
     logs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terms_carry_the_recorded_epoch_and_deliveries_their_sender() {
+        let dir = std::env::temp_dir().join(format!("fts-chaos-logs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("ftsd2-segsim.log"),
+            concat!(
+                r#"{"timestamp":"2026-11-26T10:23:06.645468Z","message":"took office as leader","epoch":6}"#, "\n",
+                r#"{"timestamp":"2026-11-26T10:23:06.711376Z","message":"epoch recorded in the catalog","epoch":"17592186044422","revision":6}"#, "\n",
+                r#"{"timestamp":"2026-11-26T10:23:06.600000Z","message":"leader observed","leader":"ftsd2","epoch":6}"#, "\n",
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("segsim.log"),
+            concat!(
+                r#"{"timestamp":"2026-11-26T10:23:07.000000Z","fields":{"message":"received an action message","dbid":9,"kind":"PROMOTE","peer":"172.28.2.22"}}"#, "\n",
+                r#"{"timestamp":"2026-11-26T10:23:08.000000Z","fields":{"message":"received an action message","dbid":9,"kind":"PROMOTE","peer":"10.0.0.9"}}"#, "\n",
+            ),
+        )
+        .unwrap();
+        let logs = read_logs(&dir, "segsim");
+        assert_eq!(logs.terms.len(), 1);
+        assert_eq!(logs.terms[0].epoch, 17592186044422);
+        assert_eq!(logs.observed.len(), 1);
+        let d = read_deliveries(&dir, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            (d[0].instance.as_str(), d[0].kind.as_str(), d[0].dbid),
+            ("ftsd2", "PROMOTE", 9)
+        );
+        assert_eq!(d[1].instance, "10.0.0.9", "an unknown sender stays unknown");
+    }
 }

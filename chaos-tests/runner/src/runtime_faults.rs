@@ -152,7 +152,15 @@ async fn stale_message_body(h: &mut Harness, id: &str, container: &str, epoch: i
 /// `fts_epoch` row lock); a follower must take office, end that session and fail over within
 /// lease TTL + detection of the stall.
 pub async fn stalled_fence_holder(h: &mut Harness) -> Result<()> {
-    let (id, container, epoch) = arm_leader(h, &[("FTS_INJECT_DELAY_AFTER_FENCE", "30s")]).await?;
+    // The holder's session stays busy for 30 s (its statement and call limits raised above
+    // that on this host only), so neither statement_timeout nor the server's idle-in-transaction
+    // limit frees the fence in time: only the successor ending that session does.
+    let vars = [
+        ("FTS_INJECT_DELAY_AFTER_FENCE", "30s"),
+        ("FTSD_CATALOG_STATEMENT_TIMEOUT", "60s"),
+        ("FTSD_CATALOG_CALL_TIMEOUT", "90s"),
+    ];
+    let (id, container, epoch) = arm_leader(h, &vars).await?;
     let r = stalled_fence_body(h, &id, container, epoch).await;
     disarm(h, &id, container).await?;
     r
