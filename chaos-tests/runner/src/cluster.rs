@@ -343,7 +343,10 @@ pub fn read_logs(dir: &Path, cluster: &str) -> Logs {
                         at,
                     });
                 }
-            } else if msg.contains("fenced") || msg.contains("stepped down") {
+            } else if msg.contains("fenced")
+                || msg.contains("stepped down")
+                || msg.contains("terminated")
+            {
                 logs.notable
                     .push((at, instance.to_string(), msg.to_string()));
             }
