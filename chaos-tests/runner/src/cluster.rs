@@ -300,6 +300,9 @@ pub fn read_logs(dir: &Path, cluster: &str) -> Logs {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
+        let first_term = logs.terms.len();
+        // (time, etcd revision, catalog epoch) of each `epoch recorded in the catalog` line.
+        let mut recorded: Vec<(Millis, i64, i64)> = Vec::new();
         for line in text.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
@@ -320,19 +323,9 @@ pub fn read_logs(dir: &Path, cluster: &str) -> Logs {
                     });
                 }
             } else if msg == "epoch recorded in the catalog" {
-                // Across an etcd rebuild the catalog epoch is generation × 2^44 + revision,
-                // while `took office` names the etcd revision: the term carries the epoch
-                // its writes are fenced with.
                 let revision = v.get("revision").and_then(as_i64);
                 if let (Some(revision), Some(epoch)) = (revision, v.get("epoch").and_then(as_i64)) {
-                    if let Some(t) = logs
-                        .terms
-                        .iter_mut()
-                        .rev()
-                        .find(|t| t.instance == instance && t.epoch == revision)
-                    {
-                        t.epoch = epoch;
-                    }
+                    recorded.push((at, revision, epoch));
                 }
             } else if msg == "leader observed" {
                 let leader = v.get("leader").and_then(|l| l.as_str());
@@ -349,6 +342,20 @@ pub fn read_logs(dir: &Path, cluster: &str) -> Logs {
             {
                 logs.notable
                     .push((at, instance.to_string(), msg.to_string()));
+            }
+        }
+        // Across an etcd rebuild the catalog epoch is generation × 2^44 + revision while
+        // `took office` names the etcd revision, and the two lines come from different tasks in
+        // either order: a term takes the epoch recorded for its revision nearest in time (a
+        // revision recurs only after another rebuild), so it carries what its writes are
+        // fenced with.
+        for t in &mut logs.terms[first_term..] {
+            if let Some(&(_, _, epoch)) = recorded
+                .iter()
+                .filter(|(at, revision, _)| *revision == t.epoch && (at - t.at).abs() < 10_000)
+                .min_by_key(|(at, ..)| (at - t.at).abs())
+            {
+                t.epoch = epoch;
             }
         }
     }
@@ -371,6 +378,8 @@ mod tests {
             concat!(
                 r#"{"timestamp":"2026-11-26T10:23:06.645468Z","message":"took office as leader","epoch":6}"#, "\n",
                 r#"{"timestamp":"2026-11-26T10:23:06.711376Z","message":"epoch recorded in the catalog","epoch":"17592186044422","revision":6}"#, "\n",
+                r#"{"timestamp":"2026-11-26T10:40:00.100000Z","message":"epoch recorded in the catalog","epoch":"35184372088838","revision":6}"#, "\n",
+                r#"{"timestamp":"2026-11-26T10:40:00.110000Z","message":"took office as leader","epoch":6}"#, "\n",
                 r#"{"timestamp":"2026-11-26T10:23:06.600000Z","message":"leader observed","leader":"ftsd2","epoch":6}"#, "\n",
             ),
         )
@@ -384,8 +393,12 @@ mod tests {
         )
         .unwrap();
         let logs = read_logs(&dir, "segsim");
-        assert_eq!(logs.terms.len(), 1);
+        assert_eq!(logs.terms.len(), 2);
         assert_eq!(logs.terms[0].epoch, 17592186044422);
+        assert_eq!(
+            logs.terms[1].epoch, 35184372088838,
+            "recorded before took office, after a second rebuild"
+        );
         assert_eq!(logs.observed.len(), 1);
         let d = read_deliveries(&dir, 0);
         std::fs::remove_dir_all(&dir).unwrap();
