@@ -469,7 +469,10 @@ async fn only_the_acting_leader_switches_syncrep_back_on() {
     let rows = sys.pair.segments(0, 2, 3);
     let t = Duration::from_secs(2);
     sys.pair.set_sync_names("").await.unwrap();
-    sys.pair.wait_replication(Some("async"), LIMIT).await.unwrap();
+    sys.pair
+        .wait_replication(Some("async"), LIMIT)
+        .await
+        .unwrap();
 
     // an observe-only instance probes (twice, and the driver directly) and changes nothing
     let observer = cycle_ctx(&sys, driver(), ObserveOnly);
@@ -483,7 +486,11 @@ async fn only_the_acting_leader_switches_syncrep_back_on() {
         .await
         .unwrap();
     assert!(reply.is_mirror_up && !reply.is_in_sync && !reply.is_syncrep_enabled);
-    assert_eq!(sys.pair.sync_names().await.unwrap(), "", "observe-only changed the server");
+    assert_eq!(
+        sys.pair.sync_names().await.unwrap(),
+        "",
+        "observe-only changed the server"
+    );
 
     // acting, without the grant: the probe succeeds, the pair stays not in sync
     let su = sys.pair.primary.client().await.unwrap();
@@ -508,9 +515,17 @@ async fn only_the_acting_leader_switches_syncrep_back_on() {
     .unwrap();
     run_cycle(leader.clone()).await.unwrap();
     assert_eq!(sys.pair.sync_names().await.unwrap(), "\"seg0\"");
-    sys.pair.wait_replication(Some("sync"), LIMIT).await.unwrap();
+    sys.pair
+        .wait_replication(Some("sync"), LIMIT)
+        .await
+        .unwrap();
     run_cycle(leader.clone()).await.unwrap();
-    assert_eq!(sys.state(3).await, (M, U, S), "{:?}", leader.driver.verdict(0));
+    assert_eq!(
+        sys.state(3).await,
+        (M, U, S),
+        "{:?}",
+        leader.driver.verdict(0)
+    );
 }
 
 /// Issue 11 item 13: a `synchronous_standby_names` that does not name the standby (a wrong
@@ -525,7 +540,10 @@ async fn standby_streaming_but_not_named_is_alarmed_once() {
     let report = run_cycle(ctx.clone()).await.unwrap();
     assert!(report.reports[0].alarms.is_empty(), "{report:?}");
     sys.pair.set_sync_names("\"typo\"").await.unwrap();
-    sys.pair.wait_replication(Some("async"), LIMIT).await.unwrap();
+    sys.pair
+        .wait_replication(Some("async"), LIMIT)
+        .await
+        .unwrap();
     let report = run_cycle(ctx.clone()).await.unwrap();
     let alarms = &report.reports[0].alarms;
     assert_eq!(alarms.len(), 1, "{alarms:?}");
@@ -538,11 +556,17 @@ async fn standby_streaming_but_not_named_is_alarmed_once() {
     assert!(report.reports[0].alarms.is_empty(), "{report:?}");
     // fixed, then wrong again: a new episode
     sys.pair.set_sync_names("\"seg0\"").await.unwrap();
-    sys.pair.wait_replication(Some("sync"), LIMIT).await.unwrap();
+    sys.pair
+        .wait_replication(Some("sync"), LIMIT)
+        .await
+        .unwrap();
     run_cycle(ctx.clone()).await.unwrap();
     assert!(ctx.driver.probe_detail(0).unwrap()["standby_not_named_for_ms"].is_null());
     sys.pair.set_sync_names("\"typo\"").await.unwrap();
-    sys.pair.wait_replication(Some("async"), LIMIT).await.unwrap();
+    sys.pair
+        .wait_replication(Some("async"), LIMIT)
+        .await
+        .unwrap();
     let report = run_cycle(ctx.clone()).await.unwrap();
     assert_eq!(report.reports[0].alarms.len(), 1, "{report:?}");
 }
@@ -575,8 +599,7 @@ async fn synchronous_commit_local_rules_out_automatic_failover() {
 async fn wait_probe_refused_as_starting(sys: &PgSystem) {
     wait_for("a probe refused with 57P03", LIMIT, || async {
         let logs = sys.logs();
-        (logs.contains("not accepting connections") || logs.contains("starting up"))
-            .then_some(())
+        (logs.contains("not accepting connections") || logs.contains("starting up")).then_some(())
     })
     .await
 }
@@ -605,7 +628,10 @@ async fn crash_restart_within_restart_grace_is_not_a_failover() {
     assert_eq!(sys.state(2).await.0, P);
     assert!(in_recovery(&sys.pair.standby).await);
     assert!(
-        sys.history().await.iter().all(|(dbid, text)| *dbid != 3 || !text.contains("p")),
+        sys.history()
+            .await
+            .iter()
+            .all(|(dbid, text)| *dbid != 3 || !text.contains("p")),
         "{:?}",
         sys.history().await
     );
@@ -639,7 +665,11 @@ async fn restart_longer_than_grace_fails_over_and_the_old_primary_is_fenced() {
     wait_probe_refused_as_starting(&sys).await;
     sys.wait_state(3, (P, U, N)).await;
     assert_eq!(sys.state(2).await, (M, D, N));
-    assert!(sys.logs().contains("postgres.restart_grace"), "{}", sys.logs());
+    assert!(
+        sys.logs().contains("postgres.restart_grace"),
+        "{}",
+        sys.logs()
+    );
     let standby = &sys.pair.standby;
     wait_for("standby out of recovery", LIMIT, || async {
         (!in_recovery(standby).await).then_some(())
@@ -658,7 +688,10 @@ async fn restart_longer_than_grace_fails_over_and_the_old_primary_is_fenced() {
     )
     .await
     .expect("the write neither failed nor returned within 20 s");
-    assert!(late.is_err(), "a write to the fenced old primary was acknowledged");
+    assert!(
+        late.is_err(),
+        "a write to the fenced old primary was acknowledged"
+    );
 
     let ev = sys.wait_evidence("fence").await;
     assert_eq!(ev["upkeep"]["upkeep"], "fence", "{ev}");
@@ -680,7 +713,9 @@ async fn restart_longer_than_grace_fails_over_and_the_old_primary_is_fenced() {
     assert_eq!(err.code().map(|c| c.code()), Some("25006"), "{err}");
     assert!(sys.logs().contains("fenced dbid 2"), "{}", sys.logs());
     wait_for("the fence command ran", LIMIT, || async {
-        std::fs::read_to_string(&marker).ok().filter(|s| !s.is_empty())
+        std::fs::read_to_string(&marker)
+            .ok()
+            .filter(|s| !s.is_empty())
     })
     .await;
     let ran = std::fs::read_to_string(&marker).unwrap();

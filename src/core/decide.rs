@@ -180,9 +180,7 @@ pub fn decide_pair(pair: &Pair, outcome: &ProbeOutcome, guard: &FailoverGuard) -
         ProbeOutcome::Failed { restart, .. } => match restart {
             RestartState::RecoveryMakingProgress { .. }
             | RestartState::Resetting
-            | RestartState::StartingUp { .. } => {
-                Decision::new(content, Rule::Restarting)
-            }
+            | RestartState::StartingUp { .. } => Decision::new(content, Rule::Restarting),
             RestartState::NotRestarting | RestartState::RecoveryNotMakingProgress { .. } => {
                 decide_failed(pair, guard)
             }

@@ -190,7 +190,12 @@ impl SegmentDriver for AnyDriver {
         }
     }
 
-    async fn upkeep(&self, pair: &Pair, work: &Upkeep, gate: AuthorityGate<'_>) -> Vec<DriverAlarm> {
+    async fn upkeep(
+        &self,
+        pair: &Pair,
+        work: &Upkeep,
+        gate: AuthorityGate<'_>,
+    ) -> Vec<DriverAlarm> {
         match self {
             AnyDriver::Fts(d) => d.upkeep(pair, work, gate).await,
             AnyDriver::Postgres(d) => d.upkeep(pair, work, gate).await,

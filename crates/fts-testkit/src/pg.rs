@@ -395,7 +395,10 @@ impl PgServer {
                 }
             }
             if !self.is_running() {
-                bail!("postgres exited while held in recovery:\n{}", self.log_tail(30));
+                bail!(
+                    "postgres exited while held in recovery:\n{}",
+                    self.log_tail(30)
+                );
             }
             if Instant::now() >= deadline {
                 bail!(
@@ -411,7 +414,8 @@ impl PgServer {
     /// Lets a server started with [`PgServer::start_held_in_recovery`] finish recovery, and
     /// waits until it accepts connections.
     pub async fn release_recovery(&mut self) -> Result<()> {
-        fs::write(self.dir.path().join("recovery.release"), "").context("writing the release file")?;
+        fs::write(self.dir.path().join("recovery.release"), "")
+            .context("writing the release file")?;
         let offset = fs::metadata(&self.log_path).map(|m| m.len()).unwrap_or(0);
         self.wait_ready(offset)
             .await

@@ -88,7 +88,10 @@ pub(super) async fn fence_sql(
     bounded(end, "waiting for the reload", async {
         loop {
             let row = client
-                .query_one("SELECT current_setting('default_transaction_read_only')", &[])
+                .query_one(
+                    "SELECT current_setting('default_transaction_read_only')",
+                    &[],
+                )
                 .await
                 .map_err(|e| classify(&e, false))?;
             if row.get::<_, String>(0) == "on" {

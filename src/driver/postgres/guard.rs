@@ -388,14 +388,23 @@ mod tests {
         let t0 = Instant::now();
         let grace = Duration::from_secs(3);
         assert_eq!(m.track_unnamed(0, 2, true, grace, t0), None);
-        assert_eq!(m.track_unnamed(0, 2, true, grace, t0 + Duration::from_secs(2)), None);
+        assert_eq!(
+            m.track_unnamed(0, 2, true, grace, t0 + Duration::from_secs(2)),
+            None
+        );
         assert_eq!(
             m.track_unnamed(0, 2, true, grace, t0 + Duration::from_secs(3)),
             Some(Duration::from_secs(3))
         );
-        assert_eq!(m.track_unnamed(0, 2, true, grace, t0 + Duration::from_secs(9)), None);
+        assert_eq!(
+            m.track_unnamed(0, 2, true, grace, t0 + Duration::from_secs(9)),
+            None
+        );
         // fixed, then wrong again: a new episode
-        assert_eq!(m.track_unnamed(0, 2, false, grace, t0 + Duration::from_secs(10)), None);
+        assert_eq!(
+            m.track_unnamed(0, 2, false, grace, t0 + Duration::from_secs(10)),
+            None
+        );
         assert_eq!(m.unnamed_since(0), None);
         let t1 = t0 + Duration::from_secs(11);
         assert_eq!(m.track_unnamed(0, 2, true, grace, t1), None);

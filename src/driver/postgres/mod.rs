@@ -278,7 +278,12 @@ impl SegmentDriver for PgDriver {
         survey
     }
 
-    async fn upkeep(&self, pair: &Pair, work: &Upkeep, gate: AuthorityGate<'_>) -> Vec<DriverAlarm> {
+    async fn upkeep(
+        &self,
+        pair: &Pair,
+        work: &Upkeep,
+        gate: AuthorityGate<'_>,
+    ) -> Vec<DriverAlarm> {
         match work {
             Upkeep::RestoreSyncrep { dbid, names } if *dbid == pair.primary.dbid => {
                 self.restore_syncrep(&pair.primary, names, gate).await;
@@ -323,9 +328,9 @@ impl PgDriver {
             return None;
         }
         let writable = !observed.read_only;
-        if let Some(mut alarm) = self
-            .memory
-            .saw_demoted(m.content, m.dbid, writable, Instant::now())
+        if let Some(mut alarm) =
+            self.memory
+                .saw_demoted(m.content, m.dbid, writable, Instant::now())
         {
             alarm.message = format!(
                 "dbid {} is listed as a down mirror but answers as a writable primary \

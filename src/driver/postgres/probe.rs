@@ -175,8 +175,7 @@ pub fn assess(obs: &Observed, max_lag: u64) -> Assessment {
                 .is_some_and(|lag| lag <= i64::try_from(max_lag).unwrap_or(i64::MAX));
             let durable = DURABLE_COMMIT.contains(&obs.synchronous_commit.as_str());
             a.reply.is_mirror_up = up;
-            a.reply.is_in_sync =
-                up && state == "streaming" && syncrep && sync && lag_ok && durable;
+            a.reply.is_in_sync = up && state == "streaming" && syncrep && sync && lag_ok && durable;
             a.restore_syncrep = state == "streaming" && !syncrep;
             a.why = if a.reply.is_in_sync {
                 format!(
