@@ -315,6 +315,21 @@ mod tests {
     }
 
     #[test]
+    fn alarm_arguments_and_environment() {
+        let call = hooks().alarm_call(&crate::driver::DriverAlarm {
+            kind: crate::driver::AlarmKind::Fenced,
+            content: 1,
+            dbid: 3,
+            message: "fenced dbid 3".into(),
+        });
+        assert_eq!(call.args, ["alarm", "fenced", "1", "3", "fenced dbid 3"]);
+        assert_eq!(env(&call, "FTSD_HOOK_EVENT"), "alarm");
+        assert_eq!(env(&call, "FTSD_ALARM"), "fenced");
+        assert_eq!(env(&call, "FTSD_DBID"), "3");
+        assert_eq!(env(&call, "FTSD_REASON"), "fenced dbid 3");
+    }
+
+    #[test]
     fn leaving_office_names_the_epoch_given_up_and_why() {
         let call = hooks().leader_change_call(&OfficeEvent {
             epoch: None,

@@ -341,12 +341,19 @@ impl PgDriver {
             tracing::error!(dbid = m.dbid, content = m.content, "{}", alarm.message);
             alarms.push(alarm);
         }
-        let (fenced, command_ran) = self.memory.update_demoted(m.content, |d| {
+        // (in an episode, SQL fence done, fence command run)
+        let (episode, fenced, command_ran) = self.memory.update_demoted(m.content, |d| {
             d.filter(|d| d.dbid == m.dbid)
-                .map_or((true, true), |d| (d.fenced, d.command_ran))
+                .map_or((false, false, false), |d| {
+                    // writable again (someone reset the setting): the fence is gone
+                    d.fenced &= !writable;
+                    (true, d.fenced, d.command_ran)
+                })
         });
-        let command_due = !self.settings.fence_command.is_empty() && !command_ran;
-        (writable && (!fenced || command_due)).then(|| Upkeep::Fence {
+        // The fence command runs once per episode even if the SQL fence already made the
+        // server read-only (an earlier attempt may have lost authority before running it).
+        let command_due = episode && !self.settings.fence_command.is_empty() && !command_ran;
+        ((writable && !fenced) || command_due).then(|| Upkeep::Fence {
             dbid: m.dbid,
             why: "listed as a mirror (down) in the catalog, answers as a writable primary".into(),
         })
