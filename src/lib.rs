@@ -13,4 +13,5 @@ pub mod error_chain;
 pub mod hooks;
 pub mod metrics;
 pub mod model;
+pub mod secret;
 pub mod wire;

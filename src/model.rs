@@ -209,8 +209,8 @@ impl SegmentConfig {
     }
 
     /// The pairs the in-core FTS probes: every acting primary with content >= 0 that has a peer.
-    /// Contents without a mirror, and the coordinator/standby (content -1), are left out exactly as
-    /// the reference (2.1, step 4) describes.
+    /// Contents without a mirror, and the coordinator/standby (content -1), are left out as the
+    /// in-core FTS leaves them out (`docs/decisions.md`, "Which pairs are decided").
     ///
     /// The in-core FTS trusts the catalog's shape (its writers are all inside the cluster); we
     /// do not: a content with an unreadable row, more than two rows, or two primaries is

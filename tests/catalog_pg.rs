@@ -13,10 +13,9 @@ use ftsd::wire::failure::FailureKind;
 
 fn catalog_for(pg: &PgServer) -> PgCatalog {
     PgCatalog::new(PgCatalogConfig {
-        url: pg.url(),
-        password: None,
         connect_timeout: Duration::from_secs(3),
         statement_timeout: Duration::from_secs(5),
+        ..PgCatalogConfig::new(pg.url())
     })
 }
 
@@ -293,6 +292,176 @@ async fn reconnects_after_the_catalog_restarts() {
         count(&client, "SELECT count(*) FROM gp_configuration_history").await,
         2
     );
+}
+
+async fn show(client: &tokio_postgres::Client, setting: &str) -> String {
+    client
+        .query_one(&format!("SHOW {setting}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn session_keeps_the_urls_options_and_adds_the_lock_and_idle_limits() {
+    let pg = PgServer::builder().start().await.unwrap();
+    let url = format!("{}?options=-c%20work_mem%3D7777kB", pg.url());
+    let catalog = PgCatalog::new(PgCatalogConfig {
+        lock_timeout: Duration::from_millis(1500),
+        idle_in_transaction_timeout: Duration::from_secs(4),
+        ..PgCatalogConfig::new(url)
+    });
+    let client = catalog.connect().await.unwrap();
+    assert_eq!(show(&client, "work_mem").await, "7777kB");
+    assert_eq!(show(&client, "lock_timeout").await, "1500ms");
+    assert_eq!(
+        show(&client, "idle_in_transaction_session_timeout").await,
+        "4s"
+    );
+    assert_eq!(show(&client, "statement_timeout").await, "10s");
+}
+
+/// A former leader stalled (SIGSTOP, cut off) between its fence statement and COMMIT leaves a
+/// session idle in transaction that holds the `fts_epoch` row lock; the server ends it after
+/// `idle_in_transaction_timeout`, and the next claim goes through.
+#[tokio::test]
+async fn a_stalled_session_holding_the_fence_row_is_ended_by_the_server() {
+    let pg = PgServer::builder().start().await.unwrap();
+    let _admin = seed(&pg).await;
+    let stalled = PgCatalog::new(PgCatalogConfig {
+        idle_in_transaction_timeout: Duration::from_secs(1),
+        ..PgCatalogConfig::new(pg.url())
+    });
+    let stalled = stalled.connect().await.unwrap();
+    stalled
+        .batch_execute("BEGIN; UPDATE fts_epoch SET epoch = 5, instance_id = 'old' WHERE id = 1")
+        .await
+        .unwrap();
+
+    // The new leader waits on the lock (no lock_timeout of its own here) until the server ends
+    // the stalled session.
+    let waiter = pg.client().await.unwrap();
+    let started = std::time::Instant::now();
+    let claimed = tokio::time::timeout(
+        Duration::from_secs(8),
+        waiter.execute(
+            "UPDATE fts_epoch SET epoch = 6, instance_id = 'new' WHERE id = 1 AND epoch <= 6",
+            &[],
+        ),
+    )
+    .await
+    .expect("the fence row stayed locked: the stalled session was not ended")
+    .unwrap();
+    assert_eq!(claimed, 1);
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert!(stalled.query_one("SELECT 1", &[]).await.is_err());
+    let row = waiter
+        .query_one("SELECT epoch, instance_id FROM fts_epoch", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, String>(1)),
+        (6, "new".into())
+    );
+}
+
+/// A fence statement blocked by another session's row lock fails with a lock timeout (and the
+/// caller retries later) instead of waiting for the whole statement timeout or forever.
+#[tokio::test]
+async fn a_blocked_fence_statement_fails_with_a_lock_timeout() {
+    let pg = PgServer::builder().start().await.unwrap();
+    let _admin = seed(&pg).await;
+    let holder = pg.client().await.unwrap();
+    holder
+        .batch_execute("BEGIN; SELECT * FROM fts_epoch FOR UPDATE")
+        .await
+        .unwrap();
+    let catalog = PgCatalog::new(PgCatalogConfig {
+        lock_timeout: Duration::from_millis(500),
+        statement_timeout: Duration::from_secs(30),
+        call_timeout: Duration::from_secs(40),
+        ..PgCatalogConfig::new(pg.url())
+    });
+    let started = std::time::Instant::now();
+    let err = catalog
+        .claim_epoch(Epoch(3), "blocked")
+        .await
+        .expect_err("the row is locked");
+    assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("lock timeout"), "{err}");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    catalog.claim_epoch(Epoch(3), "blocked").await.unwrap();
+}
+
+/// Greenplum cannot run here, so a plain PostgreSQL plays the coordinator: a stand-in
+/// `gp_distribution_policy` table (only the two columns the check reads) makes it look like
+/// Greenplum to the detection, and a row for `fts_epoch` in it says the fence table is
+/// distributed. The startup schema check must refuse that, and accept the table without it.
+#[tokio::test]
+async fn the_schema_check_refuses_a_distributed_fence_table() {
+    let pg = PgServer::builder().start().await.unwrap();
+    let admin = seed(&pg).await;
+    admin
+        .batch_execute(
+            r#"CREATE TABLE gp_distribution_policy (localoid oid, policytype "char");
+               INSERT INTO gp_distribution_policy VALUES ('fts_epoch'::regclass, 'p')"#,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        schema::detect(&admin).await.unwrap(),
+        schema::Flavor::Greenplum { .. }
+    ));
+    let err = catalog_for(&pg)
+        .load()
+        .await
+        .expect_err("distributed fence");
+    let text = err.to_string();
+    assert!(matches!(err, CatalogError::Schema(_)), "{text}");
+    assert!(text.contains("fts_epoch is distributed"), "{text}");
+
+    admin
+        .batch_execute("DELETE FROM gp_distribution_policy")
+        .await
+        .unwrap();
+    let cfg = catalog_for(&pg).load().await.unwrap();
+    assert_eq!(cfg.segments.len(), 5);
+}
+
+/// On a (stand-in) Greenplum coordinator `catalog init` creates ftsd's tables only over a
+/// utility-mode session; plain PostgreSQL does not know the utility-mode setting, so init fails
+/// saying so, and creates nothing in an ordinary (distributing) session instead.
+#[tokio::test]
+async fn init_on_greenplum_uses_a_utility_mode_session_or_creates_nothing() {
+    let pg = PgServer::builder().start().await.unwrap();
+    let admin = pg.client().await.unwrap();
+    admin
+        .batch_execute(r#"CREATE TABLE gp_distribution_policy (localoid oid, policytype "char")"#)
+        .await
+        .unwrap();
+    let err = catalog_for(&pg)
+        .init_schema()
+        .await
+        .expect_err("no utility mode here");
+    assert!(err.to_string().contains("gp_role=utility"), "{err}");
+    let tables = count(
+        &admin,
+        "SELECT count(*) FROM pg_class WHERE relname IN ('fts_epoch', 'fts_evidence')",
+    )
+    .await;
+    assert_eq!(tables, 0);
+
+    // Plain PostgreSQL: every table.
+    admin
+        .batch_execute("DROP TABLE gp_distribution_policy")
+        .await
+        .unwrap();
+    assert_eq!(
+        schema::detect(&admin).await.unwrap(),
+        schema::Flavor::PostgreSql
+    );
+    assert_eq!(catalog_for(&pg).init_schema().await.unwrap().len(), 4);
 }
 
 /// A row the model cannot read (GP5's change-tracking mode `c`, a NULL address) is skipped

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ftsd::catalog::postgres::PgCatalogConfig;
 use ftsd::config::{Config, ConfigError, LogFormat, Overrides, ProbeConfig};
 use tempfile::TempDir;
 
@@ -553,10 +554,17 @@ fn passwords_are_loaded_and_never_shown() {
         "env-secret-5"
     );
     assert!(!cfg.render_masked().contains("env-secret-5"));
-    let pg = cfg.catalog.pg_config().unwrap();
+    let pg = PgCatalogConfig::from(&cfg.catalog)
+        .session_config()
+        .unwrap();
     assert_eq!(pg.get_password(), Some(&b"catalog-secret-3"[..]));
     assert_eq!(pg.get_connect_timeout(), Some(&secs(5)));
-    assert_eq!(pg.get_options(), Some("-c statement_timeout=10000"));
+    assert_eq!(
+        pg.get_options(),
+        Some("-c statement_timeout=10000 -c lock_timeout=3000 -c idle_in_transaction_session_timeout=5000")
+    );
+    assert_eq!(pg.get_tcp_user_timeout(), Some(&secs(15)));
+    assert_eq!(pg.get_keepalives_idle(), secs(5));
 }
 
 #[test]
@@ -795,5 +803,34 @@ fn postgres_driver_keys() {
     assert_eq!(
         file_error("[postgres]\ndatabase = \"\"\n"),
         "ftsd.toml: postgres.database = \"\": must not be empty"
+    );
+}
+
+/// The catalog's lock limits are bounded by the lease TTL: their defaults shrink with a short
+/// lease, and an explicit value above the lease is refused naming the key.
+#[test]
+fn catalog_lock_limits_are_bounded_by_the_lease() {
+    let cfg = load_ok(MINIMAL);
+    assert_eq!(cfg.catalog.lock_timeout, secs(3));
+    assert_eq!(cfg.catalog.idle_in_transaction_timeout, secs(5));
+    assert_eq!(cfg.catalog.call_timeout, secs(15));
+    let cfg = load_ok(&format!("{MINIMAL}[etcd]\nlease_ttl = \"3s\"\n"));
+    assert_eq!(cfg.catalog.lock_timeout, Duration::from_millis(1500));
+    assert_eq!(
+        cfg.catalog.idle_in_transaction_timeout,
+        Duration::from_millis(1500)
+    );
+    let line = env_error(&[
+        ("FTSD_ETCD_LEASE_TTL", "4s"),
+        ("FTSD_CATALOG_IDLE_IN_TRANSACTION_TIMEOUT", "5s"),
+    ]);
+    assert_eq!(
+        line,
+        "FTSD_CATALOG_IDLE_IN_TRANSACTION_TIMEOUT=5s: must not exceed etcd.lease_ttl (4s)"
+    );
+    let line = env_error(&[("FTSD_CATALOG_CALL_TIMEOUT", "5s")]);
+    assert!(
+        line.starts_with("FTSD_CATALOG_CALL_TIMEOUT=5s: must be greater than"),
+        "{line}"
     );
 }

@@ -269,6 +269,66 @@ fn bad_config_is_one_line_with_file_and_key_and_exit_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ftsd.toml"));
 }
 
+/// A catalog connection that goes half-open mid-run (the proxy keeps it established but stops
+/// forwarding) fails within `catalog.call_timeout` instead of the kernel's ~15 min TCP timeout,
+/// the next cycle starts with the usual backoff, and cycles succeed again once the catalog is
+/// reachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_catalog_connection_fails_within_the_call_timeout_and_cycles_go_on() {
+    const FAILED: &str = "probe cycle could not start";
+    let interval = Duration::from_secs(1); // support::PROBE_INTERVAL
+    let (connect_timeout, call_timeout) = (Duration::from_secs(1), Duration::from_secs(2));
+    let mut sys = System::start(1, Duration::from_millis(500)).await;
+    let proxy = support::proxy::TcpProxy::start(sys.pg.port()).await;
+    let url = format!("postgresql://postgres@127.0.0.1:{}/postgres", proxy.port());
+    sys.spawn_ftsd_env(
+        "single",
+        &["--no-election"],
+        "",
+        &[
+            ("FTSD_CATALOG_URL", &url),
+            ("FTSD_CATALOG_CONNECT_TIMEOUT", "1s"),
+            ("FTSD_CATALOG_STATEMENT_TIMEOUT", "1s"),
+            ("FTSD_CATALOG_CALL_TIMEOUT", "2s"),
+        ],
+    );
+    let probes = |sys: &System| sys.sim.view(2).unwrap().counters.probe;
+    wait_for("first probe cycle", LIMIT, || async {
+        (probes(&sys) > 0).then_some(())
+    })
+    .await;
+
+    proxy.stall();
+    let stalled_at = std::time::Instant::now();
+    // The call in flight, or the next cycle's, gives up after call_timeout; slack for a loaded
+    // machine only (a liveness bound).
+    wait_for(
+        "a catalog call to give up",
+        interval + call_timeout + Duration::from_secs(3),
+        || async { sys.logs().contains("catalog.call_timeout").then_some(()) },
+    )
+    .await;
+    let gave_up_after = stalled_at.elapsed();
+    let failures = sys.logs().matches(FAILED).count();
+    assert!(failures >= 1, "{}", sys.logs());
+    // The next cycle starts within two intervals and fails too (its reconnect cannot finish).
+    wait_for(
+        "the next cycle",
+        2 * interval + connect_timeout + Duration::from_secs(1),
+        || async { (sys.logs().matches(FAILED).count() > failures).then_some(()) },
+    )
+    .await;
+    assert!(sys.daemons[0].is_running(), "{}", sys.logs());
+
+    proxy.resume();
+    let before = probes(&sys);
+    wait_for("cycles to succeed again", LIMIT, || async {
+        (probes(&sys) > before).then_some(())
+    })
+    .await;
+    eprintln!("half-open catalog: first call gave up {gave_up_after:?} after the stall");
+}
+
 async fn sql(sys: &System, statement: &str) {
     let c = sys.pg.client().await.unwrap();
     c.batch_execute(statement).await.unwrap();

@@ -174,8 +174,12 @@ async fn a_paused_leaders_pending_write_is_rejected_by_the_fence() {
     // the follower takes over after the lease expires and fails the pair over itself
     let new = wait_leader(&etcd, Some("old")).await;
     sys.wait_state(4, (P, U, N), LIMIT).await;
-    let promotes = sys.sim.view(4).unwrap().counters.promote;
-    assert!(promotes >= 1);
+    // PROMOTE follows the commit, so it may still be on its way when the rows are seen.
+    let promotes = wait_for("PROMOTE of the new primary", LIMIT, || async {
+        let n = sys.sim.view(4).unwrap().counters.promote;
+        (n >= 1).then_some(n)
+    })
+    .await;
 
     sys.daemons[0].signal(libc::SIGCONT);
     wait_for("old leader's write fenced", LIMIT, || async {
@@ -207,29 +211,28 @@ async fn a_paused_leaders_pending_write_is_rejected_by_the_fence() {
     assert_eq!(catalog_epoch(&sys).await, new.epoch.unwrap());
 }
 
-/// Issue 11 #1: a leader paused (SIGSTOP) after the authority check of a SYNCREP_OFF attempt
-/// and before the send, resumed once a newer leader has recorded the pair back in sync, must
-/// not deliver its message: the attempt is bounded by the act-by deadline, which has passed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_leaders_message_is_never_delivered_after_a_new_epoch() {
-    let _serial = SERIAL.lock().await;
-    let etcd = EtcdCluster::start(1).await.unwrap();
-    let mut sys = system(&etcd, "3s").await;
+/// An "old" leader started with the pause-before-send fault point and a "new" follower; the
+/// mirror of content 0 is then lost, and this returns once the old leader has recorded it down
+/// and sits between the authority check and the send of its SYNCREP_OFF.
+async fn old_leader_about_to_send_syncrep_off(
+    etcd: &EtcdCluster,
+    ttl: &str,
+    pause: &str,
+) -> (System, MemberInfo) {
+    let mut sys = system(etcd, ttl).await;
     sys.spawn_ftsd_env(
         "old",
         &[],
         "",
-        &[(ftsd::engine::faults::PAUSE_BEFORE_SEND, "2s")],
+        &[(ftsd::engine::faults::PAUSE_BEFORE_SEND, pause)],
     );
-    let old = wait_leader(&etcd, None).await;
+    let old = wait_leader(etcd, None).await;
     assert_eq!(old.instance_id, "old");
     sys.spawn_ftsd("new", &[], "");
     wait_for("2 members", LIMIT, || async {
-        (members(&etcd).await.len() == 2).then_some(())
+        (members(etcd).await.len() == 2).then_some(())
     })
     .await;
-
-    // the mirror goes: the old leader records it down and is about to send SYNCREP_OFF
     sys.sim.set_fault(4, Fault::Down).await.unwrap();
     wait_for(
         "old leader between its check and the send",
@@ -242,6 +245,18 @@ async fn a_paused_leaders_message_is_never_delivered_after_a_new_epoch() {
         },
     )
     .await;
+    (sys, old)
+}
+
+/// Issue 11 #1: a leader paused (SIGSTOP) after the authority check of a SYNCREP_OFF attempt
+/// and before the send, resumed once a newer leader has recorded the pair back in sync, must
+/// not deliver its message: the attempt is bounded by the act-by deadline, which has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leaders_message_is_never_delivered_after_a_new_epoch() {
+    let _serial = SERIAL.lock().await;
+    let etcd = EtcdCluster::start(1).await.unwrap();
+    // the mirror goes: the old leader records it down and is about to send SYNCREP_OFF
+    let (sys, old) = old_leader_about_to_send_syncrep_off(&etcd, "3s", "2s").await;
     sys.daemons[0].signal(libc::SIGSTOP);
     assert_eq!(
         sys.row(4).await.state_tuple(),
@@ -285,28 +300,7 @@ async fn a_paused_leaders_message_is_never_delivered_after_a_new_epoch() {
 async fn a_stopping_leader_finishes_its_message_before_it_resigns() {
     let _serial = SERIAL.lock().await;
     let etcd = EtcdCluster::start(1).await.unwrap();
-    let mut sys = system(&etcd, "10s").await;
-    sys.spawn_ftsd_env(
-        "old",
-        &[],
-        "",
-        &[(ftsd::engine::faults::PAUSE_BEFORE_SEND, "1500ms")],
-    );
-    let old = wait_leader(&etcd, None).await;
-    assert_eq!(old.instance_id, "old");
-    sys.spawn_ftsd("new", &[], "");
-    wait_for("2 members", LIMIT, || async {
-        (members(&etcd).await.len() == 2).then_some(())
-    })
-    .await;
-    sys.sim.set_fault(4, Fault::Down).await.unwrap();
-    wait_for("old leader about to send SYNCREP_OFF", LIMIT, || async {
-        sys.daemons[0]
-            .log_text()
-            .contains(ftsd::engine::faults::PAUSE_BEFORE_SEND_LOG)
-            .then_some(())
-    })
-    .await;
+    let (sys, old) = old_leader_about_to_send_syncrep_off(&etcd, "10s", "1500ms").await;
     sys.daemons[0].signal(libc::SIGTERM);
     let new = wait_leader(&etcd, Some("old")).await;
     let delivered = sys.sim.view(2).unwrap().counters.syncrep_off;
@@ -329,12 +323,17 @@ async fn without_etcd_quorum_nothing_is_written_until_it_returns() {
     let mut sys = system(&etcd, "3s").await;
     sys.spawn_ftsd("a", &[], "");
     sys.spawn_ftsd("b", &[], "");
-    wait_leader(&etcd, None).await;
+    let leader = wait_leader(&etcd, None).await;
+    let leader = index_of(&sys, &leader.instance_id);
     etcd.kill(1).unwrap();
     etcd.kill(2).unwrap();
-    // the leader's act-by deadline passes within the TTL
+    // the leader's act-by deadline passes within the TTL (a follower's campaign also "steps
+    // down" when its lease is lost, possibly earlier: only the leader's own line counts)
     wait_for("leader stepped down", LIMIT, || async {
-        sys.logs().contains("stepped down").then_some(())
+        sys.daemons[leader]
+            .log_text()
+            .contains("stepped down")
+            .then_some(())
     })
     .await;
     sys.sim.set_fault(2, Fault::Down).await.unwrap();

@@ -445,10 +445,8 @@ fn cycle_ctx<A: Authority>(
     Arc::new(CycleContext {
         driver,
         catalog: Arc::new(PgCatalog::new(PgCatalogConfig {
-            url: sys.catalog.url(),
-            password: None,
-            connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
+            ..PgCatalogConfig::new(sys.catalog.url())
         })),
         authority,
         settings: settings(),
@@ -779,10 +777,8 @@ async fn guard_refuses_a_standby_that_was_async_at_the_last_probe_even_if_the_ca
 {
     let mut sys = PgSystem::start().await;
     let catalog = Arc::new(PgCatalog::new(PgCatalogConfig {
-        url: sys.catalog.url(),
-        password: None,
-        connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(5),
+        ..PgCatalogConfig::new(sys.catalog.url())
     }));
     let observer = Arc::new(CycleContext {
         driver: driver(),

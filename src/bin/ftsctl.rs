@@ -1,50 +1,12 @@
-//! `ftsctl`: inspect and operate an ftsd cluster. The logic lives in `ftsd::ctl`.
+//! `ftsctl`: inspect and operate an ftsd cluster. The binary only parses the command line; the
+//! logic lives in `ftsd::ctl`.
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 
-use ftsd::ctl::cli::{Cli, Command};
-use ftsd::ctl::{commands, exit};
+use ftsd::ctl::cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match &cli.command {
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "ftsctl",
-                &mut std::io::stdout(),
-            );
-            return ExitCode::SUCCESS;
-        }
-        Command::Man => {
-            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("ftsctl: {e}");
-                    ExitCode::from(exit::FAILED)
-                }
-            };
-        }
-        _ => {}
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ftsctl: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::FAILED);
-        }
-    };
-    match runtime.block_on(commands::run(cli)) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("ftsctl: {}", e.message);
-            ExitCode::from(e.code)
-        }
-    }
+    ftsd::ctl::commands::main(Cli::parse())
 }

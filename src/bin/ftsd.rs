@@ -127,22 +127,12 @@ fn init_tracing(cfg: &Config) {
 }
 
 fn catalog_config(cfg: &Config) -> PgCatalogConfig {
-    PgCatalogConfig {
-        url: cfg.catalog.url.expose().to_string(),
-        password: cfg
-            .catalog
-            .password
-            .as_ref()
-            .map(|p| p.expose().to_string()),
-        connect_timeout: cfg.catalog.connect_timeout,
-        statement_timeout: cfg.catalog.statement_timeout,
-    }
+    PgCatalogConfig::from(&cfg.catalog)
 }
 
 async fn catalog_init(cfg: &Config) -> anyhow::Result<()> {
     let catalog = PgCatalog::new(catalog_config(cfg));
-    let mut client = catalog.connect().await?;
-    for action in schema::init(&mut client).await? {
+    for action in catalog.init_schema().await? {
         match action {
             schema::TableAction::Created(t) => println!("created {t}"),
             schema::TableAction::AlreadyPresent(t) => {
@@ -173,7 +163,7 @@ fn etcd_options(cfg: &Config) -> anyhow::Result<EtcdOptions> {
         endpoints: cfg.etcd.endpoints.clone(),
         dial_timeout: cfg.etcd.dial_timeout,
         username: cfg.etcd.username.clone(),
-        password: cfg.etcd.password.as_ref().map(|p| p.expose().to_string()),
+        password: cfg.etcd.password.clone(),
         ca_pem: read_pem(&cfg.etcd.ca_file)?,
         cert_pem: read_pem(&cfg.etcd.cert_file)?,
         key_pem: read_pem(&cfg.etcd.key_file)?,

@@ -1,8 +1,8 @@
 //! Where the segment configuration lives and how transitions reach it.
 //!
-//! The trait keeps the daemon independent of the backend: this crate ships the SQL backend
-//! (`gp_segment_configuration` in PostgreSQL/Greenplum); Cloudberry's etcd-held configuration
-//! is a second backend behind the same trait.
+//! The trait keeps the cycle independent of the backend. The one backend today is the SQL
+//! backend (`gp_segment_configuration` in PostgreSQL or on a Greenplum/Cloudberry coordinator);
+//! Cloudberry's external-FTS mode, which keeps the configuration in etcd, has none yet.
 
 pub mod postgres;
 pub mod queries;

@@ -1,56 +1,92 @@
 //! The SQL catalog backend: `gp_segment_configuration` and `gp_configuration_history` in a
 //! PostgreSQL or Greenplum coordinator database, fenced by the `fts_epoch` row.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::{schema, Catalog, CatalogError, Transition};
+use crate::config::{CatalogConfig, ConnString};
 use crate::model::{Epoch, Mode, Role, Segment, SegmentConfig, Status, UnreadableRow};
+use crate::secret::Secret;
 
-/// Connection settings for the SQL catalog.
-#[derive(Clone)]
+/// Connection settings for the SQL catalog (the `[catalog]` table of the configuration).
+#[derive(Debug, Clone)]
 pub struct PgCatalogConfig {
     /// libpq-style URL or key/value string.
-    pub url: String,
+    pub url: ConnString,
     /// Overrides any password in `url` when set.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
+    pub idle_in_transaction_timeout: Duration,
+    /// Client-side bound on one call of the [`Catalog`] trait.
+    pub call_timeout: Duration,
+    /// TCP keepalive idle time and interval.
+    pub keepalive: Duration,
 }
 
-impl std::fmt::Debug for PgCatalogConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgCatalogConfig")
-            .field("url", &crate::catalog::postgres::mask_url(&self.url))
-            .field("connect_timeout", &self.connect_timeout)
-            .field("statement_timeout", &self.statement_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Replaces a password embedded in a URL or key/value string, for logs.
-pub fn mask_url(url: &str) -> String {
-    if let Some(rest) = url
-        .strip_prefix("postgresql://")
-        .or_else(|| url.strip_prefix("postgres://"))
-    {
-        let scheme = &url[..url.len() - rest.len()];
-        if let Some((userinfo, host)) = rest.split_once('@') {
-            if let Some((user, _)) = userinfo.split_once(':') {
-                return format!("{scheme}{user}:********@{host}");
-            }
-        }
-        return url.to_string();
-    }
-    url.split_whitespace()
-        .map(|kv| match kv.split_once('=') {
-            Some(("password", _)) => "password=********".to_string(),
-            _ => kv.to_string(),
+impl PgCatalogConfig {
+    /// The configuration's defaults for every setting but the URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        PgCatalogConfig::from(&CatalogConfig {
+            url: ConnString::new(url),
+            ..CatalogConfig::default()
         })
-        .collect::<Vec<_>>()
-        .join(" ")
+    }
+
+    /// The tokio-postgres settings of a catalog session. The server-side limits go into the
+    /// startup packet's `options`, after whatever `options` the operator put in the URL, so they
+    /// bound the very first query and operators can still add settings of their own (a later
+    /// `-c` for the same name wins, so ours do).
+    pub fn session_config(&self) -> Result<Config, CatalogError> {
+        let mut cfg: Config = self.url.expose().parse().map_err(|e| {
+            CatalogError::Unavailable(format!("invalid catalog url {}: {e}", self.url))
+        })?;
+        if let Some(pw) = &self.password {
+            cfg.password(pw.expose());
+        }
+        cfg.connect_timeout(self.connect_timeout);
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("ftsd");
+        }
+        cfg.keepalives(true)
+            .keepalives_idle(self.keepalive)
+            .keepalives_interval(self.keepalive)
+            .keepalives_retries(3)
+            .tcp_user_timeout(self.call_timeout);
+        let ours = format!(
+            "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+            self.statement_timeout.as_millis(),
+            self.lock_timeout.as_millis(),
+            self.idle_in_transaction_timeout.as_millis(),
+        );
+        let options = match cfg.get_options() {
+            Some(user) if !user.trim().is_empty() => format!("{user} {ours}"),
+            _ => ours,
+        };
+        cfg.options(options);
+        Ok(cfg)
+    }
+}
+
+impl From<&CatalogConfig> for PgCatalogConfig {
+    fn from(c: &CatalogConfig) -> Self {
+        PgCatalogConfig {
+            url: c.url.clone(),
+            password: c.password.clone(),
+            connect_timeout: c.connect_timeout,
+            statement_timeout: c.statement_timeout,
+            lock_timeout: c.lock_timeout,
+            idle_in_transaction_timeout: c.idle_in_transaction_timeout,
+            call_timeout: c.call_timeout,
+            keepalive: c.keepalive,
+        }
+    }
 }
 
 /// The SQL backend. One connection, re-established after errors; transactions are serialized,
@@ -60,9 +96,21 @@ pub struct PgCatalog {
     client: Mutex<Option<Client>>,
 }
 
+/// tokio-postgres prints a server error as just "db error"; the server's message and SQLSTATE
+/// (e.g. a lock timeout, 55P03) are what an operator needs.
 fn unavailable(what: &str, e: tokio_postgres::Error) -> CatalogError {
-    CatalogError::Unavailable(format!("{what}: {e}"))
+    match e.as_db_error() {
+        Some(db) => CatalogError::Unavailable(format!(
+            "{what}: {} (SQLSTATE {})",
+            db.message(),
+            db.code().code()
+        )),
+        None => CatalogError::Unavailable(format!("{what}: {e}")),
+    }
 }
+
+/// Work done on the catalog connection inside one call.
+type ClientWork<'c, T> = Pin<Box<dyn Future<Output = Result<T, CatalogError>> + Send + 'c>>;
 
 impl PgCatalog {
     pub fn new(config: PgCatalogConfig) -> Self {
@@ -72,42 +120,51 @@ impl PgCatalog {
         }
     }
 
-    /// Opens a fresh connection (also used by `ftsd catalog init`).
+    /// Opens a fresh connection.
     pub async fn connect(&self) -> Result<Client, CatalogError> {
-        let mut cfg: Config = self.config.url.parse().map_err(|e| {
-            CatalogError::Unavailable(format!(
-                "invalid catalog url {}: {e}",
-                mask_url(&self.config.url)
-            ))
-        })?;
-        if let Some(pw) = &self.config.password {
-            cfg.password(pw);
+        self.connect_with_options(None).await
+    }
+
+    /// `ftsd catalog init`: on plain PostgreSQL creates every missing table; on a Greenplum /
+    /// Cloudberry coordinator creates only ftsd's own tables, over a utility-mode session so
+    /// they live on the coordinator alone, then runs the startup schema check on an ordinary
+    /// session, which refuses them if they ended up distributed anyway.
+    pub async fn init_schema(&self) -> Result<Vec<schema::TableAction>, CatalogError> {
+        let mut client = self.connect().await?;
+        match schema::detect(&client).await? {
+            schema::Flavor::PostgreSql => schema::init(&mut client).await,
+            schema::Flavor::Greenplum { server_version_num } => {
+                let option = schema::utility_mode_option(server_version_num);
+                let mut utility = self.connect_with_options(Some(option)).await.map_err(|e| {
+                    CatalogError::Unavailable(format!(
+                        "the catalog is a Greenplum/Cloudberry coordinator, whose ftsd tables \
+                         must be created in a utility-mode session ({option}): {e}"
+                    ))
+                })?;
+                let actions = schema::init_tables(&mut utility, schema::is_ftsd_own).await?;
+                schema::verify(&client).await?;
+                Ok(actions)
+            }
         }
-        cfg.connect_timeout(self.config.connect_timeout);
-        if cfg.get_application_name().is_none() {
-            cfg.application_name("ftsd");
+    }
+
+    async fn connect_with_options(&self, extra: Option<&str>) -> Result<Client, CatalogError> {
+        let url = &self.config.url;
+        let mut session = self.config.session_config()?;
+        if let Some(extra) = extra {
+            let options = format!("{} {extra}", session.get_options().unwrap_or_default());
+            session.options(options.trim_start());
         }
-        let statement_timeout = format!(
-            "-c statement_timeout={}",
-            self.config.statement_timeout.as_millis()
-        );
-        cfg.options(&statement_timeout);
-        let connect = cfg.connect(NoTls);
+        let connect = session.connect(NoTls);
         let (client, conn) = tokio::time::timeout(self.config.connect_timeout, connect)
             .await
             .map_err(|_| {
                 CatalogError::Unavailable(format!(
-                    "connecting to {}: timed out after {:?}",
-                    mask_url(&self.config.url),
+                    "connecting to {url}: timed out after {:?}",
                     self.config.connect_timeout
                 ))
             })?
-            .map_err(|e| {
-                CatalogError::Unavailable(format!(
-                    "connecting to {}: {e}",
-                    mask_url(&self.config.url)
-                ))
-            })?;
+            .map_err(|e| CatalogError::Unavailable(format!("connecting to {url}: {e}")))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "catalog connection ended");
@@ -116,25 +173,42 @@ impl PgCatalog {
         Ok(client)
     }
 
-    /// Runs `f` on a live connection, reconnecting first if the last one broke. A connection
-    /// that fails mid-operation is dropped so the next call starts clean.
+    /// Runs `f` on a live connection, reconnecting first if the last one broke, all within
+    /// `call_timeout`. A connection that fails or times out mid-operation is dropped so the next
+    /// call starts clean (dropping an open transaction rolls it back).
     pub(crate) async fn with_client<T, F>(&self, f: F) -> Result<T, CatalogError>
     where
-        F: for<'c> FnOnce(
-            &'c mut Client,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, CatalogError>> + Send + 'c>,
-        >,
+        F: for<'c> FnOnce(&'c mut Client) -> ClientWork<'c, T>,
     {
         let mut guard = self.client.lock().await;
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            let client = self.connect().await?;
-            schema::verify(&client).await?;
-            *guard = Some(client);
-        }
-        let client = guard.as_mut().expect("connection was just established");
-        let result = f(client).await;
-        if matches!(result, Err(CatalogError::Unavailable(_))) || client.is_closed() {
+        let call = async {
+            if guard.as_ref().is_none_or(|c| c.is_closed()) {
+                *guard = None;
+                let client = self.connect().await?;
+                schema::verify(&client).await?;
+                *guard = Some(client);
+            }
+            let client = guard.as_mut().expect("connection was just established");
+            let result = f(client).await;
+            Ok::<_, CatalogError>((result, client.is_closed()))
+        };
+        let (result, broken) = match tokio::time::timeout(self.config.call_timeout, call).await {
+            // Connecting or the schema check failed: there is no connection to drop.
+            Ok(Err(e)) => (Err(e), false),
+            Ok(Ok((Ok(v), broken))) => (Ok(v), broken),
+            Ok(Ok((Err(e), broken))) => {
+                let broken = broken || matches!(e, CatalogError::Unavailable(_));
+                (Err(e), broken)
+            }
+            Err(_) => (
+                Err(CatalogError::Unavailable(format!(
+                    "no answer from the catalog within {:?} (catalog.call_timeout)",
+                    self.config.call_timeout
+                ))),
+                true,
+            ),
+        };
+        if broken {
             *guard = None;
         }
         result
@@ -374,22 +448,4 @@ async fn apply_in_tx(client: &mut Client, t: &Transition) -> Result<(), CatalogE
     tx.commit()
         .await
         .map_err(|e| unavailable("committing transition", e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mask_url;
-
-    #[test]
-    fn masks_passwords() {
-        assert_eq!(
-            mask_url("postgresql://fts:s3cret@db:5432/postgres"),
-            "postgresql://fts:********@db:5432/postgres"
-        );
-        assert_eq!(
-            mask_url("host=db password=s3cret dbname=x"),
-            "host=db password=******** dbname=x"
-        );
-        assert_eq!(mask_url("postgresql://fts@db/x"), "postgresql://fts@db/x");
-    }
 }

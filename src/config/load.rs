@@ -47,8 +47,28 @@ impl Config {
         }
 
         load_passwords(&mut cfg, &mut origins, &env_passwords)?;
+        cap_lock_limits_by_lease(&mut cfg, &origins);
         validate::validate(&cfg, &origins)?;
         Ok(cfg)
+    }
+}
+
+/// The catalog's lock limits must not exceed the lease TTL (a new leader waits about one lease
+/// for its predecessor), so their defaults are capped at half of it; values set explicitly are
+/// left to validation.
+fn cap_lock_limits_by_lease(cfg: &mut Config, origins: &Origins<'_>) {
+    let half_lease = cfg.etcd.lease_ttl / 2;
+    let catalog = &mut cfg.catalog;
+    for (key, value) in [
+        ("catalog.lock_timeout", &mut catalog.lock_timeout),
+        (
+            "catalog.idle_in_transaction_timeout",
+            &mut catalog.idle_in_transaction_timeout,
+        ),
+    ] {
+        if origins.is_default(key) {
+            *value = (*value).min(half_lease);
+        }
     }
 }
 

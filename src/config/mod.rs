@@ -35,35 +35,7 @@ pub fn all_keys() -> impl Iterator<Item = (&'static str, String)> {
     keys::KEYS.iter().map(|k| (k.name, k.env_var()))
 }
 
-/// What every secret prints as.
-pub const MASK: &str = "********";
-
-/// A password. Kept out of `Debug`/`Display` so it cannot reach a log line by accident; call
-/// [`Secret::expose`] at the one place that hands it to a client library.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(MASK)
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(MASK)
-    }
-}
+pub use crate::secret::{Secret, MASK};
 
 /// A libpq connection string (`postgresql://user@host:port/db` or `host=... dbname=...`).
 /// Operators do put passwords in these, so `Debug`/`Display` mask the password part; the raw
@@ -217,7 +189,21 @@ pub struct CatalogConfig {
     /// From `FTSD_CATALOG_PASSWORD`, else from `password_file`; wins over a password in `url`.
     pub password: Option<Secret>,
     pub connect_timeout: Duration,
+    /// Server-side limit per statement (`statement_timeout`).
     pub statement_timeout: Duration,
+    /// Server-side limit on waiting for a row lock (`lock_timeout`): a fence statement blocked
+    /// by another session fails instead of waiting.
+    pub lock_timeout: Duration,
+    /// The server ends a session of ours left idle inside a transaction this long
+    /// (`idle_in_transaction_session_timeout`), so a stalled former leader cannot keep the
+    /// fence row locked.
+    pub idle_in_transaction_timeout: Duration,
+    /// Client-side limit for one catalog call (connecting and checking the schema included):
+    /// bounds a call on a half-open connection, which no server-side timeout can.
+    pub call_timeout: Duration,
+    /// TCP keepalive idle time and probe interval on the catalog connection; also its
+    /// `TCP_USER_TIMEOUT` together with `call_timeout`.
+    pub keepalive: Duration,
 }
 
 impl Default for CatalogConfig {
@@ -228,31 +214,11 @@ impl Default for CatalogConfig {
             password: None,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_secs(3),
+            idle_in_transaction_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(15),
+            keepalive: Duration::from_secs(5),
         }
-    }
-}
-
-impl CatalogConfig {
-    /// tokio-postgres settings for the catalog connection: the URL, the password (the separate
-    /// password wins over one in the URL), `connect_timeout`, and `statement_timeout` sent as a
-    /// startup option so it also bounds the first query. Cannot fail on a loaded `Config`, whose
-    /// URL was parsed during validation.
-    pub fn pg_config(&self) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
-        let mut pg: tokio_postgres::Config = self.url.expose().parse()?;
-        if let Some(password) = &self.password {
-            pg.password(password.expose());
-        }
-        pg.connect_timeout(self.connect_timeout);
-        let timeout = format!(
-            "-c statement_timeout={}",
-            self.statement_timeout.as_millis()
-        );
-        let options = match pg.get_options() {
-            Some(existing) if !existing.trim().is_empty() => format!("{existing} {timeout}"),
-            _ => timeout,
-        };
-        pg.options(options);
-        Ok(pg)
     }
 }
 

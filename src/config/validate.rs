@@ -75,6 +75,13 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         .map_err(on("catalog.connect_timeout"))?;
     within(cat.statement_timeout, MIN_TIMEOUT, MAX_DURATION)
         .map_err(on("catalog.statement_timeout"))?;
+    ordered(
+        o,
+        ("catalog.statement_timeout", cat.statement_timeout),
+        ("catalog.call_timeout", cat.call_timeout),
+    )?;
+    within(cat.call_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("catalog.call_timeout"))?;
+    within(cat.keepalive, Duration::from_secs(1), MAX_DURATION).map_err(on("catalog.keepalive"))?;
 
     let e = &c.etcd;
     if e.endpoints.is_empty() {
@@ -109,6 +116,24 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         });
     }
     within(e.dial_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("etcd.dial_timeout"))?;
+
+    // Catalog limits that depend on the (now valid) lease TTL.
+    // A stalled former leader's lock must be gone, and a blocked claim must have given up,
+    // within about one lease: the time a new leader may wait for its predecessor.
+    within(c.catalog.lock_timeout, MIN_TIMEOUT, MAX_DURATION)
+        .map_err(on("catalog.lock_timeout"))?;
+    at_most_lease_ttl(c.catalog.lock_timeout, c.etcd.lease_ttl)
+        .map_err(on("catalog.lock_timeout"))?;
+    // Our own transactions never pause between statements, so one second of idleness already
+    // means a stalled or cut-off instance.
+    within(
+        c.catalog.idle_in_transaction_timeout,
+        Duration::from_secs(1),
+        MAX_DURATION,
+    )
+    .map_err(on("catalog.idle_in_transaction_timeout"))?;
+    at_most_lease_ttl(c.catalog.idle_in_transaction_timeout, c.etcd.lease_ttl)
+        .map_err(on("catalog.idle_in_transaction_timeout"))?;
     match (&e.username, &e.password) {
         (Some(_), None) => {
             let problem = "needs a password (etcd.password_file or FTSD_ETCD_PASSWORD)";
@@ -215,6 +240,17 @@ fn within(value: Duration, min: Duration, max: Duration) -> Result<(), String> {
         Err(format!("must be at most {}", show(max)))
     } else {
         Err(format!("must be between {} and {}", show(min), show(max)))
+    }
+}
+
+fn at_most_lease_ttl(value: Duration, lease_ttl: Duration) -> Result<(), String> {
+    if value <= lease_ttl {
+        Ok(())
+    } else {
+        Err(format!(
+            "must not exceed etcd.lease_ttl ({})",
+            show(lease_ttl)
+        ))
     }
 }
 

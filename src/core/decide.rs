@@ -1,4 +1,4 @@
-//! Greenplum's FTS decision table (reference 2.2-2.3) as a pure function of one pair's catalog
+//! Greenplum's FTS decision table (`docs/decisions.md`) as a pure function of one pair's catalog
 //! rows and its probe outcome.
 
 use serde::{Deserialize, Serialize};
@@ -367,8 +367,9 @@ pub fn plan_cycle(
     plan
 }
 
-/// Applies updates to a configuration snapshot, as a committed transaction would.
-/// Used by tests and by the daemon to keep its in-memory view in step within a cycle.
+/// Applies updates to a configuration snapshot, as a committed transaction would. Tests only:
+/// the property tests replay decisions with it, and the cycle's in-memory test catalog commits
+/// with it.
 pub fn apply_updates(config: &mut SegmentConfig, updates: &[RowUpdate]) {
     for u in updates {
         if let Some(row) = config.segments.iter_mut().find(|s| s.dbid == u.dbid) {

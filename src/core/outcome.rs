@@ -135,7 +135,7 @@ mod tests {
             restart_state(&[recovery("0/30"), recovery("0/10")]),
             RecoveryNotMakingProgress { lsn: 0x10 }
         );
-        // compared with the previous attempt, not the highest earlier one (reference 1.5):
+        // compared with the previous attempt, not the highest earlier one (docs/decisions.md):
         // 0/20 after 0/10 is progress even though 0/30 was seen first
         assert_eq!(
             restart_state(&[recovery("0/30"), recovery("0/10"), recovery("0/20")]),

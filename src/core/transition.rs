@@ -25,7 +25,7 @@ impl RowUpdate {
         }
     }
 
-    /// The `gp_configuration_history.desc` text the in-core FTS writes (reference 3.2).
+    /// The `gp_configuration_history.desc` text the in-core FTS writes (`docs/decisions.md`).
     pub fn history_desc(&self) -> String {
         format!(
             "FTS: update role, status, and mode for dbid {} with contentid {} to {}, {}, and {}",

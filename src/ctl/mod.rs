@@ -4,7 +4,7 @@
 //! * `client` — endpoint discovery (`--endpoint` list, or the members registry in etcd) and
 //!   following a follower's redirect to the leader for mutating calls.
 //! * `table` — aligned tables, colours only on a terminal.
-//! * `commands` — one function per subcommand: human output, `--json`, exit code.
+//! * `commands` — one file per subcommand: human output, `--json`, exit code.
 
 pub mod cli;
 pub mod client;

@@ -205,17 +205,16 @@ impl SegmentDriver for AnyDriver {
 
 /// Builds the driver `probe.driver` names, with the probe credentials.
 pub fn from_config(cfg: &Config) -> AnyDriver {
-    let password = cfg.probe.password.as_ref().map(|p| p.expose().to_string());
     match cfg.probe.driver {
         ProbeDriver::Fts => AnyDriver::Fts(FtsWireDriver {
             credentials: Credentials {
                 user: cfg.probe.user.clone(),
-                password: cfg.probe.password.as_ref().map(|p| p.expose().into()),
+                password: cfg.probe.password.clone(),
             },
         }),
         ProbeDriver::Postgres => AnyDriver::Postgres(PgDriver::new(PgDriverSettings {
             user: cfg.probe.user.clone(),
-            password,
+            password: cfg.probe.password.clone(),
             database: cfg.postgres.database.clone(),
             max_lag: cfg.postgres.max_lag,
             sync_standby_names: cfg.postgres.sync_standby_names.clone(),

@@ -10,7 +10,7 @@ pub struct EtcdOptions {
     pub endpoints: Vec<String>,
     pub dial_timeout: Duration,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<crate::secret::Secret>,
     /// PEM contents, not paths: read once at start so a rotated file cannot half-apply.
     pub ca_pem: Option<Vec<u8>>,
     pub cert_pem: Option<Vec<u8>>,
@@ -38,7 +38,7 @@ impl EtcdOptions {
             .with_keep_alive_while_idle(true)
             .with_require_leader(true);
         if let (Some(u), Some(p)) = (&self.username, &self.password) {
-            o = o.with_user(u.clone(), p.clone());
+            o = o.with_user(u.clone(), p.expose());
         }
         if self.ca_pem.is_some() || self.cert_pem.is_some() {
             let mut tls = TlsOptions::new();

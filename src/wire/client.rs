@@ -1,4 +1,5 @@
-//! Native FTS client: one attempt = one connection, as the in-core prober does (reference 1.1).
+//! Native FTS client: one attempt = one connection, as the in-core prober does
+//! (`docs/protocol.md`).
 //!
 //! [`send_message`] resolves the target, connects, sends a StartupMessage with `user` and
 //! `gpconntype=fts`, authenticates (trust, cleartext, MD5, SCRAM-SHA-256 without channel
@@ -24,7 +25,6 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::frontend;
-use serde::{Deserialize, Serialize};
 use std::fmt::{self, Write as _};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -36,6 +36,7 @@ use super::failure::{AttemptError, FailureKind};
 use super::frame::{self, FrameError, MAX_MESSAGE_LEN};
 use super::{MessageType, ProbeReply, GPCONNTYPE_FTS, GPCONNTYPE_PARAM, RESPONSE_COLUMNS};
 use crate::model::{ContentId, Dbid};
+pub use crate::secret::Secret;
 
 /// Type oid of `bool`, the type of every reply column.
 pub const BOOL_OID: u32 = 16;
@@ -43,42 +44,8 @@ pub const BOOL_OID: u32 = 16;
 /// Initial capacity of the per-attempt buffer: a whole FTS exchange fits without growing.
 const BUF_CAPACITY: usize = 512;
 
-/// A password that does not show up in `Debug` output or logs.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(secret: impl Into<String>) -> Self {
-        Secret(secret.into())
-    }
-
-    /// The secret itself; only for putting it on the wire.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Secret(s)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Secret(s.to_owned())
-    }
-}
-
 /// Who the prober logs in as. Primaries authenticate normally and require a superuser; mirrors
-/// accept any FTS connection without checks (reference 1.1).
+/// accept any FTS connection without checks (`docs/protocol.md`, authentication).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub user: String,

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use fts_wire::{ProbeReply, MSG_IN_RECOVERY, MSG_RESETTING, MSG_STARTING_UP};
 use ftsd::model::Role;
 
-/// FATAL text of a mirror that has been told to promote but has not finished (`CAC_MIRROR_READY`
-/// while no longer a mirror, reference 1.1).
+/// FATAL text of a mirror that has been told to promote but has not finished: the segment then
+/// refuses FTS connections as it no longer is a mirror (`docs/protocol.md`).
 pub const MSG_BEING_PROMOTED: &str = "mirror is being promoted.";
 
 /// `ERRCODE_CANNOT_CONNECT_NOW`, used by every "not now" startup rejection.
@@ -350,7 +350,8 @@ impl Group {
         Some((up, up && !lagging))
     }
 
-    /// The grace rule of reference 2.4 (Cloudberry form, without the attempt counter).
+    /// The mirror-down grace rule (`docs/protocol.md`, "The mirror-down grace period"), in its
+    /// Cloudberry form without the reconnect-attempt counter.
     fn request_retry(&self, i: usize, now: Instant, grace: Duration) -> bool {
         let me = &self.members[i];
         let since = match me.repl_lost_at {

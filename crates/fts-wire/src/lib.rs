@@ -4,7 +4,7 @@
 //! FTS speaks ordinary PostgreSQL protocol 3.0 with one extra startup parameter,
 //! `gpconntype=fts`, and a single simple query per connection whose text is
 //! `<TYPE> dbid=<d> contid=<c>`. The reply is one row of five booleans whose values are raw
-//! 0x00/0x01 bytes, not the text `t`/`f` (reference 1.1-1.3).
+//! 0x00/0x01 bytes, not the text `t`/`f` (ftsd's `docs/protocol.md`).
 
 pub mod frame;
 
@@ -20,7 +20,8 @@ pub type ContentId = i16;
 pub const GPCONNTYPE_PARAM: &str = "gpconntype";
 pub const GPCONNTYPE_FTS: &str = "fts";
 
-/// FATAL texts a segment sends during startup (reference 1.1, `postmaster.h`).
+/// FATAL texts a segment sends during startup (Greenplum's `postmaster.h`; their use is in
+/// ftsd's `docs/decisions.md`, "Crash-recovery progress").
 pub const MSG_STARTING_UP: &str = "the database system is starting up";
 pub const MSG_IN_RECOVERY: &str = "the database system is in recovery mode";
 pub const MSG_RESETTING: &str = "the database system is resetting";

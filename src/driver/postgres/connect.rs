@@ -33,7 +33,7 @@ pub(super) async fn connect(
         .application_name("ftsd")
         .connect_timeout(timeout);
     if let Some(pw) = &settings.password {
-        cfg.password(pw);
+        cfg.password(pw.expose());
     }
     let (client, connection) = cfg.connect(NoTls).await.map_err(|e| classify(&e, true))?;
     tokio::spawn(async move {

@@ -38,10 +38,10 @@ use crate::wire::{MessageType, ProbeReply};
 
 /// Connection and judgement settings (`probe.user`, `probe.password`, the `[postgres]` table
 /// and `probe.mirror_down_grace`).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct PgDriverSettings {
     pub user: String,
-    pub password: Option<String>,
+    pub password: Option<crate::secret::Secret>,
     pub database: String,
     /// Replay lag in bytes still counted as in sync.
     pub max_lag: u64,
@@ -59,22 +59,6 @@ pub struct PgDriverSettings {
     /// Bound on each statement that changes a server outside the messages (fence, restoring
     /// synchronous replication): `probe.timeout`.
     pub statement_timeout: Duration,
-}
-
-impl std::fmt::Debug for PgDriverSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgDriverSettings")
-            .field("user", &self.user)
-            .field("database", &self.database)
-            .field("max_lag", &self.max_lag)
-            .field("sync_standby_names", &self.sync_standby_names)
-            .field("mirror_down_grace", &self.mirror_down_grace)
-            .field("restart_grace", &self.restart_grace)
-            .field("fence_command", &self.fence_command)
-            .field("fence_timeout", &self.fence_timeout)
-            .field("statement_timeout", &self.statement_timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 /// See the module documentation.

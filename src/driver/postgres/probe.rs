@@ -1,7 +1,8 @@
 //! PROBE on a plain PostgreSQL primary: read its recovery state, its replication rows and
 //! `synchronous_standby_names`, and reduce them to the five fields of an FTS reply.
 //!
-//! The mapping follows what a Greenplum primary computes for itself (reference 1.3):
+//! The mapping follows what a Greenplum primary computes for itself (`docs/protocol.md`, the
+//! five booleans):
 //! `is_mirror_up` when the standby's walsender is `streaming` or `catchup`; `is_in_sync` when
 //! it is `streaming`, synchronous (`sync`/`quorum`) and its replay lag is at most
 //! `postgres.max_lag`; `is_syncrep_enabled` when `synchronous_standby_names` is set;

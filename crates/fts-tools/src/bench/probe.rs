@@ -34,10 +34,9 @@ pub struct WorkerResult {
 
 fn catalog(url: &str) -> PgCatalog {
     PgCatalog::new(PgCatalogConfig {
-        url: url.to_string(),
-        password: None,
-        connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(30),
+        call_timeout: Duration::from_secs(40),
+        ..PgCatalogConfig::new(url)
     })
 }
 

@@ -1,0 +1,123 @@
+//! `ftsctl explain`: the last transition ftsd made for a content and the evidence behind it.
+
+use super::*;
+
+/// `explain`.
+pub(super) async fn run(cli: &Cli, ctx: &Ctx, content: i32) -> Outcome {
+    let mut conn = connect_any(cli).await?;
+    let r = conn
+        .read(|mut c| async move { c.explain(proto::ExplainRequest { content }).await })
+        .await?;
+    let evidence: Value = serde_json::from_str(&r.evidence_json).unwrap_or(Value::Null);
+    let doc = json!({
+        "content": r.content,
+        "found": r.found,
+        "time_ms": r.time_ms,
+        "epoch": r.epoch,
+        "instance_id": r.instance_id,
+        "rule": r.rule,
+        "dbids": r.dbids,
+        "evidence_id": r.evidence_id,
+        "evidence": evidence,
+    });
+    ctx.emit(&doc, || ctx.explain_text(&r, &evidence));
+    Ok(if r.found { exit::OK } else { exit::FAILED })
+}
+
+impl Ctx {
+    pub(super) fn explain_text(&self, r: &proto::ExplainResponse, ev: &Value) -> String {
+        if !r.found {
+            return format!("content {}: no transition by ftsd on record\n", r.content);
+        }
+        let mut out = format!(
+            "content {}: {} at {} by {} (epoch {}), evidence #{}\n",
+            r.content,
+            self.style.paint(&r.rule, Color::Yellow),
+            time_only(r.time_ms),
+            r.instance_id,
+            r.epoch,
+            r.evidence_id
+        );
+        let seg = |v: &Value| {
+            format!(
+                "dbid {} {}:{} {}/{}/{}",
+                v["dbid"],
+                v["address"].as_str().unwrap_or("?"),
+                v["port"],
+                v["state"]["role"].as_str().unwrap_or("?"),
+                v["state"]["status"].as_str().unwrap_or("?"),
+                v["state"]["mode"].as_str().unwrap_or("?"),
+            )
+        };
+        out.push_str(&format!(
+            "before:     primary {}; mirror {}\n",
+            seg(&ev["before"]["primary"]),
+            seg(&ev["before"]["mirror"])
+        ));
+        let probe = &ev["probe"];
+        let outcome = &probe["outcome"];
+        let outcome_text = match outcome["outcome"].as_str() {
+            Some("failed") => format!(
+                "failed: {} (restart state {})",
+                outcome["kind"].as_str().unwrap_or("?"),
+                outcome["restart"]["state"].as_str().unwrap_or("?")
+            ),
+            Some(o) => format!("{o}: {}", outcome["reply"]),
+            None => "?".into(),
+        };
+        let attempts = probe["attempts"].as_array().cloned().unwrap_or_default();
+        out.push_str(&format!(
+            "probe:      dbid {}, {} attempt(s) in {} ms: {}\n",
+            probe["target_dbid"],
+            attempts.len(),
+            probe["elapsed_ms"],
+            outcome_text
+        ));
+        for a in &attempts {
+            let result = match (&a["error"], &a["reply"]) {
+                (Value::Object(e), _) => format!(
+                    "{}: {}",
+                    e.get("kind").and_then(Value::as_str).unwrap_or("?"),
+                    e.get("message").and_then(Value::as_str).unwrap_or("")
+                ),
+                (_, Value::Object(r)) => format!("reply {}", Value::Object(r.clone())),
+                _ => "?".into(),
+            };
+            out.push_str(&format!(
+                "  attempt {} at +{} ms ({} us): {result}\n",
+                a["attempt"], a["started_ms"], a["elapsed_us"]
+            ));
+        }
+        out.push_str(&format!(
+            "settings:   timeout {} ms, retries {}, retry delay {} ms\n",
+            ev["settings"]["timeout_ms"],
+            ev["settings"]["retries"],
+            ev["settings"]["retry_delay_ms"]
+        ));
+        for u in ev["updates"].as_array().cloned().unwrap_or_default() {
+            let st = |s: &Value| {
+                format!(
+                    "{}/{}/{}",
+                    s["role"].as_str().unwrap_or("?"),
+                    s["status"].as_str().unwrap_or("?"),
+                    s["mode"].as_str().unwrap_or("?")
+                )
+            };
+            out.push_str(&format!(
+                "update:     dbid {}: {} -> {}\n",
+                u["dbid"],
+                st(&u["from"]),
+                st(&u["to"])
+            ));
+        }
+        match &ev["message"] {
+            Value::Object(m) => out.push_str(&format!(
+                "message:    {} to dbid {}\n",
+                m.get("kind").and_then(Value::as_str).unwrap_or("?"),
+                m.get("target_dbid").cloned().unwrap_or(Value::Null)
+            )),
+            _ => out.push_str("message:    none\n"),
+        }
+        out
+    }
+}
