@@ -415,3 +415,198 @@ async fn history_and_evidence_stay_bounded() {
     assert!(catalog.last_evidence(0).await.unwrap().is_none());
     assert_eq!(catalog.last_evidence(1).await.unwrap().unwrap().content, 1);
 }
+
+// ---- the `gpfts` entry point (the real binary, started through a symlink named `gpfts`) ----
+
+struct Gpfts {
+    dir: tempfile::TempDir,
+}
+
+impl Gpfts {
+    fn new(c: &Cluster) -> Gpfts {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_ftsd"), dir.path().join("gpfts")).unwrap();
+        let conf = format!(
+            "gp_etcd_endpoints='{}'\ngp_etcd_account_id='acc'\ngp_etcd_cluster_id='cl'\ngp_etcd_namespace='default'\n",
+            c.conf.endpoints.join(",")
+        );
+        std::fs::write(dir.path().join("cbdb_etcd.conf"), conf).unwrap();
+        Gpfts { dir }
+    }
+
+    fn command(&self, c: &Cluster, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(self.dir.path().join("gpfts"));
+        cmd.arg("-F")
+            .arg(self.dir.path().join("cbdb_etcd.conf"))
+            .arg("-U")
+            .arg(c.coordinator.superuser())
+            .arg("-d")
+            .arg(self.dir.path().join("log"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("FTSD_API_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env(
+                "FTSD_API_METRICS_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            );
+        cmd
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log/fts")).unwrap_or_default()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpfts_w2_prints_the_blob_and_w1_loads_one() {
+    let c = Cluster::start(1).await;
+    let g = Gpfts::new(&c);
+    let out = g.command(&c, &["-W", "2"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), c.initial);
+
+    // -W 1 loads a file verbatim; a malformed one is refused naming the line.
+    let file = g.dir.path().join("dump");
+    let edited = c
+        .initial
+        .replacen("/data/mirror/gpseg0", "/data/m/gpseg0", 1);
+    std::fs::write(&file, &edited).unwrap();
+    let out = g
+        .command(&c, &["-W", "1", "-L"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.blob().await.0, edited);
+    std::fs::write(&file, "1 -1 p p n u 5432 h a\n").unwrap();
+    let out = g
+        .command(&c, &["-W", "1", "-L"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1: expected 10 fields"));
+    assert_eq!(c.blob().await.0, edited);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpfts_unknown_flag_prints_usage_and_exits_2() {
+    let c = Cluster::start(1).await;
+    let g = Gpfts::new(&c);
+    let out = g.command(&c, &["-X"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Usage:\n  gpfts [OPTION]..."), "{err}");
+    assert!(err.contains("-W, --warp-call=N"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpfts_one_round_fails_over_a_lost_primary_and_exits() {
+    let c = Cluster::start(2).await;
+    let g = Gpfts::new(&c);
+    c.sim.set_fault(2, Fault::Down).await.unwrap();
+    let out = g
+        .command(&c, &["-A", "-D", "-R", "1", "-T", "1", "-I", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        g.log()
+    );
+    assert_eq!(c.blob().await.0, after_failover(&c.initial));
+    assert_eq!(c.coordinator_calls().await.len(), 1);
+    assert!(g.log().contains("one round done"), "{}", g.log());
+}
+
+/// `etcdctl lock` stands in for a running `gpfts` holding its lock: ftsd (started as `gpfts`,
+/// elected) queues behind it and neither probes nor writes; once the lock is released it takes
+/// office and acts, and writes `fts_ha_hostname`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_gpfts_lock_keeps_ftsd_from_acting() {
+    use std::io::BufRead;
+    let c = Cluster::start(2).await;
+    let g = Gpfts::new(&c);
+    let mut lock = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", c.etcd.endpoints().join(",")))
+        .args(["lock", "/cbdb/fts/default/acc/cl/fts_ha_lock"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("etcdctl (scripts/setup-debian installs etcd-client)");
+    // etcdctl prints the lock key once it holds the lock.
+    let mut first = String::new();
+    std::io::BufReader::new(lock.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.starts_with("/cbdb/fts/default/acc/cl/fts_ha_lock/"),
+        "{first}"
+    );
+
+    let _daemon = KillOnDrop(
+        g.command(&c, &["-R", "1", "-T", "1", "-I", "2", "-u", "4"])
+            .spawn()
+            .unwrap(),
+    );
+    c.sim.set_fault(2, Fault::Down).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let held = c.blob().await.0;
+    let _ = lock.kill();
+    let _ = lock.wait();
+    assert_eq!(
+        held,
+        c.initial,
+        "ftsd acted while gpfts's lock was held:\n{}",
+        g.log()
+    );
+
+    // Released: ftsd takes office and fails content 0 over.
+    let want = after_failover(&c.initial);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while c.blob().await.0 != want {
+        if std::time::Instant::now() > deadline {
+            std::fs::write("/tmp/cb-lock-test.log", g.log()).unwrap();
+            panic!("no failover after release:\n{}", g.log());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let host = c
+        .client()
+        .await
+        .get("/cbdb/fts/default/acc/cl/fts_ha_hostname", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        host.kvs()[0].value_str().unwrap(),
+        ftsd::config::hostname(),
+        "fts_ha_hostname"
+    );
+}
+
+/// A child process that must not outlive a failed test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -5,6 +5,7 @@
 //! the Cloudberry backend (the configuration blob a Cloudberry cluster built with
 //! `--enable-external-fts` keeps in etcd, `cloudberry`).
 
+pub mod any;
 pub mod cloudberry;
 pub mod postgres;
 pub mod queries;
