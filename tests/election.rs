@@ -9,10 +9,11 @@ use std::time::{Duration, Instant, SystemTime};
 use etcd_client::Client;
 use fts_segsim::Fault;
 use fts_testkit::etcd::EtcdCluster;
+use ftsd::election::members::MemberInfo;
 use ftsd::model::{Mode, Role, Status};
 use support::elected::{
     assert_all_evidence_from, catalog_epoch, leaders, members, stop_the_leader_at, system,
-    wait_leader, LIMIT,
+    wait_leader, wait_members, LIMIT,
 };
 use support::{content0_failover, wait_for, System};
 
@@ -168,10 +169,7 @@ async fn old_leader_about_to_send_syncrep_off(
     let old = wait_leader(etcd, None).await;
     assert_eq!(old.instance_id, "old");
     sys.spawn_ftsd("new", &[], "");
-    wait_for("2 members", LIMIT, || async {
-        (members(etcd).await.len() == 2).then_some(())
-    })
-    .await;
+    wait_members(etcd, 2).await;
     sys.sim.set_fault(4, Fault::Down).await.unwrap();
     wait_for(
         "old leader between its check and the send",

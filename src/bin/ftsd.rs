@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use ftsd::catalog::schema::TableAction;
 use ftsd::config::{Config, ConfigArgs};
@@ -39,6 +39,17 @@ enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// Print a shell completion script.
+    Completions {
+        /// Target shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or with --dir write it and one page per subcommand there.
+    Man {
+        /// Directory to write ftsd.1, ftsd-run.1, ... into.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -66,6 +77,23 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ftsd", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { dir } => {
+            let written = match dir {
+                Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+                None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+            };
+            return match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ftsd: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::CheckConfig { config } => match load(&config) {
             Ok(cfg) => {
                 print!("{}", cfg.render_masked());
