@@ -13,9 +13,10 @@ use crate::config::{CatalogBackend, Config};
 use crate::election::EtcdOptions;
 use crate::model::{ContentId, Epoch, SegmentConfig};
 
+/// Boxed: the two backends differ much in size, and there is one of each per daemon.
 pub enum AnyCatalog {
-    Postgres(PgCatalog),
-    Cloudberry(CloudberryCatalog),
+    Postgres(Box<PgCatalog>),
+    Cloudberry(Box<CloudberryCatalog>),
 }
 
 /// The login user, `gpfts`'s default for `-U`.
@@ -62,14 +63,14 @@ impl AnyCatalog {
     /// The backend of `cfg`; the Cloudberry one reads `catalog.cbdb_conf` now.
     pub fn from_config(cfg: &Config, etcd: EtcdOptions, elected: bool) -> Result<Self, String> {
         match cfg.catalog.backend {
-            CatalogBackend::Postgres => Ok(AnyCatalog::Postgres(PgCatalog::new(
+            CatalogBackend::Postgres => Ok(AnyCatalog::Postgres(Box::new(PgCatalog::new(
                 PgCatalogConfig::from(&cfg.catalog),
-            ))),
+            )))),
             CatalogBackend::Cloudberry => {
                 let conf = CbdbEtcdConf::read(&cfg.catalog.cbdb_conf).map_err(|e| e.to_string())?;
-                Ok(AnyCatalog::Cloudberry(CloudberryCatalog::new(
+                Ok(AnyCatalog::Cloudberry(Box::new(CloudberryCatalog::new(
                     cloudberry_settings(cfg, conf, etcd, elected),
-                )))
+                ))))
             }
         }
     }

@@ -500,13 +500,10 @@ impl Catalog for CloudberryCatalog {
         ];
         if self.settings.elected {
             let rev = revision(t.epoch);
-            let key = self
-                .leader_key(rev)
-                .await?
-                .ok_or_else(|| CatalogError::Fenced {
-                    mine: t.epoch,
-                    current: t.epoch,
-                })?;
+            let key = self.leader_key(rev).await?.ok_or(CatalogError::Fenced {
+                mine: t.epoch,
+                current: t.epoch,
+            })?;
             compares.push(Compare::create_revision(key, CompareOp::Equal, rev));
         }
 
