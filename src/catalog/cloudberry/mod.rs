@@ -335,11 +335,13 @@ impl CloudberryCatalog {
         }
     }
 
-    /// History rows newest first, as the SQL backend's `history`.
-    pub async fn history(&self, filter: &HistoryFilter) -> Result<Vec<HistoryRow>, CatalogError> {
-        let prefix = self.keys.history_prefix();
+    /// Every record under `prefix`, newest first (keys sort by time).
+    async fn newest_first<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: String,
+    ) -> Result<Vec<T>, CatalogError> {
         let mut resp = self
-            .call("reading ftsd history", |mut c| async move {
+            .call("reading ftsd history/evidence", |mut c| async move {
                 c.get(
                     prefix,
                     Some(
@@ -351,24 +353,30 @@ impl CloudberryCatalog {
                 .await
             })
             .await?;
+        resp.take_kvs()
+            .into_iter()
+            .map(|kv| {
+                serde_json::from_slice(kv.value()).map_err(|e| {
+                    CatalogError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(kv.key())))
+                })
+            })
+            .collect()
+    }
+
+    /// History rows newest first, as the SQL backend's `history`.
+    pub async fn history(&self, filter: &HistoryFilter) -> Result<Vec<HistoryRow>, CatalogError> {
         let since = filter.since.map(records::micros).unwrap_or(0);
-        let mut rows = Vec::new();
-        for kv in resp.take_kvs() {
-            let r: HistoryRecord = serde_json::from_slice(kv.value()).map_err(|e| {
-                CatalogError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(kv.key())))
-            })?;
-            if r.time_us < since
-                || filter.content.is_some_and(|c| c != r.content)
-                || filter.dbid.is_some_and(|d| d != r.dbid)
-            {
-                continue;
-            }
-            rows.push(HistoryRow::from(r));
-            if rows.len() as i64 >= filter.limit.max(1) {
-                break;
-            }
-        }
-        Ok(rows)
+        let records: Vec<HistoryRecord> = self.newest_first(self.keys.history_prefix()).await?;
+        Ok(records
+            .into_iter()
+            .filter(|r| {
+                r.time_us >= since
+                    && filter.content.is_none_or(|c| c == r.content)
+                    && filter.dbid.is_none_or(|d| d == r.dbid)
+            })
+            .take(filter.limit.max(1) as usize)
+            .map(HistoryRow::from)
+            .collect())
     }
 
     /// The evidence of `content`'s last transition.
@@ -376,29 +384,11 @@ impl CloudberryCatalog {
         &self,
         content: ContentId,
     ) -> Result<Option<EvidenceRow>, CatalogError> {
-        let prefix = self.keys.evidence_prefix();
-        let mut resp = self
-            .call("reading ftsd evidence", |mut c| async move {
-                c.get(
-                    prefix,
-                    Some(
-                        GetOptions::new()
-                            .with_prefix()
-                            .with_sort(SortTarget::Key, SortOrder::Descend),
-                    ),
-                )
-                .await
-            })
-            .await?;
-        for kv in resp.take_kvs() {
-            let r: EvidenceRecord = serde_json::from_slice(kv.value()).map_err(|e| {
-                CatalogError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(kv.key())))
-            })?;
-            if r.content == content {
-                return Ok(Some(r.into()));
-            }
-        }
-        Ok(None)
+        let records: Vec<EvidenceRecord> = self.newest_first(self.keys.evidence_prefix()).await?;
+        Ok(records
+            .into_iter()
+            .find(|r| r.content == content)
+            .map(EvidenceRow::from))
     }
 }
 
