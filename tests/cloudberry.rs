@@ -332,9 +332,19 @@ async fn a_blob_changed_after_the_decision_is_not_overwritten() {
         .put(c.blob_key(), edited.clone(), None)
         .await
         .unwrap();
-    let segs = blob::parse(&c.initial).unwrap();
+    let t = demote_dbid2(&c.initial, epoch);
+    assert!(matches!(
+        catalog.apply(&t).await,
+        Err(CatalogError::Stale { .. })
+    ));
+    assert_eq!(c.blob().await.0, edited);
+}
+
+/// Content 0's primary (dbid 2) marked down, as one transition of `epoch`.
+fn demote_dbid2(initial: &str, epoch: Epoch) -> ftsd::catalog::Transition {
+    let segs = blob::parse(initial).unwrap();
     let primary = segs.iter().find(|s| s.dbid == 2).unwrap();
-    let t = ftsd::catalog::Transition {
+    ftsd::catalog::Transition {
         epoch,
         instance_id: "fts-test".into(),
         content: 0,
@@ -349,12 +359,33 @@ async fn a_blob_changed_after_the_decision_is_not_overwritten() {
         )],
         expect: vec![],
         evidence: serde_json::json!({}),
-    };
-    assert!(matches!(
-        catalog.apply(&t).await,
-        Err(CatalogError::Stale { .. })
-    ));
-    assert_eq!(c.blob().await.0, edited);
+    }
+}
+
+/// An elected writer whose leader key is gone (its lease lapsed) is refused by etcd even
+/// before any successor has claimed a newer epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_key_is_gone_cannot_write() {
+    let c = Cluster::start(1).await;
+    let mut client = c.client().await;
+    let lease = client.lease_grant(30, None).await.unwrap().id();
+    let put = client
+        .put(
+            format!("/cbdb/fts/default/acc/cl/fts_ha_lock/{lease:x}"),
+            "",
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .unwrap();
+    let rev = put.header().unwrap().revision();
+    let catalog = Arc::new(c.catalog(true));
+    let epoch = catalog.claim_epoch(rev, "leader", NoEtcd).await.unwrap();
+    catalog.load().await.unwrap();
+    client.lease_revoke(lease).await.unwrap();
+    let err = catalog.apply(&demote_dbid2(&c.initial, epoch)).await;
+    assert!(matches!(err, Err(CatalogError::Fenced { .. })), "{err:?}");
+    assert_eq!(c.blob().await.0, c.initial);
+    assert!(c.coordinator_calls().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
