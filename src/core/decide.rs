@@ -40,6 +40,9 @@ pub enum Rule {
     /// The content's rows are not one primary and one peer (two primaries, three rows, an
     /// unreadable row): the content is left alone and alarmed; the others go on.
     BadShape,
+    /// Not a row of the table: a row the catalog lists as a mirror answered as a writable
+    /// primary and the driver fenced it (evidence only, no row update).
+    Fence,
 }
 
 impl Rule {
@@ -55,6 +58,7 @@ impl Rule {
             Rule::DoubleFault => "double_fault",
             Rule::RoleConflict => "role_conflict",
             Rule::BadShape => "bad_shape",
+            Rule::Fence => "fence",
         }
     }
 }
@@ -174,9 +178,9 @@ pub fn decide_pair(pair: &Pair, outcome: &ProbeOutcome, guard: &FailoverGuard) -
     match outcome {
         ProbeOutcome::Replied { reply } => decide_replied(pair, reply),
         ProbeOutcome::Failed { restart, .. } => match restart {
-            RestartState::RecoveryMakingProgress { .. } | RestartState::Resetting => {
-                Decision::new(content, Rule::Restarting)
-            }
+            RestartState::RecoveryMakingProgress { .. }
+            | RestartState::Resetting
+            | RestartState::StartingUp { .. } => Decision::new(content, Rule::Restarting),
             RestartState::NotRestarting | RestartState::RecoveryNotMakingProgress { .. } => {
                 decide_failed(pair, guard)
             }

@@ -13,8 +13,10 @@ use tracing::Instrument;
 use super::{evidence, exchange, Authority, Exchange, ProbeSettings, SegmentDriver};
 use crate::catalog::{Catalog, CatalogError, Transition};
 use crate::core::{
-    decide_pair, restart_state, Decision, FailoverGuard, ProbeOutcome, Refusal, RowUpdate, Rule,
+    decide_pair, restart_state, Decision, FailoverGuard, ProbeOutcome, Refusal, RestartState,
+    RowUpdate, Rule,
 };
+use crate::driver::{DriverAlarm, Upkeep};
 use crate::model::{BadContent, ContentId, Dbid, Epoch, Pair, SegmentConfig};
 use crate::wire::MessageType;
 
@@ -156,6 +158,9 @@ pub struct PairReport {
     /// The catalog rows the applied transition changed (for hooks and metrics).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub updates: Vec<RowUpdate>,
+    /// What the driver noticed or did outside the decision table (for hooks and metrics).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<DriverAlarm>,
 }
 
 /// The result of one cycle.
@@ -309,9 +314,17 @@ where
             let last = errors
                 .last()
                 .expect("a failed exchange has at least one error");
+            // A driver that knows the server is in an ordinary restart (and bounds how long
+            // it believes so) overrides the LSN-based reading of the errors.
+            let restart = match ctx.driver.restarting(&pair.primary, last) {
+                Some(elapsed) => RestartState::StartingUp {
+                    elapsed_ms: elapsed.as_millis() as u64,
+                },
+                None => restart_state(errors),
+            };
             ProbeOutcome::Failed {
                 kind: last.kind,
-                restart: restart_state(errors),
+                restart,
             }
         }
     };
@@ -347,6 +360,7 @@ where
             message: None,
             epoch: None,
             updates: Vec::new(),
+            alarms: Vec::new(),
         },
         applied: false,
         failed: false,
@@ -354,6 +368,7 @@ where
         message_ok: None,
     };
     log_decision(&decision);
+    survey(ctx, permits, &pair, &mut result).await;
     match &decision.refusal {
         Some(refusal) => {
             record_refusal(ctx, &pair, &probe, &decision, refusal, &mut result).await;
@@ -366,6 +381,83 @@ where
     }
     act(ctx, permits, &pair, &probe, &decision, &mut result).await;
     Some(result)
+}
+
+/// The driver's read-only look beyond the probe, then the server changes it wants, made only
+/// as the acting leader with authority confirmed as for PROMOTE and asked again before every
+/// change (an observe-only, paused or deposed instance changes no server).
+async fn survey<D, C, A>(
+    ctx: &CycleContext<D, C, A>,
+    permits: &Semaphore,
+    pair: &Pair,
+    result: &mut PairResult,
+) where
+    D: SegmentDriver,
+    C: Catalog,
+    A: Authority,
+{
+    if ctx.stopping.load(Ordering::Relaxed) {
+        return;
+    }
+    let found = {
+        let Ok(_permit) = permits.acquire().await else {
+            return;
+        };
+        ctx.driver
+            .survey(pair, Instant::now() + ctx.settings.timeout)
+            .await
+    };
+    result.pair.alarms.extend(found.alarms);
+    if found.work.is_empty() {
+        return;
+    }
+    let Some(epoch) = ctx.authority.acting_epoch() else {
+        tracing::info!(work = ?found.work, "observe-only or paused: not changing any server");
+        return;
+    };
+    if !ctx.authority.confirm().await {
+        tracing::warn!(work = ?found.work, "authority not confirmed: not changing any server");
+        return;
+    }
+    let gate = || {
+        if ctx.authority.acting_epoch() != Some(epoch) {
+            return None;
+        }
+        match ctx.authority.deadline() {
+            Some(deadline) if Instant::now() >= deadline => None,
+            other => Some(other),
+        }
+    };
+    for work in &found.work {
+        let alarms = {
+            let Ok(_permit) = permits.acquire().await else {
+                return;
+            };
+            ctx.driver.upkeep(pair, work, &gate).await
+        };
+        if matches!(work, Upkeep::Fence { .. }) && !alarms.is_empty() {
+            let t = Transition {
+                epoch,
+                instance_id: ctx.instance_id.clone(),
+                content: pair.content(),
+                rule: Rule::Fence,
+                updates: Vec::new(),
+                expect: Vec::new(),
+                evidence: evidence::fence(
+                    &ctx.instance_id,
+                    pair,
+                    work,
+                    &alarms,
+                    ctx.driver.probe_detail(pair.content()),
+                ),
+            };
+            if let Err(e) = ctx.catalog.apply(&t).await {
+                result.fenced |= fenced_out(ctx, &e);
+                tracing::error!(error = %e, "fence evidence not recorded");
+            }
+        }
+        result.pair.alarms.extend(alarms);
+    }
 }
 
 /// Writes one evidence row (no row updates, fenced like any transition) the first time a

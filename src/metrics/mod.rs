@@ -98,6 +98,8 @@ struct Inner {
     messages: BTreeMap<(String, String), u64>,
     cycles: BTreeMap<String, u64>,
     hooks: BTreeMap<(String, String), u64>,
+    /// Driver alarms by kind (`sync_names_mismatch`, `fenced` ...).
+    alarms: BTreeMap<String, u64>,
     last_success: Option<SystemTime>,
     /// (role, status, mode) → rows, from the last cycle's catalog snapshot.
     segments: BTreeMap<(char, char, char), u64>,
@@ -135,6 +137,7 @@ impl Default for Metrics {
                 messages: BTreeMap::new(),
                 cycles: BTreeMap::new(),
                 hooks: BTreeMap::new(),
+                alarms: BTreeMap::new(),
                 last_success: None,
                 segments: BTreeMap::new(),
                 refused_contents: 0,
@@ -266,6 +269,19 @@ impl Metrics {
         }
         family(
             &mut out,
+            "ftsd_driver_alarms_total",
+            "counter",
+            "Alarms raised by the segment driver outside the decision table, by kind (sync_names_mismatch, writable_demoted_primary, fenced, fence_failed, fence_command_failed); each once per episode.",
+        );
+        for (kind, n) in &g.alarms {
+            let _ = writeln!(
+                out,
+                "ftsd_driver_alarms_total{{kind=\"{}\"}} {n}",
+                escape(kind)
+            );
+        }
+        family(
+            &mut out,
             "ftsd_segments",
             "gauge",
             "Rows of gp_segment_configuration by role, status and mode, as of this instance's last cycle.",
@@ -343,6 +359,9 @@ impl CycleObserver for Metrics {
             if p.transition == Some(TransitionOutcome::Applied) {
                 *g.transitions.entry(p.rule.to_string()).or_default() += 1;
             }
+            for a in &p.alarms {
+                *g.alarms.entry(a.kind.as_str().into()).or_default() += 1;
+            }
             if let Some(msg) = &p.message {
                 *g.messages
                     .entry((msg.kind.to_string(), msg.result.label().into()))
@@ -413,6 +432,12 @@ mod tests {
             }),
             epoch: None,
             updates: Vec::new(),
+            alarms: vec![crate::driver::DriverAlarm {
+                kind: crate::driver::AlarmKind::Fenced,
+                content: 0,
+                dbid: 2,
+                message: "fenced".into(),
+            }],
         };
         let report = CycleReport {
             started_at: SystemTime::now(),
@@ -449,5 +474,9 @@ mod tests {
         );
         assert!(text.contains(r#"result="ok"} 1"#), "{text}");
         assert!(text.contains(r#"result="not_sent"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"ftsd_driver_alarms_total{kind="fenced"} 2"#),
+            "{text}"
+        );
     }
 }
