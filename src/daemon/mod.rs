@@ -105,24 +105,21 @@ async fn run_single(
         SingleInstance::new(SINGLE_INSTANCE_EPOCH),
         instance_id,
     );
-    let claimer = {
-        let ctx = ctx.clone();
-        AbortOnDrop(tokio::spawn(async move {
-            let authority = &ctx.authority;
-            let holds = || authority.acting_epoch().is_some();
-            // The fixed epoch is revision 1 of generation 0: any elected epoch outranks it.
-            let revision = SINGLE_INSTANCE_EPOCH.0;
-            claim::claim(
-                &*catalog,
-                authority,
-                revision,
-                &ctx.instance_id,
-                NoEtcd,
-                holds,
-            )
-            .await;
-        }))
-    };
+    // One attempt before the first cycle: the single instance's transitions carry the same
+    // fixed epoch through the fence, so a catalog that is down now is claimed by them later.
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let once = || first.swap(false, std::sync::atomic::Ordering::Relaxed);
+    // The fixed epoch is revision 1 of generation 0: any elected epoch outranks it.
+    let revision = SINGLE_INSTANCE_EPOCH.0;
+    claim::claim(
+        &*catalog,
+        &ctx.authority,
+        revision,
+        &ctx.instance_id,
+        NoEtcd,
+        once,
+    )
+    .await;
     run_loop(
         ctx,
         settings::loop_settings(&cfg),
@@ -131,7 +128,6 @@ async fn run_single(
         shutdown,
     )
     .await;
-    drop(claimer);
     Ok(())
 }
 
