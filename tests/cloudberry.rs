@@ -641,3 +641,20 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// As the SQL fence, a transition records its epoch when the record is older (a single
+/// instance whose start-up claim found etcd down claims through its first transition).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transition_records_an_older_epoch_as_the_sql_fence_does() {
+    let c = Cluster::start(2).await;
+    let catalog = Arc::new(c.catalog(false));
+    c.sim.set_fault(2, Fault::Down).await.unwrap();
+    run_cycle(context(catalog, Epoch(1))).await.unwrap();
+    assert_eq!(c.blob().await.0, after_failover(&c.initial));
+    let mut client = c.client().await;
+    let epoch = client
+        .get("/cbdb/fts/default/acc/cl/ftsd/epoch", None)
+        .await
+        .unwrap();
+    assert_eq!(epoch.kvs()[0].value_str().unwrap(), "1");
+}

@@ -3,7 +3,8 @@
 //! (`…/fts_dump_file_key`, see [`blob`]), and this backend reads and writes it there.
 //!
 //! * **Fence.** Every blob write is one etcd transaction that compares (a) ftsd's recorded
-//!   epoch key (`…/ftsd/epoch`) still holding the writer's epoch, (b) when elected, the
+//!   epoch key (`…/ftsd/epoch`) unchanged since it was read holding an epoch no newer than the
+//!   writer's (recording the writer's when older, as the SQL fence does), (b) when elected, the
 //!   writer's leader key under `…/fts_ha_lock` still existing with the create revision its
 //!   epoch names, and (c) the blob's mod revision still being the one the decision read. A
 //!   deposed leader, one whose lease lapsed, and one that decided on an old blob all fail the
@@ -484,8 +485,18 @@ impl Catalog for CloudberryCatalog {
         })?;
         let text = blob::render(&rows);
 
+        // As the SQL backend's fence (`epoch <= mine`, recording ours): a newer epoch refuses
+        // us now, and the compare on the epoch key's mod revision refuses us if any claim is
+        // recorded between this read and the transaction.
+        let (recorded, epoch_mod) = self.recorded_epoch().await?;
+        if recorded > t.epoch {
+            return Err(CatalogError::Fenced {
+                mine: t.epoch,
+                current: recorded,
+            });
+        }
         let mut compares = vec![
-            Compare::value(self.keys.epoch(), CompareOp::Equal, t.epoch.0.to_string()),
+            Compare::mod_revision(self.keys.epoch(), CompareOp::Equal, epoch_mod),
             blob_unchanged(&self.keys.blob(), snap.mod_revision),
         ];
         if self.settings.elected {
@@ -512,6 +523,14 @@ impl Catalog for CloudberryCatalog {
         // the blob, and the coordinator, alone.
         let changes_blob = !t.updates.is_empty();
         let mut ops = Vec::new();
+        if recorded < t.epoch {
+            ops.push(TxnOp::put(self.keys.epoch(), t.epoch.0.to_string(), None));
+            ops.push(TxnOp::put(
+                self.keys.epoch_holder(),
+                t.instance_id.as_str(),
+                None,
+            ));
+        }
         if changes_blob {
             ops.push(TxnOp::put(self.keys.blob(), text.clone(), None));
         }
