@@ -11,6 +11,7 @@ pub mod driver;
 pub mod election;
 pub mod engine;
 pub mod error_chain;
+pub mod gpfts;
 pub mod hooks;
 pub mod metrics;
 pub mod model;

@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::{watch, Notify};
 
-use crate::catalog::postgres::PgCatalog;
+use crate::catalog::any::AnyCatalog;
 use crate::election::members::{self, MemberInfo};
 use crate::election::pause::PauseInfo;
 use crate::election::{keys, ElectedAuthority, EtcdOptions};
@@ -80,7 +80,7 @@ pub struct ApiState {
     pub host: String,
     pub started_at: SystemTime,
     /// Its own connection, so API reads never queue behind the probe loop's transactions.
-    pub catalog: PgCatalog,
+    pub catalog: AnyCatalog,
     pub mode: Mode,
     /// Wakes the probe loop (probe now).
     pub wake: Arc<Notify>,
@@ -96,7 +96,7 @@ impl ApiState {
         cluster: String,
         instance_id: String,
         api_address: String,
-        catalog: PgCatalog,
+        catalog: AnyCatalog,
         mode: Mode,
         wake: Arc<Notify>,
         pause: watch::Receiver<Option<PauseInfo>>,

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use ftsd::catalog::schema::TableAction;
-use ftsd::config::{Config, ConfigArgs, LogFormat};
+use ftsd::config::{Config, ConfigArgs};
 use ftsd::daemon::{self, Election};
 
 /// External, highly available FTS for Greenplum / Cloudberry clusters.
@@ -71,6 +71,10 @@ fn load(args: &ConfigArgs) -> Result<Config, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // Installed as `gpfts` (a symlink), ftsd takes gpfts's command line.
+    if ftsd::gpfts::invoked_as_gpfts() {
+        return ftsd::gpfts::main(std::env::args_os());
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Completions { shell } => {
@@ -114,7 +118,13 @@ fn main() -> ExitCode {
                 } else {
                     Election::Etcd
                 };
-                runtime().and_then(|rt| rt.block_on(daemon::run(cfg, election, wait_for_signal())))
+                runtime().and_then(|rt| {
+                    rt.block_on(daemon::run(
+                        cfg,
+                        election,
+                        daemon::process::wait_for_signal(),
+                    ))
+                })
             }
             Err(code) => return code,
         },
@@ -130,22 +140,12 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    daemon::process::runtime().context("starting the async runtime")
 }
 
 fn init_tracing(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cfg.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
-    }
+    // stderr cannot fail to open
+    let _ = daemon::process::init_tracing(cfg, None);
 }
 
 async fn catalog_init(cfg: &Config) -> anyhow::Result<()> {
@@ -158,19 +158,4 @@ async fn catalog_init(cfg: &Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received; stopping"),
-        _ = int.recv() => tracing::info!("SIGINT received; stopping"),
-    }
 }

@@ -1,9 +1,12 @@
 //! Where the segment configuration lives and how transitions reach it.
 //!
-//! The trait keeps the cycle independent of the backend. The one backend today is the SQL
-//! backend (`gp_segment_configuration` in PostgreSQL or on a Greenplum/Cloudberry coordinator);
-//! Cloudberry's external-FTS mode, which keeps the configuration in etcd, has none yet.
+//! The trait keeps the cycle independent of the backend. Two backends: the SQL backend
+//! (`gp_segment_configuration` in PostgreSQL or on a Greenplum coordinator, `postgres`) and
+//! the Cloudberry backend (the configuration blob a Cloudberry cluster built with
+//! `--enable-external-fts` keeps in etcd, `cloudberry`).
 
+pub mod any;
+pub mod cloudberry;
 pub mod postgres;
 pub mod queries;
 pub mod schema;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::render::toml_string;
-use super::{Config, ConnString, LogFormat, ProbeDriver};
+use super::{CatalogBackend, Config, ConnString, LogFormat, ProbeDriver};
 
 /// Prefix of every configuration environment variable.
 pub(crate) const ENV_PREFIX: &str = "FTSD_";
@@ -236,6 +236,23 @@ impl Field for ProbeDriver {
     }
 }
 
+impl Field for CatalogBackend {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        let raw = input.text("\"postgres\" or \"cloudberry\"")?;
+        match raw.trim() {
+            "postgres" => Ok(CatalogBackend::Postgres),
+            "cloudberry" => Ok(CatalogBackend::Cloudberry),
+            _ => Err(format!(
+                "{} (expected \"postgres\" or \"cloudberry\")",
+                input.bad(raw, "invalid catalog backend", None)
+            )),
+        }
+    }
+    fn render(&self) -> Option<String> {
+        Some(toml_string(self.as_str()))
+    }
+}
+
 /// One configuration key.
 pub(crate) struct Key {
     /// Dotted name, `table.key` or a top-level `key`.
@@ -294,6 +311,7 @@ pub(crate) const KEYS: &[Key] = &[
     key!(postgres.restart_grace),
     key!(postgres.fence_command),
     key!(postgres.fence_timeout),
+    key!(catalog.backend),
     key!(catalog.url),
     key!(catalog.password_file),
     key!(catalog.connect_timeout),
@@ -302,6 +320,9 @@ pub(crate) const KEYS: &[Key] = &[
     key!(catalog.idle_in_transaction_timeout),
     key!(catalog.call_timeout),
     key!(catalog.keepalive),
+    key!(catalog.cbdb_conf),
+    key!(catalog.coordinator_user),
+    key!(catalog.history_limit),
     key!(etcd.endpoints),
     key!(etcd.prefix),
     key!(etcd.lease_ttl),

@@ -32,13 +32,7 @@ impl Config {
         let mut origins = Origins::new(path);
         apply_file(&mut cfg, &mut origins, path, &table)?;
 
-        // Sorted, so that with several bad variables the same one is always reported.
-        let env: BTreeMap<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.as_ref().starts_with(ENV_PREFIX))
-            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
-            .collect();
-        let env_passwords = apply_env(&mut cfg, &mut origins, &env)?;
+        let env_passwords = apply_env(&mut cfg, &mut origins, &ftsd_vars(env))?;
 
         for (key, flag, value) in overrides.entries() {
             if let Some(value) = value {
@@ -51,6 +45,47 @@ impl Config {
         validate::validate(&cfg, &origins)?;
         Ok(cfg)
     }
+}
+
+impl Config {
+    /// The configuration from the defaults, `FTSD_*` variables of `env`, and `(key, source,
+    /// value)` settings converted like environment variables, which win (the `gpfts` entry
+    /// point builds one from its flags; `source` names the flag in errors).
+    pub fn from_settings<I, K, V>(
+        env: I,
+        settings: &[(&str, &str, String)],
+    ) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let path = Path::new("(command line)");
+        let mut cfg = Config::defaults();
+        let mut origins = Origins::new(path);
+        let env_passwords = apply_env(&mut cfg, &mut origins, &ftsd_vars(env))?;
+        for (key, source, value) in settings {
+            apply_text(&mut cfg, &mut origins, key, source, value)?;
+        }
+        load_passwords(&mut cfg, &mut origins, &env_passwords)?;
+        cap_lock_limits_by_lease(&mut cfg, &origins);
+        validate::validate(&cfg, &origins)?;
+        Ok(cfg)
+    }
+}
+
+/// The `FTSD_*` variables of `env`, sorted, so that with several bad variables the same one is
+/// always reported.
+fn ftsd_vars<I, K, V>(env: I) -> BTreeMap<String, String>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    env.into_iter()
+        .filter(|(k, _)| k.as_ref().starts_with(ENV_PREFIX))
+        .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
+        .collect()
 }
 
 /// The catalog's lock limits must not exceed the lease TTL (a new leader waits about one lease

@@ -180,9 +180,37 @@ impl Default for PostgresConfig {
     }
 }
 
+/// Where the segment configuration lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogBackend {
+    /// `gp_segment_configuration` in PostgreSQL or on a Greenplum coordinator (`catalog.url`).
+    Postgres,
+    /// The configuration blob a Cloudberry `--enable-external-fts` cluster keeps in etcd
+    /// (`catalog.cbdb_conf`); see docs/cloudberry.md.
+    Cloudberry,
+}
+
+impl CatalogBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatalogBackend::Postgres => "postgres",
+            CatalogBackend::Cloudberry => "cloudberry",
+        }
+    }
+}
+
 /// Connection to the coordinator's catalog (`gp_segment_configuration`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CatalogConfig {
+    /// `postgres` (default) or `cloudberry`.
+    pub backend: CatalogBackend,
+    /// `cloudberry`: the `cbdb_etcd.conf` naming the etcd and the cluster's keys.
+    pub cbdb_conf: PathBuf,
+    /// `cloudberry`: the user ftsd connects to the coordinator as (`gpfts -U`); the login
+    /// user when unset.
+    pub coordinator_user: Option<String>,
+    /// `cloudberry`: history rows and evidence rows kept in etcd (each).
+    pub history_limit: u32,
     /// Required; there is no safe guess for where the coordinator runs.
     pub url: ConnString,
     pub password_file: Option<PathBuf>,
@@ -209,6 +237,10 @@ pub struct CatalogConfig {
 impl Default for CatalogConfig {
     fn default() -> Self {
         CatalogConfig {
+            backend: CatalogBackend::Postgres,
+            cbdb_conf: PathBuf::from("/tmp/cbdb_etcd.conf"),
+            coordinator_user: None,
+            history_limit: 1000,
             url: ConnString::default(),
             password_file: None,
             password: None,

@@ -69,8 +69,16 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     within(pg.fence_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("postgres.fence_timeout"))?;
 
     let cat = &c.catalog;
-    required(o, "catalog.url", cat.url.expose())?;
-    conn_string(cat.url.expose()).map_err(on("catalog.url"))?;
+    let cloudberry = cat.backend == super::CatalogBackend::Cloudberry;
+    if cloudberry {
+        // The Cloudberry backend reads its etcd and keys from cbdb_etcd.conf at start.
+        if cat.history_limit == 0 {
+            return Err(("catalog.history_limit", "must be at least 1".to_owned()));
+        }
+    } else {
+        required(o, "catalog.url", cat.url.expose())?;
+        conn_string(cat.url.expose()).map_err(on("catalog.url"))?;
+    }
     within(cat.connect_timeout, MIN_TIMEOUT, MAX_DURATION)
         .map_err(on("catalog.connect_timeout"))?;
     within(cat.statement_timeout, MIN_TIMEOUT, MAX_DURATION)
@@ -84,7 +92,8 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     within(cat.keepalive, Duration::from_secs(1), MAX_DURATION).map_err(on("catalog.keepalive"))?;
 
     let e = &c.etcd;
-    if e.endpoints.is_empty() {
+    // Cloudberry: the endpoints of cbdb_etcd.conf are used instead.
+    if e.endpoints.is_empty() && !cloudberry {
         return Err((
             "etcd.endpoints",
             "must list at least one endpoint".to_owned(),

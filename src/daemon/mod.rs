@@ -9,9 +9,11 @@
 //!   single instance.
 //! * `members` — this instance's members-registry entry and the duplicate `instance_id` check.
 //! * `watchdog` — a leader whose cycles keep failing hands office over.
+//! * `process` — logging and shutdown signals of the `ftsd` and `gpfts` entry points.
 
 pub mod claim;
 pub mod members;
+pub mod process;
 pub mod services;
 pub mod settings;
 pub mod watchdog;
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+use crate::catalog::any::AnyCatalog;
 use crate::catalog::postgres::PgCatalog;
 use crate::catalog::{schema, NoEtcd};
 use crate::config::Config;
@@ -87,7 +90,7 @@ async fn run_single(
     let observers = services::start(
         &cfg,
         &instance_id,
-        PgCatalog::new(settings::catalog_config(&cfg)),
+        settings::catalog(&cfg, false)?,
         crate::api::Mode::Single {
             epoch: SINGLE_INSTANCE_EPOCH.0,
         },
@@ -95,7 +98,7 @@ async fn run_single(
         shutdown.clone(),
     )
     .await?;
-    let catalog = Arc::new(PgCatalog::new(settings::catalog_config(&cfg)));
+    let catalog = Arc::new(settings::catalog(&cfg, false)?);
     let ctx = context(
         &cfg,
         catalog.clone(),
@@ -144,7 +147,7 @@ async fn run_elected(
     let mut observers = services::start(
         &cfg,
         &instance_id,
-        PgCatalog::new(settings::catalog_config(&cfg)),
+        settings::catalog(&cfg, true)?,
         crate::api::Mode::Elected {
             authority: authority.clone(),
             etcd: Box::new(etcd.clone()),
@@ -160,7 +163,17 @@ async fn run_elected(
         authority.clone(),
         cfg.etcd.resign_after_failed_cycles,
     )));
-    let catalog = Arc::new(PgCatalog::new(settings::catalog_config(&cfg)));
+    let catalog = Arc::new(settings::catalog(&cfg, true)?);
+    let announcer = match &*catalog {
+        AnyCatalog::Cloudberry(_) => Some(AbortOnDrop(tokio::spawn(
+            crate::gpfts::announce::follow_office(
+                catalog.clone(),
+                authority.office_events(),
+                authority.clone(),
+            ),
+        ))),
+        AnyCatalog::Postgres(_) => None,
+    };
     let claimer = AbortOnDrop(tokio::spawn(claim::follow_office(
         catalog.clone(),
         authority.clone(),
@@ -172,7 +185,7 @@ async fn run_elected(
     // office at once, and a message of ours still in flight would then act beside it.
     let (elector_stop, elector_stopped) = watch::channel(false);
     let elector = tokio::spawn(run_elector(
-        settings::elector_settings(&cfg, etcd, &instance_id),
+        settings::elector_settings(&cfg, etcd, &instance_id)?,
         authority.clone(),
         membership,
         elector_stopped,
@@ -190,15 +203,16 @@ async fn run_elected(
     // Wait for the resign so followers take over at once.
     let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
     drop(claimer);
+    drop(announcer);
     Ok(())
 }
 
 fn context<A: Authority>(
     cfg: &Config,
-    catalog: Arc<PgCatalog>,
+    catalog: Arc<AnyCatalog>,
     authority: A,
     instance_id: String,
-) -> Arc<CycleContext<AnyDriver, Arc<PgCatalog>, A>> {
+) -> Arc<CycleContext<AnyDriver, Arc<AnyCatalog>, A>> {
     Arc::new(CycleContext {
         driver: driver::from_config(cfg),
         catalog,

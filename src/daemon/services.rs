@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::sync::{watch, Notify};
 
 use crate::api::{ApiState, Mode};
-use crate::catalog::postgres::PgCatalog;
+use crate::catalog::any::AnyCatalog;
 use crate::config::Config;
 use crate::engine::runner::CycleObserver;
 use crate::hooks::{HookSettings, Hooks};
@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 pub async fn start(
     cfg: &Config,
     instance_id: &str,
-    catalog: PgCatalog,
+    catalog: AnyCatalog,
     mode: Mode,
     wake: Arc<Notify>,
     shutdown: watch::Receiver<bool>,

@@ -5,14 +5,35 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::catalog::any::AnyCatalog;
+use crate::catalog::cloudberry::conf::CbdbEtcdConf;
+use crate::catalog::cloudberry::keys::CbdbKeys;
 use crate::catalog::postgres::PgCatalogConfig;
-use crate::config::Config;
+use crate::config::{CatalogBackend, Config};
 use crate::election::{keys, ElectorSettings, EtcdOptions};
 use crate::engine::runner::LoopSettings;
 use crate::engine::ProbeSettings;
 
 pub fn catalog_config(cfg: &Config) -> PgCatalogConfig {
     PgCatalogConfig::from(&cfg.catalog)
+}
+
+/// The configured catalog backend; `elected` when writers hold office through etcd.
+pub fn catalog(cfg: &Config, elected: bool) -> anyhow::Result<AnyCatalog> {
+    let etcd = etcd_options(cfg)?;
+    AnyCatalog::from_config(cfg, etcd, elected)
+        .map_err(|e| anyhow::anyhow!("catalog.cbdb_conf: {e}"))
+}
+
+/// Cloudberry: the endpoints and the election name come from `cbdb_etcd.conf`, so ftsd
+/// queues on the same `…/fts_ha_lock` as `gpfts` (docs/cloudberry.md).
+fn cloudberry_conf(cfg: &Config) -> anyhow::Result<Option<CbdbEtcdConf>> {
+    if cfg.catalog.backend != CatalogBackend::Cloudberry {
+        return Ok(None);
+    }
+    CbdbEtcdConf::read(&cfg.catalog.cbdb_conf)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("catalog.cbdb_conf: {e}"))
 }
 
 pub fn probe_settings(cfg: &Config) -> ProbeSettings {
@@ -40,8 +61,14 @@ fn read_pem(path: &Option<std::path::PathBuf>) -> anyhow::Result<Option<Vec<u8>>
 
 /// Reads the TLS files now, so a file rotated later cannot half-apply.
 pub fn etcd_options(cfg: &Config) -> anyhow::Result<EtcdOptions> {
+    // Cloudberry: the leader key must live in the etcd that holds the blob, since every blob
+    // write compares it in the same transaction; cbdb_etcd.conf names that etcd.
+    let endpoints = match cloudberry_conf(cfg)? {
+        Some(conf) => conf.endpoint_urls(),
+        None => cfg.etcd.endpoints.clone(),
+    };
     Ok(EtcdOptions {
-        endpoints: cfg.etcd.endpoints.clone(),
+        endpoints,
         dial_timeout: cfg.etcd.dial_timeout,
         keepalive_interval: cfg.etcd.keepalive_interval,
         username: cfg.etcd.username.clone(),
@@ -52,12 +79,20 @@ pub fn etcd_options(cfg: &Config) -> anyhow::Result<EtcdOptions> {
     })
 }
 
-pub fn elector_settings(cfg: &Config, etcd: EtcdOptions, instance_id: &str) -> ElectorSettings {
-    ElectorSettings {
+pub fn elector_settings(
+    cfg: &Config,
+    etcd: EtcdOptions,
+    instance_id: &str,
+) -> anyhow::Result<ElectorSettings> {
+    let election = match cloudberry_conf(cfg)? {
+        Some(conf) => CbdbKeys::new(&conf).ha_lock(),
+        None => keys::election(&cfg.etcd.prefix, &cfg.cluster),
+    };
+    Ok(ElectorSettings {
         etcd,
-        election: keys::election(&cfg.etcd.prefix, &cfg.cluster),
+        election,
         instance_id: instance_id.to_string(),
         ttl: cfg.etcd.lease_ttl,
         margin: cfg.etcd.act_margin,
-    }
+    })
 }

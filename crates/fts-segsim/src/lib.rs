@@ -15,6 +15,7 @@
 //! ```
 
 pub mod catalog;
+pub mod cloudberry;
 pub mod control;
 pub mod ctl;
 mod instances;

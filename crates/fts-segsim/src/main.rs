@@ -77,6 +77,10 @@ struct RunArgs {
     /// Write gp_segment_configuration here at start (libpq URL or key=value string).
     #[arg(long, env = "FTS_SEGSIM_CATALOG")]
     catalog: Option<String>,
+    /// Write the layout as a Cloudberry external-FTS blob into the etcd this cbdb_etcd.conf
+    /// names (`…/fts_dump_file_key`) at start.
+    #[arg(long, value_name = "CBDB_ETCD_CONF")]
+    cbdb_conf: Option<std::path::PathBuf>,
     /// Also serve the coordinator (dbid 1, content -1) as an FTS-answering primary.
     #[arg(long)]
     coordinator: bool,
@@ -214,6 +218,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sim = Simulator::start(cfg).await?;
     if let Some(url) = &args.catalog {
         catalog::write_catalog(url, &sim.segments()).await?;
+    }
+    if let Some(conf) = &args.cbdb_conf {
+        let key = fts_segsim::cloudberry::write_blob(conf, &sim.segments()).await?;
+        tracing::info!("configuration blob written to {key}");
     }
     let control = sim.serve_control(args.control).await?;
     tracing::info!(
