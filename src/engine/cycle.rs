@@ -333,18 +333,7 @@ where
     C: Catalog,
     A: Authority,
 {
-    let timeout = ctx.settings.timeout;
-    let gate = || (!ctx.stopping.load(Ordering::Relaxed)).then(|| Instant::now() + timeout);
-    let probe = exchange(
-        &ctx.driver,
-        permits,
-        &ctx.settings,
-        &pair.primary,
-        MessageType::Probe,
-        Some(&pair.mirror),
-        &gate,
-    )
-    .await?;
+    let probe = probe(ctx, permits, &pair.primary, Some(&pair.mirror)).await?;
     let outcome = match &probe.result {
         Ok(reply) => ProbeOutcome::Replied { reply: *reply },
         Err(errors) => ProbeOutcome::Failed {
@@ -430,6 +419,33 @@ struct Probes<'a> {
     mirror: Option<&'a Exchange>,
 }
 
+/// PROBEs `target` with retries, each attempt bounded by the timeout; no attempt starts once
+/// shutdown began (then None). `mirror`: see [`exchange`].
+async fn probe<D, C, A>(
+    ctx: &CycleContext<D, C, A>,
+    permits: &Semaphore,
+    target: &crate::model::Segment,
+    mirror: Option<&crate::model::Segment>,
+) -> Option<Exchange>
+where
+    D: SegmentDriver,
+    C: Catalog,
+    A: Authority,
+{
+    let timeout = ctx.settings.timeout;
+    let gate = || (!ctx.stopping.load(Ordering::Relaxed)).then(|| Instant::now() + timeout);
+    exchange(
+        &ctx.driver,
+        permits,
+        &ctx.settings,
+        target,
+        MessageType::Probe,
+        mirror,
+        &gate,
+    )
+    .await
+}
+
 /// PROBEs the mirror a failover would promote, with the primary's retry budget (a mirror that
 /// misses one attempt is not declared unreachable). None when shutdown began.
 async fn check_mirror<D, C, A>(
@@ -442,18 +458,7 @@ where
     C: Catalog,
     A: Authority,
 {
-    let timeout = ctx.settings.timeout;
-    let gate = || (!ctx.stopping.load(Ordering::Relaxed)).then(|| Instant::now() + timeout);
-    let sent = exchange(
-        &ctx.driver,
-        permits,
-        &ctx.settings,
-        &pair.mirror,
-        MessageType::Probe,
-        None,
-        &gate,
-    )
-    .await?;
+    let sent = probe(ctx, permits, &pair.mirror, None).await?;
     let check = match &sent.result {
         Ok(reply) if reply.is_role_mirror => MirrorCheck::AnswersAsMirror,
         Ok(_) => MirrorCheck::AnswersAsPrimary,

@@ -557,7 +557,7 @@ async fn a_failover_whose_mirror_does_not_answer_is_refused_with_evidence() {
     assert_eq!(events(&log), vec!["commit failover_unconfirmed"]);
     assert_eq!(ctx.driver.sent(MessageType::Promote), 0);
     assert_eq!(catalog.state(2), st(P, U, S), "nothing flipped");
-    let ev = &catalog.evidence.lock().unwrap()[0];
+    let ev = catalog.evidence.lock().unwrap()[0].clone();
     assert!(ev.evidence["refusal"]
         .as_str()
         .unwrap()
