@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio::sync::{watch, Notify};
 
 use ftsd::api::state::cycle_result;
@@ -50,6 +50,17 @@ enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// Print a shell completion script.
+    Completions {
+        /// Target shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or with --dir write it and one page per subcommand there.
+    Man {
+        /// Directory to write ftsd.1, ftsd-run.1, ... into.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -73,6 +84,23 @@ fn load(args: &ConfigArgs) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ftsd", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { dir } => {
+            let written = match dir {
+                Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+                None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+            };
+            return match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ftsd: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::CheckConfig { config } => match load(&config) {
             Ok(cfg) => {
                 print!("{}", cfg.render_masked());

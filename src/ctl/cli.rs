@@ -128,6 +128,10 @@ pub enum Command {
         /// Target shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    Man,
+    /// Print the man page (roff), or with --dir write it and one page per subcommand there.
+    Man {
+        /// Directory to write ftsctl.1, ftsctl-status.1, ... into.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }

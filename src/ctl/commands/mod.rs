@@ -43,8 +43,12 @@ pub fn main(cli: Cli) -> ExitCode {
             );
             return ExitCode::SUCCESS;
         }
-        Command::Man => {
-            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+        Command::Man { dir } => {
+            let written = match dir {
+                Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+                None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+            };
+            return match written {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ftsctl: {e}");
@@ -100,7 +104,7 @@ pub async fn run(cli: Cli) -> Outcome {
             interval,
             iterations,
         } => watch::run(cli, &ctx, *interval, *iterations).await,
-        Command::Completions { .. } | Command::Man => {
+        Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled by main without a runtime")
         }
     }
