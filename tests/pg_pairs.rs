@@ -402,19 +402,13 @@ async fn attempt_failures_are_classified() {
         .unwrap();
     assert!(standby.is_role_mirror && !standby.is_syncrep_enabled);
 
-    let mut wrong = PgDriverSettings {
-        user: PROBE_ROLE.into(),
-        password: Some("wrong".into()),
-        database: "postgres".into(),
-        max_lag: 0,
-        sync_standby_names: String::new(),
-        mirror_down_grace: Duration::ZERO,
-    };
+    let mut wrong = wrong_password_settings();
     let err = PgDriver::new(wrong.clone())
         .send(&rows[0], MessageType::Probe, Instant::now() + t)
         .await
         .unwrap_err();
     assert_eq!(err.kind, FailureKind::Auth, "{err}");
+    assert!(err.kind.is_prober_fault());
     wrong.password = Some(PROBE_PASSWORD.into());
     wrong.database = "no_such_db".into();
     let err = PgDriver::new(wrong)
@@ -423,6 +417,29 @@ async fn attempt_failures_are_classified() {
         .unwrap_err();
     assert_eq!(err.kind, FailureKind::StartupError, "{err}");
     assert_eq!(err.sqlstate.as_deref(), Some("3D000"));
+    // a role without the privilege to connect: a prober fault, like a wrong password
+    let admin = pair.primary.client().await.unwrap();
+    for sql in [
+        "CREATE DATABASE locked",
+        "REVOKE CONNECT ON DATABASE locked FROM PUBLIC",
+    ] {
+        admin.batch_execute(sql).await.unwrap();
+    }
+    let mut locked = PgDriverSettings {
+        database: "locked".into(),
+        ..wrong_password_settings()
+    };
+    locked.password = Some(PROBE_PASSWORD.into());
+    let err = PgDriver::new(locked)
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind, err.sqlstate.as_deref()),
+        (FailureKind::Permission, Some("42501")),
+        "{err}"
+    );
+    assert!(err.kind.is_prober_fault());
 
     pair.primary.kill().unwrap();
     let err = driver()
@@ -498,6 +515,17 @@ fn driver() -> PgDriver {
         sync_standby_names: String::new(),
         mirror_down_grace: Duration::ZERO,
     })
+}
+
+fn wrong_password_settings() -> PgDriverSettings {
+    PgDriverSettings {
+        user: PROBE_ROLE.into(),
+        password: Some("wrong".into()),
+        database: "postgres".into(),
+        max_lag: 0,
+        sync_standby_names: String::new(),
+        mirror_down_grace: Duration::ZERO,
+    }
 }
 
 fn settings() -> ProbeSettings {
