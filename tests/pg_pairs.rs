@@ -402,7 +402,10 @@ async fn attempt_failures_are_classified() {
         .unwrap();
     assert!(standby.is_role_mirror && !standby.is_syncrep_enabled);
 
-    let mut wrong = wrong_password_settings();
+    let mut wrong = PgDriverSettings {
+        password: Some("wrong".into()),
+        ..probe_settings()
+    };
     let err = PgDriver::new(wrong.clone())
         .send(&rows[0], MessageType::Probe, Instant::now() + t)
         .await
@@ -425,11 +428,10 @@ async fn attempt_failures_are_classified() {
     ] {
         admin.batch_execute(sql).await.unwrap();
     }
-    let mut locked = PgDriverSettings {
+    let locked = PgDriverSettings {
         database: "locked".into(),
-        ..wrong_password_settings()
+        ..probe_settings()
     };
-    locked.password = Some(PROBE_PASSWORD.into());
     let err = PgDriver::new(locked)
         .send(&rows[0], MessageType::Probe, Instant::now() + t)
         .await
@@ -449,48 +451,300 @@ async fn attempt_failures_are_classified() {
     assert_eq!(err.kind, FailureKind::Refused, "{err}");
 }
 
-/// Switching synchronous replication back on is part of PROBE; when the role may not do it,
-/// the probe still succeeds (a failed probe could fail over a healthy primary) and the pair
-/// stays not in sync.
+/// A context running cycles against the system's catalog with `authority`.
+fn cycle_ctx<A: Authority>(
+    sys: &PgSystem,
+    driver: PgDriver,
+    authority: A,
+) -> Arc<CycleContext<PgDriver, Arc<PgCatalog>, A>> {
+    Arc::new(CycleContext {
+        driver,
+        catalog: Arc::new(PgCatalog::new(PgCatalogConfig {
+            statement_timeout: Duration::from_secs(5),
+            ..PgCatalogConfig::new(sys.catalog.url())
+        })),
+        authority,
+        settings: settings(),
+        instance_id: "test".into(),
+        stopping: Default::default(),
+        refusals: Default::default(),
+    })
+}
+
+/// Issue 11 item 12: only the acting leader changes a server. Switching synchronous
+/// replication back on (what a Greenplum primary does when probed) is made by the acting
+/// leader after the probe, never by a probe of an observe-only (follower or paused) instance;
+/// when the role may not do it, the probe still succeeds (a failed probe could fail over a
+/// healthy primary) and the pair stays not in sync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_switches_syncrep_back_on_and_survives_a_missing_grant() {
-    let pair = PgPair::start("seg0").await.unwrap();
-    let rows = pair.segments(0, 2, 3);
+async fn only_the_acting_leader_switches_syncrep_back_on() {
+    let sys = PgSystem::start().await;
+    let rows = sys.pair.segments(0, 2, 3);
     let t = Duration::from_secs(2);
-    let su = pair.primary.client().await.unwrap();
+    sys.pair.set_sync_names("").await.unwrap();
+    sys.pair
+        .wait_replication(Some("async"), LIMIT)
+        .await
+        .unwrap();
+
+    // an observe-only instance probes (twice, and the driver directly) and changes nothing
+    let observer = cycle_ctx(&sys, driver(), ObserveOnly);
+    for _ in 0..2 {
+        let report = run_cycle(observer.clone()).await.unwrap();
+        assert_eq!(report.reports[0].rule.as_str(), "resync", "{report:?}");
+    }
+    let reply = observer
+        .driver
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
+        .await
+        .unwrap();
+    assert!(reply.is_mirror_up && !reply.is_in_sync && !reply.is_syncrep_enabled);
+    assert_eq!(
+        sys.pair.sync_names().await.unwrap(),
+        "",
+        "observe-only changed the server"
+    );
+
+    // acting, without the grant: the probe succeeds, the pair stays not in sync
+    let su = sys.pair.primary.client().await.unwrap();
     su.batch_execute(&format!(
         "REVOKE ALTER SYSTEM ON PARAMETER synchronous_standby_names FROM {PROBE_ROLE}"
     ))
     .await
     .unwrap();
-    pair.set_sync_names("").await.unwrap();
-    pair.wait_replication(Some("async"), LIMIT).await.unwrap();
-    let d = driver();
-    let reply = d
-        .send(&rows[0], MessageType::Probe, Instant::now() + t)
-        .await
-        .unwrap();
-    assert!(reply.is_mirror_up && !reply.is_in_sync && !reply.is_syncrep_enabled);
-    assert_eq!(pair.sync_names().await.unwrap(), "");
-    assert!(d.verdict(0).unwrap().why.contains("failed"));
+    let leader = cycle_ctx(&sys, driver(), SingleInstance::new(Epoch(1)));
+    let report = run_cycle(leader.clone()).await.unwrap();
+    assert!(matches!(
+        report.reports[0].outcome,
+        ftsd::core::ProbeOutcome::Replied { .. }
+    ));
+    assert_eq!(sys.pair.sync_names().await.unwrap(), "");
+    assert_eq!(sys.state(3).await, (M, U, N));
 
     su.batch_execute(&format!(
         "GRANT ALTER SYSTEM ON PARAMETER synchronous_standby_names TO {PROBE_ROLE}"
     ))
     .await
     .unwrap();
-    let reply = d
-        .send(&rows[0], MessageType::Probe, Instant::now() + t)
+    run_cycle(leader.clone()).await.unwrap();
+    assert_eq!(sys.pair.sync_names().await.unwrap(), "\"seg0\"");
+    sys.pair
+        .wait_replication(Some("sync"), LIMIT)
         .await
         .unwrap();
-    assert!(reply.is_syncrep_enabled && !reply.is_in_sync);
-    assert_eq!(pair.sync_names().await.unwrap(), "\"seg0\"");
-    pair.wait_replication(Some("sync"), LIMIT).await.unwrap();
-    let reply = d
-        .send(&rows[0], MessageType::Probe, Instant::now() + t)
+    run_cycle(leader.clone()).await.unwrap();
+    assert_eq!(
+        sys.state(3).await,
+        (M, U, S),
+        "{:?}",
+        leader.driver.verdict(0)
+    );
+}
+
+/// Issue 11 item 13: a `synchronous_standby_names` that does not name the standby (a wrong
+/// `postgres.sync_standby_names`) leaves it streaming asynchronously, never in sync, with
+/// every commit waiting: alarmed once per episode (log, cycle report for the metric and hook)
+/// and shown in the driver's evidence detail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_streaming_but_not_named_is_alarmed_once() {
+    use ftsd::driver::AlarmKind;
+    let sys = PgSystem::start().await;
+    let ctx = cycle_ctx(&sys, driver(), SingleInstance::new(Epoch(1)));
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert!(report.reports[0].alarms.is_empty(), "{report:?}");
+    sys.pair.set_sync_names("\"typo\"").await.unwrap();
+    sys.pair
+        .wait_replication(Some("async"), LIMIT)
         .await
         .unwrap();
-    assert!(reply.is_in_sync, "{:?}", d.verdict(0));
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    let alarms = &report.reports[0].alarms;
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    assert_eq!(alarms[0].kind, AlarmKind::SyncNamesMismatch);
+    assert!(alarms[0].message.contains("typo"), "{alarms:?}");
+    let detail = ctx.driver.probe_detail(0).unwrap();
+    assert!(detail["standby_not_named_for_ms"].is_u64(), "{detail}");
+    // once per episode
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert!(report.reports[0].alarms.is_empty(), "{report:?}");
+    // fixed, then wrong again: a new episode
+    sys.pair.set_sync_names("\"seg0\"").await.unwrap();
+    sys.pair
+        .wait_replication(Some("sync"), LIMIT)
+        .await
+        .unwrap();
+    run_cycle(ctx.clone()).await.unwrap();
+    assert!(ctx.driver.probe_detail(0).unwrap()["standby_not_named_for_ms"].is_null());
+    sys.pair.set_sync_names("\"typo\"").await.unwrap();
+    sys.pair
+        .wait_replication(Some("async"), LIMIT)
+        .await
+        .unwrap();
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(report.reports[0].alarms.len(), 1, "{report:?}");
+}
+
+/// Issue 11 item 3 (b): under `synchronous_commit = local` a commit is acknowledged before the
+/// standby has it, so the pair is never in sync and a lost primary is not failed over; the
+/// refusal's evidence says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synchronous_commit_local_rules_out_automatic_failover() {
+    let mut sys = PgSystem::start().await;
+    sys.spawn_ftsd("").await;
+    sys.wait_state(3, (M, U, S)).await;
+    let su = sys.pair.primary.client().await.unwrap();
+    su.batch_execute("ALTER SYSTEM SET synchronous_commit = local")
+        .await
+        .unwrap();
+    su.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    sys.wait_state(3, (M, U, N)).await;
+    assert_eq!(sys.state(2).await, (P, U, N));
+    sys.pair.primary.kill().unwrap();
+    let ev = sys.wait_evidence("double_fault").await;
+    let why = ev["driver"]["verdict"]["why"].as_str().unwrap();
+    assert!(why.contains("synchronous_commit = local"), "{ev}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(in_recovery(&sys.pair.standby).await, "standby promoted");
+    assert_eq!(sys.state(3).await, (M, U, N));
+}
+
+/// Waits until ftsd has logged a failed probe of the held primary (SQLSTATE 57P03).
+async fn wait_probe_refused_as_starting(sys: &PgSystem) {
+    wait_for("a probe refused with 57P03", LIMIT, || async {
+        let logs = sys.logs();
+        (logs.contains("not accepting connections") || logs.contains("starting up")).then_some(())
+    })
+    .await
+}
+
+/// Issue 11 item 3 (a): a primary restarting (refusing connections with SQLSTATE 57P03 for
+/// longer than the whole retry budget) within `postgres.restart_grace` is not failed over.
+/// The restart is held in recovery by the test (`PgServer::start_held_in_recovery`, a
+/// stand-in for a long crash recovery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_restart_within_restart_grace_is_not_a_failover() {
+    let mut sys = PgSystem::start().await;
+    sys.spawn_ftsd("restart_grace = \"30s\"").await;
+    sys.wait_state(3, (M, U, S)).await;
+    sys.wait_state(2, (P, U, S)).await;
+    sys.pair.primary.stop_immediate().unwrap();
+    sys.pair.primary.start_held_in_recovery().await.unwrap();
+    wait_probe_refused_as_starting(&sys).await;
+    // three attempts of 57P03 take well under a second: without the grace this is a failover
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(in_recovery(&sys.pair.standby).await, "standby promoted");
+    assert_eq!(sys.state(2).await.0, P);
+    assert_eq!(sys.state(3).await.0, M);
+    sys.pair.primary.release_recovery().await.unwrap();
+    assert!(!in_recovery(&sys.pair.primary).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sys.state(2).await.0, P);
+    assert!(in_recovery(&sys.pair.standby).await);
+    assert!(
+        sys.history()
+            .await
+            .iter()
+            .all(|(dbid, text)| *dbid != 3 || !text.contains("p")),
+        "{:?}",
+        sys.history().await
+    );
+}
+
+/// Issue 11 item 3 (a) and (c): a restart longer than `postgres.restart_grace` is failed over;
+/// when the old primary comes back read-write (the catalog lists it as a down mirror), ftsd
+/// fences it: a client write to it never succeeds (it waits for its gone synchronous standby
+/// until the fence ends the session, and is read-only afterwards), the fence is recorded as
+/// evidence, and no acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_longer_than_grace_fails_over_and_the_old_primary_is_fenced() {
+    let mut sys = PgSystem::start().await;
+    let marker = sys.dir.path().join("fence-command.out");
+    sys.spawn_ftsd(&format!(
+        "restart_grace = \"2s\"\nfence_command = [\"/bin/sh\", \"-c\", \"echo \\\"$@ $FTSD_FENCE_DBID\\\" > {}\", \"fence\"]",
+        marker.display()
+    ))
+    .await;
+    sys.wait_state(3, (M, U, S)).await;
+    sys.wait_state(2, (P, U, S)).await;
+    write(
+        &sys.pair.primary,
+        "CREATE ROLE app LOGIN PASSWORD 'app-secret';
+         CREATE TABLE t (v text); GRANT INSERT, SELECT ON t TO app;
+         INSERT INTO t VALUES ('acknowledged before the crash')",
+    )
+    .await;
+    sys.pair.primary.stop_immediate().unwrap();
+    sys.pair.primary.start_held_in_recovery().await.unwrap();
+    wait_probe_refused_as_starting(&sys).await;
+    sys.wait_state(3, (P, U, N)).await;
+    assert_eq!(sys.state(2).await, (M, D, N));
+    assert!(
+        sys.logs().contains("postgres.restart_grace"),
+        "{}",
+        sys.logs()
+    );
+    let standby = &sys.pair.standby;
+    wait_for("standby out of recovery", LIMIT, || async {
+        (!in_recovery(standby).await).then_some(())
+    })
+    .await;
+
+    // the old primary ends its recovery read-write; a client writes to it at once
+    sys.pair.primary.release_recovery().await.unwrap();
+    let mut app = sys.pair.primary.pg_config();
+    app.user("app").password("app-secret");
+    let (client, conn) = app.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let late = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.batch_execute("INSERT INTO t VALUES ('written to the old primary')"),
+    )
+    .await
+    .expect("the write neither failed nor returned within 20 s");
+    assert!(
+        late.is_err(),
+        "a write to the fenced old primary was acknowledged"
+    );
+
+    let ev = sys.wait_evidence("fence").await;
+    assert_eq!(ev["upkeep"]["upkeep"], "fence", "{ev}");
+    assert_eq!(ev["upkeep"]["dbid"], 2, "{ev}");
+    let kinds: Vec<&str> = ev["alarms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"fenced"), "{ev}");
+    // read-only from now on, also for new sessions
+    let (client, conn) = app.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let err = client
+        .batch_execute("INSERT INTO t VALUES ('after the fence')")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("25006"), "{err}");
+    assert!(sys.logs().contains("fenced dbid 2"), "{}", sys.logs());
+    wait_for("the fence command ran", LIMIT, || async {
+        std::fs::read_to_string(&marker)
+            .ok()
+            .filter(|s| !s.is_empty())
+    })
+    .await;
+    let ran = std::fs::read_to_string(&marker).unwrap();
+    assert!(ran.starts_with("0 2 127.0.0.1 "), "{ran}");
+    assert!(ran.trim_end().ends_with(" 2"), "{ran}");
+
+    // no acknowledged write lost: the promoted standby has it, and only it
+    let rows = standby
+        .client()
+        .await
+        .unwrap()
+        .query("SELECT v FROM t", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(sys.state(3).await, (P, U, N));
 }
 
 /// Never promotes the mirror although the catalog still says in sync.
@@ -507,24 +761,22 @@ impl Authority for ObserveOnly {
 }
 
 fn driver() -> PgDriver {
-    PgDriver::new(PgDriverSettings {
+    PgDriver::new(probe_settings())
+}
+
+/// The probe role's driver settings, as documented.
+fn probe_settings() -> PgDriverSettings {
+    PgDriverSettings {
         user: PROBE_ROLE.into(),
         password: Some(PROBE_PASSWORD.into()),
         database: "postgres".into(),
         max_lag: 0,
         sync_standby_names: String::new(),
         mirror_down_grace: Duration::ZERO,
-    })
-}
-
-fn wrong_password_settings() -> PgDriverSettings {
-    PgDriverSettings {
-        user: PROBE_ROLE.into(),
-        password: Some("wrong".into()),
-        database: "postgres".into(),
-        max_lag: 0,
-        sync_standby_names: String::new(),
-        mirror_down_grace: Duration::ZERO,
+        restart_grace: Duration::ZERO,
+        fence_command: Vec::new(),
+        fence_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(2),
     }
 }
 

@@ -157,6 +157,14 @@ pub struct PostgresConfig {
     /// `synchronous_standby_names` to set on a primary whose standby is streaming again;
     /// empty: the standby's quoted `application_name` as seen in `pg_stat_replication`.
     pub sync_standby_names: String,
+    /// How long a primary that answers "starting up / in recovery" (SQLSTATE 57P03) counts as
+    /// restarting rather than failed: no failover within it.
+    pub restart_grace: Duration,
+    /// argv of a command run (with the target appended) to fence a former primary that
+    /// answers writable while the catalog lists it as a mirror; empty: none.
+    pub fence_command: Vec<String>,
+    /// Bound on one `fence_command` run (the process is killed then).
+    pub fence_timeout: Duration,
 }
 
 impl Default for PostgresConfig {
@@ -165,6 +173,9 @@ impl Default for PostgresConfig {
             database: "postgres".to_owned(),
             max_lag: 16 * 1024 * 1024,
             sync_standby_names: String::new(),
+            restart_grace: Duration::from_secs(60),
+            fence_command: Vec::new(),
+            fence_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -65,6 +65,8 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         ));
     }
     no_control(&pg.sync_standby_names).map_err(on("postgres.sync_standby_names"))?;
+    within(pg.restart_grace, Duration::ZERO, MAX_DURATION).map_err(on("postgres.restart_grace"))?;
+    within(pg.fence_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("postgres.fence_timeout"))?;
 
     let cat = &c.catalog;
     required(o, "catalog.url", cat.url.expose())?;
@@ -173,6 +175,7 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     for (key, argv) in [
         ("hooks.on_transition", &h.on_transition),
         ("hooks.on_leader_change", &h.on_leader_change),
+        ("postgres.fence_command", &c.postgres.fence_command),
     ] {
         if argv
             .first()

@@ -48,6 +48,9 @@ pub enum Rule {
     /// Row 6 was allowed by the table but the check before acting did not confirm it (the
     /// mirror to promote did not answer as a mirror to this observer): no change; alarmed.
     FailoverUnconfirmed,
+    /// Not a row of the table: a row the catalog lists as a mirror answered as a writable
+    /// primary and the driver fenced it (evidence only, no row update).
+    Fence,
 }
 
 impl Rule {
@@ -65,6 +68,7 @@ impl Rule {
             Rule::BadShape => "bad_shape",
             Rule::ProberFault => "prober_fault",
             Rule::FailoverUnconfirmed => "failover_unconfirmed",
+            Rule::Fence => "fence",
         }
     }
 }
@@ -229,9 +233,9 @@ pub fn decide_pair(pair: &Pair, outcome: &ProbeOutcome, guard: &FailoverGuard) -
             Refusal::ProberFault { kind: *kind },
         ),
         ProbeOutcome::Failed { restart, .. } => match restart {
-            RestartState::RecoveryMakingProgress { .. } | RestartState::Resetting => {
-                Decision::new(content, Rule::Restarting)
-            }
+            RestartState::RecoveryMakingProgress { .. }
+            | RestartState::Resetting
+            | RestartState::StartingUp { .. } => Decision::new(content, Rule::Restarting),
             RestartState::NotRestarting | RestartState::RecoveryNotMakingProgress { .. } => {
                 decide_failed(pair, guard)
             }

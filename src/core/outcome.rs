@@ -19,6 +19,11 @@ pub enum RestartState {
     RecoveryNotMakingProgress { lsn: u64 },
     /// `the database system is resetting`: the postmaster is reinitialising after a crash.
     Resetting,
+    /// The driver saw the server starting up or in crash recovery (SQLSTATE 57P03, which
+    /// vanilla PostgreSQL sends without an LSN to judge progress by) for `elapsed_ms`, less
+    /// than its bound (`postgres.restart_grace`): still an ordinary restart. Past the bound
+    /// the driver stops reporting this and the failure stands.
+    StartingUp { elapsed_ms: u64 },
 }
 
 /// The final outcome for one primary after all attempts of this cycle.

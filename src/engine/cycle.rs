@@ -14,8 +14,9 @@ use super::{evidence, exchange, Authority, Exchange, ProbeSettings, SegmentDrive
 use crate::catalog::{Catalog, CatalogError, Transition};
 use crate::core::{
     confirm_failover, decide_pair, failure_kind, restart_state, Decision, FailoverGuard,
-    MirrorCheck, ProbeOutcome, Refusal, RowUpdate, Rule,
+    MirrorCheck, ProbeOutcome, Refusal, RestartState, RowUpdate, Rule,
 };
+use crate::driver::{DriverAlarm, Upkeep};
 use crate::model::{BadContent, ContentId, Dbid, Epoch, Pair, SegmentConfig};
 use crate::wire::MessageType;
 
@@ -191,13 +192,16 @@ pub struct PairReport {
     /// A refusal episode (prober fault, unconfirmed failover, double fault ...) began this
     /// cycle: the alarm is raised once (log, hook, metric).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub alarm: bool,
+    pub episode_began: bool,
     /// The refusal's text, when the decision was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
     /// The PROBE of the mirror taken before a failover, when there was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror_check: Option<MirrorCheck>,
+    /// What the driver noticed or did outside the decision table (for hooks and metrics).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<DriverAlarm>,
 }
 
 /// The result of one cycle.
@@ -336,10 +340,23 @@ where
     let probe = probe(ctx, permits, &pair.primary, Some(&pair.mirror)).await?;
     let outcome = match &probe.result {
         Ok(reply) => ProbeOutcome::Replied { reply: *reply },
-        Err(errors) => ProbeOutcome::Failed {
-            kind: failure_kind(errors).expect("a failed exchange has at least one error"),
-            restart: restart_state(errors),
-        },
+        Err(errors) => {
+            let last = errors
+                .last()
+                .expect("a failed exchange has at least one error");
+            // A driver that knows the server is in an ordinary restart (and bounds how long
+            // it believes so) overrides the LSN-based reading of the errors.
+            let restart = match ctx.driver.restarting(&pair.primary, last) {
+                Some(elapsed) => RestartState::StartingUp {
+                    elapsed_ms: elapsed.as_millis() as u64,
+                },
+                None => restart_state(errors),
+            };
+            ProbeOutcome::Failed {
+                kind: failure_kind(errors).unwrap_or(last.kind),
+                restart,
+            }
+        }
     };
     if let Err(errors) = &probe.result {
         let last = errors
@@ -382,9 +399,10 @@ where
             message: None,
             epoch: None,
             updates: Vec::new(),
-            alarm: false,
+            episode_began: false,
             refusal: decision.refusal.as_ref().map(ToString::to_string),
             mirror_check: mirror_probe.as_ref().map(|m| m.0),
+            alarms: Vec::new(),
         },
         applied: false,
         failed: false,
@@ -392,6 +410,7 @@ where
         message_ok: None,
     };
     log_decision(&decision);
+    survey(ctx, permits, &pair, &mut result).await;
     let mirror_probe = mirror_probe.map(|m| m.1);
     let probes = Probes {
         primary: &probe,
@@ -502,6 +521,83 @@ where
     doc
 }
 
+/// The driver's read-only look beyond the probe, then the server changes it wants, made only
+/// as the acting leader with authority confirmed as for PROMOTE and asked again before every
+/// change (an observe-only, paused or deposed instance changes no server).
+async fn survey<D, C, A>(
+    ctx: &CycleContext<D, C, A>,
+    permits: &Semaphore,
+    pair: &Pair,
+    result: &mut PairResult,
+) where
+    D: SegmentDriver,
+    C: Catalog,
+    A: Authority,
+{
+    if ctx.stopping.load(Ordering::Relaxed) {
+        return;
+    }
+    let found = {
+        let Ok(_permit) = permits.acquire().await else {
+            return;
+        };
+        ctx.driver
+            .survey(pair, Instant::now() + ctx.settings.timeout)
+            .await
+    };
+    result.pair.alarms.extend(found.alarms);
+    if found.work.is_empty() {
+        return;
+    }
+    let Some(epoch) = ctx.authority.acting_epoch() else {
+        tracing::info!(work = ?found.work, "observe-only or paused: not changing any server");
+        return;
+    };
+    if !ctx.authority.confirm().await {
+        tracing::warn!(work = ?found.work, "authority not confirmed: not changing any server");
+        return;
+    }
+    let gate = || {
+        if ctx.authority.acting_epoch() != Some(epoch) {
+            return None;
+        }
+        match ctx.authority.deadline() {
+            Some(deadline) if Instant::now() >= deadline => None,
+            other => Some(other),
+        }
+    };
+    for work in &found.work {
+        let alarms = {
+            let Ok(_permit) = permits.acquire().await else {
+                return;
+            };
+            ctx.driver.upkeep(pair, work, &gate).await
+        };
+        if matches!(work, Upkeep::Fence { .. }) && !alarms.is_empty() {
+            let t = Transition {
+                epoch,
+                instance_id: ctx.instance_id.clone(),
+                content: pair.content(),
+                rule: Rule::Fence,
+                updates: Vec::new(),
+                expect: Vec::new(),
+                evidence: evidence::fence(
+                    &ctx.instance_id,
+                    pair,
+                    work,
+                    &alarms,
+                    ctx.driver.probe_detail(pair.content()),
+                ),
+            };
+            if let Err(e) = ctx.catalog.apply(&t).await {
+                result.fenced |= fenced_out(ctx, &e);
+                tracing::error!(error = %e, "fence evidence not recorded");
+            }
+        }
+        result.pair.alarms.extend(alarms);
+    }
+}
+
 /// Writes one evidence row (no row updates, fenced like any transition) the first time a
 /// failover is refused for a lost primary, so `explain` can show why nothing happened.
 async fn record_refusal<D, C, A>(
@@ -520,7 +616,7 @@ async fn record_refusal<D, C, A>(
     let (new_episode, recorded) = ctx
         .refusals
         .note(pair.content(), (decision.rule, pair.primary.dbid));
-    result.pair.alarm = new_episode;
+    result.pair.episode_began = new_episode;
     // Logged once per episode at warning level; every cycle at debug.
     match (decision.rule, new_episode) {
         (_, false) => tracing::debug!(%reason, rule = %decision.rule, "still refused"),

@@ -88,3 +88,24 @@ pub fn bad_shape(
         "unreadable": unreadable,
     })
 }
+
+/// The evidence of a fence: the pair as read, what the driver was asked to do and what came
+/// of it (its alarms), and the driver's own detail.
+pub fn fence(
+    instance_id: &str,
+    pair: &Pair,
+    work: &crate::driver::Upkeep,
+    alarms: &[crate::driver::DriverAlarm],
+    driver: Option<Value>,
+) -> Value {
+    json!({
+        "instance_id": instance_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "rule": crate::core::Rule::Fence,
+        "content": pair.content(),
+        "before": { "primary": row(&pair.primary), "mirror": row(&pair.mirror) },
+        "upkeep": work,
+        "alarms": alarms,
+        "driver": driver,
+    })
+}

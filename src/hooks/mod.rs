@@ -125,7 +125,7 @@ impl Hooks {
     /// The call for an alarm on a content: a refusal episode began (event = the rule:
     /// `prober_fault`, `failover_unconfirmed`, `double_fault`, `role_conflict`), so an operator
     /// learns that ftsd is not acting and why. Sent to the transition hook with no row change.
-    pub fn alarm_call(&self, p: &crate::engine::PairReport) -> HookCall {
+    pub fn refusal_call(&self, p: &crate::engine::PairReport) -> HookCall {
         let event = p.rule.as_str();
         let reason = p.refusal.clone().unwrap_or_default();
         let mut env = self.base_env(event);
@@ -172,6 +172,28 @@ impl Hooks {
         }
     }
 
+    /// The call for a driver alarm (a fence, a misconfigured standby ...).
+    pub fn alarm_call(&self, a: &crate::driver::DriverAlarm) -> HookCall {
+        let mut env = self.base_env("alarm");
+        env.extend([
+            ("FTSD_ALARM".into(), a.kind.as_str().into()),
+            ("FTSD_CONTENT".into(), a.content.to_string()),
+            ("FTSD_DBID".into(), a.dbid.to_string()),
+            ("FTSD_REASON".into(), a.message.clone()),
+        ]);
+        HookCall {
+            event: "alarm",
+            args: vec![
+                "alarm".into(),
+                a.kind.as_str().into(),
+                a.content.to_string(),
+                a.dbid.to_string(),
+                a.message.clone(),
+            ],
+            env,
+        }
+    }
+
     pub fn leader_changed(&self, ev: &OfficeEvent) {
         self.enqueue(&self.settings.on_leader_change, self.leader_change_call(ev));
     }
@@ -194,12 +216,17 @@ impl CycleObserver for Hooks {
             return;
         }
         for p in &report.reports {
-            if p.alarm {
-                self.enqueue(&self.settings.on_transition, self.alarm_call(p));
+            if p.episode_began {
+                self.enqueue(&self.settings.on_transition, self.refusal_call(p));
             }
             for u in &p.updates {
                 let call = self.transition_call(u, p.epoch, p.rule.as_str());
                 self.enqueue(&self.settings.on_transition, call);
+            }
+            // Alarms go to the transition hook too (event `alarm`): whoever is paged for a
+            // failover wants to hear of a fence.
+            for a in &p.alarms {
+                self.enqueue(&self.settings.on_transition, self.alarm_call(a));
             }
         }
     }
@@ -313,6 +340,21 @@ mod tests {
         assert_eq!(env(&call, "FTSD_OLD_ROLE"), "m");
         assert_eq!(env(&call, "FTSD_NEW_MODE"), "n");
         assert_eq!(env(&call, "FTSD_EPOCH"), "7");
+    }
+
+    #[test]
+    fn alarm_arguments_and_environment() {
+        let call = hooks().alarm_call(&crate::driver::DriverAlarm {
+            kind: crate::driver::AlarmKind::Fenced,
+            content: 1,
+            dbid: 3,
+            message: "fenced dbid 3".into(),
+        });
+        assert_eq!(call.args, ["alarm", "fenced", "1", "3", "fenced dbid 3"]);
+        assert_eq!(env(&call, "FTSD_HOOK_EVENT"), "alarm");
+        assert_eq!(env(&call, "FTSD_ALARM"), "fenced");
+        assert_eq!(env(&call, "FTSD_DBID"), "3");
+        assert_eq!(env(&call, "FTSD_REASON"), "fenced dbid 3");
     }
 
     #[test]

@@ -98,6 +98,8 @@ struct Inner {
     messages: BTreeMap<(String, String), u64>,
     cycles: BTreeMap<String, u64>,
     hooks: BTreeMap<(String, String), u64>,
+    /// Driver alarms by kind (`sync_names_mismatch`, `fenced` ...).
+    alarms: BTreeMap<String, u64>,
     last_success: Option<SystemTime>,
     /// (role, status, mode) → rows, from the last cycle's catalog snapshot.
     segments: BTreeMap<(char, char, char), u64>,
@@ -105,7 +107,7 @@ struct Inner {
     /// cycle.
     refused_contents: u64,
     /// Refusal episodes begun (alarms raised), by rule.
-    alarms: BTreeMap<String, u64>,
+    refusal_alarms: BTreeMap<String, u64>,
     /// Contents whose last probe failed with a prober fault, in the last cycle.
     prober_fault_contents: u64,
 }
@@ -137,10 +139,11 @@ impl Default for Metrics {
                 messages: BTreeMap::new(),
                 cycles: BTreeMap::new(),
                 hooks: BTreeMap::new(),
+                alarms: BTreeMap::new(),
                 last_success: None,
                 segments: BTreeMap::new(),
                 refused_contents: 0,
-                alarms: BTreeMap::new(),
+                refusal_alarms: BTreeMap::new(),
                 prober_fault_contents: 0,
             }),
         }
@@ -270,6 +273,19 @@ impl Metrics {
         }
         family(
             &mut out,
+            "ftsd_driver_alarms_total",
+            "counter",
+            "Alarms raised by the segment driver outside the decision table, by kind (sync_names_mismatch, writable_demoted_primary, fenced, fence_failed, fence_command_failed); each once per episode.",
+        );
+        for (kind, n) in &g.alarms {
+            let _ = writeln!(
+                out,
+                "ftsd_driver_alarms_total{{kind=\"{}\"}} {n}",
+                escape(kind)
+            );
+        }
+        family(
+            &mut out,
             "ftsd_segments",
             "gauge",
             "Rows of gp_segment_configuration by role, status and mode, as of this instance's last cycle.",
@@ -293,7 +309,7 @@ impl Metrics {
             "counter",
             "Refusal episodes begun, by rule: prober_fault (a probe failed on this observer's side: credentials, privileges, DNS, its own network), failover_unconfirmed (the mirror did not answer before a failover), double_fault, role_conflict, bad_shape.",
         );
-        for (rule, n) in &g.alarms {
+        for (rule, n) in &g.refusal_alarms {
             let _ = writeln!(out, "ftsd_alarms_total{{rule=\"{}\"}} {n}", escape(rule));
         }
         family(
@@ -353,11 +369,14 @@ impl CycleObserver for Metrics {
             if let crate::core::ProbeOutcome::Failed { kind, .. } = &p.outcome {
                 *g.probe_failures.entry(kind.to_string()).or_default() += 1;
             }
-            if p.alarm {
-                *g.alarms.entry(p.rule.to_string()).or_default() += 1;
+            if p.episode_began {
+                *g.refusal_alarms.entry(p.rule.to_string()).or_default() += 1;
             }
             if p.transition == Some(TransitionOutcome::Applied) {
                 *g.transitions.entry(p.rule.to_string()).or_default() += 1;
+            }
+            for a in &p.alarms {
+                *g.alarms.entry(a.kind.as_str().into()).or_default() += 1;
             }
             if let Some(msg) = &p.message {
                 *g.messages
@@ -432,11 +451,17 @@ mod tests {
                 kind: MessageType::Promote,
                 result,
             }),
-            alarm: false,
+            episode_began: false,
             refusal: None,
             mirror_check: None,
             epoch: None,
             updates: Vec::new(),
+            alarms: vec![crate::driver::DriverAlarm {
+                kind: crate::driver::AlarmKind::Fenced,
+                content: 0,
+                dbid: 2,
+                message: "fenced".into(),
+            }],
         };
         let report = CycleReport {
             started_at: SystemTime::now(),
@@ -473,5 +498,9 @@ mod tests {
         );
         assert!(text.contains(r#"result="ok"} 1"#), "{text}");
         assert!(text.contains(r#"result="not_sent"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"ftsd_driver_alarms_total{kind="fenced"} 2"#),
+            "{text}"
+        );
     }
 }

@@ -284,9 +284,21 @@ impl Drop for Observer {
     }
 }
 
-/// Samples the real PostgreSQL instances every 250 ms: those that answer and are not in
-/// recovery, i.e. accept writes as a primary. A killed instance answers nothing and is not
-/// counted; a rebuilt one is a standby.
+/// Whether an instance can acknowledge a write as a primary: out of recovery, not made
+/// read-only (ftsd's fence), and its commits do not wait for a synchronous standby it does not
+/// have. A former primary that came back after a failover is out of recovery, but until it is
+/// fenced its commits wait forever for the standby that was promoted: it acknowledges
+/// nothing, which is what "one primary per content" is about.
+const ACKNOWLEDGING_PRIMARY: &str = "SELECT NOT pg_is_in_recovery() \
+       AND current_setting('default_transaction_read_only') = 'off' \
+       AND (current_setting('synchronous_standby_names') = '' \
+            OR current_setting('synchronous_commit') IN ('off', 'local') \
+            OR EXISTS (SELECT 1 FROM pg_stat_replication \
+                        WHERE sync_state IN ('sync', 'quorum')))";
+
+/// Samples the real PostgreSQL instances every 250 ms: those that answer and can acknowledge
+/// a write as a primary ([`ACKNOWLEDGING_PRIMARY`]). A killed instance answers nothing and is
+/// not counted; a rebuilt one is a standby.
 pub struct PgObserver {
     stop: Arc<AtomicBool>,
     pub samples: Arc<Mutex<Vec<ActingSample>>>,
@@ -321,7 +333,7 @@ impl PgObserver {
                         .and_then(|r| r.ok());
                     }
                     if let Some(c) = &client {
-                        let q = c.query_one("SELECT NOT pg_is_in_recovery()", &[]);
+                        let q = c.query_one(ACKNOWLEDGING_PRIMARY, &[]);
                         match tokio::time::timeout(Duration::from_millis(500), q).await {
                             Ok(Ok(row)) => {
                                 latest.lock().unwrap_or_else(|e| e.into_inner())[i] =

@@ -107,6 +107,13 @@ pub enum Expect {
     MirrorDown { content: i16, bound_ms: i64 },
     /// `content` has no transition at all until `until`.
     NoTransition { content: i16, until: Millis },
+    /// `dbid`, a former primary the catalog lists as a mirror, came back writable: a `fence`
+    /// evidence row for it within `bound_ms`.
+    Fenced {
+        content: i16,
+        dbid: i16,
+        bound_ms: i64,
+    },
     /// Nothing is required beyond the general invariants (e.g. a double fault: there is no
     /// in-sync mirror to promote).
     Nothing,

@@ -434,6 +434,33 @@ pub fn failures_acted_on_in_time(r: &Recorded, t: &Timing) -> Verdict {
                     ));
                 }
             }
+            Expect::Fenced {
+                content,
+                dbid,
+                bound_ms,
+            } => {
+                checked += 1;
+                let fence = r
+                    .evidence
+                    .iter()
+                    .filter(|e| e.rule == "fence" && e.content == *content)
+                    .map(|e| e.time_us.div_euclid(1000))
+                    .filter(|at| *at >= f.at)
+                    .min();
+                match fence {
+                    Some(at) if at - f.at <= bound_ms + t.slack_ms => {}
+                    Some(at) => bad.push(format!(
+                        "{}: dbid {dbid} fenced {} ms after it came back, bound {bound_ms} ms + slack {} ms",
+                        f.what,
+                        at - f.at,
+                        t.slack_ms
+                    )),
+                    None => bad.push(format!(
+                        "{}: dbid {dbid} (content {content}) came back writable and was never fenced",
+                        f.what
+                    )),
+                }
+            }
             Expect::Nothing => {}
         }
     }

@@ -52,6 +52,8 @@ pub const ALL: &[Scenario] = &[
     Scenario { name: "restart-everything", about: "restart every container (etcd, catalog, segments, FTS hosts); then a primary dies and is promoted", target: Target::Segsim, short: false },
     Scenario { name: "pg-kill-primary", about: "kill -9 a real PostgreSQL primary under write load: the synchronous standby is promoted and no acknowledged write is lost", target: Target::PgPairs, short: true },
     Scenario { name: "pg-kill-mirror", about: "kill -9 a real PostgreSQL standby under write load: it is marked down and writes continue", target: Target::PgPairs, short: false },
+    Scenario { name: "pg-crash-restart-short", about: "a real PostgreSQL primary crashes and restarts, refusing connections with 57P03 (held in recovery) for less than postgres.restart_grace: no failover, no lost acknowledged write", target: Target::PgPairs, short: false },
+    Scenario { name: "pg-crash-restart-long", about: "a real PostgreSQL primary's crash restart is held in recovery longer than postgres.restart_grace: its standby is promoted; the old primary comes back read-write and is fenced before a write to it is acknowledged; no lost acknowledged write", target: Target::PgPairs, short: false },
 ];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -74,6 +76,8 @@ pub async fn run(s: &Scenario, h: &mut Harness) -> Result<()> {
         "restart-everything" => restart_everything(h).await,
         "pg-kill-primary" => pg_kill_primary(h).await,
         "pg-kill-mirror" => pg_kill_mirror(h).await,
+        "pg-crash-restart-short" => pg_crash_restart(h, false).await,
+        "pg-crash-restart-long" => pg_crash_restart(h, true).await,
         other => fail(format!("unknown scenario {other}")),
     }
 }
@@ -526,5 +530,148 @@ async fn pg_kill_mirror(h: &mut Harness) -> Result<()> {
     h.wait_marked_down(m.dbid, bound + h.timing.slack_ms + 2000)
         .await;
     sleep_ms(2000).await;
+    Ok(())
+}
+
+/// `postgres.restart_grace` of the chaos cluster (chaos-tests/docker/etc/pgpairs.toml).
+const RESTART_GRACE_MS: i64 = 6000;
+
+/// Kills `container` (a crash) and starts it held in recovery (the `hold-recovery` marker of
+/// `chaos-pg`): it refuses every connection with 57P03 until [`release_hold`]. Returns once it
+/// answers so; a hold that does not take is a failure of the run.
+async fn crash_and_hold(container: &str, addr: &str) -> Result<()> {
+    docker::kill(container)?;
+    let marker = std::env::temp_dir().join(format!("hold-recovery-{container}"));
+    std::fs::write(&marker, "hold")
+        .map_err(|e| super::harness::HarnessError::Other(format!("{}: {e}", marker.display())))?;
+    let dest = format!("{container}:/var/lib/postgresql/hold-recovery");
+    let copied = docker::docker(&["cp", &marker.to_string_lossy(), &dest]);
+    let _ = std::fs::remove_file(&marker);
+    copied?;
+    docker::start(container)?;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Err(e) = cluster::connect(addr, "postgres").await {
+            if e.to_string().contains("57P03")
+                || e.to_string().contains("not accepting connections")
+                || e.to_string().contains("starting up")
+            {
+                return Ok(());
+            }
+        }
+        sleep_ms(50).await;
+    }
+    fail(format!(
+        "{container} did not answer 57P03 after a held restart"
+    ))
+}
+
+/// Lets a held restart finish (its recovery ends; it comes up read-write) and waits until it
+/// accepts connections.
+async fn release_hold(container: &str, addr: &str) -> Result<()> {
+    docker::exec(container, &["touch", "/tmp/chaos-release"])?;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if cluster::connect(addr, "postgres").await.is_ok() {
+            return Ok(());
+        }
+        sleep_ms(20).await;
+    }
+    fail(format!(
+        "{container} did not accept connections after its release"
+    ))
+}
+
+/// A real PostgreSQL primary crashes and restarts held in recovery (57P03), under the write
+/// load: for half the restart grace (`long` false: no transition while it is held) or past
+/// it (`long`: its standby is promoted, and when the old primary comes back read-write it is
+/// fenced: a write to it straight away must never be acknowledged, and a `fence` evidence
+/// row follows).
+async fn pg_crash_restart(h: &mut Harness, long: bool) -> Result<()> {
+    h.jitter(0, 2000).await;
+    let content = h.pick_content().await?;
+    let (p, _) = h.healthy_pair(content).await?;
+    let Some((container, addr)) = pg_container(p.dbid) else {
+        return fail(format!("no container for dbid {}", p.dbid));
+    };
+    crash_and_hold(container, addr).await?;
+    let what = format!(
+        "crash restart of {container} (pg primary dbid {}, content {content}) held in recovery",
+        p.dbid
+    );
+    if !long {
+        let hold_ms = RESTART_GRACE_MS / 2;
+        let idx = h.record(
+            format!("{what} for {hold_ms} ms (< restart_grace)"),
+            Some(content),
+            Expect::NoTransition {
+                content,
+                until: now_ms() + hold_ms,
+            },
+        );
+        sleep_ms(hold_ms as u64).await;
+        release_hold(container, addr).await?;
+        h.healed(idx);
+        // the primary keeps its role; its standby reconnects (the harness's heal waits for
+        // the pair to be in sync again)
+        sleep_ms(h.detect() as u64).await;
+        let rows = cluster::rows("pgpairs").await?;
+        if !rows
+            .iter()
+            .any(|r| r.dbid == p.dbid && r.role == 'p' && r.content == content)
+        {
+            return fail(format!(
+                "dbid {} lost its primary role after a short restart",
+                p.dbid
+            ));
+        }
+        return Ok(());
+    }
+    let bound = RESTART_GRACE_MS + h.detect() + 2000;
+    h.expect_promotion(
+        format!("{what} past restart_grace"),
+        content,
+        p.dbid,
+        bound,
+        2000,
+    )
+    .await;
+    // the old primary ends its recovery read-write while the catalog lists it as a mirror
+    release_hold(container, addr).await?;
+    let idx = h.record(
+        format!(
+            "{container} (former primary dbid {}) back read-write",
+            p.dbid
+        ),
+        Some(content),
+        Expect::Fenced {
+            content,
+            dbid: p.dbid,
+            bound_ms: h.detect() + 2000,
+        },
+    );
+    let client = cluster::connect(addr, "postgres").await?;
+    let write = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.batch_execute("INSERT INTO chaos_writes (seq) VALUES (-1)"),
+    )
+    .await;
+    match write {
+        Ok(Ok(())) => {
+            return fail(format!(
+                "a write to the former primary {container} was acknowledged"
+            ))
+        }
+        Ok(Err(e)) => h.note(format!("write to the former primary refused: {e}")),
+        Err(_) => {
+            return fail(format!(
+                "a write to the former primary {container} neither failed nor returned in 20 s: not fenced"
+            ))
+        }
+    }
+    sleep_ms(2000).await;
+    // rebuilt as a standby of the new primary by the harness's heal, as an operator would
+    docker::kill(container)?;
+    h.healed(idx);
     Ok(())
 }

@@ -351,6 +351,77 @@ impl PgServer {
         }
     }
 
+    /// Starts the server again (after [`PgServer::stop_immediate`] or [`PgServer::kill`])
+    /// *held in recovery*: it refuses every connection with SQLSTATE 57P03 ("starting up" /
+    /// "not accepting connections") until [`PgServer::release_recovery`]. Returns once it
+    /// answers so.
+    ///
+    /// A stand-in for a long crash recovery, which cannot be paused from outside: the server
+    /// runs archive recovery (`recovery.signal`) with `hot_standby = off`, and its
+    /// `restore_command` waits for a release file. Released, it replays its own WAL, ends
+    /// recovery on a new timeline and comes up read-write, as a crash-restarted primary does.
+    pub async fn start_held_in_recovery(&mut self) -> Result<()> {
+        if self.is_running() {
+            bail!("postgres on port {} is already running", self.port);
+        }
+        let release = self.dir.path().join("recovery.release");
+        let _ = fs::remove_file(&release);
+        fs::write(self.data_dir.join("recovery.signal"), "").context("writing recovery.signal")?;
+        let saved = self.cfg.settings.clone();
+        self.cfg.settings.extend([
+            ("hot_standby".to_string(), "off".to_string()),
+            (
+                "restore_command".to_string(),
+                format!(
+                    "while [ ! -e '{}' ]; do sleep 0.1; done; false",
+                    release.display()
+                ),
+            ),
+        ]);
+        let spawned = self.spawn_postmaster().await;
+        self.cfg.settings = saved;
+        spawned.map_err(|(Launch::PortTaken(e) | Launch::Failed(e))| e)?;
+        let deadline = Instant::now() + self.cfg.start_timeout;
+        loop {
+            match self.client().await {
+                Ok(_) => bail!("postgres accepted connections although held in recovery"),
+                Err(e) => {
+                    let code = e
+                        .downcast_ref::<tokio_postgres::Error>()
+                        .and_then(|e| e.code().map(|c| c.code().to_string()));
+                    if code.as_deref() == Some("57P03") {
+                        return Ok(());
+                    }
+                }
+            }
+            if !self.is_running() {
+                bail!(
+                    "postgres exited while held in recovery:\n{}",
+                    self.log_tail(30)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "postgres did not answer 57P03 within {:?}:\n{}",
+                    self.cfg.start_timeout,
+                    self.log_tail(30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Lets a server started with [`PgServer::start_held_in_recovery`] finish recovery, and
+    /// waits until it accepts connections.
+    pub async fn release_recovery(&mut self) -> Result<()> {
+        fs::write(self.dir.path().join("recovery.release"), "")
+            .context("writing the release file")?;
+        let offset = fs::metadata(&self.log_path).map(|m| m.len()).unwrap_or(0);
+        self.wait_ready(offset)
+            .await
+            .map_err(|(Launch::PortTaken(e) | Launch::Failed(e))| e)
+    }
+
     /// The last `n` lines of the server log (stdout and stderr of every start).
     pub fn log_tail(&self, n: usize) -> String {
         process::tail(&self.log_path, n)
@@ -480,6 +551,12 @@ impl PgServer {
     }
 
     async fn launch(&mut self) -> Result<(), Launch> {
+        let log_offset = self.spawn_postmaster().await?;
+        self.wait_ready(log_offset).await
+    }
+
+    /// Starts the postmaster without waiting for it; returns the log offset of this start.
+    async fn spawn_postmaster(&mut self) -> Result<u64, Launch> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -515,7 +592,7 @@ impl PgServer {
             .await
             .with_context(|| format!("starting {}", self.postgres_bin.display()))?;
         self.child = Some(child);
-        self.wait_ready(log_offset).await
+        Ok(log_offset)
     }
 
     async fn wait_ready(&mut self, log_offset: u64) -> Result<(), Launch> {

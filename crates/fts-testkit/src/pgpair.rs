@@ -37,7 +37,9 @@ pub fn probe_role_sql(role: &str, password: &str) -> String {
          GRANT pg_monitor TO {role};
          GRANT EXECUTE ON FUNCTION pg_promote(boolean, integer) TO {role};
          GRANT EXECUTE ON FUNCTION pg_reload_conf() TO {role};
-         GRANT ALTER SYSTEM ON PARAMETER synchronous_standby_names TO {role};"
+         GRANT ALTER SYSTEM ON PARAMETER synchronous_standby_names TO {role};
+         GRANT ALTER SYSTEM ON PARAMETER default_transaction_read_only TO {role};
+         GRANT pg_signal_backend TO {role};"
     )
 }
 

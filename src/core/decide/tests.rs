@@ -211,6 +211,14 @@ fn table() -> Vec<Case> {
             message: None,
         },
         Case {
+            name: "row 5: a driver's restart window (57P03 within postgres.restart_grace)",
+            pair: in_sync.clone(),
+            outcome: failed(RestartState::StartingUp { elapsed_ms: 1500 }),
+            rule: Rule::Restarting,
+            changes: vec![],
+            message: None,
+        },
+        Case {
             name: "row 6: primary lost, mirror in sync: failover",
             pair: in_sync.clone(),
             outcome: failed(RestartState::NotRestarting),
@@ -587,6 +595,7 @@ fn arb_outcome() -> impl Strategy<Value = ProbeOutcome> {
     let restart = prop_oneof![
         Just(RestartState::NotRestarting),
         (1u64..1000).prop_map(|lsn| RestartState::RecoveryMakingProgress { lsn }),
+        (0u64..100_000).prop_map(|elapsed_ms| RestartState::StartingUp { elapsed_ms }),
         (1u64..1000).prop_map(|lsn| RestartState::RecoveryNotMakingProgress { lsn }),
         Just(RestartState::Resetting),
     ];

@@ -22,7 +22,7 @@ pub(super) async fn set_sync_names(client: &Client, value: &str) -> Result<(), A
     reload(client).await
 }
 
-async fn reload(client: &Client) -> Result<(), AttemptError> {
+pub(super) async fn reload(client: &Client) -> Result<(), AttemptError> {
     let row = client
         .query_one("SELECT pg_reload_conf()", &[])
         .await

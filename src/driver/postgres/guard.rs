@@ -1,4 +1,5 @@
-//! The data-loss guard and the driver's memory per content.
+//! The data-loss guard and the driver's memory per content (verdicts, restart and
+//! misconfiguration episodes, pending changes and alarms, demoted primaries seen writable).
 //!
 //! The decision core allows a failover when the catalog says the pair is in sync (mode `s`).
 //! The catalog follows the probes, but with a delay: a probe that saw the standby lagging or
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::probe::Assessment;
+use crate::driver::{AlarmKind, DriverAlarm};
 use crate::model::{ContentId, Dbid};
 
 /// What the last successful probe of a content's primary concluded about its standby.
@@ -34,6 +36,33 @@ struct ContentState {
     missing_since: Option<(Dbid, Instant)>,
     /// The last probe's assessment, for evidence.
     last: Option<(Dbid, Assessment)>,
+    /// Since when the primary `.0` has refused connections as starting up / in recovery
+    /// (SQLSTATE 57P03); `.2`: the end of the restart grace was logged.
+    starting: Option<(Dbid, Instant, bool)>,
+    /// Since when the primary `.0` has streamed to a standby `synchronous_standby_names` does
+    /// not name; `.2`: alarmed for this episode.
+    unnamed: Option<(Dbid, Instant, bool)>,
+    /// `synchronous_standby_names` to switch back on at the primary `.0` (acting leader only).
+    restore: Option<(Dbid, String)>,
+    /// Alarms raised by probes, handed to the next survey.
+    alarms: Vec<DriverAlarm>,
+    /// A row the catalog lists as a mirror that answered as a writable primary.
+    pub(super) demoted: Option<Demoted>,
+}
+
+/// One episode of a demoted primary answering writable: from the first such answer until it
+/// answers as a standby (rebuilt) or another row is concerned.
+#[derive(Debug, Clone, Serialize)]
+pub struct Demoted {
+    pub dbid: Dbid,
+    #[serde(skip)]
+    pub since: Instant,
+    /// The SQL fence succeeded (read-only, sessions ended).
+    pub fenced: bool,
+    /// `fence_command` ran (successfully or not) in this episode.
+    pub command_ran: bool,
+    /// A failure was alarmed in this episode.
+    pub failure_alarmed: bool,
 }
 
 /// Per-content memory shared by every attempt.
@@ -59,6 +88,9 @@ impl Memory {
     ) -> bool {
         self.with(content, |st| {
             st.last = Some((primary, a.clone()));
+            if st.starting.is_some_and(|s| s.0 == primary) {
+                st.starting = None;
+            }
             if a.reply.is_role_mirror {
                 // A standby answered where the catalog has a primary: it says nothing about
                 // a standby of its own, so the verdict stays as it was.
@@ -86,6 +118,145 @@ impl Memory {
         })
     }
 
+    /// A PROBE of `primary` was refused with SQLSTATE 57P03: starts the restart clock unless
+    /// it runs already for this primary.
+    pub fn note_starting(&self, content: ContentId, primary: Dbid, now: Instant) {
+        self.with(content, |st| match st.starting {
+            Some((dbid, _, _)) if dbid == primary => {}
+            _ => st.starting = Some((primary, now, false)),
+        })
+    }
+
+    /// How long `primary` has been starting up, while that is less than `grace`; logs once
+    /// when the grace is exceeded.
+    pub fn starting_within(
+        &self,
+        content: ContentId,
+        primary: Dbid,
+        grace: Duration,
+        now: Instant,
+    ) -> Option<Duration> {
+        self.with(content, |st| {
+            let (dbid, since, logged) = st.starting.as_mut()?;
+            if *dbid != primary {
+                return None;
+            }
+            let elapsed = now.saturating_duration_since(*since);
+            if elapsed < grace {
+                return Some(elapsed);
+            }
+            if !*logged {
+                *logged = true;
+                tracing::warn!(
+                    dbid = primary,
+                    ?elapsed,
+                    ?grace,
+                    "primary still starting up / in recovery after postgres.restart_grace: \
+                     counted as failed"
+                );
+            }
+            None
+        })
+    }
+
+    /// Tracks a standby streaming without being named in `synchronous_standby_names`; returns
+    /// an alarm once per episode, when it has lasted `grace`.
+    pub fn track_unnamed(
+        &self,
+        content: ContentId,
+        primary: Dbid,
+        unnamed: bool,
+        grace: Duration,
+        now: Instant,
+    ) -> Option<Duration> {
+        self.with(content, |st| {
+            if !unnamed {
+                st.unnamed = None;
+                return None;
+            }
+            let (_, since, alarmed) = match &mut st.unnamed {
+                Some(u) if u.0 == primary => u,
+                other => other.insert((primary, now, false)),
+            };
+            let lasted = now.saturating_duration_since(*since);
+            if *alarmed || lasted < grace {
+                return None;
+            }
+            *alarmed = true;
+            Some(lasted)
+        })
+    }
+
+    /// Since when the current "streaming but not named" episode runs, if any.
+    pub fn unnamed_since(&self, content: ContentId) -> Option<Instant> {
+        self.with(content, |st| st.unnamed.map(|u| u.1))
+    }
+
+    pub fn want_restore(&self, content: ContentId, want: Option<(Dbid, String)>) {
+        self.with(content, |st| st.restore = want)
+    }
+
+    pub fn restore(&self, content: ContentId) -> Option<(Dbid, String)> {
+        self.with(content, |st| st.restore.clone())
+    }
+
+    pub fn push_alarm(&self, alarm: DriverAlarm) {
+        self.with(alarm.content, |st| st.alarms.push(alarm))
+    }
+
+    pub fn take_alarms(&self, content: ContentId) -> Vec<DriverAlarm> {
+        self.with(content, |st| std::mem::take(&mut st.alarms))
+    }
+
+    /// Records what the demoted row `dbid` answered. `writable`: as a primary accepting
+    /// writes; returns the alarm when that starts an episode.
+    pub fn saw_demoted(
+        &self,
+        content: ContentId,
+        dbid: Dbid,
+        writable: bool,
+        now: Instant,
+    ) -> Option<DriverAlarm> {
+        self.with(content, |st| {
+            if !writable {
+                return None;
+            }
+            if st.demoted.as_ref().is_some_and(|d| d.dbid == dbid) {
+                return None;
+            }
+            st.demoted = Some(Demoted {
+                dbid,
+                since: now,
+                fenced: false,
+                command_ran: false,
+                failure_alarmed: false,
+            });
+            Some(DriverAlarm {
+                kind: AlarmKind::WritableDemotedPrimary,
+                content,
+                dbid,
+                message: String::new(),
+            })
+        })
+    }
+
+    /// The demoted row answered as a standby: the episode is over.
+    pub fn demoted_is_standby(&self, content: ContentId, dbid: Dbid) {
+        self.with(content, |st| {
+            if st.demoted.as_ref().is_some_and(|d| d.dbid == dbid) {
+                st.demoted = None;
+            }
+        })
+    }
+
+    pub fn update_demoted<T>(
+        &self,
+        content: ContentId,
+        f: impl FnOnce(Option<&mut Demoted>) -> T,
+    ) -> T {
+        self.with(content, |st| f(st.demoted.as_mut()))
+    }
+
     /// Records a probe whose replication rows were hidden: evidence only; neither the verdict
     /// nor the missing-standby clock changes on what could not be seen.
     pub fn record_blind(&self, content: ContentId, primary: Dbid, a: &Assessment) {
@@ -104,6 +275,8 @@ impl Memory {
                 "driver": "postgres",
                 "probed_dbid": primary,
                 "last_probe": last,
+                "standby_not_named_for_ms": st.unnamed.map(|u| u.1.elapsed().as_millis() as u64),
+                "demoted_primary": st.demoted,
                 "verdict": st.verdict.as_ref().map(|v| serde_json::json!({
                     "primary_dbid": v.primary_dbid,
                     "in_sync": v.in_sync,
@@ -150,6 +323,8 @@ mod tests {
             &Observed {
                 in_recovery: false,
                 synchronous_standby_names: names.into(),
+                synchronous_commit: "on".into(),
+                read_only: false,
                 standbys: if state.is_empty() {
                     vec![]
                 } else {
@@ -184,6 +359,56 @@ mod tests {
         standby.reply.is_role_mirror = true;
         m.record_probe(0, 4, &standby, grace, now);
         assert!(check(m.verdict(0).as_ref(), 4).is_err());
+    }
+
+    #[test]
+    fn restart_clock_runs_per_primary_and_ends_at_the_grace() {
+        let m = Memory::default();
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(10);
+        assert_eq!(m.starting_within(0, 2, grace, t0), None, "no episode yet");
+        m.note_starting(0, 2, t0);
+        m.note_starting(0, 2, t0 + Duration::from_secs(5)); // keeps the first time
+        assert_eq!(
+            m.starting_within(0, 2, grace, t0 + Duration::from_secs(9)),
+            Some(Duration::from_secs(9))
+        );
+        assert_eq!(m.starting_within(0, 2, grace, t0 + grace), None);
+        assert_eq!(m.starting_within(0, 3, grace, t0), None, "another primary");
+        // a successful probe ends the episode
+        m.record_probe(0, 2, &assessed("streaming", "sync", "s"), grace, t0 + grace);
+        assert_eq!(m.starting_within(0, 2, grace, t0 + grace), None);
+        m.note_starting(0, 2, t0 + grace);
+        assert!(m.starting_within(0, 2, grace, t0 + grace).is_some());
+    }
+
+    #[test]
+    fn unnamed_standby_alarms_once_per_episode_after_the_grace() {
+        let m = Memory::default();
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(3);
+        assert_eq!(m.track_unnamed(0, 2, true, grace, t0), None);
+        assert_eq!(
+            m.track_unnamed(0, 2, true, grace, t0 + Duration::from_secs(2)),
+            None
+        );
+        assert_eq!(
+            m.track_unnamed(0, 2, true, grace, t0 + Duration::from_secs(3)),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            m.track_unnamed(0, 2, true, grace, t0 + Duration::from_secs(9)),
+            None
+        );
+        // fixed, then wrong again: a new episode
+        assert_eq!(
+            m.track_unnamed(0, 2, false, grace, t0 + Duration::from_secs(10)),
+            None
+        );
+        assert_eq!(m.unnamed_since(0), None);
+        let t1 = t0 + Duration::from_secs(11);
+        assert_eq!(m.track_unnamed(0, 2, true, grace, t1), None);
+        assert!(m.track_unnamed(0, 2, true, grace, t1 + grace).is_some());
     }
 
     #[test]

@@ -31,6 +31,11 @@ pub struct StandbyRow {
 pub struct Observed {
     pub in_recovery: bool,
     pub synchronous_standby_names: String,
+    /// The server's `synchronous_commit` as the probe role's session sees it (the server
+    /// default, unless the role or database overrides it).
+    pub synchronous_commit: String,
+    /// `default_transaction_read_only`: on after ftsd fenced the server.
+    pub read_only: bool,
     pub standbys: Vec<StandbyRow>,
 }
 
@@ -46,13 +51,17 @@ const REPLICATION: &str = "SELECT coalesce(r.application_name, ''), r.state, r.s
 pub(super) async fn observe(client: &Client) -> Result<Observed, AttemptError> {
     let row = client
         .query_one(
-            "SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names')",
+            "SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names'), \
+                    current_setting('synchronous_commit'), \
+                    current_setting('default_transaction_read_only') = 'on'",
             &[],
         )
         .await
         .map_err(|e| classify(&e, false))?;
     let in_recovery: bool = row.get(0);
     let synchronous_standby_names: String = row.get(1);
+    let synchronous_commit: String = row.get(2);
+    let read_only: bool = row.get(3);
     let standbys = if in_recovery {
         Vec::new()
     } else {
@@ -72,6 +81,8 @@ pub(super) async fn observe(client: &Client) -> Result<Observed, AttemptError> {
     Ok(Observed {
         in_recovery,
         synchronous_standby_names,
+        synchronous_commit,
+        read_only,
         standbys,
     })
 }
@@ -94,6 +105,28 @@ pub struct Assessment {
 
 const UP_STATES: [&str; 2] = ["streaming", "catchup"];
 const SYNC_STATES: [&str; 2] = ["sync", "quorum"];
+
+/// `synchronous_commit` values under which an acknowledged commit is on the standby's disk
+/// (`on`: flushed; `remote_apply`: flushed and applied). `remote_write` acknowledges once the
+/// standby's OS has the WAL, not its disk: losing the standby host's power in between loses an
+/// acknowledged commit, and ftsd could not tell. `local` and `off` do not wait for the
+/// standby at all. Only the first two make "in sync" mean "no acknowledged commit is lost by
+/// promoting it".
+pub const DURABLE_COMMIT: [&str; 2] = ["on", "remote_apply"];
+
+/// Whether the standby streams, is not a synchronous one, and synchronous replication is on:
+/// `synchronous_standby_names` does not name it (a wrong `postgres.sync_standby_names`), so
+/// commits wait for a standby that never comes.
+pub fn streaming_but_not_named(a: &Assessment) -> bool {
+    a.reply.is_syncrep_enabled
+        && a.standby.as_ref().is_some_and(|r| {
+            r.state.as_deref() == Some("streaming")
+                && !r
+                    .sync_state
+                    .as_deref()
+                    .is_some_and(|s| SYNC_STATES.contains(&s))
+        })
+}
 
 pub fn assess(obs: &Observed, max_lag: u64) -> Assessment {
     if obs.in_recovery {
@@ -141,11 +174,15 @@ pub fn assess(obs: &Observed, max_lag: u64) -> Assessment {
             let lag_ok = row
                 .replay_lag
                 .is_some_and(|lag| lag <= i64::try_from(max_lag).unwrap_or(i64::MAX));
+            let durable = DURABLE_COMMIT.contains(&obs.synchronous_commit.as_str());
             a.reply.is_mirror_up = up;
-            a.reply.is_in_sync = up && state == "streaming" && syncrep && sync && lag_ok;
+            a.reply.is_in_sync = up && state == "streaming" && syncrep && sync && lag_ok && durable;
             a.restore_syncrep = state == "streaming" && !syncrep;
             a.why = if a.reply.is_in_sync {
-                "standby streaming, synchronous and caught up".into()
+                format!(
+                    "standby streaming, synchronous and caught up (synchronous_commit = {})",
+                    obs.synchronous_commit
+                )
             } else if !up {
                 format!("standby walsender is {state}")
             } else if !syncrep {
@@ -156,6 +193,12 @@ pub fn assess(obs: &Observed, max_lag: u64) -> Assessment {
                 format!(
                     "standby is {} (not named in synchronous_standby_names)",
                     row.sync_state.as_deref().unwrap_or("of unknown sync state")
+                )
+            } else if !durable {
+                format!(
+                    "synchronous_commit = {} does not wait for the standby's disk (on or \
+                     remote_apply needed): acknowledged commits may be missing on it",
+                    obs.synchronous_commit
                 )
             } else {
                 match row.replay_lag {
@@ -207,8 +250,40 @@ mod tests {
         Observed {
             in_recovery: false,
             synchronous_standby_names: names.into(),
+            synchronous_commit: "on".into(),
+            read_only: false,
             standbys,
         }
+    }
+
+    #[test]
+    fn only_a_commit_that_waits_for_the_standbys_disk_counts_as_in_sync() {
+        for (setting, in_sync) in [
+            ("on", true),
+            ("remote_apply", true),
+            ("remote_write", false),
+            ("local", false),
+            ("off", false),
+        ] {
+            let mut o = obs("s1", vec![row("streaming", "sync", Some(0))]);
+            o.synchronous_commit = setting.into();
+            let a = assess(&o, 0);
+            assert_eq!(a.reply.is_in_sync, in_sync, "{setting}: {}", a.why);
+            assert!(a.reply.is_mirror_up, "{setting}");
+            assert!(a.why.contains(setting), "{setting}: {}", a.why);
+        }
+    }
+
+    #[test]
+    fn a_streaming_standby_not_named_is_detected() {
+        let named = assess(&obs("s1", vec![row("streaming", "sync", Some(0))]), 0);
+        assert!(!streaming_but_not_named(&named));
+        let wrong = assess(&obs("typo", vec![row("streaming", "async", Some(0))]), 0);
+        assert!(streaming_but_not_named(&wrong));
+        let off = assess(&obs("", vec![row("streaming", "async", Some(0))]), 0);
+        assert!(!streaming_but_not_named(&off), "syncrep off blocks nothing");
+        let catchup = assess(&obs("typo", vec![row("catchup", "async", Some(0))]), 0);
+        assert!(!streaming_but_not_named(&catchup));
     }
 
     #[test]

@@ -145,6 +145,12 @@ struct ScriptedDriver {
     deadlines: Mutex<Vec<(MessageType, Instant)>>,
     on_send: Mutex<Option<OnSend>>,
     veto: Mutex<Option<String>>,
+    /// What `restarting` answers.
+    restarting: Mutex<Option<Duration>>,
+    /// The work every survey asks for.
+    survey_work: Mutex<Vec<Upkeep>>,
+    /// Called between the two steps of an upkeep.
+    between_steps: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     log: Log,
 }
 
@@ -156,6 +162,9 @@ impl ScriptedDriver {
             deadlines: Mutex::new(Vec::new()),
             on_send: Mutex::new(None),
             veto: Mutex::new(None),
+            restarting: Mutex::new(None),
+            survey_work: Mutex::new(Vec::new()),
+            between_steps: Mutex::new(None),
             log: log.clone(),
         }
     }
@@ -220,6 +229,46 @@ impl SegmentDriver for ScriptedDriver {
 
     fn failover_veto(&self, _pair: &Pair) -> Option<String> {
         self.veto.lock().unwrap().clone()
+    }
+
+    fn restarting(&self, _target: &Segment, _last: &AttemptError) -> Option<Duration> {
+        *self.restarting.lock().unwrap()
+    }
+
+    async fn survey(&self, _pair: &Pair, _deadline: Instant) -> crate::driver::Survey {
+        crate::driver::Survey {
+            alarms: Vec::new(),
+            work: self.survey_work.lock().unwrap().clone(),
+        }
+    }
+
+    /// Two server changes, each asked of the gate first, as the postgres driver's fence does.
+    async fn upkeep(
+        &self,
+        pair: &Pair,
+        work: &Upkeep,
+        gate: crate::driver::AuthorityGate<'_>,
+    ) -> Vec<DriverAlarm> {
+        for step in 1..=2 {
+            if gate().is_none() {
+                log(&self.log, format!("upkeep stopped before step {step}"));
+                return Vec::new();
+            }
+            log(&self.log, format!("upkeep step {step}"));
+            if step == 1 {
+                if let Some(hook) = &*self.between_steps.lock().unwrap() {
+                    hook();
+                }
+            }
+        }
+        vec![DriverAlarm {
+            kind: crate::driver::AlarmKind::Fenced,
+            content: pair.content(),
+            dbid: match work {
+                Upkeep::Fence { dbid, .. } | Upkeep::RestoreSyncrep { dbid, .. } => *dbid,
+            },
+            message: "fenced".into(),
+        }]
     }
 }
 
@@ -504,7 +553,7 @@ async fn a_prober_fault_changes_nothing_and_is_alarmed_once_per_episode() {
     for _ in 0..3 {
         let r = run_cycle(ctx.clone()).await.unwrap();
         assert_eq!(r.reports[0].rule, Rule::ProberFault);
-        alarms += r.reports[0].alarm as usize;
+        alarms += r.reports[0].episode_began as usize;
     }
     assert_eq!(alarms, 1, "alarmed once per episode");
     assert_eq!(catalog.state(2), st(P, U, S), "nothing written");
@@ -577,4 +626,98 @@ async fn a_failover_whose_mirror_does_not_answer_is_refused_with_evidence() {
     let r = run_cycle(ctx.clone()).await.unwrap();
     assert_eq!(r.reports[0].rule, Rule::FailoverUnconfirmed);
     assert_eq!(ctx.driver.sent(MessageType::Promote), 0);
+}
+
+fn fence_work() -> Upkeep {
+    Upkeep::Fence {
+        dbid: 5,
+        why: "answers as a writable primary".into(),
+    }
+}
+
+#[tokio::test]
+async fn an_observe_only_instance_changes_no_server_beyond_the_table() {
+    let (ctx, catalog, auth, log) = context(in_sync_pair());
+    ctx.driver
+        .always(2, MessageType::Probe, ok(true, true, true, false));
+    *ctx.driver.survey_work.lock().unwrap() = vec![fence_work()];
+    auth.acting.store(false, Ordering::SeqCst);
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(events(&log), Vec::<String>::new());
+    assert!(report.reports[0].alarms.is_empty());
+    assert!(catalog.evidence_rules().is_empty());
+}
+
+#[tokio::test]
+async fn the_acting_leader_makes_driver_changes_and_records_a_fence() {
+    let (ctx, catalog, _auth, log) = context(in_sync_pair());
+    ctx.driver
+        .always(2, MessageType::Probe, ok(true, true, true, false));
+    *ctx.driver.survey_work.lock().unwrap() = vec![fence_work()];
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(
+        events(&log),
+        vec!["upkeep step 1", "upkeep step 2", "commit fence"]
+    );
+    assert_eq!(report.reports[0].alarms.len(), 1);
+    assert_eq!(catalog.evidence_rules(), vec![Rule::Fence]);
+    let ev = catalog.evidence.lock().unwrap()[0].evidence.clone();
+    assert_eq!(ev["upkeep"]["dbid"], 5, "{ev}");
+    assert_eq!(ev["alarms"][0]["kind"], "fenced", "{ev}");
+}
+
+#[tokio::test]
+async fn a_driver_change_stops_when_authority_is_lost_midway() {
+    let (ctx, catalog, auth, log) = context(in_sync_pair());
+    ctx.driver
+        .always(2, MessageType::Probe, ok(true, true, true, false));
+    *ctx.driver.survey_work.lock().unwrap() = vec![fence_work()];
+    let lose = auth.clone();
+    *ctx.driver.between_steps.lock().unwrap() =
+        Some(Box::new(move || lose.acting.store(false, Ordering::SeqCst)));
+    run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(
+        events(&log),
+        vec!["upkeep step 1", "upkeep stopped before step 2"]
+    );
+    assert!(catalog.evidence_rules().is_empty());
+}
+
+#[tokio::test]
+async fn a_driver_change_is_not_started_past_the_act_by_deadline() {
+    let (ctx, _catalog, auth, log) = context(in_sync_pair());
+    ctx.driver
+        .always(2, MessageType::Probe, ok(true, true, true, false));
+    *ctx.driver.survey_work.lock().unwrap() = vec![fence_work()];
+    let late = auth.clone();
+    *auth.deadline.lock().unwrap() = Some(Instant::now() + Duration::from_secs(5));
+    *ctx.driver.between_steps.lock().unwrap() = Some(Box::new(move || {
+        *late.deadline.lock().unwrap() = Some(Instant::now())
+    }));
+    run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(
+        events(&log),
+        vec!["upkeep step 1", "upkeep stopped before step 2"]
+    );
+}
+
+#[tokio::test]
+async fn a_driver_reported_restart_defers_the_failover() {
+    let (ctx, catalog, _auth, log) = context(in_sync_pair());
+    *ctx.driver.restarting.lock().unwrap() = Some(Duration::from_secs(3));
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(report.reports[0].rule, Rule::Restarting);
+    assert!(matches!(
+        report.reports[0].outcome,
+        ProbeOutcome::Failed {
+            restart: RestartState::StartingUp { elapsed_ms: 3000 },
+            ..
+        }
+    ));
+    assert_eq!(events(&log), Vec::<String>::new());
+    assert_eq!(catalog.state(2), st(P, U, S));
+    // past the driver's bound, the ordinary failover
+    *ctx.driver.restarting.lock().unwrap() = None;
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(report.reports[0].rule, Rule::Failover);
 }

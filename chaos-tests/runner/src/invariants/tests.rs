@@ -342,6 +342,42 @@ fn a_transition_where_none_is_allowed_fails() {
 }
 
 #[test]
+fn a_former_primary_back_writable_must_be_fenced_in_time() {
+    let mut r = clean();
+    r.faults.push(fault(
+        T0 + 4000,
+        0,
+        Expect::Fenced {
+            content: 0,
+            dbid: 2,
+            bound_ms: 3000,
+        },
+    ));
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Fail,
+        "no fence evidence"
+    );
+    let mut fence = ev(9, T0 + 60_000, 10, "ftsd1", 0, &[]);
+    fence.rule = "fence".into();
+    r.evidence.push(fence.clone());
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Fail,
+        "too late"
+    );
+    r.evidence.pop();
+    fence.time_us = (T0 + 5000) * 1000;
+    r.evidence.push(fence);
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Pass
+    );
+    // a fence records no row change: it needs no history
+    assert_eq!(history_and_evidence(&r).status, Status::Pass);
+}
+
+#[test]
 fn promoting_twice_for_one_fault_fails() {
     let mut r = clean();
     r.history.push(hist(T0 + 6000, 6, 0, 'm', 'd', 'n'));
