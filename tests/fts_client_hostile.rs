@@ -489,12 +489,31 @@ async fn fatal_after_authentication_ok_is_startup_error() {
     error_response(
         &mut out,
         "FATAL",
+        "53300",
+        "sorry, too many clients already",
+        "",
+    );
+    let err = failure(Script::Startup(out)).await;
+    assert_eq!(err.kind, FailureKind::StartupError, "{err:?}");
+    assert_eq!(err.sqlstate.as_deref(), Some("53300"));
+}
+
+/// A segment refusing the probe role ("must be superuser", 42501) is a prober fault: the
+/// segment answered, the role is what is wrong (docs/safety.md).
+#[tokio::test]
+async fn must_be_superuser_after_authentication_ok_is_a_permission_prober_fault() {
+    let mut out = BytesMut::new();
+    put_tagged(&mut out, b'R', |b| b.put_i32(0));
+    error_response(
+        &mut out,
+        "FATAL",
         "42501",
         "must be superuser role to handle FTS request",
         "",
     );
     let err = failure(Script::Startup(out)).await;
-    assert_eq!(err.kind, FailureKind::StartupError, "{err:?}");
+    assert_eq!(err.kind, FailureKind::Permission, "{err:?}");
+    assert!(err.kind.is_prober_fault());
     assert_eq!(err.sqlstate.as_deref(), Some("42501"));
 }
 
