@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod config;
 pub mod core;
 pub mod ctl;
+pub mod daemon;
 pub mod driver;
 pub mod election;
 pub mod engine;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use fts_testkit::pg::PgServer;
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::schema::{self, TableAction};
-use ftsd::catalog::{Catalog, CatalogError, Transition};
+use ftsd::catalog::{Catalog, CatalogError, NoEtcd, Transition};
 use ftsd::core::{decide_pair, FailoverGuard, ProbeOutcome, RestartState, Rule};
 use ftsd::model::{Epoch, Mode, Role, Status};
 use ftsd::wire::failure::FailureKind;
@@ -124,7 +124,10 @@ async fn failover_transaction_writes_rows_history_and_evidence() {
     let pg = PgServer::builder().start().await.unwrap();
     let client = seed(&pg).await;
     let catalog = catalog_for(&pg);
-    catalog.claim_epoch(Epoch(7), "test-1").await.unwrap();
+    assert_eq!(
+        catalog.claim_epoch(7, "test-1", NoEtcd).await.unwrap(),
+        Epoch(7)
+    );
     let cfg = catalog.load().await.unwrap();
     assert_eq!(cfg.segments.len(), 5);
     catalog
@@ -200,10 +203,10 @@ async fn a_fenced_out_epoch_writes_nothing() {
     let client = seed(&pg).await;
     let old = catalog_for(&pg);
     let new = catalog_for(&pg);
-    old.claim_epoch(Epoch(5), "old").await.unwrap();
+    old.claim_epoch(5, "old", NoEtcd).await.unwrap();
     let snapshot = old.load().await.unwrap();
     // a newer leader takes office
-    new.claim_epoch(Epoch(9), "new").await.unwrap();
+    new.claim_epoch(9, "new", NoEtcd).await.unwrap();
 
     let err = old
         .apply(&failover_of_content_0(&snapshot, Epoch(5)))
@@ -215,7 +218,7 @@ async fn a_fenced_out_epoch_writes_nothing() {
         }
         other => panic!("expected Fenced, got {other}"),
     }
-    let err = old.claim_epoch(Epoch(5), "old").await.unwrap_err();
+    let err = old.claim_epoch(5, "old", NoEtcd).await.unwrap_err();
     assert!(matches!(err, CatalogError::Fenced { .. }));
     assert_eq!(
         count(&client, "SELECT count(*) FROM gp_configuration_history").await,
@@ -384,14 +387,14 @@ async fn a_blocked_fence_statement_fails_with_a_lock_timeout() {
     });
     let started = std::time::Instant::now();
     let err = catalog
-        .claim_epoch(Epoch(3), "blocked")
+        .claim_epoch(3, "blocked", NoEtcd)
         .await
         .expect_err("the row is locked");
     assert!(started.elapsed() < Duration::from_secs(5), "{err}");
     assert!(err.is_transient(), "{err}");
     assert!(err.to_string().contains("lock timeout"), "{err}");
     holder.batch_execute("ROLLBACK").await.unwrap();
-    catalog.claim_epoch(Epoch(3), "blocked").await.unwrap();
+    catalog.claim_epoch(3, "blocked", NoEtcd).await.unwrap();
 }
 
 /// Greenplum cannot run here, so a plain PostgreSQL plays the coordinator: a stand-in

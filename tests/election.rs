@@ -9,59 +9,22 @@ use std::time::{Duration, Instant, SystemTime};
 use etcd_client::Client;
 use fts_segsim::Fault;
 use fts_testkit::etcd::EtcdCluster;
-use ftsd::election::members::{list, MemberInfo};
+use ftsd::election::members::MemberInfo;
 use ftsd::model::{Mode, Role, Status};
-use support::{history_text, wait_for, System};
+use support::elected::{
+    assert_all_evidence_from, catalog_epoch, leaders, members, stop_the_leader_at, system,
+    wait_leader, wait_members, LIMIT,
+};
+use support::{content0_failover, wait_for, System};
 
 use Mode::NotInSync as N;
 use Role::Primary as P;
 use Status::Up as U;
 
-const LIMIT: Duration = Duration::from_secs(30);
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn system(etcd: &EtcdCluster, ttl: &str) -> System {
-    let mut sys = System::start(2, Duration::from_millis(500)).await;
-    sys.etcd_endpoints = etcd.endpoints();
-    sys.lease_ttl = ttl.into();
-    sys
-}
-
-async fn members(etcd: &EtcdCluster) -> Vec<MemberInfo> {
-    let Ok(mut c) = Client::connect(etcd.endpoints(), None).await else {
-        return Vec::new();
-    };
-    list(&mut c, "/ftsd/test/members/")
-        .await
-        .unwrap_or_default()
-}
-
-async fn leaders(etcd: &EtcdCluster) -> Vec<MemberInfo> {
-    members(etcd)
-        .await
-        .into_iter()
-        .filter(|m| m.role == "leader")
-        .collect()
-}
-
-async fn wait_leader(etcd: &EtcdCluster, not: Option<&str>) -> MemberInfo {
-    wait_for("a leader", LIMIT, || async {
-        let l = leaders(etcd).await;
-        (l.len() == 1 && Some(l[0].instance_id.as_str()) != not).then(|| l[0].clone())
-    })
-    .await
-}
 
 fn index_of(sys: &System, name: &str) -> usize {
     sys.daemons.iter().position(|d| d.name == name).unwrap()
-}
-
-async fn catalog_epoch(sys: &System) -> i64 {
-    let c = sys.pg.client().await.unwrap();
-    c.query_one("SELECT epoch FROM fts_epoch", &[])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,28 +111,13 @@ async fn a_paused_leaders_pending_write_is_rejected_by_the_fence() {
     let etcd = EtcdCluster::start(1).await.unwrap();
     let mut sys = system(&etcd, "3s").await;
     // the first leader pauses between its authority check and its catalog write
-    sys.spawn_ftsd_env("old", &[], "", &[("FTS_INJECT_DELAY_BEFORE_APPLY", "8s")]);
-    let old = wait_leader(&etcd, None).await;
-    assert_eq!(old.instance_id, "old");
-    sys.spawn_ftsd("new", &[], "");
-    wait_for("2 members", LIMIT, || async {
-        (members(&etcd).await.len() == 2).then_some(())
-    })
-    .await;
-
-    sys.sim.set_fault(2, Fault::Down).await.unwrap();
-    wait_for(
-        "old leader decided and is about to write",
-        LIMIT,
-        || async {
-            sys.daemons[0]
-                .log_text()
-                .contains("fault injection: delaying the catalog write")
-                .then_some(())
-        },
+    stop_the_leader_at(
+        &mut sys,
+        &etcd,
+        &[("FTS_INJECT_DELAY_BEFORE_APPLY", "8s")],
+        "fault injection: delaying the catalog write",
     )
     .await;
-    sys.daemons[0].signal(libc::SIGSTOP);
 
     // the follower takes over after the lease expires and fails the pair over itself
     let new = wait_leader(&etcd, Some("old")).await;
@@ -192,16 +140,8 @@ async fn a_paused_leaders_pending_write_is_rejected_by_the_fence() {
         "{old_log}"
     );
     // nothing the old leader decided reached the catalog or a segment
-    assert_eq!(
-        sys.history().await,
-        vec![
-            history_text(2, 0, 'm', 'd', 'n'),
-            history_text(4, 0, 'p', 'u', 'n')
-        ]
-    );
-    for (epoch, instance, _, _) in sys.evidence().await {
-        assert_eq!((epoch, instance.as_str()), (new.epoch.unwrap(), "new"));
-    }
+    assert_eq!(sys.history().await, content0_failover());
+    assert_all_evidence_from(&sys, new.epoch.unwrap(), "new").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         sys.sim.view(4).unwrap().counters.promote,
@@ -229,10 +169,7 @@ async fn old_leader_about_to_send_syncrep_off(
     let old = wait_leader(etcd, None).await;
     assert_eq!(old.instance_id, "old");
     sys.spawn_ftsd("new", &[], "");
-    wait_for("2 members", LIMIT, || async {
-        (members(etcd).await.len() == 2).then_some(())
-    })
-    .await;
+    wait_members(etcd, 2).await;
     sys.sim.set_fault(4, Fault::Down).await.unwrap();
     wait_for(
         "old leader between its check and the send",

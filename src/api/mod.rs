@@ -7,7 +7,6 @@
 //! * `convert` — model types to protobuf messages.
 
 pub mod convert;
-pub mod daemon;
 pub mod service;
 pub mod state;
 

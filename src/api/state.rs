@@ -20,7 +20,8 @@ pub enum Mode {
     /// Elected through etcd.
     Elected {
         authority: Arc<ElectedAuthority>,
-        etcd: EtcdOptions,
+        /// Boxed: the options are large next to the single-instance variant.
+        etcd: Box<EtcdOptions>,
         /// `etcd.prefix`.
         prefix: String,
         /// Granted lease TTL minus act margin, to derive the keepalive age from act-by.
@@ -128,7 +129,7 @@ impl ApiState {
     pub fn own_epoch(&self) -> Option<i64> {
         match &self.mode {
             Mode::Single { epoch } => Some(*epoch),
-            Mode::Elected { authority, .. } => authority.office().map(|o| o.epoch.0),
+            Mode::Elected { authority, .. } => authority.office().map(|o| o.epoch().0),
         }
     }
 
@@ -160,7 +161,12 @@ impl ApiState {
             }),
             Mode::Single { .. } => None,
         };
+        let etcd_reconnects = match &self.mode {
+            Mode::Elected { authority, .. } => authority.reconnects.counts().to_vec(),
+            Mode::Single { .. } => Vec::new(),
+        };
         Live {
+            etcd_reconnects,
             is_leader: self.is_leader(),
             epoch: self.own_epoch(),
             paused: self.paused(),

@@ -55,18 +55,38 @@ impl CatalogError {
     }
 }
 
+/// etcd's side of a claim (see `core::epoch`), asked with the fence row locked.
+pub trait EtcdRevision: Clone + Send + Sync + 'static {
+    /// etcd's current revision, read linearizably after confirming that the claimer's leader
+    /// key is still its own: `Some(Err)` when that cannot be confirmed, None without etcd.
+    fn current(&self) -> impl Future<Output = Option<Result<i64, String>>> + Send;
+}
+
+/// No etcd (`--no-election`): claims stay in generation 0.
+#[derive(Debug, Clone, Copy)]
+pub struct NoEtcd;
+
+impl EtcdRevision for NoEtcd {
+    async fn current(&self) -> Option<Result<i64, String>> {
+        None
+    }
+}
+
 /// A catalog backend.
 pub trait Catalog: Send + Sync + 'static {
     /// Reads every row of the segment configuration in one snapshot.
     fn load(&self) -> impl Future<Output = Result<SegmentConfig, CatalogError>> + Send;
 
-    /// Records `epoch` as the current authority (taking office). Fails with `Fenced` when a
-    /// higher epoch is already recorded.
-    fn claim_epoch(
+    /// Records the epoch of an office granted at `revision` (taking office) and returns it:
+    /// the recorded generation with our revision, or the next generation after an etcd
+    /// rebuild (see `core::epoch`, whose rule this follows; `etcd` is asked under the fence
+    /// row lock). Fails with `Fenced` when a newer epoch is recorded.
+    fn claim_epoch<E: EtcdRevision>(
         &self,
-        epoch: Epoch,
+        revision: i64,
         instance_id: &str,
-    ) -> impl Future<Output = Result<(), CatalogError>> + Send;
+        etcd: E,
+    ) -> impl Future<Output = Result<Epoch, CatalogError>> + Send;
 
     /// Applies one pair's transition in a single transaction fenced by its epoch: all of it or
     /// nothing.
@@ -78,12 +98,13 @@ impl<C: Catalog> Catalog for std::sync::Arc<C> {
         (**self).load()
     }
 
-    fn claim_epoch(
+    fn claim_epoch<E: EtcdRevision>(
         &self,
-        epoch: Epoch,
+        revision: i64,
         instance_id: &str,
-    ) -> impl Future<Output = Result<(), CatalogError>> + Send {
-        (**self).claim_epoch(epoch, instance_id)
+        etcd: E,
+    ) -> impl Future<Output = Result<Epoch, CatalogError>> + Send {
+        (**self).claim_epoch(revision, instance_id, etcd)
     }
 
     fn apply(&self, t: &Transition) -> impl Future<Output = Result<(), CatalogError>> + Send {

@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::{schema, Catalog, CatalogError, Transition};
+use super::{schema, Catalog, CatalogError, EtcdRevision, Transition};
 use crate::config::{CatalogConfig, ConnString};
+use crate::core::epoch::{compose, generation, plan_claim, ClaimPlan};
 use crate::model::{Epoch, Mode, Role, Segment, SegmentConfig, Status, UnreadableRow};
 use crate::secret::Secret;
 
@@ -287,6 +288,29 @@ const SELECT_CONFIG: &str = "SELECT dbid, content, role::text, preferred_role::t
 const FENCE: &str = "UPDATE fts_epoch SET epoch = $1, instance_id = $2, updated_at = now() \
      WHERE id = 1 AND epoch <= $1";
 
+/// Terminates the sessions of *this* application and role (other than the caller's) that hold
+/// a lock on `fts_epoch`. Only a transaction that has run the fence `UPDATE` and not yet
+/// committed holds one (`RowExclusiveLock`, released at commit or rollback), and outside a
+/// stalled or deposed leader such a transaction lasts milliseconds. The row lock itself is not
+/// listed in `pg_locks` (it lives in the tuple), the table-level lock its holder takes is.
+const TERMINATE_FENCE_HOLDERS: &str = "SELECT l.pid, pg_terminate_backend(l.pid) \
+     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+     WHERE l.locktype = 'relation' AND l.relation = 'fts_epoch'::regclass \
+       AND l.mode = 'RowExclusiveLock' AND l.granted AND l.pid <> pg_backend_pid() \
+       AND a.usename = current_user \
+       AND a.application_name = current_setting('application_name')";
+
+/// etcd's current revision for a claim; an office etcd cannot confirm is retried later.
+async fn etcd_now(etcd: &impl EtcdRevision) -> Result<Option<i64>, CatalogError> {
+    match etcd.current().await {
+        None => Ok(None),
+        Some(Ok(revision)) => Ok(Some(revision)),
+        Some(Err(why)) => Err(CatalogError::Unavailable(format!(
+            "cannot confirm the office in etcd: {why}"
+        ))),
+    }
+}
+
 async fn current_epoch(client: &impl tokio_postgres::GenericClient) -> Epoch {
     match client
         .query_one("SELECT epoch FROM fts_epoch WHERE id = 1", &[])
@@ -327,22 +351,64 @@ impl Catalog for PgCatalog {
         .await
     }
 
-    async fn claim_epoch(&self, epoch: Epoch, instance_id: &str) -> Result<(), CatalogError> {
+    /// A claim that can win (the committed epoch is not newer than ours) first terminates any
+    /// other ftsd session holding the fence lock: a former leader stopped between its fence
+    /// `UPDATE` and `COMMIT` (SIGSTOP, VM stall, half-open connection) would otherwise block
+    /// this claim and every transition for as long as it stays stopped. Its transaction rolls
+    /// back; it wrote nothing. Callers claim only with their own authority established.
+    async fn claim_epoch<E: EtcdRevision>(
+        &self,
+        revision: i64,
+        instance_id: &str,
+        etcd: E,
+    ) -> Result<Epoch, CatalogError> {
         let instance_id = instance_id.to_string();
-        self.with_client(|client| {
+        self.with_client(move |client| {
             Box::pin(async move {
-                let n = client
-                    .execute(FENCE, &[&epoch.0, &instance_id])
-                    .await
-                    .map_err(|e| unavailable("claiming epoch", e))?;
-                if n == 0 {
-                    let current = current_epoch(client).await;
+                // A plain read never waits for the row lock; it sees the last committed epoch.
+                let committed = current_epoch(&*client).await;
+                let now = etcd_now(&etcd).await?;
+                if let ClaimPlan::Fenced = plan_claim(committed, revision, now) {
                     return Err(CatalogError::Fenced {
-                        mine: epoch,
-                        current,
+                        mine: compose(generation(committed), revision),
+                        current: committed,
                     });
                 }
-                Ok(())
+                let ended = client
+                    .query(TERMINATE_FENCE_HOLDERS, &[])
+                    .await
+                    .map_err(|e| unavailable("ending sessions that hold the fence", e))?;
+                for row in &ended {
+                    let pid: i32 = row.get(0);
+                    tracing::warn!(pid, revision, "terminated a stalled ftsd session holding the epoch fence");
+                }
+                let tx = client
+                    .transaction()
+                    .await
+                    .map_err(|e| unavailable("beginning the claim", e))?;
+                let recorded = tx
+                    .query_one("SELECT epoch FROM fts_epoch WHERE id = 1 FOR UPDATE", &[])
+                    .await
+                    .map(|row| Epoch(row.get(0)))
+                    .map_err(|e| unavailable("locking the epoch fence", e))?;
+                // Asked again with the row locked: no claim can land between answer and ours.
+                let now = etcd_now(&etcd).await?;
+                let ClaimPlan::Claim(epoch) = plan_claim(recorded, revision, now) else {
+                    return Err(CatalogError::Fenced {
+                        mine: compose(generation(recorded), revision),
+                        current: recorded,
+                    });
+                };
+                if generation(epoch) > generation(recorded) {
+                    tracing::warn!(%recorded, %epoch, "the recorded epoch comes from an older etcd (etcd's revision is below it): moving to the next epoch generation");
+                }
+                tx.execute(FENCE, &[&epoch.0, &instance_id])
+                    .await
+                    .map_err(|e| unavailable("claiming epoch", e))?;
+                tx.commit()
+                    .await
+                    .map_err(|e| unavailable("committing the claim", e))?;
+                Ok(epoch)
             })
         })
         .await
@@ -372,6 +438,18 @@ async fn apply_in_tx(client: &mut Client, t: &Transition) -> Result<(), CatalogE
             mine: t.epoch,
             current,
         });
+    }
+    if let Some(delay) = crate::engine::faults::delay_after_fence() {
+        tracing::warn!(
+            ?delay,
+            content = t.content,
+            "fault point: pausing while holding the epoch fence"
+        );
+        // The server-side session stays busy (not idle in transaction, which the server would
+        // end by itself) and keeps the fence row locked, like a holder that never commits.
+        tx.execute("SELECT pg_sleep($1)", &[&delay.as_secs_f64()])
+            .await
+            .map_err(|e| unavailable("fault point", e))?;
     }
     for (dbid, want) in &t.expect {
         let row = tx

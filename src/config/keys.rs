@@ -307,6 +307,8 @@ pub(crate) const KEYS: &[Key] = &[
     key!(etcd.lease_ttl),
     key!(etcd.act_margin),
     key!(etcd.dial_timeout),
+    key!(etcd.keepalive_interval),
+    key!(etcd.resign_after_failed_cycles),
     key!(etcd.username),
     key!(etcd.password_file),
     key!(etcd.ca_file),

@@ -234,6 +234,13 @@ pub struct EtcdConfig {
     /// The leader stops acting this long before its lease could have expired.
     pub act_margin: Duration,
     pub dial_timeout: Duration,
+    /// HTTP/2 keepalive ping interval on etcd connections that carry a stream. gRPC servers
+    /// answer pings more frequent than their minimum (etcd's `--grpc-keepalive-min-time`,
+    /// default 5s) with GOAWAY `too_many_pings`, tearing down every stream on the connection.
+    pub keepalive_interval: Duration,
+    /// A leader whose probe cycles fail this many times in a row (catalog unreachable or
+    /// unreadable) hands office over; 0: never.
+    pub resign_after_failed_cycles: u32,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
     /// From `FTSD_ETCD_PASSWORD`, else from `password_file`.
@@ -251,6 +258,8 @@ impl Default for EtcdConfig {
             lease_ttl: Duration::from_secs(10),
             act_margin: Duration::from_secs(1),
             dial_timeout: Duration::from_secs(2),
+            keepalive_interval: Duration::from_secs(10),
+            resign_after_failed_cycles: 3,
             username: None,
             password_file: None,
             password: None,

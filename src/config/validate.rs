@@ -116,6 +116,10 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         });
     }
     within(e.dial_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("etcd.dial_timeout"))?;
+    within(e.keepalive_interval, Duration::from_secs(1), MAX_DURATION)
+        .map_err(on("etcd.keepalive_interval"))?;
+    count_within(e.resign_after_failed_cycles, 0, 1000)
+        .map_err(on("etcd.resign_after_failed_cycles"))?;
 
     // Catalog limits that depend on the (now valid) lease TTL.
     // A stalled former leader's lock must be gone, and a blocked claim must have given up,

@@ -3,6 +3,7 @@
 //! Greenplum decision table is tested directly (see `decide` tests) and by property tests.
 
 pub mod decide;
+pub mod epoch;
 pub mod outcome;
 pub mod transition;
 

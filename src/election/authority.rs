@@ -13,11 +13,22 @@ use crate::model::Epoch;
 /// The office this instance holds right now.
 #[derive(Debug, Clone)]
 pub struct Leadership {
-    pub epoch: Epoch,
+    /// The leader key's create revision: names this term in etcd.
+    pub revision: i64,
+    /// The epoch the daemon recorded in the catalog for this term (see `core::epoch`); None
+    /// until then, and nothing is written or sent before it is known.
+    pub claimed: Option<Epoch>,
     /// The leader key Campaign created (`<election>/<lease-hex>`).
     pub key: Vec<u8>,
     pub lease_id: i64,
     pub since: std::time::SystemTime,
+}
+
+impl Leadership {
+    /// The recorded epoch, or the term's revision while the claim is pending.
+    pub fn epoch(&self) -> Epoch {
+        self.claimed.unwrap_or(Epoch(self.revision))
+    }
 }
 
 /// Why a leader left office.
@@ -33,6 +44,8 @@ pub enum StepDownReason {
     KeyVanished,
     /// The daemon is stopping.
     Shutdown,
+    /// Handed office over because the probe cycles kept failing (`daemon::watchdog`).
+    CyclesFailing,
     /// Left office without a more specific reason.
     SteppedDown,
 }
@@ -46,6 +59,7 @@ impl StepDownReason {
             StepDownReason::Fenced => "fenced",
             StepDownReason::KeyVanished => "key_vanished",
             StepDownReason::Shutdown => "shutdown",
+            StepDownReason::CyclesFailing => "cycles_failing",
             StepDownReason::SteppedDown => "stepped_down",
         }
     }
@@ -65,6 +79,31 @@ pub struct StepDowns {
     pub fenced: AtomicU64,
     pub key_vanished: AtomicU64,
     pub shutdown: AtomicU64,
+    /// Handed office over because cycles kept failing (see `daemon::watchdog`).
+    pub cycles_failing: AtomicU64,
+}
+
+/// etcd streams re-established after a failure, by stream; a healthy connection to a
+/// default-configured etcd opens each once. Shared with the lease keeper's thread.
+#[derive(Debug, Default)]
+pub struct Reconnects {
+    /// Election sessions (lease, Campaign, Observe) that failed and were reopened.
+    pub session: AtomicU64,
+    /// Lease keepalive streams reopened by the keeper.
+    pub keepalive: AtomicU64,
+    /// Pause-key watches reopened.
+    pub pause_watch: AtomicU64,
+}
+
+impl Reconnects {
+    /// (stream, count) pairs for the metrics endpoint.
+    pub fn counts(&self) -> [(&'static str, u64); 3] {
+        [
+            ("session", self.session.load(Ordering::Relaxed)),
+            ("keepalive", self.keepalive.load(Ordering::Relaxed)),
+            ("pause_watch", self.pause_watch.load(Ordering::Relaxed)),
+        ]
+    }
 }
 
 impl StepDowns {
@@ -75,6 +114,7 @@ impl StepDowns {
             StepDownReason::Fenced => &self.fenced,
             StepDownReason::KeyVanished => &self.key_vanished,
             StepDownReason::Shutdown => &self.shutdown,
+            StepDownReason::CyclesFailing => &self.cycles_failing,
             StepDownReason::LeaseLost | StepDownReason::SteppedDown => &self.lease_lost,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -84,7 +124,9 @@ impl StepDowns {
 /// A change of office, published for hooks and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfficeEvent {
-    /// The epoch held now; None when not (or no longer) leading.
+    /// The term held now, as an epoch of generation 0 (its etcd revision; the epoch recorded
+    /// in the catalog differs only after an etcd rebuild); None when not (or no longer)
+    /// leading.
     pub epoch: Option<Epoch>,
     /// The epoch given up, on leaving office.
     pub previous: Option<Epoch>,
@@ -100,12 +142,15 @@ pub struct ElectedAuthority {
     client: Mutex<Option<etcd_client::Client>>,
     /// Woken when the catalog fences us out, so the elector steps down at once.
     pub fenced: Notify,
+    /// Woken when the daemon asks the leader to hand office over (`hand_over`).
+    pub hand_over: Notify,
     /// Probe cycles run while true: in office, or deposed by etcd trouble (observe-only until
     /// another leader is seen).
     probing: AtomicBool,
     /// Woken on taking office so the first cycle starts at once.
     pub wake: Arc<Notify>,
     pub step_downs: StepDowns,
+    pub reconnects: Arc<Reconnects>,
     confirm_timeout: Duration,
     /// Maintenance mode, from the etcd pause key.
     paused: AtomicBool,
@@ -124,7 +169,9 @@ impl ElectedAuthority {
             act_by: Mutex::new(None),
             client: Mutex::new(None),
             fenced: Notify::new(),
+            hand_over: Notify::new(),
             step_downs: StepDowns::default(),
+            reconnects: Arc::default(),
             confirm_timeout,
             paused: AtomicBool::new(false),
             pause_known: AtomicBool::new(false),
@@ -151,7 +198,7 @@ impl ElectedAuthority {
     pub fn take_office(&self, office: Leadership, client: etcd_client::Client, act_by: Instant) {
         *lock(&self.act_by) = Some(act_by);
         *lock(&self.client) = Some(client);
-        let epoch = office.epoch;
+        let epoch = Epoch(office.revision);
         *lock(&self.office) = Some(office);
         self.probing.store(true, Ordering::Relaxed);
         self.wake.notify_one();
@@ -174,7 +221,7 @@ impl ElectedAuthority {
 
     /// Like `leave_office`, naming why (published to office-change followers).
     pub fn leave_office_because(&self, reason: StepDownReason) {
-        let previous = lock(&self.office).take().map(|o| o.epoch);
+        let previous = lock(&self.office).take().map(|o| Epoch(o.revision));
         *lock(&self.act_by) = None;
         *lock(&self.client) = None;
         if previous.is_some() {
@@ -190,6 +237,45 @@ impl ElectedAuthority {
         let mut g = lock(&self.act_by);
         if g.is_some() {
             *g = Some(act_by);
+        }
+    }
+
+    /// Records the epoch the catalog holds for the term at `revision`; from now on this
+    /// instance acts with it. Ignored when that term is over.
+    pub fn claimed(&self, revision: i64, epoch: Epoch) -> bool {
+        let mut office = lock(&self.office);
+        match office.as_mut() {
+            Some(o) if o.revision == revision => {
+                o.claimed = Some(epoch);
+                drop(office);
+                self.wake.notify_one();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// etcd's current revision, read by a linearizable txn that also confirms the leader key
+    /// of the term at `revision` is still ours; an error says why it could not be confirmed.
+    pub async fn etcd_revision(&self, revision: i64) -> Result<i64, String> {
+        let office = self
+            .office()
+            .filter(|o| o.revision == revision)
+            .ok_or("no longer in that term")?;
+        let mut client = lock(&self.client).clone().ok_or("no etcd client")?;
+        let txn = Txn::new().when([Compare::create_revision(
+            office.key.clone(),
+            CompareOp::Equal,
+            revision,
+        )]);
+        match tokio::time::timeout(self.confirm_timeout, client.txn(txn)).await {
+            Ok(Ok(resp)) if resp.succeeded() => resp
+                .header()
+                .map(|h| h.revision())
+                .ok_or_else(|| "etcd sent no header".to_string()),
+            Ok(Ok(_)) => Err("our leader key is gone".into()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("timed out after {:?}", self.confirm_timeout)),
         }
     }
 
@@ -215,7 +301,7 @@ impl Authority for Arc<ElectedAuthority> {
         if Instant::now() >= act_by {
             return None;
         }
-        lock(&self.office).as_ref().map(|o| o.epoch)
+        lock(&self.office).as_ref().and_then(|o| o.claimed)
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -229,20 +315,23 @@ impl Authority for Arc<ElectedAuthority> {
         let Some(office) = self.office() else {
             return false;
         };
+        let Some(epoch) = office.claimed else {
+            return false;
+        };
         let Some(mut client) = lock(&self.client).clone() else {
             return false;
         };
         let txn = Txn::new().when([Compare::create_revision(
             office.key.clone(),
             CompareOp::Equal,
-            office.epoch.0,
+            office.revision,
         )]);
         match tokio::time::timeout(self.confirm_timeout, client.txn(txn)).await {
             Ok(Ok(resp)) => {
                 if !resp.succeeded() {
-                    tracing::warn!(epoch = %office.epoch, "leader key no longer ours in etcd");
+                    tracing::warn!(%epoch, "leader key no longer ours in etcd");
                 }
-                resp.succeeded() && self.acting_epoch() == Some(office.epoch)
+                resp.succeeded() && self.acting_epoch() == Some(epoch)
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot confirm leadership in etcd");

@@ -4,11 +4,18 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
+/// The keepalive interval used when none is configured (`EtcdOptions::default()` in tools and
+/// tests): twice etcd's default `--grpc-keepalive-min-time`.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How to reach etcd.
 #[derive(Clone, Default)]
 pub struct EtcdOptions {
     pub endpoints: Vec<String>,
     pub dial_timeout: Duration,
+    /// HTTP/2 keepalive ping interval (`etcd.keepalive_interval`); at least etcd's
+    /// `--grpc-keepalive-min-time`, or etcd tears the connection down.
+    pub keepalive_interval: Duration,
     pub username: Option<String>,
     pub password: Option<crate::secret::Secret>,
     /// PEM contents, not paths: read once at start so a rotated file cannot half-apply.
@@ -30,12 +37,24 @@ impl std::fmt::Debug for EtcdOptions {
 impl EtcdOptions {
     /// No request timeout is set on the channel: Campaign legitimately blocks until elected.
     /// Each unary call the daemon makes is wrapped in its own timeout instead. HTTP/2
-    /// keepalive detects a dead connection under a blocked stream.
+    /// keepalive detects a dead connection under a blocked stream (Campaign, Observe, watches,
+    /// lease keepalives).
+    ///
+    /// Pings go out only while a stream is open, never more often than the configured
+    /// interval: etcd enforces `--grpc-keepalive-min-time` (default 5s) and, without an open
+    /// stream, tolerates no pings at all (gRPC's `PermitWithoutStream = false`). A client that
+    /// pings more eagerly is sent GOAWAY `too_many_pings`, which breaks every stream on the
+    /// connection: the lease session, Campaign and the pause watch.
     pub fn connect_options(&self) -> ConnectOptions {
+        let interval = if self.keepalive_interval.is_zero() {
+            DEFAULT_KEEPALIVE_INTERVAL
+        } else {
+            self.keepalive_interval
+        };
         let mut o = ConnectOptions::new()
             .with_connect_timeout(self.dial_timeout)
-            .with_keep_alive(Duration::from_secs(1), self.dial_timeout)
-            .with_keep_alive_while_idle(true)
+            .with_keep_alive(interval, self.dial_timeout)
+            .with_keep_alive_while_idle(false)
             .with_require_leader(true);
         if let (Some(u), Some(p)) = (&self.username, &self.password) {
             o = o.with_user(u.clone(), p.expose());

@@ -1,18 +1,22 @@
-//! The election loop: session → campaign → verify → office → step down → again.
+//! The election loop: session → campaign → verify → hold office → step down → again.
+//!
+//! The elector talks to etcd only. It announces each change of office through
+//! [`ElectedAuthority`]'s office events (taken with its epoch, left and why); the daemon claims
+//! the epoch in the catalog from those events (`crate::daemon::claim`), as Patroni's DCS layer
+//! never touches PostgreSQL.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use etcd_client::{Client, ResignOptions};
+use etcd_client::{Client, LeaderKey, ResignOptions};
 use tokio::sync::watch;
 
 use super::authority::{ElectedAuthority, Leadership, StepDownReason};
-use super::keeper::{self, LeaseStatus};
+use super::keeper::{self, KeeperHandle, LeaseStatus};
 use super::members::Membership;
 use super::EtcdOptions;
-use crate::catalog::{Catalog, CatalogError};
-use crate::model::Epoch;
 
 /// What the elector needs.
 #[derive(Debug, Clone)]
@@ -25,16 +29,22 @@ pub struct ElectorSettings {
     pub margin: Duration,
 }
 
+impl ElectorSettings {
+    /// Limit for each unary etcd call.
+    fn call_timeout(&self) -> Duration {
+        self.etcd.dial_timeout.max(Duration::from_secs(1))
+    }
+}
+
 enum Exit {
     Shutdown,
     StepDown(StepDownReason, String),
 }
 
 /// Runs until `shutdown` turns true, then resigns (if leading) and revokes the lease.
-pub async fn run_elector<C: Catalog>(
+pub async fn run_elector(
     settings: ElectorSettings,
     authority: Arc<ElectedAuthority>,
-    catalog: Arc<C>,
     membership: Arc<Membership>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -48,7 +58,7 @@ pub async fn run_elector<C: Catalog>(
         if *shutdown.borrow() {
             return;
         }
-        match term(&settings, &authority, &catalog, &membership, &mut shutdown).await {
+        match term(&settings, &authority, &membership, &mut shutdown).await {
             Ok(Exit::Shutdown) => return,
             Ok(Exit::StepDown(kind, reason)) => {
                 tracing::warn!(kind = %kind, reason = %reason, "stepped down; campaigning again");
@@ -57,6 +67,7 @@ pub async fn run_elector<C: Catalog>(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => {
+                authority.reconnects.session.fetch_add(1, Ordering::Relaxed);
                 let delay = backoff.next().unwrap_or(settings.ttl);
                 tracing::warn!(error = %e, retry_in = ?delay, "etcd session failed; observe-only until it is back");
                 tokio::select! {
@@ -80,40 +91,50 @@ async fn bounded<T>(
     }
 }
 
-/// One session: a lease, a campaign and, if won, one term of office.
-async fn term<C: Catalog>(
+/// One session: a lease, a campaign and, if won and verified, one term of office. The lease
+/// is revoked however the term ends.
+async fn term(
     s: &ElectorSettings,
     authority: &Arc<ElectedAuthority>,
-    catalog: &Arc<C>,
     membership: &Arc<Membership>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<Exit> {
-    let call = s.etcd.dial_timeout.max(Duration::from_secs(1));
-    let mut client = s.etcd.connect().await?;
-    let ttl_secs = s.ttl.as_secs().max(2) as i64;
-    let granted_at = Instant::now();
-    let grant = bounded("granting lease", call, client.lease_grant(ttl_secs, None)).await?;
-    let lease_id = grant.id();
-    let ttl = Duration::from_secs(grant.ttl().max(1) as u64);
-    let mut keeper = keeper::spawn(s.etcd.clone(), lease_id, ttl, s.margin, granted_at)?;
-    let session = Session {
-        client: client.clone(),
-        lease_id,
-    };
-    membership.update(|m| {
-        m.role = "follower".into();
-        m.epoch = None;
-    });
-    if let Err(e) = membership.publish(&mut client, lease_id).await {
-        tracing::warn!(error = %e, "cannot register in the members list");
+    let mut session = Session::open(s, authority, membership).await?;
+    let result = async {
+        let leader = match campaign(s, authority, &mut session, shutdown).await? {
+            Ok(leader) => leader,
+            Err(exit) => return Ok(exit),
+        };
+        let act_by = match verify(s, authority, &mut session, &leader).await? {
+            Ok(act_by) => act_by,
+            Err(exit) => return Ok(exit),
+        };
+        Ok(hold_office(
+            s,
+            authority,
+            membership,
+            &mut session,
+            &leader,
+            act_by,
+            shutdown,
+        )
+        .await)
     }
-    let _publisher = AbortOnDrop(tokio::spawn(republish(
-        client.clone(),
-        membership.clone(),
-        lease_id,
-        Duration::from_millis(200),
-    )));
-    tracing::info!(lease = format!("{lease_id:x}"), ttl = ?ttl, "etcd session open; campaigning");
+    .await;
+    session.close(s.call_timeout()).await;
+    result
+}
+
+/// Campaign phase: stands by while another instance leads and returns our leader key once
+/// Campaign returns, or why the term ended first (lease lost, shutdown).
+async fn campaign(
+    s: &ElectorSettings,
+    authority: &Arc<ElectedAuthority>,
+    session: &mut Session,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<Result<LeaderKey, Exit>> {
+    let call = s.call_timeout();
+    let client = &mut session.client;
     match bounded(
         "reading the leader",
         call,
@@ -140,77 +161,92 @@ async fn term<C: Catalog>(
     )));
 
     // Campaign blocks until we lead. Give up if the lease is lost meanwhile or we stop.
-    let value = s.instance_id.clone();
-    let campaign = client.campaign(s.election.clone(), value, lease_id);
-    let leader = tokio::select! {
+    let mut campaigner = client.clone();
+    let campaign = campaigner.campaign(s.election.clone(), s.instance_id.clone(), session.lease_id);
+    let won = tokio::select! {
         r = campaign => r.map_err(|e| anyhow::anyhow!("campaign: {e}"))?,
-        lost = wait_lost(&mut keeper.status) => {
-            session.close(call).await;
-            return Ok(Exit::StepDown(StepDownReason::LeaseLost, lost));
+        lost = wait_lost(&mut session.keeper.status) => {
+            return Ok(Err(Exit::StepDown(StepDownReason::LeaseLost, lost)));
         }
-        _ = shutdown.changed() => {
-            session.close(call).await;
-            return Ok(Exit::Shutdown);
-        }
+        _ = shutdown.changed() => return Ok(Err(Exit::Shutdown)),
     };
-    let Some(leader) = leader.leader().cloned() else {
-        session.close(call).await;
-        anyhow::bail!("campaign returned no leader key");
-    };
+    match won.leader().cloned() {
+        Some(leader) => Ok(Ok(leader)),
+        None => anyhow::bail!("campaign returned no leader key"),
+    }
+}
 
-    // Campaign can return after the candidate's own key vanished (etcd#19597): re-read it.
-    let own = bounded("verifying leader key", call, client.get(leader.key(), None)).await?;
+/// Verify phase: Campaign can return after the candidate's own key vanished (etcd#19597), so
+/// the key is re-read (create revision and lease must be ours) and the lease must still be
+/// alive. Returns the act-by deadline to take office with.
+async fn verify(
+    s: &ElectorSettings,
+    authority: &ElectedAuthority,
+    session: &mut Session,
+    leader: &LeaderKey,
+) -> anyhow::Result<Result<Instant, Exit>> {
+    let own = bounded(
+        "verifying leader key",
+        s.call_timeout(),
+        session.client.get(leader.key(), None),
+    )
+    .await?;
     let valid = own
         .kvs()
         .first()
-        .is_some_and(|kv| kv.create_revision() == leader.rev() && kv.lease() == lease_id);
+        .is_some_and(|kv| kv.create_revision() == leader.rev() && kv.lease() == session.lease_id);
     if !valid {
         authority.step_downs.count(StepDownReason::KeyVanished);
-        session.close(call).await;
-        return Ok(Exit::StepDown(
+        return Ok(Err(Exit::StepDown(
             StepDownReason::KeyVanished,
             "campaign returned but our leader key is gone".into(),
-        ));
+        )));
     }
+    let status = session.keeper.status.borrow().clone();
+    Ok(match status {
+        LeaseStatus::Alive { act_by, .. } => Ok(act_by),
+        LeaseStatus::Lost { reason } => Err(Exit::StepDown(StepDownReason::LeaseLost, reason)),
+    })
+}
 
-    drop(_observer);
-    let epoch = Epoch(leader.rev());
-    let status = keeper.status.borrow().clone();
-    let act_by = match status {
-        LeaseStatus::Alive { act_by, .. } => act_by,
-        LeaseStatus::Lost { reason } => {
-            session.close(call).await;
-            return Ok(Exit::StepDown(StepDownReason::LeaseLost, reason));
-        }
-    };
+/// Hold-office phase: takes office (announced to the daemon, which claims the epoch), keeps it
+/// while the lease and the key last, then leaves it and says why; resigns on shutdown so a
+/// follower takes over at once.
+async fn hold_office(
+    s: &ElectorSettings,
+    authority: &Arc<ElectedAuthority>,
+    membership: &Arc<Membership>,
+    session: &mut Session,
+    leader: &LeaderKey,
+    act_by: Instant,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Exit {
+    let epoch = leader.rev();
     authority.take_office(
         Leadership {
-            epoch,
+            revision: epoch,
+            claimed: None,
             key: leader.key().to_vec(),
-            lease_id,
+            lease_id: session.lease_id,
             since: SystemTime::now(),
         },
-        client.clone(),
+        session.client.clone(),
         act_by,
     );
     membership.update(|m| {
         m.role = "leader".into();
-        m.epoch = Some(epoch.0);
+        m.epoch = Some(epoch);
         m.leader_since = Some(SystemTime::now());
     });
-    if let Err(e) = membership.publish(&mut client, lease_id).await {
+    if let Err(e) = membership
+        .publish(&mut session.client, session.lease_id)
+        .await
+    {
         tracing::warn!(error = %e, "cannot update the members list");
     }
-    tracing::info!(%epoch, "took office as leader");
-    let claim = tokio::spawn(claim_epoch(
-        catalog.clone(),
-        authority.clone(),
-        epoch,
-        s.instance_id.clone(),
-    ));
+    tracing::info!(epoch, "took office as leader");
 
-    let exit = hold_office(s, authority, &mut client, &leader, &mut keeper, shutdown).await;
-    claim.abort();
+    let exit = keep_office(s, authority, session, leader, shutdown).await;
     authority.leave_office_because(match &exit {
         Exit::Shutdown => StepDownReason::Shutdown,
         Exit::StepDown(kind, _) => *kind,
@@ -223,9 +259,11 @@ async fn term<C: Catalog>(
     match &exit {
         Exit::Shutdown => {
             authority.step_downs.count(StepDownReason::Shutdown);
-            let resign = client.resign(Some(ResignOptions::new().with_leader(leader.clone())));
-            match bounded("resigning", call, resign).await {
-                Ok(_) => tracing::info!(%epoch, "resigned leadership"),
+            let resign = session
+                .client
+                .resign(Some(ResignOptions::new().with_leader(leader.clone())));
+            match bounded("resigning", s.call_timeout(), resign).await {
+                Ok(_) => tracing::info!(epoch, "resigned leadership"),
                 Err(e) => tracing::warn!(error = %e, "resign failed; the lease will expire"),
             }
         }
@@ -233,20 +271,22 @@ async fn term<C: Catalog>(
         Exit::StepDown(StepDownReason::Fenced, _) => {}
         Exit::StepDown(kind, _) => authority.step_downs.count(*kind),
     }
-    session.close(call).await;
-    Ok(exit)
+    exit
 }
 
-async fn hold_office(
+/// Keeps office until the lease is lost, the act-by deadline passes, the key vanishes, the
+/// catalog fences us out, the daemon asks to hand over, or we shut down.
+async fn keep_office(
     s: &ElectorSettings,
     authority: &Arc<ElectedAuthority>,
-    client: &mut Client,
-    leader: &etcd_client::LeaderKey,
-    keeper: &mut keeper::KeeperHandle,
+    session: &mut Session,
+    leader: &LeaderKey,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Exit {
     let check_every = (s.ttl / 3).max(Duration::from_millis(200));
     let mut next_check = tokio::time::Instant::now() + check_every;
+    let keeper = &mut session.keeper;
+    let client = &mut session.client;
     loop {
         let deadline = authority.act_by().unwrap_or_else(Instant::now);
         tokio::select! {
@@ -280,6 +320,12 @@ async fn hold_office(
             _ = authority.fenced.notified() => {
                 return Exit::StepDown(StepDownReason::Fenced, "the catalog holds a newer epoch".into());
             }
+            _ = authority.hand_over.notified() => {
+                return Exit::StepDown(
+                    StepDownReason::CyclesFailing,
+                    "probe cycles keep failing; handing office to another instance".into(),
+                );
+            }
             _ = shutdown.changed() => return Exit::Shutdown,
         }
     }
@@ -296,48 +342,62 @@ async fn wait_lost(status: &mut watch::Receiver<LeaseStatus>) -> String {
     }
 }
 
-/// Records the epoch in the catalog on taking office, retrying while the catalog is down.
-async fn claim_epoch<C: Catalog>(
-    catalog: Arc<C>,
-    authority: Arc<ElectedAuthority>,
-    epoch: Epoch,
-    instance_id: String,
-) {
-    let mut backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .without_max_times()
-        .build();
-    loop {
-        if authority.office().is_none_or(|o| o.epoch != epoch) {
-            return;
-        }
-        match catalog.claim_epoch(epoch, &instance_id).await {
-            Ok(()) => {
-                tracing::info!(%epoch, "epoch recorded in the catalog");
-                return;
-            }
-            Err(CatalogError::Fenced { current, .. }) => {
-                use crate::engine::Authority;
-                authority.fenced_out(current);
-                return;
-            }
-            Err(e) => {
-                let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-                tracing::warn!(error = %e, retry_in = ?delay, "cannot record epoch in the catalog yet");
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-/// The lease and the connection it was granted on.
+/// The lease, the connection it was granted on, its keeper and the member entry bound to it.
 struct Session {
     client: Client,
     lease_id: i64,
+    keeper: KeeperHandle,
+    _publisher: AbortOnDrop,
 }
 
 impl Session {
+    /// Grants the lease, starts keeping it alive and registers this instance as a follower.
+    async fn open(
+        s: &ElectorSettings,
+        authority: &ElectedAuthority,
+        membership: &Arc<Membership>,
+    ) -> anyhow::Result<Session> {
+        let mut client = s.etcd.connect().await?;
+        let ttl_secs = s.ttl.as_secs().max(2) as i64;
+        let granted_at = Instant::now();
+        let grant = bounded(
+            "granting lease",
+            s.call_timeout(),
+            client.lease_grant(ttl_secs, None),
+        )
+        .await?;
+        let lease_id = grant.id();
+        let ttl = Duration::from_secs(grant.ttl().max(1) as u64);
+        let keeper = keeper::spawn(
+            s.etcd.clone(),
+            lease_id,
+            ttl,
+            s.margin,
+            granted_at,
+            authority.reconnects.clone(),
+        )?;
+        membership.update(|m| {
+            m.role = "follower".into();
+            m.epoch = None;
+        });
+        if let Err(e) = membership.publish(&mut client, lease_id).await {
+            tracing::warn!(error = %e, "cannot register in the members list");
+        }
+        let publisher = AbortOnDrop(tokio::spawn(republish(
+            client.clone(),
+            membership.clone(),
+            lease_id,
+            Duration::from_millis(200),
+        )));
+        tracing::info!(lease = format!("{lease_id:x}"), ttl = ?ttl, "etcd session open; campaigning");
+        Ok(Session {
+            client,
+            lease_id,
+            keeper,
+            _publisher: publisher,
+        })
+    }
+
     /// Revokes the lease (best effort) so the member entry and any leader key go at once.
     async fn close(mut self, limit: Duration) {
         if let Err(e) = bounded(

@@ -6,12 +6,14 @@
 //! so `send + TTL` can never be later than the server-side expiry. The margin covers clock-rate
 //! drift between this host and the etcd leader.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::authority::Reconnects;
 use super::EtcdOptions;
 
 /// What the keeper publishes.
@@ -51,6 +53,7 @@ pub fn spawn(
     ttl: Duration,
     margin: Duration,
     granted_at: Instant,
+    reconnects: Arc<Reconnects>,
 ) -> std::io::Result<KeeperHandle> {
     let initial = LeaseStatus::Alive {
         act_by: granted_at + ttl.saturating_sub(margin),
@@ -77,7 +80,7 @@ pub fn spawn(
             };
             rt.block_on(async move {
                 tokio::select! {
-                    _ = keep(options, lease_id, ttl, margin, granted_at, &tx, &stop_flag) => {}
+                    _ = keep(options, lease_id, ttl, margin, granted_at, Outputs { tx: &tx, stop: &stop_flag, reconnects: &reconnects }) => {}
                     _ = stop_rx => {}
                 }
             });
@@ -90,15 +93,26 @@ pub fn spawn(
     })
 }
 
+/// Where the keeper reports: its status, the stop flag it polls, the reconnect counter.
+struct Outputs<'a> {
+    tx: &'a watch::Sender<LeaseStatus>,
+    stop: &'a Mutex<bool>,
+    reconnects: &'a Reconnects,
+}
+
 async fn keep(
     options: EtcdOptions,
     lease_id: i64,
     ttl: Duration,
     margin: Duration,
     granted_at: Instant,
-    tx: &watch::Sender<LeaseStatus>,
-    stop: &Mutex<bool>,
+    out: Outputs<'_>,
 ) {
+    let Outputs {
+        tx,
+        stop,
+        reconnects,
+    } = out;
     // Three keepalives per TTL, as etcd's own clients do, so two may be lost in a row.
     let tick = (ttl / 3).max(Duration::from_millis(200));
     // Server-side expiry is no earlier than this; past it without an ack the lease is gone.
@@ -170,17 +184,20 @@ async fn keep(
             }
             Ok(Ok(None)) => {
                 tracing::warn!("lease keepalive stream closed by etcd; reopening");
+                reconnects.keepalive.fetch_add(1, Ordering::Relaxed);
                 stream = None;
             }
             Ok(Err(e)) => {
                 // Streams break when the member carrying them dies: reopen on a fresh
                 // connection.
                 tracing::warn!(error = %e, "lease keepalive failed; reopening the stream");
+                reconnects.keepalive.fetch_add(1, Ordering::Relaxed);
                 stream = None;
                 client = None;
             }
             Err(_) => {
                 tracing::warn!(timeout = ?tick, "lease keepalive not acknowledged in time; reopening");
+                reconnects.keepalive.fetch_add(1, Ordering::Relaxed);
                 stream = None;
                 client = None;
             }

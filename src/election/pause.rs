@@ -71,6 +71,7 @@ pub async fn follow(
             r = follow_once(&etcd, &key, &authority, &state, &mut failures) => {
                 if let Err(e) = r {
                     failures += 1;
+                    authority.reconnects.pause_watch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     // Until the key has been read once this instance does not act: say so
                     // loudly the first time, quietly on every retry.
                     if failures == 1 {

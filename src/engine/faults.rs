@@ -21,6 +21,17 @@ pub fn delay_before_apply() -> Option<Duration> {
     *VALUE.get_or_init(|| duration_from_env(DELAY_BEFORE_APPLY))
 }
 
+/// `FTS_INJECT_DELAY_AFTER_FENCE=<duration>`: inside every catalog transition, after the
+/// fence `UPDATE` has locked the `fts_epoch` row, the session runs `pg_sleep` for this long:
+/// the fence stays locked by a busy session (which `idle_in_transaction_session_timeout`
+/// does not end), as by a former leader that never commits.
+pub const DELAY_AFTER_FENCE: &str = "FTS_INJECT_DELAY_AFTER_FENCE";
+
+pub fn delay_after_fence() -> Option<Duration> {
+    static VALUE: OnceLock<Option<Duration>> = OnceLock::new();
+    *VALUE.get_or_init(|| duration_from_env(DELAY_AFTER_FENCE))
+}
+
 /// `FTS_INJECT_PAUSE_BEFORE_SEND=<duration>`: sleep after the authority check of every
 /// SYNCREP_OFF / PROMOTE attempt and before the attempt itself, logging
 /// [`PAUSE_BEFORE_SEND_LOG`] first so a test can SIGSTOP the process inside the window.

@@ -120,6 +120,8 @@ pub struct Live {
     pub paused: bool,
     /// Time since the last acknowledged lease keepalive, while this instance holds a lease.
     pub keepalive_age: Option<Duration>,
+    /// etcd streams reopened after a failure, by stream (elected instances only).
+    pub etcd_reconnects: Vec<(&'static str, u64)>,
 }
 
 /// The registry: counted by the probe loop (as a `CycleObserver`) and the hook runner.
@@ -344,6 +346,17 @@ impl Metrics {
             "1 while the cluster is in maintenance mode (ftsctl pause).",
         );
         let _ = writeln!(out, "ftsd_paused {}", live.paused as u8);
+        if !live.etcd_reconnects.is_empty() {
+            family(
+                &mut out,
+                "ftsd_etcd_reconnects_total",
+                "counter",
+                "etcd streams re-established after a failure, by stream (session, keepalive, pause_watch).",
+            );
+            for (stream, n) in &live.etcd_reconnects {
+                let _ = writeln!(out, "ftsd_etcd_reconnects_total{{stream=\"{stream}\"}} {n}");
+            }
+        }
         if let Some(age) = live.keepalive_age {
             family(
                 &mut out,

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod elected;
 pub mod proxy;
 
 use std::future::Future;
@@ -319,4 +320,13 @@ pub fn history_text(
             "FTS: update role, status, and mode for dbid {dbid} with contentid {content} to {role}, {status}, and {mode}"
         ),
     )
+}
+
+/// The history rows of one failover of content 0 (primary dbid 2 down, mirror dbid 4
+/// promoted), the only change the fault tests expect.
+pub fn content0_failover() -> Vec<(i16, String)> {
+    vec![
+        history_text(2, 0, 'm', 'd', 'n'),
+        history_text(4, 0, 'p', 'u', 'n'),
+    ]
 }

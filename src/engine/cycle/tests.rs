@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::catalog::EtcdRevision;
+use crate::core::epoch::{plan_claim, ClaimPlan};
 use crate::model::{Mode, Role, Segment, SegmentState, Status};
 use crate::wire::failure::{AttemptError, FailureKind};
 use crate::wire::ProbeReply;
@@ -87,16 +89,28 @@ impl Catalog for MemCatalog {
         Ok(self.config.lock().unwrap().clone())
     }
 
-    async fn claim_epoch(&self, epoch: Epoch, _instance_id: &str) -> Result<(), CatalogError> {
+    async fn claim_epoch<E: EtcdRevision>(
+        &self,
+        revision: i64,
+        _instance_id: &str,
+        etcd: E,
+    ) -> Result<Epoch, CatalogError> {
+        let now = match etcd.current().await {
+            None => None,
+            Some(Ok(now)) => Some(now),
+            Some(Err(why)) => return Err(CatalogError::Unavailable(why)),
+        };
         let mut current = self.epoch.lock().unwrap();
-        if *current > epoch {
-            return Err(CatalogError::Fenced {
-                mine: epoch,
+        match plan_claim(*current, revision, now) {
+            ClaimPlan::Claim(epoch) => {
+                *current = epoch;
+                Ok(epoch)
+            }
+            ClaimPlan::Fenced => Err(CatalogError::Fenced {
+                mine: Epoch(revision),
                 current: *current,
-            });
+            }),
         }
-        *current = epoch;
-        Ok(())
     }
 
     async fn apply(&self, t: &Transition) -> Result<(), CatalogError> {

@@ -1,13 +1,13 @@
-//! Starts what the daemon serves besides the probe loop: the pause-key watch, the gRPC API,
-//! the metrics endpoint and the hooks, and returns the observers the probe loop reports to.
-//! Kept here so `src/bin/ftsd.rs` only wires.
+//! What the daemon serves besides the probe loop: the pause-key watch, the gRPC API, the
+//! metrics endpoint and the hooks. Started before the first cycle; returns the observers the
+//! probe loop reports to.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::sync::{watch, Notify};
 
-use super::state::{ApiState, Mode};
+use crate::api::{ApiState, Mode};
 use crate::catalog::postgres::PgCatalog;
 use crate::config::Config;
 use crate::engine::runner::CycleObserver;
@@ -44,7 +44,7 @@ pub async fn start(
     {
         hooks.follow_office(authority.office_events());
         tokio::spawn(crate::election::pause::follow(
-            etcd.clone(),
+            (**etcd).clone(),
             crate::election::keys::pause(prefix, &cfg.cluster),
             authority.clone(),
             pause_tx,
@@ -54,13 +54,13 @@ pub async fn start(
     let state = ApiState::new(
         cfg.cluster.clone(),
         instance_id.to_string(),
-        super::advertised_address(cfg.api.listen),
+        crate::api::advertised_address(cfg.api.listen),
         catalog,
         mode,
         wake,
         pause_rx,
     );
-    super::serve(cfg.api.listen, state.clone(), shutdown.clone())
+    crate::api::serve(cfg.api.listen, state.clone(), shutdown.clone())
         .await
         .with_context(|| format!("binding the API address {} (api.listen)", cfg.api.listen))?;
     let live_state = state.clone();

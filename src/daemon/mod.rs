@@ -1,0 +1,221 @@
+//! The daemon assembled from its configuration: [`run`] builds the catalog, the driver, the
+//! authority (etcd election or `--no-election`), the services (API, metrics, hooks, pause
+//! watch), the epoch claim and the probe loop, and runs them until a shutdown future fires.
+//! `src/bin/ftsd.rs` only parses the command line and calls it; tests call it in-process.
+//!
+//! * `settings` — the config turned into each part's settings.
+//! * `services` — API, metrics, hooks and pause-watch start-up.
+//! * `claim` — recording the epoch in the catalog, from the elector's office events or for the
+//!   single instance.
+//! * `members` — this instance's members-registry entry and the duplicate `instance_id` check.
+//! * `watchdog` — a leader whose cycles keep failing hands office over.
+
+pub mod claim;
+pub mod members;
+pub mod services;
+pub mod settings;
+pub mod watchdog;
+
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use crate::catalog::postgres::PgCatalog;
+use crate::catalog::{schema, NoEtcd};
+use crate::config::Config;
+use crate::driver::{self, AnyDriver};
+use crate::election::{run_elector, ElectedAuthority};
+use crate::engine::authority::SINGLE_INSTANCE_EPOCH;
+use crate::engine::runner::run_loop;
+use crate::engine::{Authority, CycleContext, SingleInstance};
+
+/// How this instance holds authority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Election {
+    /// Elected through etcd leases.
+    Etcd,
+    /// `--no-election`: this instance alone acts, with a fixed epoch.
+    None,
+}
+
+/// Runs the daemon until `shutdown` completes; returns after a leader has resigned. Fails
+/// before any probing when an address cannot be bound, a TLS file cannot be read or a live
+/// member already uses this `instance_id`.
+pub async fn run(
+    cfg: Config,
+    election: Election,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let instance_id = cfg.effective_instance_id();
+    tracing::info!(
+        instance = %instance_id,
+        cluster = %cfg.cluster,
+        version = env!("CARGO_PKG_VERSION"),
+        "ftsd starting with configuration:\n{}",
+        cfg.render_masked()
+    );
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let _signal = AbortOnDrop(tokio::spawn(async move {
+        shutdown.await;
+        let _ = shutdown_tx.send(true);
+    }));
+    match election {
+        Election::None => run_single(cfg, instance_id, shutdown_rx).await,
+        Election::Etcd => run_elected(cfg, instance_id, shutdown_rx).await,
+    }
+}
+
+/// `ftsd catalog init`: creates ftsd's tables (and Greenplum's, in a plain PostgreSQL).
+pub async fn init_catalog(cfg: &Config) -> anyhow::Result<Vec<schema::TableAction>> {
+    let catalog = PgCatalog::new(settings::catalog_config(cfg));
+    Ok(catalog.init_schema().await?)
+}
+
+async fn run_single(
+    cfg: Config,
+    instance_id: String,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    tracing::warn!(
+        epoch = %SINGLE_INSTANCE_EPOCH,
+        "single-instance mode (--no-election): no leader election; this instance alone acts"
+    );
+    let wake = Arc::new(Notify::new());
+    let observers = services::start(
+        &cfg,
+        &instance_id,
+        PgCatalog::new(settings::catalog_config(&cfg)),
+        crate::api::Mode::Single {
+            epoch: SINGLE_INSTANCE_EPOCH.0,
+        },
+        wake.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let catalog = Arc::new(PgCatalog::new(settings::catalog_config(&cfg)));
+    let ctx = context(
+        &cfg,
+        catalog.clone(),
+        SingleInstance::new(SINGLE_INSTANCE_EPOCH),
+        instance_id,
+    );
+    // One attempt before the first cycle: the single instance's transitions carry the same
+    // fixed epoch through the fence, so a catalog that is down now is claimed by them later.
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let once = || first.swap(false, std::sync::atomic::Ordering::Relaxed);
+    // The fixed epoch is revision 1 of generation 0: any elected epoch outranks it.
+    let revision = SINGLE_INSTANCE_EPOCH.0;
+    claim::claim(
+        &*catalog,
+        &ctx.authority,
+        revision,
+        &ctx.instance_id,
+        NoEtcd,
+        once,
+    )
+    .await;
+    run_loop(
+        ctx,
+        settings::loop_settings(&cfg),
+        wake,
+        Arc::new(observers),
+        shutdown,
+    )
+    .await;
+    Ok(())
+}
+
+async fn run_elected(
+    cfg: Config,
+    instance_id: String,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let etcd = settings::etcd_options(&cfg)?;
+    members::ensure_unique(&cfg, &etcd, &instance_id).await?;
+    let wake = Arc::new(Notify::new());
+    let membership = members::membership(&cfg, &instance_id);
+    let authority = ElectedAuthority::new(
+        cfg.etcd.dial_timeout.max(Duration::from_secs(1)),
+        wake.clone(),
+    );
+    let mut observers = services::start(
+        &cfg,
+        &instance_id,
+        PgCatalog::new(settings::catalog_config(&cfg)),
+        crate::api::Mode::Elected {
+            authority: authority.clone(),
+            etcd: Box::new(etcd.clone()),
+            prefix: cfg.etcd.prefix.clone(),
+            act_window: cfg.etcd.lease_ttl.saturating_sub(cfg.etcd.act_margin),
+        },
+        wake.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    observers.push(Arc::new(members::MemberObserver(membership.clone())));
+    observers.push(Arc::new(watchdog::CycleWatchdog::new(
+        authority.clone(),
+        cfg.etcd.resign_after_failed_cycles,
+    )));
+    let catalog = Arc::new(PgCatalog::new(settings::catalog_config(&cfg)));
+    let claimer = AbortOnDrop(tokio::spawn(claim::follow_office(
+        catalog.clone(),
+        authority.clone(),
+        membership.clone(),
+        instance_id.clone(),
+        authority.office_events(),
+    )));
+    // The elector resigns only once the probe loop has stopped: a resign lets a follower take
+    // office at once, and a message of ours still in flight would then act beside it.
+    let (elector_stop, elector_stopped) = watch::channel(false);
+    let elector = tokio::spawn(run_elector(
+        settings::elector_settings(&cfg, etcd, &instance_id),
+        authority.clone(),
+        membership,
+        elector_stopped,
+    ));
+    let ctx = context(&cfg, catalog, authority, instance_id);
+    run_loop(
+        ctx,
+        settings::loop_settings(&cfg),
+        wake,
+        Arc::new(observers),
+        shutdown,
+    )
+    .await;
+    let _ = elector_stop.send(true);
+    // Wait for the resign so followers take over at once.
+    let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
+    drop(claimer);
+    Ok(())
+}
+
+fn context<A: Authority>(
+    cfg: &Config,
+    catalog: Arc<PgCatalog>,
+    authority: A,
+    instance_id: String,
+) -> Arc<CycleContext<AnyDriver, Arc<PgCatalog>, A>> {
+    Arc::new(CycleContext {
+        driver: driver::from_config(cfg),
+        catalog,
+        authority,
+        settings: settings::probe_settings(cfg),
+        instance_id,
+        stopping: AtomicBool::new(false),
+        refusals: Default::default(),
+    })
+}
+
+/// A task that ends with the value owning it (the daemon's helpers must not outlive [`run`]
+/// when it is called in-process).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
