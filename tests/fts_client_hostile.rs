@@ -482,19 +482,30 @@ async fn recovery_fatal_keeps_detail_lsn() {
     assert_eq!(parse_last_replayed(&text), Some(0x3000060));
 }
 
-#[tokio::test]
-async fn fatal_after_authentication_ok_is_startup_error() {
+/// The failure of a startup answered with AuthenticationOk, then a FATAL `code`.
+async fn fatal_after_authentication_ok(code: &str, message: &str) -> AttemptError {
     let mut out = BytesMut::new();
     put_tagged(&mut out, b'R', |b| b.put_i32(0));
-    error_response(
-        &mut out,
-        "FATAL",
-        "42501",
-        "must be superuser role to handle FTS request",
-        "",
-    );
-    let err = failure(Script::Startup(out)).await;
+    error_response(&mut out, "FATAL", code, message, "");
+    failure(Script::Startup(out)).await
+}
+
+#[tokio::test]
+async fn fatal_after_authentication_ok_is_startup_error() {
+    let err = fatal_after_authentication_ok("53300", "sorry, too many clients already").await;
     assert_eq!(err.kind, FailureKind::StartupError, "{err:?}");
+    assert_eq!(err.sqlstate.as_deref(), Some("53300"));
+}
+
+/// A segment refusing the probe role ("must be superuser", 42501) is a prober fault: the
+/// segment answered, the role is what is wrong (docs/safety.md).
+#[tokio::test]
+async fn must_be_superuser_after_authentication_ok_is_a_permission_prober_fault() {
+    let err =
+        fatal_after_authentication_ok("42501", "must be superuser role to handle FTS request")
+            .await;
+    assert_eq!(err.kind, FailureKind::Permission, "{err:?}");
+    assert!(err.kind.is_prober_fault());
     assert_eq!(err.sqlstate.as_deref(), Some("42501"));
 }
 

@@ -15,20 +15,9 @@ use fts_testkit::etcd::EtcdCluster;
 use ftsd::election::members::{list, MemberInfo};
 use ftsd::model::{Mode, Role, Status};
 use serde_json::Value;
-use support::{wait_for, System};
+use support::{addresses, ftsctl, wait_for, System};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn ftsctl(endpoint: &str, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_ftsctl"))
-        .arg("--endpoint")
-        .arg(endpoint)
-        .args(args)
-        .env_remove("FTSCTL_ETCD")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run ftsctl")
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -56,16 +45,6 @@ fn json(endpoint: &str, args: &[&str], code: i32) -> Value {
     all.push("--json");
     let out = expect(endpoint, &all, code);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}):\n{out}"))
-}
-
-/// The API and metrics addresses from a daemon's configuration file.
-fn addresses(config: &Path) -> (String, String) {
-    let text = std::fs::read_to_string(config).unwrap();
-    let v: toml::Value = toml::from_str(&text).unwrap();
-    (
-        v["api"]["listen"].as_str().unwrap().to_string(),
-        v["api"]["metrics_listen"].as_str().unwrap().to_string(),
-    )
 }
 
 async fn members(etcd: &EtcdCluster) -> Vec<MemberInfo> {

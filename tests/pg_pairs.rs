@@ -403,22 +403,15 @@ async fn attempt_failures_are_classified() {
     assert!(standby.is_role_mirror && !standby.is_syncrep_enabled);
 
     let mut wrong = PgDriverSettings {
-        user: PROBE_ROLE.into(),
         password: Some("wrong".into()),
-        database: "postgres".into(),
-        max_lag: 0,
-        sync_standby_names: String::new(),
-        mirror_down_grace: Duration::ZERO,
-        restart_grace: Duration::ZERO,
-        fence_command: Vec::new(),
-        fence_timeout: Duration::from_secs(5),
-        statement_timeout: Duration::from_secs(2),
+        ..probe_settings()
     };
     let err = PgDriver::new(wrong.clone())
         .send(&rows[0], MessageType::Probe, Instant::now() + t)
         .await
         .unwrap_err();
     assert_eq!(err.kind, FailureKind::Auth, "{err}");
+    assert!(err.kind.is_prober_fault());
     wrong.password = Some(PROBE_PASSWORD.into());
     wrong.database = "no_such_db".into();
     let err = PgDriver::new(wrong)
@@ -427,6 +420,28 @@ async fn attempt_failures_are_classified() {
         .unwrap_err();
     assert_eq!(err.kind, FailureKind::StartupError, "{err}");
     assert_eq!(err.sqlstate.as_deref(), Some("3D000"));
+    // a role without the privilege to connect: a prober fault, like a wrong password
+    let admin = pair.primary.client().await.unwrap();
+    for sql in [
+        "CREATE DATABASE locked",
+        "REVOKE CONNECT ON DATABASE locked FROM PUBLIC",
+    ] {
+        admin.batch_execute(sql).await.unwrap();
+    }
+    let locked = PgDriverSettings {
+        database: "locked".into(),
+        ..probe_settings()
+    };
+    let err = PgDriver::new(locked)
+        .send(&rows[0], MessageType::Probe, Instant::now() + t)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind, err.sqlstate.as_deref()),
+        (FailureKind::Permission, Some("42501")),
+        "{err}"
+    );
+    assert!(err.kind.is_prober_fault());
 
     pair.primary.kill().unwrap();
     let err = driver()
@@ -746,7 +761,12 @@ impl Authority for ObserveOnly {
 }
 
 fn driver() -> PgDriver {
-    PgDriver::new(PgDriverSettings {
+    PgDriver::new(probe_settings())
+}
+
+/// The probe role's driver settings, as documented.
+fn probe_settings() -> PgDriverSettings {
+    PgDriverSettings {
         user: PROBE_ROLE.into(),
         password: Some(PROBE_PASSWORD.into()),
         database: "postgres".into(),
@@ -757,7 +777,7 @@ fn driver() -> PgDriver {
         fence_command: Vec::new(),
         fence_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(2),
-    })
+    }
 }
 
 fn settings() -> ProbeSettings {

@@ -66,6 +66,9 @@ pub fn outcome(o: &ProbeOutcome) -> String {
             }
             s
         }
+        ProbeOutcome::Failed { kind, .. } if kind.is_prober_fault() => {
+            format!("failed: {kind} (prober fault: this observer's side, not the segment's)")
+        }
         ProbeOutcome::Failed { kind, restart } => match restart {
             crate::core::RestartState::NotRestarting => format!("failed: {kind}"),
             other => format!(
@@ -100,6 +103,25 @@ pub fn pair(p: &PairReport) -> proto::PairReport {
             .map(|m| m.to_string())
             .unwrap_or_default(),
     }
+}
+
+/// The alarms of a cycle, one line per content that ftsd is not acting on for a reason an
+/// operator must fix or look at: prober faults and unconfirmed failovers.
+pub fn alarms(r: &CycleReport) -> Vec<String> {
+    use crate::core::Rule;
+    r.reports
+        .iter()
+        .filter(|p| matches!(p.rule, Rule::ProberFault | Rule::FailoverUnconfirmed))
+        .map(|p| {
+            format!(
+                "{}: content {} primary dbid {}: {}",
+                p.rule,
+                p.content,
+                p.primary_dbid,
+                p.refusal.as_deref().unwrap_or("")
+            )
+        })
+        .collect()
 }
 
 pub fn cycle(instance_id: &str, r: &CycleReport) -> proto::CycleReport {

@@ -124,6 +124,9 @@ impl Fts for FtsService {
         }
         // The answering leader knows its own last cycle better than the registry, which is
         // republished at most every 200 ms.
+        if let Some(LastCycle::Finished(r)) = st.last_cycle() {
+            resp.alarms = convert::alarms(&r);
+        }
         if st.is_leader() {
             if let Some(last) = st.last_cycle() {
                 resp.last_cycle_at_ms = ms(last.started_at());

@@ -10,6 +10,7 @@ use super::transition::{NextMessage, RowUpdate};
 use crate::model::{
     ContentId, Dbid, Mode, Pair, Role, Segment, SegmentConfig, SegmentState, Status,
 };
+use crate::wire::failure::FailureKind;
 use crate::wire::{MessageType, ProbeReply};
 
 /// Which row of the decision table applied; recorded as evidence and counted in metrics.
@@ -40,6 +41,13 @@ pub enum Rule {
     /// The content's rows are not one primary and one peer (two primaries, three rows, an
     /// unreadable row): the content is left alone and alarmed; the others go on.
     BadShape,
+    /// The probe of the primary failed for a reason on this prober's side (its password, its
+    /// privileges, its resolver, its host's network stack): nothing is known about the
+    /// primary, so nothing changes; alarmed.
+    ProberFault,
+    /// Row 6 was allowed by the table but the check before acting did not confirm it (the
+    /// mirror to promote did not answer as a mirror to this observer): no change; alarmed.
+    FailoverUnconfirmed,
     /// Not a row of the table: a row the catalog lists as a mirror answered as a writable
     /// primary and the driver fenced it (evidence only, no row update).
     Fence,
@@ -58,6 +66,8 @@ impl Rule {
             Rule::DoubleFault => "double_fault",
             Rule::RoleConflict => "role_conflict",
             Rule::BadShape => "bad_shape",
+            Rule::ProberFault => "prober_fault",
+            Rule::FailoverUnconfirmed => "failover_unconfirmed",
             Rule::Fence => "fence",
         }
     }
@@ -96,6 +106,15 @@ pub enum Refusal {
     },
     /// The content's rows cannot form a pair.
     BadShape { reason: String },
+    /// The primary's probe failed with a prober fault.
+    ProberFault { kind: FailureKind },
+    /// The mirror that row 6 would promote did not answer a PROBE from this observer.
+    MirrorUnreachable {
+        mirror_dbid: Dbid,
+        kind: FailureKind,
+    },
+    /// The mirror that row 6 would promote answered, but not as a mirror.
+    MirrorNotAMirror { mirror_dbid: Dbid },
 }
 
 impl fmt::Display for Refusal {
@@ -121,6 +140,22 @@ impl fmt::Display for Refusal {
                  PROMOTE would make a second primary"
             ),
             Refusal::BadShape { reason } => f.write_str(reason),
+            Refusal::ProberFault { kind } => write!(
+                f,
+                "prober fault ({kind}): the probe failed on this observer's side (credentials, \
+                 privileges, name resolution or its own network), which says nothing about the \
+                 primary; no failover"
+            ),
+            Refusal::MirrorUnreachable { mirror_dbid, kind } => write!(
+                f,
+                "mirror unreachable from this observer: dbid {mirror_dbid} did not answer a PROBE \
+                 ({kind}); a catalog must not point at a primary this observer cannot reach"
+            ),
+            Refusal::MirrorNotAMirror { mirror_dbid } => write!(
+                f,
+                "mirror dbid {mirror_dbid} answered a PROBE but not as a mirror; promoting it \
+                 could make a second primary"
+            ),
         }
     }
 }
@@ -171,12 +206,32 @@ impl Decision {
     }
 }
 
+/// What a PROBE of the mirror that row 6 would promote said, taken right before acting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mirror")]
+pub enum MirrorCheck {
+    /// It answered with `is_role_mirror`: reachable from here, and still a mirror.
+    AnswersAsMirror,
+    /// It answered, without `is_role_mirror`.
+    AnswersAsPrimary,
+    /// Every attempt failed; the class of the last failure.
+    Unreachable { kind: FailureKind },
+}
+
 /// Decides one pair. `pair` is the catalog snapshot the probe was made against; `guard` is
 /// the driver's verdict on failing it over.
+///
+/// A failure whose class is a prober fault ([`FailureKind::is_prober_fault`]) is never read
+/// as a lost primary: it is refused as [`Rule::ProberFault`].
 pub fn decide_pair(pair: &Pair, outcome: &ProbeOutcome, guard: &FailoverGuard) -> Decision {
     let content = pair.content();
     match outcome {
         ProbeOutcome::Replied { reply } => decide_replied(pair, reply),
+        ProbeOutcome::Failed { kind, .. } if kind.is_prober_fault() => Decision::refused(
+            content,
+            Rule::ProberFault,
+            Refusal::ProberFault { kind: *kind },
+        ),
         ProbeOutcome::Failed { restart, .. } => match restart {
             RestartState::RecoveryMakingProgress { .. }
             | RestartState::Resetting
@@ -186,6 +241,22 @@ pub fn decide_pair(pair: &Pair, outcome: &ProbeOutcome, guard: &FailoverGuard) -
             }
         },
     }
+}
+
+/// The check before a failover: a [`Rule::Failover`] decision stands only if the mirror it
+/// would promote answered a PROBE from this observer as a mirror; otherwise it becomes a
+/// refusal ([`Rule::FailoverUnconfirmed`]) that writes and sends nothing. Other decisions pass
+/// unchanged.
+pub fn confirm_failover(decision: Decision, mirror_dbid: Dbid, check: &MirrorCheck) -> Decision {
+    if decision.rule != Rule::Failover {
+        return decision;
+    }
+    let refusal = match *check {
+        MirrorCheck::AnswersAsMirror => return decision,
+        MirrorCheck::AnswersAsPrimary => Refusal::MirrorNotAMirror { mirror_dbid },
+        MirrorCheck::Unreachable { kind } => Refusal::MirrorUnreachable { mirror_dbid, kind },
+    };
+    Decision::refused(decision.content, Rule::FailoverUnconfirmed, refusal)
 }
 
 /// The shape decision row 6 leaves a pair in: the promoted mirror `p/u/n`, the lost primary

@@ -7,6 +7,9 @@ pub mod epoch;
 pub mod outcome;
 pub mod transition;
 
-pub use decide::{decide_pair, failover_shape, plan_cycle, Decision, FailoverGuard, Refusal, Rule};
-pub use outcome::{reply_wants_retry, restart_state, ProbeOutcome, RestartState};
+pub use decide::{
+    confirm_failover, decide_pair, failover_shape, plan_cycle, Decision, FailoverGuard,
+    MirrorCheck, Refusal, Rule,
+};
+pub use outcome::{failure_kind, reply_wants_retry, restart_state, ProbeOutcome, RestartState};
 pub use transition::{NextMessage, RowUpdate};

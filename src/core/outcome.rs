@@ -82,6 +82,18 @@ pub fn restart_state(errors: &[AttemptError]) -> RestartState {
     }
 }
 
+/// The failure class of a failed exchange: the last attempt's, unless any attempt of the cycle
+/// failed with a prober fault — then that one (the last such). One attempt that could not be
+/// made properly from this side means the cycle did not establish that the primary is lost.
+pub fn failure_kind(errors: &[AttemptError]) -> Option<FailureKind> {
+    errors
+        .iter()
+        .rev()
+        .find(|e| e.kind.is_prober_fault())
+        .or(errors.last())
+        .map(|e| e.kind)
+}
+
 enum Signal {
     Recovery(Option<u64>),
     Resetting,
@@ -112,6 +124,19 @@ mod tests {
             sqlstate: Some("57P03".into()),
             detail: Some(format!("last replayed record at {lsn}")),
         }
+    }
+
+    #[test]
+    fn a_prober_fault_in_any_attempt_names_the_failure() {
+        let e = |k| AttemptError::new(k, "x");
+        use FailureKind::*;
+        assert_eq!(failure_kind(&[]), None);
+        assert_eq!(failure_kind(&[e(Timeout), e(Refused)]), Some(Refused));
+        assert_eq!(failure_kind(&[e(Auth), e(Timeout)]), Some(Auth));
+        assert_eq!(
+            failure_kind(&[e(Resolve), e(Timeout), e(Local)]),
+            Some(Local)
+        );
     }
 
     #[test]

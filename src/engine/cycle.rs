@@ -13,8 +13,8 @@ use tracing::Instrument;
 use super::{evidence, exchange, Authority, Exchange, ProbeSettings, SegmentDriver};
 use crate::catalog::{Catalog, CatalogError, Transition};
 use crate::core::{
-    decide_pair, restart_state, Decision, FailoverGuard, ProbeOutcome, Refusal, RestartState,
-    RowUpdate, Rule,
+    confirm_failover, decide_pair, failure_kind, restart_state, Decision, FailoverGuard,
+    MirrorCheck, ProbeOutcome, Refusal, RestartState, RowUpdate, Rule,
 };
 use crate::driver::{DriverAlarm, Upkeep};
 use crate::model::{BadContent, ContentId, Dbid, Epoch, Pair, SegmentConfig};
@@ -33,23 +33,54 @@ pub struct CycleContext<D, C, A> {
     pub refusals: RefusalLog,
 }
 
-/// The refusals (double faults, driver vetoes, role conflicts, bad shapes) recorded in the
-/// evidence table, per content with what was refused (the rule and the primary concerned).
-/// An entry lives as long as the refusal does: the first cycle that decides anything else for
-/// the content removes it, so a later, new refusal is recorded again.
+/// The refusal episodes (double faults, driver vetoes, role conflicts, bad shapes, prober
+/// faults, unconfirmed failovers) per content: what was refused (the rule and the primary
+/// concerned) and whether its evidence row is recorded. An episode lives as long as the
+/// refusal does: the first cycle that decides anything else for the content ends it, so a
+/// later, new refusal is alarmed and recorded again. An instance that is not acting notes the
+/// episode (its alarm is raised once) but records nothing; it records once it acts.
 #[derive(Debug, Default)]
-pub struct RefusalLog(Mutex<HashMap<ContentId, (Rule, Dbid)>>);
+pub struct RefusalLog(Mutex<HashMap<ContentId, Episode>>);
+
+#[derive(Debug, Clone, Copy)]
+struct Episode {
+    what: (Rule, Dbid),
+    recorded: bool,
+}
 
 impl RefusalLog {
-    /// Marks the refusal; true if it was not recorded yet.
-    fn mark(&self, content: ContentId, what: (Rule, Dbid)) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(content, what) != Some(what)
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<ContentId, Episode>) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Notes the refusal: (whether it starts a new episode, whether its evidence is recorded).
+    fn note(&self, content: ContentId, what: (Rule, Dbid)) -> (bool, bool) {
+        self.with(|map| match map.get(&content) {
+            Some(e) if e.what == what => (false, e.recorded),
+            _ => {
+                map.insert(
+                    content,
+                    Episode {
+                        what,
+                        recorded: false,
+                    },
+                );
+                (true, false)
+            }
+        })
+    }
+
+    /// Marks the episode's evidence as recorded, or (false) not, so the next cycle retries.
+    fn set_recorded(&self, content: ContentId, recorded: bool) {
+        self.with(|map| {
+            if let Some(e) = map.get_mut(&content) {
+                e.recorded = recorded;
+            }
+        })
     }
 
     fn clear(&self, content: ContentId) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(&content);
+        self.with(|map| map.remove(&content));
     }
 }
 
@@ -158,6 +189,16 @@ pub struct PairReport {
     /// The catalog rows the applied transition changed (for hooks and metrics).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub updates: Vec<RowUpdate>,
+    /// A refusal episode (prober fault, unconfirmed failover, double fault ...) began this
+    /// cycle: the alarm is raised once (log, hook, metric).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub episode_began: bool,
+    /// The refusal's text, when the decision was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// The PROBE of the mirror taken before a failover, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror_check: Option<MirrorCheck>,
     /// What the driver noticed or did outside the decision table (for hooks and metrics).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alarms: Vec<DriverAlarm>,
@@ -296,18 +337,7 @@ where
     C: Catalog,
     A: Authority,
 {
-    let timeout = ctx.settings.timeout;
-    let gate = || (!ctx.stopping.load(Ordering::Relaxed)).then(|| Instant::now() + timeout);
-    let probe = exchange(
-        &ctx.driver,
-        permits,
-        &ctx.settings,
-        &pair.primary,
-        MessageType::Probe,
-        Some(&pair.mirror),
-        &gate,
-    )
-    .await?;
+    let probe = probe(ctx, permits, &pair.primary, Some(&pair.mirror)).await?;
     let outcome = match &probe.result {
         Ok(reply) => ProbeOutcome::Replied { reply: *reply },
         Err(errors) => {
@@ -323,7 +353,7 @@ where
                 None => restart_state(errors),
             };
             ProbeOutcome::Failed {
-                kind: last.kind,
+                kind: failure_kind(errors).unwrap_or(last.kind),
                 restart,
             }
         }
@@ -345,7 +375,16 @@ where
         Some(reason) => FailoverGuard::Veto(reason),
         None => FailoverGuard::Clear,
     };
-    let decision = decide_pair(&pair, &outcome, &guard);
+    let mut decision = decide_pair(&pair, &outcome, &guard);
+    // Check the way before flipping: the mirror to promote must answer this observer as a
+    // mirror, or the catalog would point at a primary we cannot even reach.
+    let mirror_probe = if decision.rule == Rule::Failover {
+        let checked = check_mirror(ctx, permits, &pair).await?;
+        decision = confirm_failover(decision, pair.mirror.dbid, &checked.0);
+        Some(checked)
+    } else {
+        None
+    };
     let mut result = PairResult {
         pair: PairReport {
             content: pair.content(),
@@ -360,6 +399,9 @@ where
             message: None,
             epoch: None,
             updates: Vec::new(),
+            episode_began: false,
+            refusal: decision.refusal.as_ref().map(ToString::to_string),
+            mirror_check: mirror_probe.as_ref().map(|m| m.0),
             alarms: Vec::new(),
         },
         applied: false,
@@ -369,9 +411,14 @@ where
     };
     log_decision(&decision);
     survey(ctx, permits, &pair, &mut result).await;
+    let mirror_probe = mirror_probe.map(|m| m.1);
+    let probes = Probes {
+        primary: &probe,
+        mirror: mirror_probe.as_ref(),
+    };
     match &decision.refusal {
         Some(refusal) => {
-            record_refusal(ctx, &pair, &probe, &decision, refusal, &mut result).await;
+            record_refusal(ctx, &pair, probes, &decision, refusal, &mut result).await;
             return Some(result);
         }
         None => ctx.refusals.clear(pair.content()),
@@ -379,8 +426,99 @@ where
     if decision.is_noop() {
         return Some(result);
     }
-    act(ctx, permits, &pair, &probe, &decision, &mut result).await;
+    act(ctx, permits, &pair, probes, &decision, &mut result).await;
     Some(result)
+}
+
+/// The exchanges behind one decision: the primary's probe and, before a failover, the
+/// mirror's.
+#[derive(Clone, Copy)]
+struct Probes<'a> {
+    primary: &'a Exchange,
+    mirror: Option<&'a Exchange>,
+}
+
+/// PROBEs `target` with retries, each attempt bounded by the timeout; no attempt starts once
+/// shutdown began (then None). `mirror`: see [`exchange`].
+async fn probe<D, C, A>(
+    ctx: &CycleContext<D, C, A>,
+    permits: &Semaphore,
+    target: &crate::model::Segment,
+    mirror: Option<&crate::model::Segment>,
+) -> Option<Exchange>
+where
+    D: SegmentDriver,
+    C: Catalog,
+    A: Authority,
+{
+    let timeout = ctx.settings.timeout;
+    let gate = || (!ctx.stopping.load(Ordering::Relaxed)).then(|| Instant::now() + timeout);
+    exchange(
+        &ctx.driver,
+        permits,
+        &ctx.settings,
+        target,
+        MessageType::Probe,
+        mirror,
+        &gate,
+    )
+    .await
+}
+
+/// PROBEs the mirror a failover would promote, with the primary's retry budget (a mirror that
+/// misses one attempt is not declared unreachable). None when shutdown began.
+async fn check_mirror<D, C, A>(
+    ctx: &CycleContext<D, C, A>,
+    permits: &Semaphore,
+    pair: &Pair,
+) -> Option<(MirrorCheck, Exchange)>
+where
+    D: SegmentDriver,
+    C: Catalog,
+    A: Authority,
+{
+    let sent = probe(ctx, permits, &pair.mirror, None).await?;
+    let check = match &sent.result {
+        Ok(reply) if reply.is_role_mirror => MirrorCheck::AnswersAsMirror,
+        Ok(_) => MirrorCheck::AnswersAsPrimary,
+        Err(errors) => MirrorCheck::Unreachable {
+            kind: failure_kind(errors).expect("a failed exchange has at least one error"),
+        },
+    };
+    tracing::info!(
+        mirror_dbid = pair.mirror.dbid,
+        ?check,
+        "mirror checked before failover"
+    );
+    Some((check, sent))
+}
+
+/// The evidence document of a decision, with the mirror check and the driver's detail.
+fn evidence_doc<D, C, A>(
+    ctx: &CycleContext<D, C, A>,
+    pair: &Pair,
+    probes: Probes<'_>,
+    outcome: &ProbeOutcome,
+    decision: &Decision,
+) -> serde_json::Value
+where
+    D: SegmentDriver,
+{
+    let mut doc = evidence::build(
+        &ctx.instance_id,
+        pair,
+        probes.primary,
+        outcome,
+        decision,
+        &ctx.settings,
+    );
+    if let Some(m) = probes.mirror {
+        doc["mirror_check"] = evidence::mirror_check(pair, m);
+    }
+    if let Some(detail) = ctx.driver.probe_detail(pair.content()) {
+        doc["driver"] = detail;
+    }
+    doc
 }
 
 /// The driver's read-only look beyond the probe, then the server changes it wants, made only
@@ -465,7 +603,7 @@ async fn survey<D, C, A>(
 async fn record_refusal<D, C, A>(
     ctx: &CycleContext<D, C, A>,
     pair: &Pair,
-    probe: &Exchange,
+    probes: Probes<'_>,
     decision: &Decision,
     refusal: &Refusal,
     result: &mut PairResult,
@@ -475,31 +613,29 @@ async fn record_refusal<D, C, A>(
     A: Authority,
 {
     let reason = refusal.to_string();
-    match decision.rule {
-        Rule::RoleConflict => tracing::error!(%reason, "re-PROMOTE refused"),
-        _ => tracing::warn!(%reason, "failover refused"),
+    let (new_episode, recorded) = ctx
+        .refusals
+        .note(pair.content(), (decision.rule, pair.primary.dbid));
+    result.pair.episode_began = new_episode;
+    // Logged once per episode at warning level; every cycle at debug.
+    match (decision.rule, new_episode) {
+        (_, false) => tracing::debug!(%reason, rule = %decision.rule, "still refused"),
+        (Rule::RoleConflict, true) => tracing::error!(%reason, "re-PROMOTE refused"),
+        (Rule::ProberFault, true) => tracing::error!(
+            %reason,
+            "prober fault: this observer cannot probe the primary; not a segment failure, no failover"
+        ),
+        (_, true) => tracing::warn!(%reason, "failover refused"),
+    }
+    if recorded {
+        return;
     }
     let Some(epoch) = ctx.authority.acting_epoch() else {
         return;
     };
-    if !ctx
-        .refusals
-        .mark(pair.content(), (decision.rule, pair.primary.dbid))
-    {
-        return;
-    }
-    let mut doc = evidence::build(
-        &ctx.instance_id,
-        pair,
-        probe,
-        &result.pair.outcome,
-        decision,
-        &ctx.settings,
-    );
+    ctx.refusals.set_recorded(pair.content(), true);
+    let mut doc = evidence_doc(ctx, pair, probes, &result.pair.outcome, decision);
     doc["refusal"] = serde_json::Value::String(reason.clone());
-    if let Some(detail) = ctx.driver.probe_detail(pair.content()) {
-        doc["driver"] = detail;
-    }
     let t = Transition {
         epoch,
         instance_id: ctx.instance_id.clone(),
@@ -531,7 +667,7 @@ where
             (TransitionOutcome::RefusalRecorded, false)
         }
         Err(e) => {
-            ctx.refusals.clear(t.content);
+            ctx.refusals.set_recorded(t.content, false);
             let fenced = fenced_out(ctx, &e);
             tracing::error!(error = %e, "refusal not recorded; the next cycle retries");
             (TransitionOutcome::Failed(e.to_string()), fenced)
@@ -565,9 +701,10 @@ where
     let Some(epoch) = ctx.authority.acting_epoch() else {
         return false;
     };
-    if !ctx.refusals.mark(bad.content, (Rule::BadShape, -1)) {
+    if ctx.refusals.note(bad.content, (Rule::BadShape, -1)).1 {
         return false;
     }
+    ctx.refusals.set_recorded(bad.content, true);
     let t = Transition {
         epoch,
         instance_id: ctx.instance_id.clone(),
@@ -592,6 +729,10 @@ fn log_decision(d: &Decision) {
         Rule::RoleConflict | Rule::BadShape => {
             tracing::error!(rule = %d.rule, "refused: not acting on this pair")
         }
+        // Logged once per episode where the refusal is noted.
+        Rule::ProberFault | Rule::FailoverUnconfirmed => {
+            tracing::debug!(rule = %d.rule, "refused: not acting on this pair")
+        }
         _ => tracing::info!(
             rule = %d.rule,
             updates = d.updates.len(),
@@ -605,7 +746,7 @@ async fn act<D, C, A>(
     ctx: &CycleContext<D, C, A>,
     permits: &Semaphore,
     pair: &Pair,
-    probe: &Exchange,
+    probes: Probes<'_>,
     decision: &Decision,
     result: &mut PairResult,
 ) where
@@ -635,20 +776,7 @@ async fn act<D, C, A>(
             rule: decision.rule,
             updates: decision.updates.clone(),
             expect: decision.expect.clone(),
-            evidence: {
-                let mut doc = evidence::build(
-                    &ctx.instance_id,
-                    pair,
-                    probe,
-                    &result.pair.outcome,
-                    decision,
-                    &ctx.settings,
-                );
-                if let Some(detail) = ctx.driver.probe_detail(pair.content()) {
-                    doc["driver"] = detail;
-                }
-                doc
-            },
+            evidence: evidence_doc(ctx, pair, probes, &result.pair.outcome, decision),
         };
         match ctx.catalog.apply(&t).await {
             Ok(()) => {

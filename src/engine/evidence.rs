@@ -50,6 +50,16 @@ pub fn build(
     })
 }
 
+/// The PROBE of the mirror taken before a failover: what it answered, or how every attempt
+/// failed.
+pub fn mirror_check(pair: &Pair, probe: &Exchange) -> Value {
+    json!({
+        "target_dbid": pair.mirror.dbid,
+        "elapsed_ms": probe.elapsed.as_millis() as u64,
+        "attempts": probe.attempts,
+    })
+}
+
 /// The evidence of a content refused for its shape: the reason and every row of the content
 /// as read, including the unreadable ones with their error.
 pub fn bad_shape(

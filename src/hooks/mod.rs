@@ -122,6 +122,31 @@ impl Hooks {
         }
     }
 
+    /// The call for an alarm on a content: a refusal episode began (event = the rule:
+    /// `prober_fault`, `failover_unconfirmed`, `double_fault`, `role_conflict`), so an operator
+    /// learns that ftsd is not acting and why. Sent to the transition hook with no row change.
+    pub fn refusal_call(&self, p: &crate::engine::PairReport) -> HookCall {
+        let event = p.rule.as_str();
+        let reason = p.refusal.clone().unwrap_or_default();
+        let mut env = self.base_env(event);
+        env.extend([
+            ("FTSD_CONTENT".into(), p.content.to_string()),
+            ("FTSD_DBID".into(), p.primary_dbid.to_string()),
+            ("FTSD_MIRROR_DBID".into(), p.mirror_dbid.to_string()),
+            ("FTSD_REASON".into(), reason.clone()),
+        ]);
+        HookCall {
+            event,
+            args: vec![
+                event.into(),
+                p.content.to_string(),
+                p.primary_dbid.to_string(),
+                reason,
+            ],
+            env,
+        }
+    }
+
     /// The call for a change of office.
     pub fn leader_change_call(&self, ev: &OfficeEvent) -> HookCall {
         let (role, epoch) = match (ev.epoch, ev.previous) {
@@ -191,6 +216,9 @@ impl CycleObserver for Hooks {
             return;
         }
         for p in &report.reports {
+            if p.episode_began {
+                self.enqueue(&self.settings.on_transition, self.refusal_call(p));
+            }
             for u in &p.updates {
                 let call = self.transition_call(u, p.epoch, p.rule.as_str());
                 self.enqueue(&self.settings.on_transition, call);

@@ -106,6 +106,10 @@ struct Inner {
     /// Contents refused for their shape (two primaries, extra or unreadable rows) in the last
     /// cycle.
     refused_contents: u64,
+    /// Refusal episodes begun (alarms raised), by rule.
+    refusal_alarms: BTreeMap<String, u64>,
+    /// Contents whose last probe failed with a prober fault, in the last cycle.
+    prober_fault_contents: u64,
 }
 
 /// State read at scrape time rather than counted.
@@ -141,6 +145,8 @@ impl Default for Metrics {
                 last_success: None,
                 segments: BTreeMap::new(),
                 refused_contents: 0,
+                refusal_alarms: BTreeMap::new(),
+                prober_fault_contents: 0,
             }),
         }
     }
@@ -301,6 +307,26 @@ impl Metrics {
         let _ = writeln!(out, "ftsd_refused_contents {}", g.refused_contents);
         family(
             &mut out,
+            "ftsd_alarms_total",
+            "counter",
+            "Refusal episodes begun, by rule: prober_fault (a probe failed on this observer's side: credentials, privileges, DNS, its own network), failover_unconfirmed (the mirror did not answer before a failover), double_fault, role_conflict, bad_shape.",
+        );
+        for (rule, n) in &g.refusal_alarms {
+            let _ = writeln!(out, "ftsd_alarms_total{{rule=\"{}\"}} {n}", escape(rule));
+        }
+        family(
+            &mut out,
+            "ftsd_prober_fault_contents",
+            "gauge",
+            "Contents whose primary this instance could not probe for a reason on its own side in the last cycle (never counted as segment loss).",
+        );
+        let _ = writeln!(
+            out,
+            "ftsd_prober_fault_contents {}",
+            g.prober_fault_contents
+        );
+        family(
+            &mut out,
             "ftsd_is_leader",
             "gauge",
             "1 while this instance holds office.",
@@ -356,6 +382,9 @@ impl CycleObserver for Metrics {
             if let crate::core::ProbeOutcome::Failed { kind, .. } = &p.outcome {
                 *g.probe_failures.entry(kind.to_string()).or_default() += 1;
             }
+            if p.episode_began {
+                *g.refusal_alarms.entry(p.rule.to_string()).or_default() += 1;
+            }
             if p.transition == Some(TransitionOutcome::Applied) {
                 *g.transitions.entry(p.rule.to_string()).or_default() += 1;
             }
@@ -373,6 +402,11 @@ impl CycleObserver for Metrics {
         *g.cycles.entry(result.into()).or_default() += 1;
         g.last_success = Some(report.started_at);
         g.refused_contents = report.refused_contents.len() as u64;
+        g.prober_fault_contents = report
+            .reports
+            .iter()
+            .filter(|p| p.rule == crate::core::Rule::ProberFault)
+            .count() as u64;
         g.segments.clear();
         for s in &report.config.segments {
             *g.segments
@@ -430,6 +464,9 @@ mod tests {
                 kind: MessageType::Promote,
                 result,
             }),
+            episode_began: false,
+            refusal: None,
+            mirror_check: None,
             epoch: None,
             updates: Vec::new(),
             alarms: vec![crate::driver::DriverAlarm {

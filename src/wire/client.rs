@@ -127,6 +127,12 @@ pub async fn send_message_by(
     .await;
     let result = match outcome {
         Ok(result) => result,
+        // A resolver that hangs (a DNS outage on this host) is this host's fault, not the
+        // segment's: the attempt never reached it.
+        Err(_) if matches!(phase, Phase::Resolve) => Err(AttemptError::new(
+            FailureKind::Resolve,
+            format!("host name not resolved within {timeout:?}"),
+        )),
         Err(_) => Err(AttemptError::new(
             FailureKind::Timeout,
             format!("no answer within {timeout:?} (phase: {phase})"),
@@ -640,6 +646,7 @@ fn error_fields(mut body: Bytes) -> ErrorFields {
     fields
 }
 
+/// An ErrorResponse; authorization and privilege errors are prober faults in any phase.
 fn server_error(kind: FailureKind, body: Bytes) -> AttemptError {
     let fields = error_fields(body);
     let message = match (fields.message, fields.severity) {
@@ -648,21 +655,18 @@ fn server_error(kind: FailureKind, body: Bytes) -> AttemptError {
         (None, None) => "error response without a message".to_owned(),
     };
     AttemptError {
-        kind,
+        kind: FailureKind::of_server_error(fields.code.as_deref(), &message, kind),
         message,
         sqlstate: fields.code,
         detail: fields.detail,
     }
 }
 
-/// ErrorResponse before ReadyForQuery: invalid password / authorization → Auth, anything else
-/// (recovery, starting up, too many clients, unknown parameter ...) → StartupError.
+/// ErrorResponse before ReadyForQuery: invalid password / authorization → Auth, "must be
+/// superuser" → Permission, anything else (recovery, starting up, too many clients, unknown
+/// parameter ...) → StartupError.
 fn startup_error(body: Bytes) -> AttemptError {
-    let mut err = server_error(FailureKind::StartupError, body);
-    if matches!(err.sqlstate.as_deref(), Some("28P01") | Some("28000")) {
-        err.kind = FailureKind::Auth;
-    }
-    err
+    server_error(FailureKind::StartupError, body)
 }
 
 fn need_password<'c>(creds: &'c Credentials, what: &str) -> Result<&'c str, AttemptError> {
@@ -689,16 +693,7 @@ fn protocol(message: String) -> AttemptError {
 }
 
 fn io_error(e: io::Error, phase: Phase) -> AttemptError {
-    use io::ErrorKind as K;
-    let kind = match e.kind() {
-        K::ConnectionRefused => FailureKind::Refused,
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
-            FailureKind::Reset
-        }
-        K::TimedOut => FailureKind::Timeout,
-        _ => FailureKind::Io,
-    };
-    AttemptError::new(kind, format!("{phase}: {e}"))
+    AttemptError::new(FailureKind::of_io(&e), format!("{phase}: {e}"))
 }
 
 fn take_i16(body: &mut &[u8]) -> Option<i16> {

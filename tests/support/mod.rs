@@ -17,6 +17,28 @@ use fts_testkit::pg::PgServer;
 use ftsd::catalog::schema;
 use ftsd::model::{Mode, Role, Segment, Status};
 
+/// Runs the real `ftsctl` against `endpoint` (no colour, no etcd from the environment).
+pub fn ftsctl(endpoint: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ftsctl"))
+        .arg("--endpoint")
+        .arg(endpoint)
+        .args(args)
+        .env_remove("FTSCTL_ETCD")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run ftsctl")
+}
+
+/// The API and metrics addresses from a daemon's configuration file.
+pub fn addresses(config: &std::path::Path) -> (String, String) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let v: toml::Value = toml::from_str(&text).unwrap();
+    (
+        v["api"]["listen"].as_str().unwrap().to_string(),
+        v["api"]["metrics_listen"].as_str().unwrap().to_string(),
+    )
+}
+
 pub const PROBE_INTERVAL: &str = "1s";
 pub const PROBE_TIMEOUT: &str = "500ms";
 pub const PROBE_RETRIES: u32 = 2;
@@ -91,16 +113,20 @@ impl System {
     /// Starts the catalog and `pairs` simulated pairs (mirror-down grace `grace`), writes the
     /// configuration into the catalog.
     pub async fn start(pairs: u32, grace: Duration) -> System {
-        let pg = PgServer::builder().start().await.expect("catalog postgres");
-        let mut client = pg.client().await.unwrap();
-        schema::init(&mut client).await.unwrap();
-        let sim = Simulator::start(SimConfig {
+        System::start_sim(SimConfig {
             pairs,
             mirror_down_grace: grace,
             ..SimConfig::default()
         })
         .await
-        .expect("segsim");
+    }
+
+    /// Like `start`, with the simulator shaped by `sim` (authentication, ...).
+    pub async fn start_sim(sim: SimConfig) -> System {
+        let pg = PgServer::builder().start().await.expect("catalog postgres");
+        let mut client = pg.client().await.unwrap();
+        schema::init(&mut client).await.unwrap();
+        let sim = Simulator::start(sim).await.expect("segsim");
         fts_segsim::catalog::write_catalog(&pg.url(), &sim.segments())
             .await
             .expect("write catalog");

@@ -304,6 +304,83 @@ fn table() -> Vec<Case> {
     ]
 }
 
+/// Prober faults (the probe failed on this side) change nothing, whatever the pair's shape
+/// and however restarting it looked; segment-side failures of an in-sync pair fail over.
+#[test]
+fn prober_faults_never_change_a_pair() {
+    use FailureKind::*;
+    let the_pair = pair((U, S), (U, S));
+    for kind in [Auth, Permission, Resolve, Local] {
+        for restart in [RestartState::NotRestarting, RestartState::Resetting] {
+            let d = decide_pair(
+                &the_pair,
+                &ProbeOutcome::Failed { kind, restart },
+                &FailoverGuard::Clear,
+            );
+            assert_eq!(d.rule, Rule::ProberFault, "{kind}");
+            assert!(d.is_noop(), "{d:?}");
+            assert_eq!(d.refusal, Some(Refusal::ProberFault { kind }));
+        }
+    }
+    for kind in [
+        Refused,
+        Timeout,
+        Reset,
+        StartupError,
+        ErrorReply,
+        Protocol,
+        Io,
+    ] {
+        let outcome = ProbeOutcome::Failed {
+            kind,
+            restart: RestartState::NotRestarting,
+        };
+        let d = decide_pair(&the_pair, &outcome, &FailoverGuard::Clear);
+        assert_eq!(d.rule, Rule::Failover, "{kind}");
+    }
+}
+
+/// Before a failover the mirror is probed: only an answer as a mirror lets it stand.
+#[test]
+fn a_failover_needs_the_mirror_to_answer_as_a_mirror() {
+    let the_pair = pair((U, S), (U, S));
+    let lost = failed(RestartState::NotRestarting);
+    let d = || decide_pair(&the_pair, &lost, &FailoverGuard::Clear);
+    let ok = confirm_failover(d(), 5, &MirrorCheck::AnswersAsMirror);
+    assert_eq!(
+        (ok.rule, msg(&ok)),
+        (Rule::Failover, Some((MessageType::Promote, 5)))
+    );
+    let gone = confirm_failover(
+        d(),
+        5,
+        &MirrorCheck::Unreachable {
+            kind: FailureKind::Timeout,
+        },
+    );
+    assert_eq!(gone.rule, Rule::FailoverUnconfirmed);
+    assert!(gone.is_noop());
+    assert!(gone
+        .refusal
+        .as_ref()
+        .unwrap()
+        .to_string()
+        .starts_with("mirror unreachable from this observer"));
+    let primary = confirm_failover(d(), 5, &MirrorCheck::AnswersAsPrimary);
+    assert_eq!(primary.rule, Rule::FailoverUnconfirmed);
+    assert!(primary.is_noop());
+    // any other decision passes unchanged
+    let healthy = decide_pair(&the_pair, &reply(1, 1, 1, 0, 0), &FailoverGuard::Clear);
+    let checked = confirm_failover(
+        healthy.clone(),
+        5,
+        &MirrorCheck::Unreachable {
+            kind: FailureKind::Timeout,
+        },
+    );
+    assert_eq!(checked, healthy);
+}
+
 #[test]
 fn decision_table_row_by_row() {
     for case in table() {
@@ -473,6 +550,31 @@ fn arb_config(max_contents: usize) -> impl Strategy<Value = SegmentConfig> {
     )
 }
 
+fn arb_kind() -> impl Strategy<Value = FailureKind> {
+    use FailureKind::*;
+    prop_oneof![
+        Just(Resolve),
+        Just(Refused),
+        Just(Timeout),
+        Just(Reset),
+        Just(Auth),
+        Just(Permission),
+        Just(StartupError),
+        Just(ErrorReply),
+        Just(Protocol),
+        Just(Local),
+        Just(Io),
+    ]
+}
+
+fn arb_mirror_check() -> impl Strategy<Value = MirrorCheck> {
+    prop_oneof![
+        Just(MirrorCheck::AnswersAsMirror),
+        Just(MirrorCheck::AnswersAsPrimary),
+        arb_kind().prop_map(|kind| MirrorCheck::Unreachable { kind }),
+    ]
+}
+
 fn arb_outcome() -> impl Strategy<Value = ProbeOutcome> {
     let reply = (
         any::<bool>(),
@@ -499,7 +601,7 @@ fn arb_outcome() -> impl Strategy<Value = ProbeOutcome> {
     ];
     prop_oneof![
         3 => reply,
-        1 => restart.prop_map(|restart| ProbeOutcome::Failed { kind: FailureKind::Timeout, restart }),
+        1 => (restart, arb_kind()).prop_map(|(restart, kind)| ProbeOutcome::Failed { kind, restart }),
     ]
 }
 
@@ -601,6 +703,35 @@ proptest! {
                 !(m.kind == MessageType::Promote && m.target.dbid == the_pair.mirror.dbid),
                 "vetoed pair's mirror sent PROMOTE: {:?}", d
             );
+        }
+    }
+
+    /// A failure on the prober's side never changes a row or sends a message, and a failover
+    /// survives the check before acting only when the mirror answered as a mirror.
+    #[test]
+    fn prober_faults_and_unconfirmed_failovers_never_act(
+        the_pair in arb_any_pair(),
+        outcome in arb_outcome(),
+        check in arb_mirror_check(),
+    ) {
+        let d = decide_pair(&the_pair, &outcome, &FailoverGuard::Clear);
+        if let ProbeOutcome::Failed { kind, .. } = outcome {
+            if kind.is_prober_fault() {
+                prop_assert_eq!(d.rule, Rule::ProberFault);
+                prop_assert!(d.is_noop(), "{:?}", d);
+            }
+        }
+        let checked = confirm_failover(d.clone(), the_pair.mirror.dbid, &check);
+        let promotes = |d: &Decision| d.message.as_ref().is_some_and(|m| m.kind == MessageType::Promote && d.rule == Rule::Failover);
+        if promotes(&checked) {
+            prop_assert_eq!(check, MirrorCheck::AnswersAsMirror);
+        }
+        if check != MirrorCheck::AnswersAsMirror && d.rule == Rule::Failover {
+            prop_assert_eq!(checked.rule, Rule::FailoverUnconfirmed);
+            prop_assert!(checked.is_noop(), "{:?}", checked);
+        }
+        if d.rule != Rule::Failover {
+            prop_assert_eq!(checked, d);
         }
     }
 

@@ -73,20 +73,20 @@ impl Ctx {
             probe["elapsed_ms"],
             outcome_text
         ));
-        for a in &attempts {
-            let result = match (&a["error"], &a["reply"]) {
-                (Value::Object(e), _) => format!(
-                    "{}: {}",
-                    e.get("kind").and_then(Value::as_str).unwrap_or("?"),
-                    e.get("message").and_then(Value::as_str).unwrap_or("")
-                ),
-                (_, Value::Object(r)) => format!("reply {}", Value::Object(r.clone())),
-                _ => "?".into(),
-            };
+        push_attempts(&mut out, &attempts);
+        if let Value::Object(m) = &ev["mirror_check"] {
+            let attempts = m
+                .get("attempts")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             out.push_str(&format!(
-                "  attempt {} at +{} ms ({} us): {result}\n",
-                a["attempt"], a["started_ms"], a["elapsed_us"]
+                "mirror:     dbid {} probed before the failover, {} attempt(s) in {} ms\n",
+                m.get("target_dbid").cloned().unwrap_or(Value::Null),
+                attempts.len(),
+                m.get("elapsed_ms").cloned().unwrap_or(Value::Null)
             ));
+            push_attempts(&mut out, &attempts);
         }
         out.push_str(&format!(
             "settings:   timeout {} ms, retries {}, retry delay {} ms\n",
@@ -118,6 +118,31 @@ impl Ctx {
             )),
             _ => out.push_str("message:    none\n"),
         }
+        if let Some(why) = ev["refusal"].as_str() {
+            out.push_str(&format!(
+                "refused:    {}\n",
+                self.style.paint(why, Color::Yellow)
+            ));
+        }
         out
+    }
+}
+
+/// One line per attempt of an exchange recorded in evidence.
+fn push_attempts(out: &mut String, attempts: &[Value]) {
+    for a in attempts {
+        let result = match (&a["error"], &a["reply"]) {
+            (Value::Object(e), _) => format!(
+                "{}: {}",
+                e.get("kind").and_then(Value::as_str).unwrap_or("?"),
+                e.get("message").and_then(Value::as_str).unwrap_or("")
+            ),
+            (_, Value::Object(r)) => format!("reply {}", Value::Object(r.clone())),
+            _ => "?".into(),
+        };
+        out.push_str(&format!(
+            "  attempt {} at +{} ms ({} us): {result}\n",
+            a["attempt"], a["started_ms"], a["elapsed_us"]
+        ));
     }
 }

@@ -16,11 +16,13 @@ pub(super) async fn status(conn: &mut Connected) -> Result<proto::StatusResponse
         .await
 }
 
-/// `status`'s exit code: 1 when a segment is down, no leader is elected, or the catalog or
-/// etcd is unreadable for the answering instance.
+/// `status`'s exit code: 1 when a segment is down, no leader is elected, an alarm is raised
+/// (a prober fault, an unconfirmed failover), or the catalog or etcd is unreadable for the
+/// answering instance.
 pub fn status_code(s: &proto::StatusResponse) -> u8 {
     if s.leader_id.is_empty()
         || s.segments_down > 0
+        || !s.alarms.is_empty()
         || !s.catalog_error.is_empty()
         || !s.etcd_error.is_empty()
     {
@@ -95,6 +97,10 @@ impl Ctx {
             ("answered by", s.instance_id.clone()),
         ] {
             out.push_str(&format!("{:<12} {v}\n", format!("{k}:")));
+        }
+        for a in &s.alarms {
+            let line = self.style.paint(a, Color::Red);
+            out.push_str(&format!("{:<12} {line}\n", "alarm:"));
         }
         out.push('\n');
         out.push_str(&self.members_text(&s.members));

@@ -44,24 +44,20 @@ pub(super) async fn connect(
     Ok(client)
 }
 
-/// SQLSTATE class 28: invalid authorization specification (bad password, no pg_hba entry).
-fn is_auth(code: &str) -> bool {
-    code.starts_with("28")
-}
-
 /// Maps a tokio-postgres error to a failure class. `connecting`: the error came from
 /// connection startup, where a server error means the server refused the session (starting
 /// up, in recovery, too many clients ...), as the FTS client's `StartupError`.
 pub(super) fn classify(e: &tokio_postgres::Error, connecting: bool) -> AttemptError {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
-        let kind = if is_auth(code) {
-            FailureKind::Auth
-        } else if connecting {
+        // Authorization (class 28) and privilege (42501, "must be superuser") errors are
+        // prober faults: the server answered, our role is what is wrong.
+        let default = if connecting {
             FailureKind::StartupError
         } else {
             FailureKind::ErrorReply
         };
+        let kind = FailureKind::of_server_error(Some(code), db.message(), default);
         return AttemptError {
             kind,
             message: db.message().to_string(),
@@ -76,15 +72,9 @@ pub(super) fn classify(e: &tokio_postgres::Error, connecting: bool) -> AttemptEr
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as K;
-            let kind = match io.kind() {
-                K::ConnectionRefused => FailureKind::Refused,
-                K::TimedOut => FailureKind::Timeout,
-                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
-                    FailureKind::Reset
-                }
-                _ if text.contains("lookup address") => FailureKind::Resolve,
-                _ => FailureKind::Io,
+            let kind = match FailureKind::of_io(io) {
+                FailureKind::Io if text.contains("lookup address") => FailureKind::Resolve,
+                kind => kind,
             };
             return AttemptError::new(kind, text);
         }
@@ -125,12 +115,5 @@ mod tests {
         assert_eq!(quote_literal("\"s1\""), "'\"s1\"'");
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(quote_literal("a\\b'"), "E'a\\\\b'''");
-    }
-
-    #[test]
-    fn auth_class() {
-        assert!(is_auth("28P01"));
-        assert!(is_auth("28000"));
-        assert!(!is_auth("57P03"));
     }
 }

@@ -333,10 +333,15 @@ type Ctx = Arc<CycleContext<ScriptedDriver, Arc<MemCatalog>, Arc<TestAuthority>>
 
 fn context(segments: Vec<Segment>) -> (Ctx, Arc<MemCatalog>, Arc<TestAuthority>, Log) {
     let events: Log = Arc::default();
+    let driver = ScriptedDriver::new(&events);
+    // Mirrors answer the PROBE taken before a failover, as a mirror does.
+    for s in segments.iter().filter(|s| s.role == M) {
+        driver.always(s.dbid, MessageType::Probe, ok(false, false, false, true));
+    }
     let catalog = MemCatalog::new(segments, &events);
     let authority = TestAuthority::new();
     let ctx = Arc::new(CycleContext {
-        driver: ScriptedDriver::new(&events),
+        driver,
         catalog: catalog.clone(),
         authority: authority.clone(),
         settings: ProbeSettings {
@@ -546,6 +551,95 @@ async fn mismatched_modes_are_repaired_in_one_transition() {
     assert_eq!(report.reports[0].rule, Rule::Resync);
     assert_eq!(events(&log), vec!["commit resync"]);
     assert_eq!(catalog.state(5), st(M, U, S));
+}
+
+#[tokio::test]
+async fn a_prober_fault_changes_nothing_and_is_alarmed_once_per_episode() {
+    let (ctx, catalog, _auth, log) = context(in_sync_pair());
+    let auth_failed = Err(AttemptError {
+        kind: FailureKind::Auth,
+        message: "password authentication failed for user \"gpadmin\"".into(),
+        sqlstate: Some("28P01".into()),
+        detail: None,
+    });
+    ctx.driver.always(2, MessageType::Probe, auth_failed);
+    let mut alarms = 0;
+    for _ in 0..3 {
+        let r = run_cycle(ctx.clone()).await.unwrap();
+        assert_eq!(r.reports[0].rule, Rule::ProberFault);
+        alarms += r.reports[0].episode_began as usize;
+    }
+    assert_eq!(alarms, 1, "alarmed once per episode");
+    assert_eq!(catalog.state(2), st(P, U, S), "nothing written");
+    assert_eq!(catalog.state(5), st(M, U, S));
+    assert_eq!(ctx.driver.sent(MessageType::Promote), 0);
+    assert_eq!(
+        events(&log),
+        vec!["commit prober_fault"],
+        "one evidence row"
+    );
+    let ev = &catalog.evidence.lock().unwrap()[0];
+    assert!(ev.updates.is_empty());
+    assert!(ev.evidence["refusal"]
+        .as_str()
+        .unwrap()
+        .starts_with("prober fault (auth)"));
+}
+
+#[tokio::test]
+async fn one_prober_fault_among_the_attempts_is_not_a_lost_primary() {
+    let (ctx, catalog, _auth, _log) = context(in_sync_pair());
+    // a DNS blip on the first attempt, then the primary does not answer: not established
+    ctx.driver.queued.lock().unwrap().insert(
+        (2, MessageType::Probe),
+        VecDeque::from([Err(AttemptError::new(
+            FailureKind::Resolve,
+            "could not resolve",
+        ))]),
+    );
+    let r = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(r.reports[0].rule, Rule::ProberFault);
+    assert_eq!(catalog.state(2), st(P, U, S));
+    // the next cycle sees only segment-side failures and fails over
+    let r = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(r.reports[0].rule, Rule::Failover);
+}
+
+#[tokio::test]
+async fn a_failover_whose_mirror_does_not_answer_is_refused_with_evidence() {
+    let (ctx, catalog, _auth, log) = context(in_sync_pair());
+    ctx.driver.always(5, MessageType::Probe, refused());
+    let r = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(r.reports[0].rule, Rule::FailoverUnconfirmed);
+    assert_eq!(
+        r.reports[0].mirror_check,
+        Some(MirrorCheck::Unreachable {
+            kind: FailureKind::Refused
+        })
+    );
+    assert_eq!(events(&log), vec!["commit failover_unconfirmed"]);
+    assert_eq!(ctx.driver.sent(MessageType::Promote), 0);
+    assert_eq!(catalog.state(2), st(P, U, S), "nothing flipped");
+    let ev = catalog.evidence.lock().unwrap()[0].clone();
+    assert!(ev.evidence["refusal"]
+        .as_str()
+        .unwrap()
+        .starts_with("mirror unreachable from this observer"));
+    assert_eq!(
+        ev.evidence["mirror_check"]["attempts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3,
+        "every attempt at the mirror recorded: {}",
+        ev.evidence
+    );
+    // a mirror answering as a primary is refused too
+    ctx.driver
+        .always(5, MessageType::Probe, ok(true, true, true, false));
+    let r = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(r.reports[0].rule, Rule::FailoverUnconfirmed);
+    assert_eq!(ctx.driver.sent(MessageType::Promote), 0);
 }
 
 fn fence_work() -> Upkeep {
