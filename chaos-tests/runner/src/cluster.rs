@@ -8,7 +8,7 @@ use std::time::Duration;
 use etcd_client::{Client as Etcd, ConnectOptions, GetOptions};
 use tokio_postgres::{Client, NoTls};
 
-use super::history::{EvidenceRow, HistoryRow, Millis, Row, Term};
+use super::history::{Delivery, EvidenceRow, HistoryRow, Millis, Row, Term};
 
 pub const CATALOG: &str = "172.28.2.5";
 pub const SEGSIM_CONTROL: &str = "172.28.2.10:7070";
@@ -231,6 +231,45 @@ pub async fn leader(cluster: &str) -> Result<Option<(String, i64)>, ClusterError
     Ok(None)
 }
 
+/// The action messages (PROMOTE, SYNCREP_OFF) in fts-segsim's JSON log (`<dir>/segsim.log`)
+/// that landed at or after `from`, each with the FTS host that sent it (by segnet address;
+/// an unknown address is kept as is, so the checker cannot match it to a term).
+pub fn read_deliveries(dir: &Path, from: Millis) -> Vec<Delivery> {
+    let Ok(text) = std::fs::read_to_string(dir.join("segsim.log")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(f) = v.get("fields") else { continue };
+        if f.get("message").and_then(|m| m.as_str()) != Some("received an action message") {
+            continue;
+        }
+        let at = v.get("timestamp").and_then(parse_ts).unwrap_or(0);
+        if at < from {
+            continue;
+        }
+        let peer = f.get("peer").and_then(|p| p.as_str()).unwrap_or("");
+        let instance = FTSD
+            .iter()
+            .find(|h| h.3 == peer)
+            .map_or(peer.to_string(), |h| h.1.to_string());
+        out.push(Delivery {
+            at,
+            instance,
+            kind: f
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or("")
+                .to_string(),
+            dbid: f.get("dbid").and_then(as_i64).unwrap_or(0) as i16,
+        });
+    }
+    out
+}
+
 fn parse_ts(v: &serde_json::Value) -> Option<Millis> {
     let t = humantime::parse_rfc3339_weak(v.as_str()?.trim_end_matches('Z')).ok()?;
     Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64)
@@ -245,6 +284,9 @@ fn as_i64(v: &serde_json::Value) -> Option<i64> {
 #[derive(Debug, Default, Clone)]
 pub struct Logs {
     pub terms: Vec<Term>,
+    /// `leader observed` lines (by any instance, the leader itself included): the new leader's
+    /// engine may act before its own `took office` line is written.
+    pub observed: Vec<Term>,
     pub rejected: Vec<String>,
     /// Log lines about fencing and stepping down, kept for the report.
     pub notable: Vec<(Millis, String, String)>,
@@ -258,6 +300,9 @@ pub fn read_logs(dir: &Path, cluster: &str) -> Logs {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
+        let first_term = logs.terms.len();
+        // (time, etcd revision, catalog epoch) of each `epoch recorded in the catalog` line.
+        let mut recorded: Vec<(Millis, i64, i64)> = Vec::new();
         for line in text.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
@@ -277,13 +322,91 @@ pub fn read_logs(dir: &Path, cluster: &str) -> Logs {
                         at,
                     });
                 }
-            } else if msg.contains("fenced") || msg.contains("stepped down") {
+            } else if msg == "epoch recorded in the catalog" {
+                let revision = v.get("revision").and_then(as_i64);
+                if let (Some(revision), Some(epoch)) = (revision, v.get("epoch").and_then(as_i64)) {
+                    recorded.push((at, revision, epoch));
+                }
+            } else if msg == "leader observed" {
+                let leader = v.get("leader").and_then(|l| l.as_str());
+                if let (Some(leader), Some(epoch)) = (leader, v.get("epoch").and_then(as_i64)) {
+                    logs.observed.push(Term {
+                        instance: leader.to_string(),
+                        epoch,
+                        at,
+                    });
+                }
+            } else if msg.contains("fenced")
+                || msg.contains("stepped down")
+                || msg.contains("terminated")
+            {
                 logs.notable
                     .push((at, instance.to_string(), msg.to_string()));
             }
         }
+        // Across an etcd rebuild the catalog epoch is generation × 2^44 + revision while
+        // `took office` names the etcd revision, and the two lines come from different tasks in
+        // either order: a term takes the epoch recorded for its revision nearest in time (a
+        // revision recurs only after another rebuild), so it carries what its writes are
+        // fenced with.
+        for t in &mut logs.terms[first_term..] {
+            if let Some(&(_, _, epoch)) = recorded
+                .iter()
+                .filter(|(at, revision, _)| *revision == t.epoch && (at - t.at).abs() < 10_000)
+                .min_by_key(|(at, ..)| (at - t.at).abs())
+            {
+                t.epoch = epoch;
+            }
+        }
     }
     logs.terms.sort_by_key(|t| t.at);
+    logs.observed.sort_by_key(|t| t.at);
     logs.notable.sort();
     logs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terms_carry_the_recorded_epoch_and_deliveries_their_sender() {
+        let dir = std::env::temp_dir().join(format!("fts-chaos-logs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("ftsd2-segsim.log"),
+            concat!(
+                r#"{"timestamp":"2026-11-26T10:23:06.645468Z","message":"took office as leader","epoch":6}"#, "\n",
+                r#"{"timestamp":"2026-11-26T10:23:06.711376Z","message":"epoch recorded in the catalog","epoch":"17592186044422","revision":6}"#, "\n",
+                r#"{"timestamp":"2026-11-26T10:40:00.100000Z","message":"epoch recorded in the catalog","epoch":"35184372088838","revision":6}"#, "\n",
+                r#"{"timestamp":"2026-11-26T10:40:00.110000Z","message":"took office as leader","epoch":6}"#, "\n",
+                r#"{"timestamp":"2026-11-26T10:23:06.600000Z","message":"leader observed","leader":"ftsd2","epoch":6}"#, "\n",
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("segsim.log"),
+            concat!(
+                r#"{"timestamp":"2026-11-26T10:23:07.000000Z","fields":{"message":"received an action message","dbid":9,"kind":"PROMOTE","peer":"172.28.2.22"}}"#, "\n",
+                r#"{"timestamp":"2026-11-26T10:23:08.000000Z","fields":{"message":"received an action message","dbid":9,"kind":"PROMOTE","peer":"10.0.0.9"}}"#, "\n",
+            ),
+        )
+        .unwrap();
+        let logs = read_logs(&dir, "segsim");
+        assert_eq!(logs.terms.len(), 2);
+        assert_eq!(logs.terms[0].epoch, 17592186044422);
+        assert_eq!(
+            logs.terms[1].epoch, 35184372088838,
+            "recorded before took office, after a second rebuild"
+        );
+        assert_eq!(logs.observed.len(), 1);
+        let d = read_deliveries(&dir, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            (d[0].instance.as_str(), d[0].kind.as_str(), d[0].dbid),
+            ("ftsd2", "PROMOTE", 9)
+        );
+        assert_eq!(d[1].instance, "10.0.0.9", "an unknown sender stays unknown");
+    }
 }

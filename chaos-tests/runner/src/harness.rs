@@ -51,6 +51,9 @@ pub struct Harness {
     pub notes: Vec<String>,
     /// Set when a scenario replaced the catalog (restart everything re-seeds it).
     pub rebaselined: Option<(Vec<Row>, i64)>,
+    /// Folder the containers write their logs to (mounted at /logs): scenarios read fault
+    /// points from the ftsd logs and write fault files there.
+    pub logs: std::path::PathBuf,
     segsim: Arc<Segsim>,
 }
 
@@ -66,6 +69,7 @@ impl Harness {
             quorum_losses: Vec::new(),
             notes: Vec::new(),
             rebaselined: None,
+            logs: std::path::PathBuf::new(),
             segsim: Arc::new(Segsim::new(SEGSIM_CONTROL)),
         }
     }

@@ -92,6 +92,16 @@ pub struct Term {
     pub at: Millis,
 }
 
+/// An action message (PROMOTE, SYNCREP_OFF) as fts-segsim received it: when it landed, the
+/// FTS host that sent it (by its segnet address) and the target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub at: Millis,
+    pub instance: String,
+    pub kind: String,
+    pub dbid: i16,
+}
+
 /// What an injected fault must lead to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Expect {
@@ -187,6 +197,11 @@ pub struct Recorded {
     pub unparsed_history: Vec<String>,
     pub evidence: Vec<EvidenceRow>,
     pub terms: Vec<Term>,
+    /// `leader observed` lines of every log: a term starts at the earliest of these and its
+    /// `took office` line (a leader may act before it logs taking office).
+    pub observed: Vec<Term>,
+    /// Action messages fts-segsim received during the scenario (empty for the real pairs).
+    pub deliveries: Vec<Delivery>,
     pub faults: Vec<Fault>,
     pub quorum_losses: Vec<QuorumLoss>,
     pub acting: Vec<ActingSample>,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::history::{replay, transactions, Expect, Millis, Recorded, Timing};
+use super::history::{replay, transactions, Expect, Millis, Recorded, Term, Timing};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Status {
@@ -65,6 +65,7 @@ pub fn check_all(r: &Recorded, t: &Timing) -> Vec<Verdict> {
         no_out_of_sync_promotion(r),
         history_and_evidence(r),
         no_writes_without_quorum(r, t),
+        no_message_after_deposition(r),
         failures_acted_on_in_time(r, t),
         one_promotion_per_fault(r),
     ]
@@ -298,6 +299,61 @@ pub fn no_writes_without_quorum(r: &Recorded, t: &Timing) -> Verdict {
     verdict(
         "zero catalog writes while etcd has no quorum",
         r.quorum_losses.len(),
+        bad,
+    )
+}
+
+/// No action message from a deposed leader lands once a newer leader exists: each PROMOTE /
+/// SYNCREP_OFF fts-segsim received must come from the instance that took office last before
+/// it landed. A leader's act-by deadline ends at least the act margin before its lease
+/// expires, and a successor takes office only after that, so a message still in flight from a
+/// legitimate attempt lands before the successor's term and needs no tolerance here.
+pub fn no_message_after_deposition(r: &Recorded) -> Verdict {
+    let mut bad = Vec::new();
+    let mut checked = 0;
+    // Each term starts at its earliest sign in any log.
+    let mut starts: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+    for t in r.terms.iter().chain(&r.observed) {
+        let at = starts.entry((t.epoch, t.instance.as_str())).or_insert(t.at);
+        *at = (*at).min(t.at);
+    }
+    for d in &r.deliveries {
+        let Some(sitting) = starts
+            .iter()
+            .map(|(&(epoch, instance), &at)| Term {
+                instance: instance.to_string(),
+                epoch,
+                at,
+            })
+            .filter(|t| t.at <= d.at)
+            .max_by_key(|t| (t.at, t.epoch))
+        else {
+            bad.push(format!(
+                "{} to dbid {} from {} landed at {} before any leader took office",
+                d.kind,
+                d.dbid,
+                d.instance,
+                ts(d.at * 1000)
+            ));
+            continue;
+        };
+        checked += 1;
+        if sitting.instance != d.instance {
+            bad.push(format!(
+                "{} to dbid {} from {} landed at {}, after {} took office with epoch {} at {}",
+                d.kind,
+                d.dbid,
+                d.instance,
+                ts(d.at * 1000),
+                sitting.instance,
+                sitting.epoch,
+                ts(sitting.at * 1000)
+            ));
+        }
+    }
+    verdict(
+        "no action message from a deposed leader after a newer one took office",
+        checked,
         bad,
     )
 }

@@ -12,5 +12,6 @@ pub mod invariants;
 pub mod report;
 pub mod rng;
 pub mod run;
+pub mod runtime_faults;
 pub mod scenario;
 pub mod workload;

@@ -246,6 +246,7 @@ async fn run_one(
     let timing = timing(s.target);
     let db = s.target.db();
     let mut h = Harness::new(s.name, seed, timing, MIRROR_GRACE_MS, db);
+    h.logs = opts.logs.clone();
     let mut result = ScenarioResult {
         name: s.name.into(),
         about: s.about.into(),
@@ -315,6 +316,10 @@ async fn run_one(
     };
     let logs = cluster::read_logs(&opts.logs, db);
     record.terms = logs.terms;
+    record.observed = logs.observed.clone();
+    if s.target == Target::Segsim {
+        record.deliveries = cluster::read_deliveries(&opts.logs, result.started_at);
+    }
     let mut gathered = Err(HarnessError::Other("not read".into()));
     for _ in 0..20 {
         gathered = async {

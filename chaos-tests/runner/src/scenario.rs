@@ -10,6 +10,7 @@ use super::cluster::{self, pg_container, ETCD, PG_PAIRS};
 use super::docker::{self, ETCDNET, SEGNET};
 use super::harness::{fail, sleep_ms, Harness, Result};
 use super::history::{now_ms, Expect, QuorumLoss};
+use super::runtime_faults;
 
 /// Which ftsd cluster a scenario exercises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,10 @@ pub const ALL: &[Scenario] = &[
     Scenario { name: "flapping-segment", about: "a primary flaps (down 100-300 ms, several times) below the retry window, then stays down: exactly one promotion", target: Target::Segsim, short: false },
     Scenario { name: "slow-segment", about: "a primary answers slowly: below the probe timeout nothing happens, above it the mirror is promoted (fts-segsim slow; tc netem is tried first)", target: Target::Segsim, short: false },
     Scenario { name: "restart-everything", about: "restart every container (etcd, catalog, segments, FTS hosts); then a primary dies and is promoted", target: Target::Segsim, short: false },
+    Scenario { name: "stale-message-after-deposition", about: "the leader is frozen between its authority check and a PROMOTE/SYNCREP_OFF (fault point + docker pause); a follower takes office and acts; nothing the old leader sends may land after that", target: Target::Segsim, short: false },
+    Scenario { name: "stalled-fence-holder", about: "the leader stalls between the fence statement and COMMIT (fault point + docker pause) while a primary is down: a follower ends its session and fails over within lease TTL + detection; the old leader writes nothing", target: Target::Segsim, short: false },
+    Scenario { name: "half-open-catalog", about: "iptables drops the leader's catalog traffic; a primary dies: the leader hands office over after its failed cycles and a follower promotes", target: Target::Segsim, short: false },
+    Scenario { name: "etcd-rebuilt", about: "all etcd members are killed, wiped and started as a new empty cluster; a primary dies: a leader acts with an epoch above every recorded one", target: Target::Segsim, short: false },
     Scenario { name: "pg-kill-primary", about: "kill -9 a real PostgreSQL primary under write load: the synchronous standby is promoted and no acknowledged write is lost", target: Target::PgPairs, short: true },
     Scenario { name: "pg-kill-mirror", about: "kill -9 a real PostgreSQL standby under write load: it is marked down and writes continue", target: Target::PgPairs, short: false },
     Scenario { name: "pg-crash-restart-short", about: "a real PostgreSQL primary crashes and restarts, refusing connections with 57P03 (held in recovery) for less than postgres.restart_grace: no failover, no lost acknowledged write", target: Target::PgPairs, short: false },
@@ -74,6 +79,10 @@ pub async fn run(s: &Scenario, h: &mut Harness) -> Result<()> {
         "flapping-segment" => flapping_segment(h).await,
         "slow-segment" => slow_segment(h).await,
         "restart-everything" => restart_everything(h).await,
+        "stale-message-after-deposition" => runtime_faults::stale_message_after_deposition(h).await,
+        "stalled-fence-holder" => runtime_faults::stalled_fence_holder(h).await,
+        "half-open-catalog" => runtime_faults::half_open_catalog(h).await,
+        "etcd-rebuilt" => runtime_faults::etcd_rebuilt(h).await,
         "pg-kill-primary" => pg_kill_primary(h).await,
         "pg-kill-mirror" => pg_kill_mirror(h).await,
         "pg-crash-restart-short" => pg_crash_restart(h, false).await,
@@ -84,7 +93,7 @@ pub async fn run(s: &Scenario, h: &mut Harness) -> Result<()> {
 
 /// Takes a random content's primary down in the simulator; records the expected promotion
 /// (allowed from `not_before`, or now, within `bound_ms`). Returns (content, old primary).
-async fn fail_primary(h: &mut Harness, bound_ms: i64, why: &str) -> Result<(i16, i16)> {
+pub(crate) async fn fail_primary(h: &mut Harness, bound_ms: i64, why: &str) -> Result<(i16, i16)> {
     let content = h.pick_content().await?;
     let (p, _) = h.healthy_pair(content).await?;
     h.sim_fault(p.dbid, SimFault::Down).await?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::instances::{check_target, random_u64, SimCore};
 use super::reply;
@@ -56,10 +56,15 @@ pub(crate) async fn handle(core: Arc<SimCore>, idx: usize, stream: TcpStream) {
         .connections
         .fetch_add(1, Ordering::Relaxed);
     let mut shutdown = core.shutdown.subscribe();
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
     let mut conn = Conn {
         core,
         idx,
         stream,
+        peer,
         buf: BytesMut::with_capacity(256),
         out: BytesMut::with_capacity(512),
     };
@@ -77,6 +82,8 @@ struct Conn {
     core: Arc<SimCore>,
     idx: usize,
     stream: TcpStream,
+    /// The client's address, named in the log line of every action message.
+    peer: String,
     /// Bytes read but not yet consumed.
     buf: BytesMut,
     /// Bytes to send at the next flush.
@@ -436,6 +443,11 @@ impl Conn {
         inst.counters.count(kind);
         check_target(inst, kind, dbid, content);
         debug!(dbid = inst.dbid, %kind, "received FTS message");
+        if kind != MessageType::Probe {
+            // At info level with the sender: the chaos checker judges from these lines whether
+            // a deposed leader's message landed after a newer leader took office.
+            info!(dbid = inst.dbid, %kind, peer = %self.peer, "received an action message");
+        }
 
         if let Some(d) = delay {
             tokio::time::sleep(d).await;

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::history::{
-    Ack, ActingSample, EvidenceRow, Fault, HistoryRow, QuorumLoss, Row, Survivors, Term,
+    Ack, ActingSample, Delivery, EvidenceRow, Fault, HistoryRow, QuorumLoss, Row, Survivors, Term,
 };
 
 const T0: i64 = 1_700_000_000_000; // ms
@@ -73,6 +73,7 @@ fn clean() -> Recorded {
             epoch: 10,
             at: T0 - 5000,
         }],
+        deliveries: vec![delivery(T0 + 2100, "ftsd1", 6)],
         faults: vec![fault(
             T0,
             0,
@@ -94,6 +95,15 @@ fn clean() -> Recorded {
             seqs: vec![1],
         }]),
         ..Recorded::default()
+    }
+}
+
+fn delivery(at: i64, who: &str, dbid: i16) -> Delivery {
+    Delivery {
+        at,
+        instance: who.into(),
+        kind: "PROMOTE".into(),
+        dbid,
     }
 }
 
@@ -387,4 +397,40 @@ fn promoting_twice_for_one_fault_fails() {
     // A second fault on the content in between makes the second promotion its own.
     r.faults.push(fault(T0 + 5000, 0, Expect::Nothing));
     assert_eq!(one_promotion_per_fault(&r).status, Status::Pass);
+}
+
+#[test]
+fn a_message_from_a_deposed_leader_after_the_new_term_fails() {
+    let name = "deposed leader";
+    let mut r = clean();
+    // ftsd2 takes office at T0+4s; ftsd1's PROMOTE lands 50 ms later.
+    r.terms.push(Term {
+        instance: "ftsd2".into(),
+        epoch: 11,
+        at: T0 + 4000,
+    });
+    assert_eq!(status_of(&r, name), Status::Pass);
+    r.deliveries.push(delivery(T0 + 4050, "ftsd1", 6));
+    assert_eq!(status_of(&r, name), Status::Fail);
+    // The new leader's own messages after its term are fine.
+    r.deliveries.pop();
+    r.deliveries.push(delivery(T0 + 4050, "ftsd2", 6));
+    assert_eq!(status_of(&r, name), Status::Pass);
+    // A term starts at its first sign: ftsd3 observed as leader before it logs taking office.
+    r.terms.push(Term {
+        instance: "ftsd3".into(),
+        epoch: 12,
+        at: T0 + 6000,
+    });
+    r.deliveries.push(delivery(T0 + 5950, "ftsd3", 6));
+    assert_eq!(status_of(&r, name), Status::Fail);
+    r.observed.push(Term {
+        instance: "ftsd3".into(),
+        epoch: 12,
+        at: T0 + 5900,
+    });
+    assert_eq!(status_of(&r, name), Status::Pass);
+    // A message before anyone took office cannot be judged innocent.
+    r.deliveries.push(delivery(T0 - 6000, "ftsd3", 6));
+    assert_eq!(status_of(&r, name), Status::Fail);
 }
