@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::SegmentDriver;
 use crate::model::Segment;
 use crate::wire::client::{self, Credentials, Target};
-use crate::wire::failure::{AttemptError, FailureKind};
+use crate::wire::failure::AttemptError;
 use crate::wire::{MessageType, ProbeReply};
 
 /// See the module documentation.
@@ -21,15 +21,7 @@ impl SegmentDriver for FtsWireDriver {
         kind: MessageType,
         deadline: Instant,
     ) -> Result<ProbeReply, AttemptError> {
-        let port = u16::try_from(target.port).map_err(|_| {
-            AttemptError::new(
-                FailureKind::Resolve,
-                format!(
-                    "port {} of dbid {} is not a TCP port",
-                    target.port, target.dbid
-                ),
-            )
-        })?;
+        let port = super::tcp_port(target)?;
         let t = Target {
             host: &target.address,
             port,

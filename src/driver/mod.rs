@@ -204,6 +204,20 @@ impl SegmentDriver for AnyDriver {
 }
 
 /// Builds the driver `probe.driver` names, with the probe credentials.
+/// The catalog row's port as a TCP port. A row whose port cannot be one is a fault of our
+/// input (the catalog), not a sign that the segment is down, hence the prober-side class.
+pub(crate) fn tcp_port(target: &Segment) -> Result<u16, AttemptError> {
+    u16::try_from(target.port).map_err(|_| {
+        AttemptError::new(
+            crate::wire::failure::FailureKind::Resolve,
+            format!(
+                "port {} of dbid {} is not a TCP port",
+                target.port, target.dbid
+            ),
+        )
+    })
+}
+
 pub fn from_config(cfg: &Config) -> AnyDriver {
     match cfg.probe.driver {
         ProbeDriver::Fts => AnyDriver::Fts(FtsWireDriver {

@@ -16,15 +16,7 @@ pub(super) async fn connect(
     target: &Segment,
     timeout: Duration,
 ) -> Result<Client, AttemptError> {
-    let port = u16::try_from(target.port).map_err(|_| {
-        AttemptError::new(
-            FailureKind::Resolve,
-            format!(
-                "port {} of dbid {} is not a TCP port",
-                target.port, target.dbid
-            ),
-        )
-    })?;
+    let port = crate::driver::tcp_port(target)?;
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&target.address)
         .port(port)
