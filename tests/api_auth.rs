@@ -7,6 +7,10 @@
 //! are open with `read_auth = "none"` and refused with `"required"`; a pause with `--for`
 //! expires by itself; the metrics endpoint wants its token; out-of-range inputs are refused;
 //! the instance-to-instance credentials (`Credentials::for_instance`) are accepted.
+//!
+//! Against a TLS etcd that requires client certificates: the daemon elects itself through it
+//! (`etcd.ca_file`, `etcd.cert_file`, `etcd.key_file`) and `ftsctl --etcd` finds it with
+//! `--etcd-cacert`, `--etcd-cert`, `--etcd-key`; no or a foreign certificate is refused.
 
 mod support;
 
@@ -14,7 +18,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use fts_testkit::etcd::EtcdCluster;
+use fts_testkit::etcd::{EtcdCluster, EtcdTls};
 use fts_testkit::pki::Pki;
 use ftsd::api::client::Credentials;
 use ftsd::api::proto;
@@ -137,9 +141,16 @@ async fn api_and_metrics_need_credentials_over_tls() {
     let o = ftsctl(&api_a, &cat(&["probe"], &cacert));
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     let wrong = ["--token-file", path(&wrong_token_file)];
-    let o = ftsctl(&api_a, &cat(&cat(&["pause", "--reason", "x"], &cacert), &wrong));
+    let o = ftsctl(
+        &api_a,
+        &cat(&cat(&["pause", "--reason", "x"], &cacert), &wrong),
+    );
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
-    assert!(stderr(&o).contains("invalid bearer token"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("invalid bearer token"),
+        "{}",
+        stderr(&o)
+    );
 
     // With the token: pause, status shows it as indefinite, resume.
     let out = expect(&api_a, &cat(&["pause", "--reason", "maintenance"], &tok), 0);
@@ -152,7 +163,10 @@ async fn api_and_metrics_need_credentials_over_tls() {
     expect(&api_a, &cat(&["resume"], &tok), 0);
 
     // With a client certificate of the configured CA: a pause for 2s, which ends by itself.
-    let args = cat(&["pause", "--reason", "short", "--for", "2s", "--json"], &mtls);
+    let args = cat(
+        &["pause", "--reason", "short", "--for", "2s", "--json"],
+        &mtls,
+    );
     let p: Value = serde_json::from_str(&expect(&api_a, &args, 0)).unwrap();
     assert_eq!(p["paused"], true);
     assert!(p["until_ms"].as_i64().unwrap() > p["at_ms"].as_i64().unwrap());
@@ -168,7 +182,10 @@ async fn api_and_metrics_need_credentials_over_tls() {
 
     // A client certificate from another CA is refused.
     let bad = ["--cert", path(&bad_cert), "--key", path(&bad_key)];
-    let o = ftsctl(&api_a, &cat(&cat(&["pause", "--reason", "x"], &cacert), &bad));
+    let o = ftsctl(
+        &api_a,
+        &cat(&cat(&["pause", "--reason", "x"], &cacert), &bad),
+    );
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
 
@@ -176,9 +193,16 @@ async fn api_and_metrics_need_credentials_over_tls() {
     let o = ftsctl(&api_a, &cat(&["history", "--limit", "20000"], &tok));
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("maximum 10000"), "{}", stderr(&o));
-    let o = ftsctl(&api_a, &cat(&["pause", "--reason", "x", "--for", "40days"], &tok));
+    let o = ftsctl(
+        &api_a,
+        &cat(&["pause", "--reason", "x", "--for", "40days"], &tok),
+    );
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("more than the maximum"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("more than the maximum"),
+        "{}",
+        stderr(&o)
+    );
 
     // The metrics endpoint: TLS, and its own token.
     let url = format!("https://{metrics_a}/metrics");
@@ -248,6 +272,113 @@ async fn api_and_metrics_need_credentials_over_tls() {
     .await;
     let o = ftsctl(&api_b, &cat(&["status"], &cacert));
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
-    assert!(stderr(&o).contains("requires authentication"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("requires authentication"),
+        "{}",
+        stderr(&o)
+    );
     expect(&api_b, &cat(&["segments"], &mtls), 0);
+}
+
+/// The real `ftsctl` without `--endpoint` (it finds the instances through `--etcd`).
+fn ftsctl_etcd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ftsctl"))
+        .args(args)
+        .env_remove("FTSCTL_ENDPOINT")
+        .env_remove("FTSCTL_ETCD")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run ftsctl")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_and_ftsctl_use_a_tls_etcd_with_client_certificates() {
+    let pki = Pki::new(&[("etcd", "127.0.0.1")], &["operator"]).unwrap();
+    let other = Pki::new(&[], &["operator"]).unwrap();
+    let (server_cert, server_key) = pki.server("etcd");
+    let etcd = EtcdCluster::builder()
+        .tls(EtcdTls {
+            ca: pki.ca(),
+            cert: server_cert,
+            key: server_key,
+        })
+        .start()
+        .await
+        .unwrap();
+    let endpoint = etcd.endpoints()[0].clone();
+    assert!(endpoint.starts_with("https://"), "{endpoint}");
+    let mut sys = System::start(1, Duration::from_millis(500)).await;
+    sys.etcd_endpoints = etcd.endpoints();
+    let ca = pki.ca();
+    let (ftsd_cert, ftsd_key) = pki.client("ftsd");
+    let a = sys.spawn_ftsd_env(
+        "a",
+        &[],
+        "",
+        &[
+            ("FTSD_ETCD_CA_FILE", path(&ca)),
+            ("FTSD_ETCD_CERT_FILE", path(&ftsd_cert)),
+            ("FTSD_ETCD_KEY_FILE", path(&ftsd_key)),
+        ],
+    );
+    let (api_a, _) = addresses(&sys.daemons[a].config);
+
+    // The daemon is elected through the TLS etcd; ftsctl finds it there with its own
+    // client certificate.
+    let (op_cert, op_key) = pki.client("operator");
+    let etcd_tls = [
+        "--etcd",
+        endpoint.as_str(),
+        "--cluster",
+        "test",
+        "--etcd-cacert",
+        path(&ca),
+        "--etcd-cert",
+        path(&op_cert),
+        "--etcd-key",
+        path(&op_key),
+    ];
+    let leader = wait_for("a to lead, seen through the TLS etcd", LIMIT, || {
+        let o = ftsctl_etcd(&cat(&["leader", "--json"], &etcd_tls));
+        async move {
+            let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+            (v["leader_id"] == "a").then_some(v)
+        }
+    })
+    .await;
+    assert_eq!(leader["leader_address"], api_a.as_str());
+
+    // No client certificate, or one from another CA: etcd refuses (exit 3, one line).
+    let no_cert = [
+        "--etcd",
+        endpoint.as_str(),
+        "--cluster",
+        "test",
+        "--etcd-cacert",
+        path(&ca),
+        "--timeout",
+        "3s",
+    ];
+    let o = ftsctl_etcd(&cat(&["leader"], &no_cert));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("etcd"), "{}", stderr(&o));
+    let (bad_cert, bad_key) = other.client("operator");
+    let bad = ["--etcd-cert", path(&bad_cert), "--etcd-key", path(&bad_key)];
+    let o = ftsctl_etcd(&cat(&cat(&["leader"], &no_cert), &bad));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    // https without a CA, or a CA file that is no certificate: a usage error naming the flag.
+    let o = ftsctl_etcd(&["leader", "--etcd", endpoint.as_str(), "--cluster", "test"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--etcd-cacert"), "{}", stderr(&o));
+    let o = ftsctl_etcd(&cat(
+        &["leader", "--etcd-cacert", path(&op_key)],
+        &["--etcd", endpoint.as_str(), "--cluster", "test"],
+    ));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--etcd-cacert") && stderr(&o).contains("no PEM certificate"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -6,7 +6,8 @@
 //! * [`pg::PgServer`]: a throwaway PostgreSQL server on a free loopback port, in a temporary
 //!   directory, killed and removed on drop.
 //! * [`etcd::EtcdCluster`]: a throwaway etcd cluster (1, 3 or N members) on free loopback ports,
-//!   with kill / stop / restart / pause / resume per member, killed and removed on drop.
+//!   with kill / stop / restart / pause / resume per member, killed and removed on drop;
+//!   optionally with TLS and client-certificate authentication on the client port.
 //! * [`pki::Pki`]: a throwaway CA with server and client certificates (by `etcd/make-certs`).
 //!
 //! Servers are direct children started with a parent-death signal from one shared spawner
