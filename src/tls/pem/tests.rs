@@ -20,10 +20,7 @@ fn names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ca.pem");
     let e = read_certificates(&path).unwrap_err();
-    assert!(
-        e.to_string().contains(&path.display().to_string()),
-        "{e}"
-    );
+    assert!(e.to_string().contains(&path.display().to_string()), "{e}");
     assert!(e.to_string().contains("cannot read"), "{e}");
     assert!(e.to_string().contains("No such file"), "{e}");
     std::fs::write(&path, "not a certificate").unwrap();
