@@ -137,6 +137,7 @@ impl Cluster {
             coordinator: CoordinatorSettings {
                 user: self.coordinator.superuser().into(),
                 connect_timeout: Duration::from_secs(2),
+                tls: Default::default(),
             },
             elected: false,
             history_limit: 100,

@@ -917,3 +917,70 @@ fn catalog_lock_limits_are_bounded_by_the_lease() {
         "{line}"
     );
 }
+
+#[test]
+fn postgres_tls_settings() {
+    let case = Case::new(MINIMAL);
+    let pki = Pki::new(&[], &[]).unwrap();
+    let (cert, key) = pki.client("ftsd");
+    let ca = pki.ca();
+    let with = |table: &str, extra: &str| format!("{MINIMAL}[{table}]\n{extra}");
+    // MINIMAL has a [catalog] table: the catalog keys go through the environment.
+    let full = with(
+        "postgres",
+        &format!(
+            "sslmode = \"verify-full\"\nssl_ca_file = \"{}\"\nssl_cert_file = \"{}\"\nssl_key_file = \"{}\"\n",
+            ca.display(),
+            cert.display(),
+            key.display()
+        ),
+    );
+    let cfg = load_ok(&full);
+    assert_eq!(cfg.postgres.sslmode, ftsd::config::SslMode::VerifyFull);
+    assert_eq!(load_ok(&cfg.render_masked()), cfg);
+    let none = Overrides::default();
+    let line = Case::new(&with("postgres", "sslmode = \"verify-full\"\n")).error(&[], &none);
+    assert!(
+        line.starts_with("ftsd.toml: postgres.sslmode = \"verify-full\""),
+        "{line}"
+    );
+    assert!(line.contains("needs postgres.ssl_ca_file"), "{line}");
+    let line = Case::new(&with(
+        "postgres",
+        &format!(
+            "sslmode = \"require\"\nssl_ca_file = \"{}\"\n",
+            ca.display()
+        ),
+    ))
+    .error(&[], &none);
+    assert!(
+        line.contains("is only used with postgres.sslmode = \"verify-full\""),
+        "{line}"
+    );
+    let line = Case::new(&with(
+        "postgres",
+        &format!(
+            "ssl_cert_file = \"{}\"\nssl_key_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    ))
+    .error(&[], &none);
+    assert!(line.contains("a client certificate needs TLS"), "{line}");
+    let line = Case::new(&with("postgres", "sslmode = \"prefer\"\n")).error(&[], &none);
+    assert!(
+        line.contains("expected \"disable\", \"require\" or \"verify-full\""),
+        "{line}"
+    );
+    let junk = case.file("junk.pem", "junk");
+    let env = [
+        ("FTSD_CATALOG_SSLMODE", "verify-full"),
+        ("FTSD_CATALOG_SSL_CA_FILE", junk.to_str().unwrap()),
+    ];
+    let line = case.error(&env, &none);
+    assert!(line.starts_with("FTSD_CATALOG_SSL_CA_FILE="), "{line}");
+    assert!(line.contains("holds no PEM certificate"), "{line}");
+    let env = [("FTSD_CATALOG_URL", "postgresql://u@h/db?sslmode=require")];
+    let line = case.error(&env, &none);
+    assert!(line.contains("use catalog.sslmode"), "{line}");
+}

@@ -777,6 +777,7 @@ fn probe_settings() -> PgDriverSettings {
         fence_command: Vec::new(),
         fence_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(2),
+        tls: Default::default(),
     }
 }
 

@@ -6,13 +6,14 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 use super::{schema, Catalog, CatalogError, EtcdRevision, Transition};
 use crate::config::{CatalogConfig, ConnString};
 use crate::core::epoch::{compose, generation, plan_claim, ClaimPlan};
 use crate::model::{Epoch, Mode, Role, Segment, SegmentConfig, Status, UnreadableRow};
 use crate::secret::Secret;
+use crate::tls::postgres::PgTls;
 
 /// Connection settings for the SQL catalog (the `[catalog]` table of the configuration).
 #[derive(Debug, Clone)]
@@ -29,6 +30,8 @@ pub struct PgCatalogConfig {
     pub call_timeout: Duration,
     /// TCP keepalive idle time and interval.
     pub keepalive: Duration,
+    /// `catalog.sslmode` and its files, read.
+    pub tls: PgTls,
 }
 
 impl PgCatalogConfig {
@@ -71,6 +74,7 @@ impl PgCatalogConfig {
             _ => ours,
         };
         cfg.options(options);
+        self.tls.apply(&mut cfg);
         Ok(cfg)
     }
 }
@@ -86,6 +90,7 @@ impl From<&CatalogConfig> for PgCatalogConfig {
             idle_in_transaction_timeout: c.idle_in_transaction_timeout,
             call_timeout: c.call_timeout,
             keepalive: c.keepalive,
+            tls: PgTls::or_fail_closed(&c.tls(), "catalog"),
         }
     }
 }
@@ -156,7 +161,7 @@ impl PgCatalog {
             let options = format!("{} {extra}", session.get_options().unwrap_or_default());
             session.options(options.trim_start());
         }
-        let connect = session.connect(NoTls);
+        let connect = session.connect(self.config.tls.connector());
         let (client, conn) = tokio::time::timeout(self.config.connect_timeout, connect)
             .await
             .map_err(|_| {
@@ -165,7 +170,11 @@ impl PgCatalog {
                     self.config.connect_timeout
                 ))
             })?
-            .map_err(|e| CatalogError::Unavailable(format!("connecting to {url}: {e}")))?;
+            .map_err(|e| {
+                // The server's message and the TLS reason live in the source chain.
+                let why = crate::error_chain::one_line(&e);
+                CatalogError::Unavailable(format!("connecting to {url}: {why}"))
+            })?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "catalog connection ended");

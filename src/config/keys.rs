@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::render::toml_string;
-use super::{CatalogBackend, Config, ConnString, LogFormat, ProbeDriver, ReadAuth};
+use super::{CatalogBackend, Config, ConnString, LogFormat, ProbeDriver, ReadAuth, SslMode};
 
 /// Prefix of every configuration environment variable.
 pub(crate) const ENV_PREFIX: &str = "FTSD_";
@@ -270,6 +270,22 @@ impl Field for ReadAuth {
     }
 }
 
+impl Field for SslMode {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        let expected = "\"disable\", \"require\" or \"verify-full\"";
+        let raw = input.text(expected)?;
+        SslMode::parse(raw.trim()).ok_or_else(|| {
+            format!(
+                "{} (expected {expected})",
+                input.bad(raw, "invalid sslmode", None)
+            )
+        })
+    }
+    fn render(&self) -> Option<String> {
+        Some(toml_string(self.as_str()))
+    }
+}
+
 /// One configuration key.
 pub(crate) struct Key {
     /// Dotted name, `table.key` or a top-level `key`.
@@ -328,6 +344,10 @@ pub(crate) const KEYS: &[Key] = &[
     key!(postgres.restart_grace),
     key!(postgres.fence_command),
     key!(postgres.fence_timeout),
+    key!(postgres.sslmode),
+    key!(postgres.ssl_ca_file),
+    key!(postgres.ssl_cert_file),
+    key!(postgres.ssl_key_file),
     key!(catalog.backend),
     key!(catalog.url),
     key!(catalog.password_file),
@@ -337,6 +357,10 @@ pub(crate) const KEYS: &[Key] = &[
     key!(catalog.idle_in_transaction_timeout),
     key!(catalog.call_timeout),
     key!(catalog.keepalive),
+    key!(catalog.sslmode),
+    key!(catalog.ssl_ca_file),
+    key!(catalog.ssl_cert_file),
+    key!(catalog.ssl_key_file),
     key!(catalog.cbdb_conf),
     key!(catalog.coordinator_user),
     key!(catalog.history_limit),

@@ -68,6 +68,7 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     no_control(&pg.sync_standby_names).map_err(on("postgres.sync_standby_names"))?;
     within(pg.restart_grace, Duration::ZERO, MAX_DURATION).map_err(on("postgres.restart_grace"))?;
     within(pg.fence_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("postgres.fence_timeout"))?;
+    pg_tls("postgres", &pg.tls())?;
 
     let cat = &c.catalog;
     let cloudberry = cat.backend == super::CatalogBackend::Cloudberry;
@@ -91,6 +92,26 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     )?;
     within(cat.call_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("catalog.call_timeout"))?;
     within(cat.keepalive, Duration::from_secs(1), MAX_DURATION).map_err(on("catalog.keepalive"))?;
+    pg_tls("catalog", &cat.tls())?;
+    if !cloudberry {
+        let url: tokio_postgres::Config = cat
+            .url
+            .expose()
+            .parse()
+            .map_err(|_| ("catalog.url", "invalid connection string".to_owned()))?;
+        // The URL's own sslmode is tokio-postgres's (no verification, and "prefer" falls back
+        // to plaintext): only a "disable" that agrees with catalog.sslmode is accepted.
+        let agrees = match url.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Prefer => true,
+            tokio_postgres::config::SslMode::Disable => cat.sslmode == super::SslMode::Disable,
+            _ => false,
+        };
+        if !agrees {
+            let problem = "sets an sslmode: use catalog.sslmode (disable, require or \
+                           verify-full) instead, which also verifies the server";
+            return Err(("catalog.url", problem.to_owned()));
+        }
+    }
 
     let e = &c.etcd;
     // Cloudberry: the endpoints of cbdb_etcd.conf are used instead.
@@ -400,6 +421,45 @@ fn pem_files(
         (None, Some(_)) => Err((
             key_key,
             format!("is set but {cert_key} is not (they must be given together)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `<table>.sslmode` and its files: verify-full needs the CA, a CA is only used by
+/// verify-full, a client certificate needs TLS.
+fn pg_tls(table: &'static str, t: &crate::tls::postgres::PgTlsSettings) -> Result<(), Failure> {
+    use crate::tls::postgres::SslMode;
+    let (mode, ca, cert, key) = match table {
+        "catalog" => (
+            "catalog.sslmode",
+            "catalog.ssl_ca_file",
+            "catalog.ssl_cert_file",
+            "catalog.ssl_key_file",
+        ),
+        _ => (
+            "postgres.sslmode",
+            "postgres.ssl_ca_file",
+            "postgres.ssl_cert_file",
+            "postgres.ssl_key_file",
+        ),
+    };
+    pem_files((ca, &t.ca_file), (cert, &t.cert_file), (key, &t.key_file))?;
+    match (t.mode, &t.ca_file, &t.cert_file) {
+        (SslMode::VerifyFull, None, _) => Err((
+            mode,
+            format!("\"verify-full\" needs {ca} (the CA that signed the servers' certificates)"),
+        )),
+        (SslMode::Disable | SslMode::Require, Some(_), _) => Err((
+            ca,
+            format!(
+                "is only used with {mode} = \"verify-full\" (\"require\" does not verify the \
+                 server; set verify-full or remove the CA)"
+            ),
+        )),
+        (SslMode::Disable, None, Some(_)) => Err((
+            cert,
+            format!("a client certificate needs TLS: set {mode} to \"require\" or \"verify-full\""),
         )),
         _ => Ok(()),
     }

@@ -4,6 +4,8 @@
 //!
 //! * `pem` — reading certificate and key files once, checked, with errors that name the file.
 //! * `listener` — a TLS listener for the metrics endpoint.
+//! * `postgres` — `sslmode`-style TLS for PostgreSQL connections.
 
 pub mod listener;
 pub mod pem;
+pub mod postgres;

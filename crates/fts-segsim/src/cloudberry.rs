@@ -40,6 +40,7 @@ impl CbdbLink {
             coordinator: CoordinatorSettings {
                 user: String::new(),
                 connect_timeout: Duration::from_secs(5),
+                tls: Default::default(),
             },
             elected: false,
             history_limit: 1,

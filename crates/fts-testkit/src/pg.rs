@@ -93,6 +93,19 @@ pub struct PgServerBuilder {
     password: Option<String>,
     settings: Vec<(String, String)>,
     start_timeout: Duration,
+    tls: Option<PgServerTls>,
+}
+
+/// TLS for [`PgServerBuilder::tls`]: `ssl = on` with these files, and `hostssl` instead of
+/// `host` in `pg_hba.conf`, so TCP clients must use TLS.
+#[derive(Debug, Clone)]
+pub struct PgServerTls {
+    /// The server certificate and key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set: clients must present a certificate signed by this CA
+    /// (`clientcert=verify-ca`).
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for PgServerBuilder {
@@ -103,6 +116,7 @@ impl Default for PgServerBuilder {
             password: None,
             settings: Vec::new(),
             start_timeout: Duration::from_secs(20),
+            tls: None,
         }
     }
 }
@@ -133,6 +147,13 @@ impl PgServerBuilder {
         self
     }
 
+    /// TCP connections only over TLS (see [`PgServerTls`]). The harness itself then talks to
+    /// the server over its Unix socket ([`PgServer::client`]).
+    pub fn tls(mut self, tls: PgServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// How long to wait for the server to accept connections (default 20 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
@@ -150,6 +171,7 @@ impl PgServerBuilder {
         let bins = bins();
         let mut server = self.unstarted()?;
         server.initdb(&bins.initdb).await?;
+        server.install_tls()?;
         server.first_start().await?;
         if server.cfg.auth == Auth::Md5 {
             server.store_md5_password().await?;
@@ -197,6 +219,9 @@ impl PgServerBuilder {
         self.password = primary.cfg.password.clone();
         let mut server = self.unstarted()?;
         server.basebackup(primary, application_name).await?;
+        // The copy has the primary's TLS files and pg_hba.conf; the key's owner and mode and
+        // the `ssl` settings are the server's own.
+        server.install_tls()?;
         server.first_start().await?;
         Ok(server)
     }
@@ -302,10 +327,14 @@ impl PgServer {
         config
     }
 
-    /// A connected client (superuser, TCP); its connection task is spawned on the current runtime.
+    /// A connected client (superuser; TCP, or the Unix socket when the server is TLS-only); its
+    /// connection task is spawned on the current runtime.
     pub async fn client(&self) -> Result<tokio_postgres::Client> {
-        let (client, connection) = self
-            .pg_config()
+        let mut config = self.pg_config();
+        if self.cfg.tls.is_some() {
+            config.host_path(self.dir.path());
+        }
+        let (client, connection) = config
             .connect(NoTls)
             .await
             .with_context(|| format!("connecting to {}", self.redacted_url()))?;
@@ -496,7 +525,9 @@ impl PgServer {
             cmd.env("PGPASSWORD", pw);
         }
         if let Some(user) = self.run_as {
-            cmd.uid(user.uid).gid(user.gid);
+            // libpq looks for ~/.postgresql/postgresql.crt on TLS connections; the caller's
+            // home (root's) is unreadable to the server user, which libpq treats as an error.
+            cmd.uid(user.uid).gid(user.gid).env("HOME", self.dir.path());
         }
         let output = cmd.output().await.context("running pg_basebackup")?;
         if !output.status.success() {
@@ -529,6 +560,53 @@ impl PgServer {
             for f in [&auto, &signal] {
                 std::os::unix::fs::chown(f, Some(user.uid), Some(user.gid))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Copies the TLS files into the data directory (the server wants its key private and
+    /// owned by its user), turns `ssl` on and makes every TCP line of `pg_hba.conf` `hostssl`.
+    fn install_tls(&mut self) -> Result<()> {
+        let Some(tls) = self.cfg.tls.clone() else {
+            return Ok(());
+        };
+        let mut files = vec![("server.crt", &tls.cert), ("server.key", &tls.key)];
+        if let Some(ca) = &tls.client_ca {
+            files.push(("root.crt", ca));
+        }
+        for (name, from) in files {
+            let to = self.data_dir.join(name);
+            fs::copy(from, &to).with_context(|| format!("copying {}", from.display()))?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o600))?;
+            if let Some(user) = self.run_as {
+                std::os::unix::fs::chown(&to, Some(user.uid), Some(user.gid))?;
+            }
+        }
+        let hba_path = self.data_dir.join("pg_hba.conf");
+        let hba = fs::read_to_string(&hba_path).context("reading pg_hba.conf")?;
+        let clientcert = if tls.client_ca.is_some() {
+            " clientcert=verify-ca"
+        } else {
+            ""
+        };
+        let hba: String = hba
+            .lines()
+            .map(|line| match line.strip_prefix("host ") {
+                Some(rest) => format!("hostssl {rest}{clientcert}\n"),
+                None => format!("{line}\n"),
+            })
+            .collect();
+        fs::write(&hba_path, hba).context("writing pg_hba.conf")?;
+        let mut settings = vec![
+            ("ssl", "on"),
+            ("ssl_cert_file", "server.crt"),
+            ("ssl_key_file", "server.key"),
+        ];
+        if tls.client_ca.is_some() {
+            settings.push(("ssl_ca_file", "root.crt"));
+        }
+        for (k, v) in settings {
+            self.cfg.settings.push((k.into(), v.into()));
         }
         Ok(())
     }
@@ -586,7 +664,8 @@ impl PgServer {
             .stdout(stdout)
             .stderr(log);
         if let Some(user) = self.run_as {
-            cmd.uid(user.uid).gid(user.gid);
+            // A standby's walreceiver is a libpq client (see `basebackup`).
+            cmd.uid(user.uid).gid(user.gid).env("HOME", base);
         }
         let child = spawn_tied_to_process(cmd)
             .await

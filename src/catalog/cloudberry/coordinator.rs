@@ -10,8 +10,6 @@
 
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
-
 use crate::model::{Role, Segment, Status};
 
 /// How ftsd reaches the coordinator.
@@ -20,6 +18,8 @@ pub struct CoordinatorSettings {
     /// `gpfts -U`: the database user (the login user by default).
     pub user: String,
     pub connect_timeout: Duration,
+    /// `catalog.sslmode` and its files.
+    pub tls: crate::tls::postgres::PgTls,
 }
 
 /// What the notification came to.
@@ -60,8 +60,9 @@ pub async fn rewrite_segments_info(
         .dbname("postgres")
         .application_name("ftsd")
         .connect_timeout(settings.connect_timeout);
+    settings.tls.apply(&mut cfg);
     let call = async {
-        let (client, conn) = cfg.connect(NoTls).await?;
+        let (client, conn) = cfg.connect(settings.tls.connector()).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::PgDriverSettings;
 use crate::model::Segment;
@@ -27,7 +27,11 @@ pub(super) async fn connect(
     if let Some(pw) = &settings.password {
         cfg.password(pw.expose());
     }
-    let (client, connection) = cfg.connect(NoTls).await.map_err(|e| classify(&e, true))?;
+    settings.tls.apply(&mut cfg);
+    let (client, connection) = cfg
+        .connect(settings.tls.connector())
+        .await
+        .map_err(|e| classify(&e, true))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "segment connection ended");

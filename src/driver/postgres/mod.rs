@@ -59,6 +59,8 @@ pub struct PgDriverSettings {
     /// Bound on each statement that changes a server outside the messages (fence, restoring
     /// synchronous replication): `probe.timeout`.
     pub statement_timeout: Duration,
+    /// TLS of every connection to a primary or standby (`postgres.sslmode` and its files).
+    pub tls: crate::tls::postgres::PgTls,
 }
 
 /// See the module documentation.
