@@ -91,6 +91,8 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     within(cat.call_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("catalog.call_timeout"))?;
     within(cat.keepalive, Duration::from_secs(1), MAX_DURATION).map_err(on("catalog.keepalive"))?;
 
+    coordinator(c, o)?;
+
     let e = &c.etcd;
     // Cloudberry: the endpoints of cbdb_etcd.conf are used instead.
     if e.endpoints.is_empty() && !cloudberry {
@@ -189,6 +191,11 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         ("hooks.on_transition", &h.on_transition),
         ("hooks.on_leader_change", &h.on_leader_change),
         ("postgres.fence_command", &c.postgres.fence_command),
+        ("coordinator.fence_command", &c.coordinator.fence_command),
+        (
+            "coordinator.promote_command",
+            &c.coordinator.promote_command,
+        ),
     ] {
         if argv
             .first()
@@ -231,6 +238,81 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     tracing_subscriber::EnvFilter::try_new(&c.log.level)
         .map_err(|e| ("log.level", format!("invalid filter: {e}")))?;
     Ok(())
+}
+
+/// The `[coordinator]` table: addresses given together, ranges, and probing that fits its round.
+fn coordinator(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
+    let k = &c.coordinator;
+    match (k.primary.is_empty(), k.standby.is_empty()) {
+        (true, true) => {}
+        (false, false) => {
+            host_port(&k.primary).map_err(on("coordinator.primary"))?;
+            host_port(&k.standby).map_err(on("coordinator.standby"))?;
+            if k.primary == k.standby {
+                let problem = "must differ from coordinator.primary".to_owned();
+                return Err(("coordinator.standby", problem));
+            }
+        }
+        (true, false) => {
+            let problem = "is required when coordinator.standby is set".to_owned();
+            return Err(("coordinator.primary", problem));
+        }
+        (false, true) => {
+            let problem = "is required when coordinator.primary is set".to_owned();
+            return Err(("coordinator.standby", problem));
+        }
+    }
+    if k.auto_failover && !k.enabled() {
+        let problem = "needs coordinator.primary and coordinator.standby".to_owned();
+        return Err(("coordinator.auto_failover", problem));
+    }
+    within(k.interval, Duration::from_secs(1), MAX_DURATION).map_err(on("coordinator.interval"))?;
+    within(k.timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("coordinator.timeout"))?;
+    ordered(
+        o,
+        ("coordinator.timeout", k.timeout),
+        ("coordinator.interval", k.interval),
+    )?;
+    count_within(k.retries, 0, 100).map_err(on("coordinator.retries"))?;
+    within(k.restart_grace, Duration::ZERO, MAX_DURATION)
+        .map_err(on("coordinator.restart_grace"))?;
+    required(o, "coordinator.user", &k.user)?;
+    no_control(&k.user).map_err(on("coordinator.user"))?;
+    required(o, "coordinator.database", &k.database)?;
+    no_control(&k.database).map_err(on("coordinator.database"))?;
+    if k.max_lag > MAX_LAG {
+        return Err((
+            "coordinator.max_lag",
+            format!("must be at most {MAX_LAG} bytes (1 TiB)"),
+        ));
+    }
+    within(k.fence_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("coordinator.fence_timeout"))?;
+    within(k.promote_timeout, Duration::from_secs(1), MAX_DURATION)
+        .map_err(on("coordinator.promote_timeout"))?;
+    within(
+        k.failover_cooldown,
+        Duration::ZERO,
+        Duration::from_secs(7 * 24 * 3600),
+    )
+    .map_err(on("coordinator.failover_cooldown"))?;
+    Ok(())
+}
+
+/// `host:port` (a bracketed IPv6 address is allowed) with a port from 1 to 65535.
+pub(crate) fn host_port(value: &str) -> Result<(&str, u16), String> {
+    let bad = || format!("{value:?} is not host:port (e.g. cdw:5432 or [::1]:5432)");
+    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        return Err(bad());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((host, p)),
+        _ => Err(bad()),
+    }
 }
 
 fn show(d: Duration) -> humantime::FormattedDuration {
@@ -418,6 +500,16 @@ mod tests {
         ] {
             assert!(etcd_endpoint(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn host_ports() {
+        assert_eq!(host_port("cdw:5432"), Ok(("cdw", 5432)));
+        assert_eq!(host_port("[::1]:6000"), Ok(("::1", 6000)));
+        assert!(host_port("cdw").is_err());
+        assert!(host_port("cdw:0").is_err());
+        assert!(host_port(":5432").is_err());
+        assert!(host_port("c dw:5432").is_err());
     }
 
     #[test]
