@@ -97,6 +97,11 @@ struct Memory {
     restarting_since: Option<Instant>,
     /// The refusal being reported, so it is logged and recorded once per episode.
     refusal: Option<Refusal>,
+    /// The sync state last logged, so a change is logged once.
+    reported_sync: Option<bool>,
+    /// The last failover stop recorded: a fence that keeps failing is retried every round but
+    /// recorded once per episode.
+    stop_reported: Option<Stop>,
 }
 
 /// The coordinator pair's last round, for the API and metrics.
@@ -219,6 +224,9 @@ impl Watcher {
             Stop::VerifyFailed => "verify_failed",
             Stop::IntentRejected | Stop::OutcomeRejected | Stop::AuthorityLost => return,
         };
+        if lock(&self.memory).stop_reported.replace(stop) == Some(stop) {
+            return;
+        }
         let mut evidence = plan.evidence.clone();
         evidence["steps"] = serde_json::Value::Array(reports.to_vec());
         let history = HistoryRecord {
@@ -328,6 +336,13 @@ impl Watcher {
             let mut m = lock(&self.memory);
             if let Some(sync) = &sync_now {
                 m.last_sync = Some((pair_key.clone(), sync.clone(), SystemTime::now()));
+                if m.reported_sync.replace(sync.synchronous) != Some(sync.synchronous) {
+                    if sync.synchronous {
+                        tracing::info!(content = -1, why = %sync.why, lag = ?sync.replay_lag, "the coordinator's standby is in sync");
+                    } else {
+                        tracing::warn!(content = -1, why = %sync.why, "the coordinator's standby is not in sync");
+                    }
+                }
             }
             m.last_sync
                 .as_ref()
@@ -386,7 +401,10 @@ impl Watcher {
         let _guard = span.enter();
         match decision {
             CoordinatorDecision::Healthy | CoordinatorDecision::Standby => {
-                lock(&self.memory).refusal = None;
+                let mut m = lock(&self.memory);
+                m.refusal = None;
+                m.stop_reported = None;
+                drop(m);
                 if let Some(ps) = &p.state {
                     if ps.in_recovery {
                         tracing::warn!("the acting coordinator answers in recovery");
