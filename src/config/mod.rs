@@ -7,7 +7,7 @@
 //! a [`ConfigError`] whose `Display` is the single line the daemon prints before exiting with
 //! [`ConfigError::exit_code`].
 //!
-//! Secrets (the three passwords and a password embedded in the catalog URL) are kept in types
+//! Secrets (the four passwords and a password embedded in the catalog URL) are kept in types
 //! whose `Debug` and `Display` print `********`, so logging a `Config` with `{:?}` is safe.
 
 mod args;
