@@ -22,11 +22,12 @@ pub(crate) const ENV_CONFIG_PATH: &str = "FTSD_CONFIG";
 pub(crate) const PASSWORD_TABLES: [&str; 4] = ["probe", "catalog", "coordinator", "etcd"];
 
 /// The TOML tables; every other top-level name is a plain key.
-pub(crate) const TABLES: [&str; 8] = [
+pub(crate) const TABLES: [&str; 9] = [
     "probe",
     "postgres",
     "catalog",
     "coordinator",
+    "vip",
     "etcd",
     "api",
     "hooks",
@@ -366,6 +367,12 @@ pub(crate) const KEYS: &[Key] = &[
     key!(coordinator.promote_command),
     key!(coordinator.promote_timeout),
     key!(coordinator.failover_cooldown),
+    key!(vip.address),
+    key!(vip.interface),
+    key!(vip.member),
+    key!(vip.interval),
+    key!(vip.hook),
+    key!(vip.netns),
     key!(etcd.endpoints),
     key!(etcd.prefix),
     key!(etcd.lease_ttl),

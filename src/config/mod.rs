@@ -25,7 +25,7 @@ use std::time::Duration;
 pub use args::{ConfigArgs, Overrides};
 pub use error::ConfigError;
 pub use load::process_env;
-pub(crate) use validate::host_port;
+pub(crate) use validate::{host_port, vip_address};
 
 /// Where the daemon looks for its configuration when neither `--config` nor `FTSD_CONFIG` is set.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ftsd/ftsd.toml";
@@ -80,6 +80,8 @@ pub struct Config {
     pub catalog: CatalogConfig,
     /// The coordinator pair (content -1): probing and failover; see docs/coordinator.md.
     pub coordinator: CoordinatorConfig,
+    /// `ftsd vip-agent`: the client-facing address of the coordinator pair.
+    pub vip: VipConfig,
     pub etcd: EtcdConfig,
     pub api: ApiConfig,
     pub hooks: HooksConfig,
@@ -329,6 +331,39 @@ impl CoordinatorConfig {
     }
 }
 
+/// `ftsd vip-agent` (one per coordinator host): holds the client-facing address while etcd
+/// records this host's server as the acting coordinator (docs/coordinator.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VipConfig {
+    /// The address with its prefix length, e.g. `10.0.0.100/24`; empty: no agent.
+    pub address: String,
+    /// The interface it is added to.
+    pub interface: String,
+    /// Which server of the pair runs on this host: `coordinator.primary` or
+    /// `coordinator.standby`, as written there.
+    pub member: String,
+    /// Time between two checks of the recorded state and the interface.
+    pub interval: Duration,
+    /// argv run instead of `ip` / `arping`, with `up|down ADDRESS INTERFACE` appended, for
+    /// sites with their own VIP tooling. Empty: `ip addr add/del`, `arping`.
+    pub hook: Vec<String>,
+    /// A named network namespace the interface lives in (`ip -n`); empty: the agent's own.
+    pub netns: String,
+}
+
+impl Default for VipConfig {
+    fn default() -> Self {
+        VipConfig {
+            address: String::new(),
+            interface: String::new(),
+            member: String::new(),
+            interval: Duration::from_secs(1),
+            hook: Vec::new(),
+            netns: String::new(),
+        }
+    }
+}
+
 /// The etcd cluster that holds leadership and the shared state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EtcdConfig {
@@ -458,6 +493,7 @@ impl Config {
             postgres: PostgresConfig::default(),
             catalog: CatalogConfig::default(),
             coordinator: CoordinatorConfig::default(),
+            vip: VipConfig::default(),
             etcd: EtcdConfig::default(),
             api: ApiConfig::default(),
             hooks: HooksConfig::default(),

@@ -92,6 +92,7 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     within(cat.keepalive, Duration::from_secs(1), MAX_DURATION).map_err(on("catalog.keepalive"))?;
 
     coordinator(c, o)?;
+    vip(c)?;
 
     let e = &c.etcd;
     // Cloudberry: the endpoints of cbdb_etcd.conf are used instead.
@@ -298,6 +299,52 @@ fn coordinator(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The `[vip]` table: checked when an address is set (only `ftsd vip-agent` reads it).
+fn vip(c: &Config) -> Result<(), Failure> {
+    let v = &c.vip;
+    within(v.interval, Duration::from_millis(100), MAX_DURATION).map_err(on("vip.interval"))?;
+    no_control(&v.netns).map_err(on("vip.netns"))?;
+    if v.address.is_empty() {
+        return Ok(());
+    }
+    vip_address(&v.address).map_err(on("vip.address"))?;
+    if v.interface.is_empty() && v.hook.is_empty() {
+        let problem = "is required with vip.address (unless vip.hook manages the address)";
+        return Err(("vip.interface", problem.to_owned()));
+    }
+    if v.interface
+        .chars()
+        .any(|ch| ch.is_whitespace() || ch.is_control() || ch == '/')
+    {
+        return Err(("vip.interface", "is not an interface name".to_owned()));
+    }
+    if !c.coordinator.enabled() {
+        let problem = "needs coordinator.primary and coordinator.standby (the pair it follows)";
+        return Err(("vip.address", problem.to_owned()));
+    }
+    if v.member != c.coordinator.primary && v.member != c.coordinator.standby {
+        let problem = format!(
+            "must be coordinator.primary ({}) or coordinator.standby ({}): the server on this host",
+            c.coordinator.primary, c.coordinator.standby
+        );
+        return Err(("vip.member", problem));
+    }
+    Ok(())
+}
+
+/// `ADDRESS/PREFIX`, e.g. `10.0.0.100/24` or `2001:db8::10/64`.
+pub(crate) fn vip_address(value: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let bad = || format!("{value:?} is not ADDRESS/PREFIX (e.g. 10.0.0.100/24)");
+    let (addr, prefix) = value.split_once('/').ok_or_else(bad)?;
+    let ip: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        return Err(bad());
+    }
+    Ok((ip, prefix))
+}
+
 /// `host:port` (a bracketed IPv6 address is allowed) with a port from 1 to 65535.
 pub(crate) fn host_port(value: &str) -> Result<(&str, u16), String> {
     let bad = || format!("{value:?} is not host:port (e.g. cdw:5432 or [::1]:5432)");
@@ -500,6 +547,15 @@ mod tests {
         ] {
             assert!(etcd_endpoint(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn vip_addresses() {
+        assert!(vip_address("10.0.0.100/24").is_ok());
+        assert!(vip_address("2001:db8::10/64").is_ok());
+        assert!(vip_address("10.0.0.100").is_err());
+        assert!(vip_address("10.0.0.100/33").is_err());
+        assert!(vip_address("cdw/24").is_err());
     }
 
     #[test]

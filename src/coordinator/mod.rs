@@ -14,11 +14,13 @@
 //!    its steps ([`failover`]), each fenced ([`records`]).
 //!
 //! * `probe` — the SQL probes and the sync judgement; `records` — the etcd state, intent and
-//!   history with their fenced transaction; `failover` — the steps.
+//!   history with their fenced transaction; `failover` — the steps; `vip` — `ftsd vip-agent`,
+//!   which holds the client-facing address on the acting coordinator's host.
 
 pub mod failover;
 pub mod probe;
 pub mod records;
+pub mod vip;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
