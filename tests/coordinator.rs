@@ -43,8 +43,8 @@ impl Setup {
             r#"[coordinator]
 primary = "127.0.0.1:{}"
 standby = "127.0.0.1:{}"
-interval = "1s"
-timeout = "900ms"
+interval = "2s"
+timeout = "1500ms"
 retries = 2
 user = "{PROBE_ROLE}"
 password_file = "{}"
@@ -100,7 +100,7 @@ promote_timeout = "30s"
             .collect()
     }
 
-    /// Starts two elected daemons watching the pair and waits until the leader has seen the
+    /// Starts two elected daemons watching the pair and waits until both have seen the
     /// standby in sync.
     async fn spawn(&mut self, extra: &str) -> String {
         let config = self.config(extra);
