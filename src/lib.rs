@@ -17,4 +17,5 @@ pub mod hooks;
 pub mod metrics;
 pub mod model;
 pub mod secret;
+pub mod tls;
 pub mod wire;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::render::toml_string;
-use super::{CatalogBackend, Config, ConnString, LogFormat, ProbeDriver};
+use super::{CatalogBackend, Config, ConnString, LogFormat, ProbeDriver, ReadAuth};
 
 /// Prefix of every configuration environment variable.
 pub(crate) const ENV_PREFIX: &str = "FTSD_";
@@ -281,6 +281,23 @@ impl Field for CatalogBackend {
     }
 }
 
+impl Field for ReadAuth {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        let raw = input.text("\"none\" or \"required\"")?;
+        match raw.trim() {
+            "none" => Ok(ReadAuth::None),
+            "required" => Ok(ReadAuth::Required),
+            _ => Err(format!(
+                "{} (expected \"none\" or \"required\")",
+                input.bad(raw, "invalid read_auth", None)
+            )),
+        }
+    }
+    fn render(&self) -> Option<String> {
+        Some(toml_string(self.as_str()))
+    }
+}
+
 /// One configuration key.
 pub(crate) struct Key {
     /// Dotted name, `table.key` or a top-level `key`.
@@ -387,6 +404,12 @@ pub(crate) const KEYS: &[Key] = &[
     key!(etcd.key_file),
     key!(api.listen),
     key!(api.metrics_listen),
+    key!(api.tls_cert_file),
+    key!(api.tls_key_file),
+    key!(api.client_ca_file),
+    key!(api.token_file),
+    key!(api.read_auth),
+    key!(api.metrics_token_file),
     key!(hooks.on_transition),
     key!(hooks.on_leader_change),
     key!(hooks.timeout),

@@ -412,11 +412,29 @@ impl Default for EtcdConfig {
     }
 }
 
-/// Listening addresses of the daemon's own API and metrics endpoints.
+/// The daemon's own API and metrics endpoints: addresses, TLS and who may call what
+/// (docs/api.md, "Authentication").
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
+    /// This instance's certificate (PEM, chain allowed): both listeners speak TLS when set.
+    /// Also the client certificate this instance presents in instance-to-instance calls.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// CA whose client certificates authenticate API callers (mTLS); also the CA that
+    /// instance-to-instance calls verify the other instances' certificates with.
+    pub client_ca_file: Option<PathBuf>,
+    /// File holding the bearer token that authenticates API callers.
+    pub token_file: Option<PathBuf>,
+    /// Read from `token_file` at load time.
+    pub token: Option<Secret>,
+    /// Whether read-only calls need credentials too.
+    pub read_auth: ReadAuth,
+    /// File holding the bearer token `GET /metrics` requires; unset: metrics are open.
+    pub metrics_token_file: Option<PathBuf>,
+    /// Read from `metrics_token_file` at load time.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for ApiConfig {
@@ -424,6 +442,33 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7470)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 7471)),
+            tls_cert_file: None,
+            tls_key_file: None,
+            client_ca_file: None,
+            token_file: None,
+            token: None,
+            read_auth: ReadAuth::None,
+            metrics_token_file: None,
+            metrics_token: None,
+        }
+    }
+}
+
+/// `api.read_auth`: whether read-only API calls need credentials. Mutating calls always do
+/// once any credential is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAuth {
+    /// Anyone who reaches the API may read (status, segments, history, explain).
+    None,
+    /// Read-only calls need a token or a client certificate, like mutating ones.
+    Required,
+}
+
+impl ReadAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadAuth::None => "none",
+            ReadAuth::Required => "required",
         }
     }
 }

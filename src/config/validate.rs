@@ -2,11 +2,12 @@
 //! and that referenced files are readable now (rather than at the first failover). Checks run in
 //! key order and the first failure is reported.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use super::error::{io_reason, Origins};
+use super::error::Origins;
 use super::{Config, ConfigError};
+use crate::tls::pem;
 
 /// Upper bound for every duration: Greenplum's limit for its FTS GUCs, and far beyond any
 /// sensible timeout, so arithmetic on deadlines cannot overflow.
@@ -165,26 +166,11 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         }
         _ => {}
     }
-    for (key, file) in [
+    pem_files(
         ("etcd.ca_file", &e.ca_file),
         ("etcd.cert_file", &e.cert_file),
         ("etcd.key_file", &e.key_file),
-    ] {
-        if let Some(file) = file {
-            readable_file(file).map_err(on(key))?;
-        }
-    }
-    match (&e.cert_file, &e.key_file) {
-        (Some(_), None) => {
-            let problem = "is set but etcd.key_file is not (they must be given together)";
-            return Err(("etcd.cert_file", problem.to_owned()));
-        }
-        (None, Some(_)) => {
-            let problem = "is set but etcd.cert_file is not (they must be given together)";
-            return Err(("etcd.key_file", problem.to_owned()));
-        }
-        _ => {}
-    }
+    )?;
 
     let h = &c.hooks;
     within(h.timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("hooks.timeout"))?;
@@ -221,6 +207,8 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
             )
         });
     }
+
+    api_auth(&c.api)?;
 
     required(o, "log.level", &c.log.level)?;
     // tracing-subscriber's directive parser panics on some non-ASCII input (byte slicing);
@@ -510,14 +498,66 @@ fn etcd_prefix(prefix: &str) -> Result<(), String> {
     }
 }
 
-fn readable_file(path: &Path) -> Result<(), String> {
-    let shown = path.display();
-    let cannot_read = |e: std::io::Error| format!("cannot read {shown}: {}", io_reason(&e));
-    let meta = std::fs::metadata(path).map_err(cannot_read)?;
-    if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file"));
+/// A CA file and a certificate/key pair (all optional, the pair given together), each checked
+/// to hold what it should.
+fn pem_files(
+    (ca_key, ca): (&'static str, &Option<PathBuf>),
+    (cert_key, cert): (&'static str, &Option<PathBuf>),
+    (key_key, key): (&'static str, &Option<PathBuf>),
+) -> Result<(), Failure> {
+    let problem = |e: crate::tls::pem::PemError| e.problem;
+    if let Some(ca) = ca {
+        pem::read_certificates(ca)
+            .map_err(problem)
+            .map_err(on(ca_key))?;
     }
-    std::fs::File::open(path).map_err(cannot_read)?;
+    if let Some(cert) = cert {
+        pem::read_certificates(cert)
+            .map_err(problem)
+            .map_err(on(cert_key))?;
+    }
+    if let Some(key) = key {
+        pem::read_private_key(key)
+            .map_err(problem)
+            .map_err(on(key_key))?;
+    }
+    match (cert, key) {
+        (Some(_), None) => Err((
+            cert_key,
+            format!("is set but {key_key} is not (they must be given together)"),
+        )),
+        (None, Some(_)) => Err((
+            key_key,
+            format!("is set but {cert_key} is not (they must be given together)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// TLS files of the API, and credentials that make sense together.
+fn api_auth(a: &super::ApiConfig) -> Result<(), Failure> {
+    pem_files(
+        ("api.client_ca_file", &a.client_ca_file),
+        ("api.tls_cert_file", &a.tls_cert_file),
+        ("api.tls_key_file", &a.tls_key_file),
+    )?;
+    if a.client_ca_file.is_some() && a.tls_cert_file.is_none() {
+        let problem = "client certificates need TLS: set api.tls_cert_file and api.tls_key_file";
+        return Err(("api.client_ca_file", problem.to_owned()));
+    }
+    if a.read_auth == super::ReadAuth::Required
+        && a.token_file.is_none()
+        && a.client_ca_file.is_none()
+    {
+        let problem = "\"required\" needs a credential to check: set api.token_file or \
+                       api.client_ca_file";
+        return Err(("api.read_auth", problem.to_owned()));
+    }
+    if a.token.is_some() && a.token == a.metrics_token {
+        let problem = "must differ from the API token (api.token_file): whoever scrapes \
+                       metrics must not be able to pause failover";
+        return Err(("api.metrics_token_file", problem.to_owned()));
+    }
     Ok(())
 }
 
