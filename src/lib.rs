@@ -4,6 +4,7 @@
 pub mod api;
 pub mod catalog;
 pub mod config;
+pub mod coordinator;
 pub mod core;
 pub mod ctl;
 pub mod daemon;

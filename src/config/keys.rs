@@ -19,11 +19,19 @@ pub(crate) const ENV_PREFIX: &str = "FTSD_";
 pub(crate) const ENV_CONFIG_PATH: &str = "FTSD_CONFIG";
 
 /// Tables that have a password, taken from `FTSD_<TABLE>_PASSWORD` or `<table>.password_file`.
-pub(crate) const PASSWORD_TABLES: [&str; 3] = ["probe", "catalog", "etcd"];
+pub(crate) const PASSWORD_TABLES: [&str; 4] = ["probe", "catalog", "coordinator", "etcd"];
 
 /// The TOML tables; every other top-level name is a plain key.
-pub(crate) const TABLES: [&str; 7] = [
-    "probe", "postgres", "catalog", "etcd", "api", "hooks", "log",
+pub(crate) const TABLES: [&str; 9] = [
+    "probe",
+    "postgres",
+    "catalog",
+    "coordinator",
+    "vip",
+    "etcd",
+    "api",
+    "hooks",
+    "log",
 ];
 
 /// A raw value before conversion.
@@ -121,6 +129,26 @@ impl Field for Duration {
     }
     fn render(&self) -> Option<String> {
         Some(toml_string(&humantime::format_duration(*self).to_string()))
+    }
+}
+
+impl Field for bool {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        match input {
+            Input::File(toml::Value::Boolean(b)) => Ok(*b),
+            Input::File(other) => Err(format!(
+                "expected true or false, found {}",
+                other.type_str()
+            )),
+            Input::Text(s) => match s.trim() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err("expected true or false".to_owned()),
+            },
+        }
+    }
+    fn render(&self) -> Option<String> {
+        Some(self.to_string())
     }
 }
 
@@ -364,6 +392,28 @@ pub(crate) const KEYS: &[Key] = &[
     key!(catalog.cbdb_conf),
     key!(catalog.coordinator_user),
     key!(catalog.history_limit),
+    key!(coordinator.primary),
+    key!(coordinator.standby),
+    key!(coordinator.auto_failover),
+    key!(coordinator.interval),
+    key!(coordinator.timeout),
+    key!(coordinator.retries),
+    key!(coordinator.restart_grace),
+    key!(coordinator.user),
+    key!(coordinator.database),
+    key!(coordinator.password_file),
+    key!(coordinator.max_lag),
+    key!(coordinator.fence_command),
+    key!(coordinator.fence_timeout),
+    key!(coordinator.promote_command),
+    key!(coordinator.promote_timeout),
+    key!(coordinator.failover_cooldown),
+    key!(vip.address),
+    key!(vip.interface),
+    key!(vip.member),
+    key!(vip.interval),
+    key!(vip.hook),
+    key!(vip.netns),
     key!(etcd.endpoints),
     key!(etcd.prefix),
     key!(etcd.lease_ttl),

@@ -325,6 +325,10 @@ fn password_fields<'c>(
     match table {
         "probe" => (&cfg.probe.password_file, &mut cfg.probe.password),
         "catalog" => (&cfg.catalog.password_file, &mut cfg.catalog.password),
+        "coordinator" => (
+            &cfg.coordinator.password_file,
+            &mut cfg.coordinator.password,
+        ),
         _ => (&cfg.etcd.password_file, &mut cfg.etcd.password),
     }
 }

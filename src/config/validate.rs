@@ -113,6 +113,9 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         }
     }
 
+    coordinator(c, o)?;
+    vip(c)?;
+
     let e = &c.etcd;
     // Cloudberry: the endpoints of cbdb_etcd.conf are used instead.
     if e.endpoints.is_empty() && !cloudberry {
@@ -196,6 +199,11 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         ("hooks.on_transition", &h.on_transition),
         ("hooks.on_leader_change", &h.on_leader_change),
         ("postgres.fence_command", &c.postgres.fence_command),
+        ("coordinator.fence_command", &c.coordinator.fence_command),
+        (
+            "coordinator.promote_command",
+            &c.coordinator.promote_command,
+        ),
     ] {
         if argv
             .first()
@@ -240,6 +248,127 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     tracing_subscriber::EnvFilter::try_new(&c.log.level)
         .map_err(|e| ("log.level", format!("invalid filter: {e}")))?;
     Ok(())
+}
+
+/// The `[coordinator]` table: addresses given together, ranges, and probing that fits its round.
+fn coordinator(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
+    let k = &c.coordinator;
+    match (k.primary.is_empty(), k.standby.is_empty()) {
+        (true, true) => {}
+        (false, false) => {
+            host_port(&k.primary).map_err(on("coordinator.primary"))?;
+            host_port(&k.standby).map_err(on("coordinator.standby"))?;
+            if k.primary == k.standby {
+                let problem = "must differ from coordinator.primary".to_owned();
+                return Err(("coordinator.standby", problem));
+            }
+        }
+        (true, false) => {
+            let problem = "is required when coordinator.standby is set".to_owned();
+            return Err(("coordinator.primary", problem));
+        }
+        (false, true) => {
+            let problem = "is required when coordinator.primary is set".to_owned();
+            return Err(("coordinator.standby", problem));
+        }
+    }
+    if k.auto_failover && !k.enabled() {
+        let problem = "needs coordinator.primary and coordinator.standby".to_owned();
+        return Err(("coordinator.auto_failover", problem));
+    }
+    within(k.interval, Duration::from_secs(1), MAX_DURATION).map_err(on("coordinator.interval"))?;
+    within(k.timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("coordinator.timeout"))?;
+    ordered(
+        o,
+        ("coordinator.timeout", k.timeout),
+        ("coordinator.interval", k.interval),
+    )?;
+    count_within(k.retries, 0, 100).map_err(on("coordinator.retries"))?;
+    within(k.restart_grace, Duration::ZERO, MAX_DURATION)
+        .map_err(on("coordinator.restart_grace"))?;
+    required(o, "coordinator.user", &k.user)?;
+    no_control(&k.user).map_err(on("coordinator.user"))?;
+    required(o, "coordinator.database", &k.database)?;
+    no_control(&k.database).map_err(on("coordinator.database"))?;
+    if k.max_lag > MAX_LAG {
+        return Err((
+            "coordinator.max_lag",
+            format!("must be at most {MAX_LAG} bytes (1 TiB)"),
+        ));
+    }
+    within(k.fence_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("coordinator.fence_timeout"))?;
+    within(k.promote_timeout, Duration::from_secs(1), MAX_DURATION)
+        .map_err(on("coordinator.promote_timeout"))?;
+    within(
+        k.failover_cooldown,
+        Duration::ZERO,
+        Duration::from_secs(7 * 24 * 3600),
+    )
+    .map_err(on("coordinator.failover_cooldown"))?;
+    Ok(())
+}
+
+/// The `[vip]` table: checked when an address is set (only `ftsd vip-agent` reads it).
+fn vip(c: &Config) -> Result<(), Failure> {
+    let v = &c.vip;
+    within(v.interval, Duration::from_millis(100), MAX_DURATION).map_err(on("vip.interval"))?;
+    no_control(&v.netns).map_err(on("vip.netns"))?;
+    if v.address.is_empty() {
+        return Ok(());
+    }
+    vip_address(&v.address).map_err(on("vip.address"))?;
+    if v.interface.is_empty() && v.hook.is_empty() {
+        let problem = "is required with vip.address (unless vip.hook manages the address)";
+        return Err(("vip.interface", problem.to_owned()));
+    }
+    if v.interface
+        .chars()
+        .any(|ch| ch.is_whitespace() || ch.is_control() || ch == '/')
+    {
+        return Err(("vip.interface", "is not an interface name".to_owned()));
+    }
+    if !c.coordinator.enabled() {
+        let problem = "needs coordinator.primary and coordinator.standby (the pair it follows)";
+        return Err(("vip.address", problem.to_owned()));
+    }
+    if v.member != c.coordinator.primary && v.member != c.coordinator.standby {
+        let problem = format!(
+            "must be coordinator.primary ({}) or coordinator.standby ({}): the server on this host",
+            c.coordinator.primary, c.coordinator.standby
+        );
+        return Err(("vip.member", problem));
+    }
+    Ok(())
+}
+
+/// `ADDRESS/PREFIX`, e.g. `10.0.0.100/24` or `2001:db8::10/64`.
+pub(crate) fn vip_address(value: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let bad = || format!("{value:?} is not ADDRESS/PREFIX (e.g. 10.0.0.100/24)");
+    let (addr, prefix) = value.split_once('/').ok_or_else(bad)?;
+    let ip: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        return Err(bad());
+    }
+    Ok((ip, prefix))
+}
+
+/// `host:port` (a bracketed IPv6 address is allowed) with a port from 1 to 65535.
+pub(crate) fn host_port(value: &str) -> Result<(&str, u16), String> {
+    let bad = || format!("{value:?} is not host:port (e.g. cdw:5432 or [::1]:5432)");
+    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        return Err(bad());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((host, p)),
+        _ => Err(bad()),
+    }
 }
 
 fn show(d: Duration) -> humantime::FormattedDuration {
@@ -518,6 +647,25 @@ mod tests {
         ] {
             assert!(etcd_endpoint(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn vip_addresses() {
+        assert!(vip_address("10.0.0.100/24").is_ok());
+        assert!(vip_address("2001:db8::10/64").is_ok());
+        assert!(vip_address("10.0.0.100").is_err());
+        assert!(vip_address("10.0.0.100/33").is_err());
+        assert!(vip_address("cdw/24").is_err());
+    }
+
+    #[test]
+    fn host_ports() {
+        assert_eq!(host_port("cdw:5432"), Ok(("cdw", 5432)));
+        assert_eq!(host_port("[::1]:6000"), Ok(("::1", 6000)));
+        assert!(host_port("cdw").is_err());
+        assert!(host_port("cdw:0").is_err());
+        assert!(host_port(":5432").is_err());
+        assert!(host_port("c dw:5432").is_err());
     }
 
     #[test]
