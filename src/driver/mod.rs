@@ -146,7 +146,8 @@ pub trait SegmentDriver: Send + Sync + 'static {
 /// The driver chosen per cluster by `probe.driver`, so the daemon stays one concrete type.
 pub enum AnyDriver {
     Fts(FtsWireDriver),
-    Postgres(PgDriver),
+    /// Boxed: its settings and guard memory dwarf the wire driver.
+    Postgres(Box<PgDriver>),
 }
 
 impl SegmentDriver for AnyDriver {
@@ -226,7 +227,7 @@ pub fn from_config(cfg: &Config) -> AnyDriver {
                 password: cfg.probe.password.clone(),
             },
         }),
-        ProbeDriver::Postgres => AnyDriver::Postgres(PgDriver::new(PgDriverSettings {
+        ProbeDriver::Postgres => AnyDriver::Postgres(Box::new(PgDriver::new(PgDriverSettings {
             user: cfg.probe.user.clone(),
             password: cfg.probe.password.clone(),
             database: cfg.postgres.database.clone(),
@@ -238,6 +239,6 @@ pub fn from_config(cfg: &Config) -> AnyDriver {
             fence_timeout: cfg.postgres.fence_timeout,
             statement_timeout: cfg.probe.timeout,
             tls: crate::tls::postgres::PgTls::or_fail_closed(&cfg.postgres.tls(), "postgres"),
-        })),
+        }))),
     }
 }
