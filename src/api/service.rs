@@ -129,6 +129,14 @@ impl Fts for FtsService {
         if let Some(LastCycle::Finished(r)) = st.last_cycle() {
             resp.alarms = convert::alarms(&r);
         }
+        if let Some(c) = st.coordinator() {
+            resp.coordinator = c.summary();
+            resp.alarms.extend(
+                c.alarms
+                    .iter()
+                    .map(|a| format!("coordinator (content -1): {a}")),
+            );
+        }
         if st.is_leader() {
             if let Some(last) = st.last_cycle() {
                 resp.last_cycle_at_ms = ms(last.started_at());

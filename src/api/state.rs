@@ -88,9 +88,21 @@ pub struct ApiState {
     /// The pause key as last seen (always None in single-instance mode).
     pub pause: watch::Receiver<Option<PauseInfo>>,
     etcd_client: tokio::sync::Mutex<Option<etcd_client::Client>>,
+    /// The coordinator pair's watch, when `[coordinator]` is configured.
+    coordinator: std::sync::OnceLock<Arc<crate::coordinator::Watcher>>,
 }
 
 impl ApiState {
+    /// Attaches the coordinator watch (status line, alarms, metrics).
+    pub fn set_coordinator(&self, watcher: Arc<crate::coordinator::Watcher>) {
+        let _ = self.coordinator.set(watcher);
+    }
+
+    /// The coordinator pair's last round, if watched.
+    pub fn coordinator(&self) -> Option<crate::coordinator::PairStatus> {
+        self.coordinator.get().map(|w| w.status())
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cluster: String,
@@ -113,6 +125,7 @@ impl ApiState {
             last_cycle: watch::channel(None).0,
             pause,
             etcd_client: tokio::sync::Mutex::new(None),
+            coordinator: std::sync::OnceLock::new(),
         })
     }
 
@@ -171,6 +184,12 @@ impl ApiState {
             epoch: self.own_epoch(),
             paused: self.paused(),
             keepalive_age,
+            coordinator: self
+                .coordinator()
+                .map(|c| crate::metrics::CoordinatorGauges {
+                    writable: c.writable,
+                    vip_holders: c.vip_holders,
+                }),
         }
     }
 

@@ -87,7 +87,7 @@ async fn run_single(
         "single-instance mode (--no-election): no leader election; this instance alone acts"
     );
     let wake = Arc::new(Notify::new());
-    let observers = services::start(
+    let services = services::start(
         &cfg,
         &instance_id,
         settings::catalog(&cfg, false)?,
@@ -113,7 +113,9 @@ async fn run_single(
                 &cfg.etcd.prefix,
                 &cfg.cluster,
                 instance_id.clone(),
+                reporting(&cfg, &services),
             );
+            services.state.set_coordinator(watcher.clone());
             Some(AbortOnDrop(tokio::spawn(watcher.run(shutdown.clone()))))
         }
         None => None,
@@ -143,7 +145,7 @@ async fn run_single(
         ctx,
         settings::loop_settings(&cfg),
         wake,
-        Arc::new(observers),
+        Arc::new(services.observers),
         shutdown,
     )
     .await;
@@ -164,7 +166,7 @@ async fn run_elected(
         cfg.etcd.dial_timeout.max(Duration::from_secs(1)),
         wake.clone(),
     );
-    let mut observers = services::start(
+    let services = services::start(
         &cfg,
         &instance_id,
         settings::catalog(&cfg, true)?,
@@ -178,6 +180,7 @@ async fn run_elected(
         shutdown.clone(),
     )
     .await?;
+    let mut observers = services.observers.clone();
     observers.push(Arc::new(members::MemberObserver(membership.clone())));
     observers.push(Arc::new(watchdog::CycleWatchdog::new(
         authority.clone(),
@@ -202,7 +205,9 @@ async fn run_elected(
             &cfg.etcd.prefix,
             &cfg.cluster,
             instance_id.clone(),
+            reporting(&cfg, &services),
         );
+        services.state.set_coordinator(watcher.clone());
         AbortOnDrop(tokio::spawn(watcher.run(shutdown.clone())))
     });
     let claimer = AbortOnDrop(tokio::spawn(claim::follow_office(
@@ -237,6 +242,16 @@ async fn run_elected(
     drop(announcer);
     drop(coordinator);
     Ok(())
+}
+
+/// How the coordinator watch reports: metrics, the alarm hook, and whether a VIP agent is
+/// expected to hold the address (the same configuration file names one).
+fn reporting(cfg: &Config, services: &services::Services) -> crate::coordinator::Reporting {
+    crate::coordinator::Reporting {
+        metrics: Some(services.metrics.clone()),
+        hooks: Some(services.hooks.clone()),
+        vip_expected: !cfg.vip.address.is_empty(),
+    }
 }
 
 fn context<A: Authority>(
