@@ -84,6 +84,12 @@ struct RunArgs {
     /// Also serve the coordinator (dbid 1, content -1) as an FTS-answering primary.
     #[arg(long)]
     coordinator: bool,
+    /// Also serve a standby coordinator (content -1, next free dbid; implies --coordinator):
+    /// the coordinator's PROBE answers report it, and it accepts PROMOTE. With --cbdb-conf it
+    /// promotes only while the etcd promote-ready key is 1 (set to 1 at start) and rewrites the
+    /// blob as activateStandby does.
+    #[arg(long)]
+    standby: bool,
     /// server_version reported to clients.
     #[arg(long, default_value = "12.12")]
     server_version: String,
@@ -145,6 +151,12 @@ enum CtlCmd {
     ResetCounters,
     /// Remove every fault.
     ClearAll,
+    /// Set the Cloudberry standby promote-ready key (simulators run with --cbdb-conf).
+    PromoteReady {
+        /// 1: the standby may promote; 0: it ignores PROMOTE.
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=1))]
+        value: u8,
+    },
     /// Check the control API is up.
     Health,
 }
@@ -212,6 +224,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         mirror_down_grace: args.mirror_down_grace,
         promote_delay: args.promote_delay,
         coordinator: args.coordinator,
+        standby: args.standby,
         server_version: args.server_version.clone(),
         ..sim_config(&args.layout)
     };
@@ -220,7 +233,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         catalog::write_catalog(url, &sim.segments()).await?;
     }
     if let Some(conf) = &args.cbdb_conf {
-        let key = fts_segsim::cloudberry::write_blob(conf, &sim.segments()).await?;
+        let link = fts_segsim::cloudberry::CbdbLink::open(conf)?;
+        let key = sim.attach_cloudberry(link).await?;
         tracing::info!("configuration blob written to {key}");
     }
     let control = sim.serve_control(args.control).await?;
@@ -297,6 +311,7 @@ fn run_ctl(args: CtlArgs) -> ExitCode {
         CtlCmd::Recover { dbid } => client.recover(dbid).map(print_one),
         CtlCmd::ResetCounters => client.reset_counters().map(|v| println!("{v}")),
         CtlCmd::ClearAll => client.clear_all().map(|v| println!("{v}")),
+        CtlCmd::PromoteReady { value } => client.promote_ready(value == 1).map(|v| println!("{v}")),
         CtlCmd::Health => client.health().map(|v| println!("{v}")),
     };
     match result {
