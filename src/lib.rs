@@ -16,4 +16,5 @@ pub mod hooks;
 pub mod metrics;
 pub mod model;
 pub mod secret;
+pub mod shadow;
 pub mod wire;
