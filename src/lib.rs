@@ -4,6 +4,7 @@
 pub mod api;
 pub mod catalog;
 pub mod config;
+pub mod coordinator;
 pub mod core;
 pub mod ctl;
 pub mod daemon;
@@ -17,4 +18,5 @@ pub mod metrics;
 pub mod model;
 pub mod secret;
 pub mod shadow;
+pub mod tls;
 pub mod wire;
