@@ -124,6 +124,8 @@ pub struct Live {
     pub etcd_reconnects: Vec<(&'static str, u64)>,
     /// The coordinator pair's last round, when `[coordinator]` is configured.
     pub coordinator: Option<CoordinatorGauges>,
+    /// Shadow mode's verdicts by kind (shadow instances only).
+    pub shadow: Vec<(&'static str, u64)>,
 }
 
 /// The coordinator pair as this instance's last round saw it.
@@ -391,6 +393,20 @@ impl Metrics {
                 let _ = writeln!(out, "ftsd_vip_holders {n}");
             }
         }
+        if !live.shadow.is_empty() {
+            family(
+                &mut out,
+                "ftsd_shadow_transitions_total",
+                "counter",
+                "Shadow mode: transitions judged against the incumbent FTS, by verdict (agree, incumbent_only, shadow_only, different).",
+            );
+            for (verdict, n) in &live.shadow {
+                let _ = writeln!(
+                    out,
+                    "ftsd_shadow_transitions_total{{verdict=\"{verdict}\"}} {n}"
+                );
+            }
+        }
         if let Some(age) = live.keepalive_age {
             family(
                 &mut out,
@@ -503,6 +519,7 @@ mod tests {
             mirror_check: None,
             epoch: None,
             updates: Vec::new(),
+            intended: Vec::new(),
             alarms: vec![crate::driver::DriverAlarm {
                 kind: crate::driver::AlarmKind::Fenced,
                 content: 0,
