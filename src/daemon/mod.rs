@@ -195,7 +195,8 @@ async fn run_shadow(
         wake.clone(),
         shutdown.clone(),
     )
-    .await?;
+    .await?
+    .observers;
     observers.push(book.clone());
     let ctx = Arc::new(CycleContext {
         driver: ShadowDriver::new(driver::from_config(&cfg)),
