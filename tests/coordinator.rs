@@ -404,3 +404,76 @@ async fn a_deposed_leaders_intent_write_is_rejected_by_etcd() {
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].time_us, 1);
 }
+
+/// The metrics text of a daemon.
+fn metrics_text(config: &std::path::Path) -> String {
+    let (_, metrics) = support::addresses(config);
+    ureq::get(&format!("http://{metrics}/metrics"))
+        .call()
+        .map(|r| r.into_body().read_to_string().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_vip_holder_or_writable_coordinator_raises_the_alarm() {
+    let mut s = Setup::start().await;
+    let leader = s.spawn("").await;
+    let d = s.sys.daemons.iter().find(|d| d.name == leader).unwrap();
+    let config = d.config.clone();
+    wait_for("the pair's gauges", LIMIT, || async {
+        metrics_text(&config)
+            .contains("ftsd_coordinator_writable 1")
+            .then_some(())
+    })
+    .await;
+
+    // Two agents claim the address (one injected by hand).
+    let mut c = s.client().await;
+    let lease = c.lease_grant(60, None).await.unwrap().id();
+    for member in ["127.0.0.1:1", "127.0.0.1:2"] {
+        c.put(
+            format!("{PREFIX}vip/{member}"),
+            "{}",
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .unwrap();
+    }
+    wait_for("the VIP alarm", LIMIT, || async {
+        (metrics_text(&config).contains("ftsd_vip_holders 2")
+            && d.log_text().contains("2 hosts hold the coordinator VIP"))
+        .then_some(())
+    })
+    .await;
+    let (api, _) = support::addresses(&config);
+    let out = support::ftsctl(&api, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("alarm:") && text.contains("2 hosts hold the coordinator VIP"),
+        "{text}"
+    );
+    assert!(text.contains("coordinator:"), "{text}");
+    assert_eq!(out.status.code(), Some(1), "an alarm makes status exit 1");
+    c.lease_revoke(lease).await.unwrap();
+
+    // The standby promoted behind ftsd's back: two writable coordinators.
+    s.pair
+        .standby
+        .client()
+        .await
+        .unwrap()
+        .batch_execute("SELECT pg_promote()")
+        .await
+        .unwrap();
+    wait_for("the split-brain alarm", LIMIT, || async {
+        (metrics_text(&config).contains("ftsd_coordinator_writable 2")
+            && d.log_text().contains("coordinator_dual_writable"))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        metrics_text(&config).contains("ftsd_alarms_total{rule=\"coordinator_dual_writable\"} 1")
+    );
+    // Never acted on: nothing promoted or recorded by ftsd.
+    assert!(s.events("promoted").await.is_empty());
+}

@@ -109,6 +109,12 @@ struct Memory {
 /// The coordinator pair's last round, for the API and metrics.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PairStatus {
+    /// Servers that answered writable this round.
+    pub writable: u32,
+    /// Registered VIP holders (None: not read).
+    pub vip_holders: Option<u32>,
+    /// The pair's alarms, one line each.
+    pub alarms: Vec<String>,
     pub acting: String,
     pub standby: String,
     pub rebuild: bool,
@@ -120,6 +126,46 @@ pub struct PairStatus {
     pub intent_pending: bool,
 }
 
+/// Where the watch reports alarms besides the log.
+#[derive(Clone, Default)]
+pub struct Reporting {
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    pub hooks: Option<crate::hooks::Hooks>,
+    /// A VIP agent is configured: exactly one holder is expected (else only a second one is
+    /// an alarm).
+    pub vip_expected: bool,
+}
+
+impl PairStatus {
+    /// One line like `gpstate -f`'s coordinator section.
+    pub fn summary(&self) -> String {
+        let side = |w: Option<bool>| match w {
+            Some(true) => "writable",
+            Some(false) => "in recovery",
+            None => "unreachable",
+        };
+        let sync = match (self.in_sync, self.replay_lag) {
+            (Some(true), Some(lag)) => format!("in sync, replay lag {lag} B"),
+            (Some(true), None) => "in sync".into(),
+            (Some(false), _) => "not in sync".into(),
+            (None, _) => "sync unknown".into(),
+        };
+        let mut line = format!(
+            "{} ({}), standby {} ({}{}), {sync}; {}",
+            self.acting,
+            side(self.acting_writable),
+            self.standby,
+            side(self.standby_writable),
+            if self.rebuild { ", to be rebuilt" } else { "" },
+            self.decision
+        );
+        if let Some(n) = self.vip_holders {
+            line.push_str(&format!("; VIP holders {n}"));
+        }
+        line
+    }
+}
+
 /// The watch loop's state.
 pub struct Watcher {
     pub settings: CoordinatorSettings,
@@ -128,7 +174,10 @@ pub struct Watcher {
     records: Records,
     instance_id: String,
     memory: Mutex<Memory>,
-    pub status: Mutex<PairStatus>,
+    status: Mutex<PairStatus>,
+    reporting: Reporting,
+    /// The alarms of the current episode (raised once, until the set changes).
+    alarms: Mutex<Vec<crate::core::coordinator::PairAlarm>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -143,6 +192,7 @@ impl Watcher {
         prefix: &str,
         cluster: &str,
         instance_id: String,
+        reporting: Reporting,
     ) -> Arc<Watcher> {
         let timeout = etcd.dial_timeout.max(Duration::from_secs(2));
         Arc::new(Watcher {
@@ -156,7 +206,42 @@ impl Watcher {
             instance_id,
             memory: Mutex::default(),
             status: Mutex::default(),
+            reporting,
+            alarms: Mutex::default(),
         })
+    }
+
+    /// The last round's status.
+    pub fn status(&self) -> PairStatus {
+        lock(&self.status).clone()
+    }
+
+    /// Raises the pair's alarms: logged, counted and hooked once per episode; the status
+    /// carries them while they last.
+    fn raise(&self, alarms: Vec<crate::core::coordinator::PairAlarm>) {
+        let mut current = lock(&self.alarms);
+        for a in &alarms {
+            if !current.contains(a) {
+                tracing::error!(content = -1, alarm = a.as_str(), "{}", a.describe());
+                if let Some(m) = &self.reporting.metrics {
+                    m.alarm_raised(a.as_str());
+                }
+                if let Some(h) = &self.reporting.hooks {
+                    h.coordinator_alarm(a.as_str(), &a.describe());
+                }
+            }
+        }
+        for a in current.iter() {
+            if !alarms.contains(a) {
+                tracing::info!(
+                    content = -1,
+                    alarm = a.as_str(),
+                    "coordinator alarm cleared"
+                );
+            }
+        }
+        lock(&self.status).alarms = alarms.iter().map(|a| a.describe()).collect();
+        *current = alarms;
     }
 
     pub fn records(&self) -> &Records {
@@ -390,6 +475,29 @@ impl Watcher {
             decision,
             pending.is_some(),
         );
+        let holders = match self.records.vip_holders().await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the VIP holders");
+                None
+            }
+        };
+        let writable = [
+            p.state.as_ref().map(|st| !st.in_recovery),
+            s.state.as_ref().map(|st| !st.in_recovery),
+        ];
+        let known = writable.iter().any(Option::is_some);
+        let writable_count = writable.iter().filter(|w| **w == Some(true)).count() as u32;
+        {
+            let mut st = lock(&self.status);
+            st.writable = writable_count;
+            st.vip_holders = holders;
+        }
+        self.raise(crate::core::coordinator::pair_alarms(
+            known.then_some(writable_count),
+            holders,
+            self.reporting.vip_expected,
+        ));
         let evidence = json!({
             "view": view,
             "decision": decision,
@@ -490,7 +598,11 @@ impl Watcher {
         decision: CoordinatorDecision,
         intent_pending: bool,
     ) {
-        *lock(&self.status) = PairStatus {
+        let mut st = lock(&self.status);
+        *st = PairStatus {
+            writable: st.writable,
+            vip_holders: st.vip_holders,
+            alarms: std::mem::take(&mut st.alarms),
             acting: acting.to_string(),
             standby: standby.to_string(),
             rebuild,

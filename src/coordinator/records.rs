@@ -222,6 +222,21 @@ impl Records {
         })
     }
 
+    /// How many VIP agents hold the address (`vip/` keys, bound to the agents' leases).
+    pub async fn vip_holders(&self) -> Result<u32, RecordError> {
+        let prefix = format!("{}vip/", self.prefix);
+        let resp = self
+            .call("reading the VIP holders", |mut c| async move {
+                c.get(
+                    prefix,
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await
+            })
+            .await?;
+        Ok(u32::try_from(resp.count()).unwrap_or(u32::MAX))
+    }
+
     /// History records, newest first.
     pub async fn history(&self, limit: usize) -> Result<Vec<HistoryRecord>, RecordError> {
         let prefix = self.history_prefix();

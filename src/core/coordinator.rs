@@ -309,5 +309,58 @@ pub fn advance(step: Step, ok: bool, authority: bool, resuming: bool) -> Step {
     }
 }
 
+/// Something wrong with the pair as a whole, whatever the decision: raised once per episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PairAlarm {
+    /// Both servers accept writes: split brain.
+    DualWritable,
+    /// Neither answering server accepts writes: the cluster cannot write.
+    NoneWritable,
+    /// Not exactly one VIP agent holds the address (the count).
+    VipHolders(u32),
+}
+
+impl PairAlarm {
+    /// The alarm's name in logs, hooks and `ftsd_alarms_total{rule}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairAlarm::DualWritable => "coordinator_dual_writable",
+            PairAlarm::NoneWritable => "coordinator_not_writable",
+            PairAlarm::VipHolders(_) => "vip_holders",
+        }
+    }
+
+    /// One line for operators.
+    pub fn describe(self) -> String {
+        match self {
+            PairAlarm::DualWritable => "both coordinator servers accept writes: split brain; stop the one etcd does not name as acting and rebuild it as a standby (gpinitstandby)".into(),
+            PairAlarm::NoneWritable => "no coordinator server accepts writes".into(),
+            PairAlarm::VipHolders(n) => format!("{n} hosts hold the coordinator VIP (exactly 1 expected)"),
+        }
+    }
+}
+
+/// The pair's alarms: exactly one server must accept writes (`writable`: how many of the
+/// servers that answered do; None: this round knows nothing), and exactly one host must hold
+/// the VIP (`vip_holders`: registered holders, None when unknown) — when no agent is
+/// configured (`vip_expected` false), only a second holder is an alarm.
+pub fn pair_alarms(
+    writable: Option<u32>,
+    vip_holders: Option<u32>,
+    vip_expected: bool,
+) -> Vec<PairAlarm> {
+    let mut alarms = Vec::new();
+    match writable {
+        Some(0) => alarms.push(PairAlarm::NoneWritable),
+        Some(1) | None => {}
+        Some(_) => alarms.push(PairAlarm::DualWritable),
+    }
+    match vip_holders {
+        Some(n) if n > 1 || (vip_expected && n == 0) => alarms.push(PairAlarm::VipHolders(n)),
+        _ => {}
+    }
+    alarms
+}
+
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,15 @@ use crate::engine::runner::CycleObserver;
 use crate::hooks::{HookSettings, Hooks};
 use crate::metrics::Metrics;
 
+/// The started services: the observers the probe loop reports to, and the handles the
+/// coordinator watch reports through.
+pub struct Services {
+    pub observers: Vec<Arc<dyn CycleObserver>>,
+    pub metrics: Arc<Metrics>,
+    pub hooks: Hooks,
+    pub state: Arc<ApiState>,
+}
+
 /// Starts the services; fails (before any probing) when a listen address cannot be bound.
 pub async fn start(
     cfg: &Config,
@@ -22,7 +31,7 @@ pub async fn start(
     mode: Mode,
     wake: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<Vec<Arc<dyn CycleObserver>>> {
+) -> anyhow::Result<Services> {
     let (pause_tx, pause_rx) = watch::channel(None);
     let metrics = Arc::new(Metrics::default());
     let hooks = Hooks::start(
@@ -99,5 +108,10 @@ pub async fn start(
             cfg.api.metrics_listen
         )
     })?;
-    Ok(vec![metrics, Arc::new(hooks), state])
+    Ok(Services {
+        observers: vec![metrics.clone(), Arc::new(hooks.clone()), state.clone()],
+        metrics,
+        hooks,
+        state,
+    })
 }

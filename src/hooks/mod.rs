@@ -194,6 +194,30 @@ impl Hooks {
         }
     }
 
+    /// An alarm on the coordinator pair (content -1, dbid 0: ftsd knows it by address),
+    /// delivered like a driver alarm (event `alarm`) to the transition hook.
+    pub fn coordinator_alarm(&self, kind: &str, message: &str) {
+        let mut env = self.base_env("alarm");
+        env.extend([
+            ("FTSD_ALARM".into(), kind.into()),
+            ("FTSD_CONTENT".into(), "-1".into()),
+            ("FTSD_DBID".into(), "0".into()),
+            ("FTSD_REASON".into(), message.into()),
+        ]);
+        let call = HookCall {
+            event: "alarm",
+            args: vec![
+                "alarm".into(),
+                kind.into(),
+                "-1".into(),
+                "0".into(),
+                message.into(),
+            ],
+            env,
+        };
+        self.enqueue(&self.settings.on_transition, call);
+    }
+
     pub fn leader_changed(&self, ev: &OfficeEvent) {
         self.enqueue(&self.settings.on_leader_change, self.leader_change_call(ev));
     }

@@ -122,6 +122,19 @@ pub struct Live {
     pub keepalive_age: Option<Duration>,
     /// etcd streams reopened after a failure, by stream (elected instances only).
     pub etcd_reconnects: Vec<(&'static str, u64)>,
+    /// The coordinator pair's last round, when `[coordinator]` is configured.
+    pub coordinator: Option<CoordinatorGauges>,
+    /// Shadow mode's verdicts by kind (shadow instances only).
+    pub shadow: Vec<(&'static str, u64)>,
+}
+
+/// The coordinator pair as this instance's last round saw it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CoordinatorGauges {
+    /// Servers of the pair that answered writable (exactly 1 is healthy).
+    pub writable: u32,
+    /// Hosts registered as holding the VIP; None when etcd could not be read.
+    pub vip_holders: Option<u32>,
 }
 
 /// The registry: counted by the probe loop (as a `CycleObserver`) and the hook runner.
@@ -155,6 +168,11 @@ impl Default for Metrics {
 impl Metrics {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one alarm episode that begins outside the probe cycle (the coordinator pair's).
+    pub fn alarm_raised(&self, rule: &str) {
+        *self.lock().refusal_alarms.entry(rule.into()).or_default() += 1;
     }
 
     /// Counts one hook run (`event` transition / leader_change; `result` ok / failed / timeout).
@@ -357,6 +375,38 @@ impl Metrics {
                 let _ = writeln!(out, "ftsd_etcd_reconnects_total{{stream=\"{stream}\"}} {n}");
             }
         }
+        if let Some(c) = &live.coordinator {
+            family(
+                &mut out,
+                "ftsd_coordinator_writable",
+                "gauge",
+                "Servers of the coordinator pair that accepted writes in this instance's last round; exactly 1 is healthy (2: split brain, 0: the cluster cannot write).",
+            );
+            let _ = writeln!(out, "ftsd_coordinator_writable {}", c.writable);
+            if let Some(n) = c.vip_holders {
+                family(
+                    &mut out,
+                    "ftsd_vip_holders",
+                    "gauge",
+                    "Hosts whose ftsd vip-agent holds the coordinator's client-facing address (registered in etcd); exactly 1 is healthy.",
+                );
+                let _ = writeln!(out, "ftsd_vip_holders {n}");
+            }
+        }
+        if !live.shadow.is_empty() {
+            family(
+                &mut out,
+                "ftsd_shadow_transitions_total",
+                "counter",
+                "Shadow mode: transitions judged against the incumbent FTS, by verdict (agree, incumbent_only, shadow_only, different).",
+            );
+            for (verdict, n) in &live.shadow {
+                let _ = writeln!(
+                    out,
+                    "ftsd_shadow_transitions_total{{verdict=\"{verdict}\"}} {n}"
+                );
+            }
+        }
         if let Some(age) = live.keepalive_age {
             family(
                 &mut out,
@@ -469,6 +519,7 @@ mod tests {
             mirror_check: None,
             epoch: None,
             updates: Vec::new(),
+            intended: Vec::new(),
             alarms: vec![crate::driver::DriverAlarm {
                 kind: crate::driver::AlarmKind::Fenced,
                 content: 0,

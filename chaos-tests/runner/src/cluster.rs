@@ -10,7 +10,9 @@ use tokio_postgres::{Client, NoTls};
 
 use super::history::{Delivery, EvidenceRow, HistoryRow, Millis, Row, Term};
 
-pub const CATALOG: &str = "172.28.2.5";
+/// The catalog's address on catnet, a network of its own: cutting an FTS host off the
+/// segments (segnet) leaves its catalog path intact.
+pub const CATALOG: &str = "172.28.3.5";
 pub const SEGSIM_CONTROL: &str = "172.28.2.10:7070";
 pub const ETCD_PREFIX: &str = "/ftsd";
 
@@ -26,6 +28,16 @@ pub const FTSD: [(&str, &str, &str, &str); 3] = [
     ("chaos-ftsd1", "ftsd1", "172.28.1.21", "172.28.2.21"),
     ("chaos-ftsd2", "ftsd2", "172.28.1.22", "172.28.2.22"),
     ("chaos-ftsd3", "ftsd3", "172.28.1.23", "172.28.2.23"),
+];
+
+/// The containers on catnet (the catalog's network) and their addresses there: the catalog,
+/// fts-segsim (it seeds the catalog when it starts) and the FTS hosts.
+pub const CATNET_NODES: [(&str, &str); 5] = [
+    ("chaos-catalog", "172.28.3.5"),
+    ("chaos-segsim", "172.28.3.10"),
+    ("chaos-ftsd1", "172.28.3.21"),
+    ("chaos-ftsd2", "172.28.3.22"),
+    ("chaos-ftsd3", "172.28.3.23"),
 ];
 
 /// A container and its address.

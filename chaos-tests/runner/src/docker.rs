@@ -10,9 +10,10 @@ pub struct DockerError {
     pub message: String,
 }
 
-/// The segment network and the etcd network of `docker-compose.yml`.
+/// The segment network, the etcd network and the catalog network of `docker-compose.yml`.
 pub const SEGNET: &str = "ftsdchaos_segnet";
 pub const ETCDNET: &str = "ftsdchaos_etcdnet";
+pub const CATNET: &str = "ftsdchaos_catnet";
 
 /// Runs `docker ARGS`, returning stdout; a non-zero exit is an error carrying stderr.
 pub fn docker(args: &[&str]) -> Result<String, DockerError> {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use fts_segsim::ctl::{Client as Segsim, CtlError};
 use fts_segsim::{Fault as SimFault, SegmentView};
 
-use super::cluster::{self, ClusterError, ETCD, FTSD, SEGSIM_CONTROL};
-use super::docker::{self, DockerError, ETCDNET, SEGNET};
+use super::cluster::{self, ClusterError, CATNET_NODES, ETCD, FTSD, SEGSIM_CONTROL};
+use super::docker::{self, DockerError, CATNET, ETCDNET, SEGNET};
 use super::history::{now_ms, ActingSample, Expect, Fault, Millis, QuorumLoss, Row, Timing};
 use super::rng::Rng;
 
@@ -432,6 +432,11 @@ pub fn restore_containers() -> Result<()> {
         }
         if !nets.iter().any(|n| n == SEGNET) {
             docker::connect(SEGNET, c, sip)?;
+        }
+    }
+    for (c, ip) in CATNET_NODES {
+        if !docker::networks(c)?.iter().any(|n| n == CATNET) {
+            docker::connect(CATNET, c, ip)?;
         }
     }
     Ok(())

@@ -124,6 +124,19 @@ pub enum Expect {
         dbid: i16,
         bound_ms: i64,
     },
+    /// Only FTS instance `instance` lost its view of the segments (its network path to them,
+    /// its credentials, its resolver); every segment stays reachable for the other members.
+    /// No content whose primary was not itself faulted may change, from the fault until
+    /// detection + slack after it healed (invariant `no_transition_others_could_reach`). With
+    /// `alarm`, that instance must also write an evidence row with this rule within
+    /// `bound_ms`, and its ftsd must have counted the episode (`alarm_metric`, the increase of
+    /// `ftsd_alarms_total{rule}` over the fault as the harness read it; `None`: not read).
+    ObserverFault {
+        instance: String,
+        alarm: Option<String>,
+        bound_ms: i64,
+        alarm_metric: Option<i64>,
+    },
     /// Nothing is required beyond the general invariants (e.g. a double fault: there is no
     /// in-sync mirror to promote).
     Nothing,

@@ -68,6 +68,7 @@ pub fn check_all(r: &Recorded, t: &Timing) -> Vec<Verdict> {
         no_message_after_deposition(r),
         failures_acted_on_in_time(r, t),
         one_promotion_per_fault(r),
+        no_transition_others_could_reach(r, t),
     ]
 }
 
@@ -517,11 +518,134 @@ pub fn failures_acted_on_in_time(r: &Recorded, t: &Timing) -> Verdict {
                     )),
                 }
             }
-            Expect::Nothing => {}
+            Expect::ObserverFault {
+                instance,
+                alarm: Some(rule),
+                bound_ms,
+                alarm_metric,
+            } => {
+                checked += 1;
+                let raised = r
+                    .evidence
+                    .iter()
+                    .filter(|e| e.rule == *rule && e.instance_id == *instance)
+                    .map(|e| e.time_us.div_euclid(1000))
+                    .filter(|at| *at >= f.at)
+                    .min();
+                match raised {
+                    Some(at) if at - f.at <= bound_ms + t.slack_ms => {}
+                    Some(at) => bad.push(format!(
+                        "{}: {instance} raised the {rule} alarm {} ms after the fault, bound {bound_ms} ms + slack {} ms",
+                        f.what,
+                        at - f.at,
+                        t.slack_ms
+                    )),
+                    None => bad.push(format!(
+                        "{}: {instance} wrote no {rule} evidence (the alarm was never raised)",
+                        f.what
+                    )),
+                }
+                match alarm_metric {
+                    Some(n) if *n >= 1 => {}
+                    Some(n) => bad.push(format!(
+                        "{}: {instance}'s ftsd_alarms_total{{rule=\"{rule}\"}} rose by {n} over the fault",
+                        f.what
+                    )),
+                    None => bad.push(format!(
+                        "{}: {instance}'s ftsd_alarms_total{{rule=\"{rule}\"}} could not be read",
+                        f.what
+                    )),
+                }
+            }
+            Expect::ObserverFault { alarm: None, .. } | Expect::Nothing => {}
         }
     }
     verdict(
         "every injected failure acted on as expected within its bound",
+        checked,
+        bad,
+    )
+}
+
+/// No transition for a segment that the other members could reach. While only one FTS
+/// instance has lost its view of the segments (an [`Expect::ObserverFault`]: its own network
+/// path, credentials or resolver failed, not the segments), and until detection + slack after
+/// that fault healed (a cycle decided during the fault may commit or send late, as the
+/// PROMOTEs that landed when an FTS host's network came back did before issue 12), no content
+/// may change in the catalog and no PROMOTE / SYNCREP_OFF may land for its instances — unless
+/// that content was itself faulted: a fault recorded for it, injected before the change and
+/// not healed before the observer's fault began. The harness knows which host it cut, so the
+/// other members could reach every segment it did not fault.
+pub fn no_transition_others_could_reach(r: &Recorded, t: &Timing) -> Verdict {
+    let mut bad = Vec::new();
+    let mut checked = 0;
+    // A dbid's content never changes.
+    let content_of: BTreeMap<i16, i16> = r
+        .initial
+        .iter()
+        .map(|x| (x.dbid, x.content))
+        .chain(r.history.iter().map(|h| (h.dbid, h.content)))
+        .collect();
+    let txs = transactions(&r.history);
+    for f in &r.faults {
+        let Expect::ObserverFault { instance, .. } = &f.expect else {
+            continue;
+        };
+        checked += 1;
+        let end = f
+            .healed_at
+            .map_or(Millis::MAX, |h| h.saturating_add(t.detect_ms + t.slack_ms));
+        let faulted = |content: i16, at: Millis| {
+            r.faults.iter().any(|g| {
+                g.content == Some(content) && g.at <= at && g.healed_at.is_none_or(|h| h >= f.at)
+            })
+        };
+        for tx in &txs {
+            let at = tx[0].time_ms();
+            if at < f.at || at > end {
+                continue;
+            }
+            for content in tx.iter().map(|h| h.content).collect::<BTreeSet<_>>() {
+                if faulted(content, at) {
+                    continue;
+                }
+                let rows: Vec<&str> = tx
+                    .iter()
+                    .filter(|h| h.content == content)
+                    .map(|h| h.desc.as_str())
+                    .collect();
+                bad.push(format!(
+                    "{}: content {content} changed at {} ({}) although only {instance} had lost its view and the other members could reach it",
+                    f.what,
+                    ts(tx[0].time_us),
+                    rows.join("; ")
+                ));
+            }
+        }
+        for d in r.deliveries.iter().filter(|d| d.at >= f.at && d.at <= end) {
+            match content_of.get(&d.dbid) {
+                Some(&content) if faulted(content, d.at) => {}
+                Some(&content) => bad.push(format!(
+                    "{}: {} to dbid {} (content {content}) from {} landed at {} although only {instance} had lost its view and the other members could reach it",
+                    f.what,
+                    d.kind,
+                    d.dbid,
+                    d.instance,
+                    ts(d.at * 1000)
+                )),
+                None => bad.push(format!(
+                    "{}: {} to unknown dbid {} from {} landed at {}",
+                    f.what,
+                    d.kind,
+                    d.dbid,
+                    d.instance,
+                    ts(d.at * 1000)
+                )),
+            }
+        }
+    }
+    verdict(
+        "no transition for a segment that the other members could reach",
         checked,
         bad,
     )

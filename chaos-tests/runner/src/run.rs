@@ -164,7 +164,8 @@ async fn setup_pgpairs() -> harness::Result<()> {
             });
         }
     }
-    fts_segsim::catalog::write_catalog("postgresql://postgres@172.28.2.5:5432/pgpairs", &rows)
+    let url = format!("postgresql://postgres@{}:5432/pgpairs", cluster::CATALOG);
+    fts_segsim::catalog::write_catalog(&url, &rows)
         .await
         .map_err(|e| HarnessError::Other(e.to_string()))
 }

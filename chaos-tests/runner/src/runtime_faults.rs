@@ -18,7 +18,6 @@ const PAUSE_BEFORE_SEND_LOG: &str =
     "fault injection: pausing between the authority check and the send";
 /// Logged by ftsd at `FTS_INJECT_DELAY_AFTER_FENCE` (`src/catalog/postgres.rs`).
 const HOLDING_FENCE_LOG: &str = "fault point: pausing while holding the epoch fence";
-const CATALOG_IP: &str = "172.28.2.5";
 /// Failed cycles after which a leader hands office over (`etcd.resign_after_failed_cycles`
 /// in `docker/etc/segsim.toml`) and its catalog call limit (`catalog.call_timeout`).
 const RESIGN_AFTER_FAILED_CYCLES: i64 = 3;
@@ -216,8 +215,8 @@ pub async fn half_open_catalog(h: &mut Harness) -> Result<()> {
     let (id, container, epoch) = h.leader().await?;
     h.jitter(0, 1000).await;
     let drop_rules: [[&str; 6]; 2] = [
-        ["OUTPUT", "-d", CATALOG_IP, "-j", "DROP", ""],
-        ["INPUT", "-s", CATALOG_IP, "-j", "DROP", ""],
+        ["OUTPUT", "-d", cluster::CATALOG, "-j", "DROP", ""],
+        ["INPUT", "-s", cluster::CATALOG, "-j", "DROP", ""],
     ];
     for rule in &drop_rules {
         let mut args = vec!["iptables", "-A"];

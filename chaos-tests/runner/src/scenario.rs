@@ -44,6 +44,7 @@ pub const ALL: &[Scenario] = &[
     Scenario { name: "kill-leader", about: "kill -9 the ftsd leader's host, then a primary dies: a follower takes over and promotes", target: Target::Segsim, short: true },
     Scenario { name: "pause-leader", about: "docker pause the leader past its lease; a primary dies; a follower promotes; the unpaused old leader must not write", target: Target::Segsim, short: true },
     Scenario { name: "partition-leader", about: "disconnect the leader from the segment network (not from etcd); a primary dies; promotion after the leader is reconnected at the latest", target: Target::Segsim, short: false },
+    Scenario { name: "partition-leader-from-segments", about: "disconnect the leader from the segment network only (it keeps etcd and the catalog) for two to three detection times, then reconnect: no transition and no action message for any segment, since the other members could reach them all", target: Target::Segsim, short: false },
     Scenario { name: "isolate-etcd-member", about: "cut one etcd member off; a primary dies; promotion within lease TTL + detection", target: Target::Segsim, short: false },
     Scenario { name: "quorum-loss-failover", about: "kill two of three etcd members, then a primary dies: nothing may be written until quorum is back, then the promotion follows", target: Target::Segsim, short: true },
     Scenario { name: "catalog-down-failover", about: "a primary dies and the catalog is killed during detection; promotion after the catalog is back", target: Target::Segsim, short: false },
@@ -72,6 +73,7 @@ pub async fn run(s: &Scenario, h: &mut Harness) -> Result<()> {
         "kill-leader" => kill_leader(h).await,
         "pause-leader" => pause_leader(h).await,
         "partition-leader" => partition_leader(h).await,
+        "partition-leader-from-segments" => partition_leader_from_segments(h).await,
         "isolate-etcd-member" => isolate_etcd_member(h).await,
         "quorum-loss-failover" => quorum_loss_failover(h).await,
         "catalog-down-failover" => catalog_down_failover(h).await,
@@ -189,19 +191,36 @@ async fn pause_leader(h: &mut Harness) -> Result<()> {
     Ok(())
 }
 
-async fn partition_leader(h: &mut Harness) -> Result<()> {
-    let (id, container, epoch) = h.leader().await?;
-    let (_, _, _, segip) = cluster::FTSD
-        .iter()
-        .find(|f| f.0 == container)
-        .copied()
-        .unwrap_or_default();
+/// Cuts `container` (the leader `id`) off the segment network only, and records it as a
+/// fault of that observer alone: it keeps etcd (etcdnet) and the catalog (catnet), and the
+/// other members still reach every segment. Returns the fault's index and the container's
+/// segnet address for the reconnection.
+fn cut_from_segments(
+    h: &mut Harness,
+    id: &str,
+    container: &'static str,
+    epoch: i64,
+) -> Result<(usize, &'static str)> {
+    let Some(&(_, _, _, segip)) = cluster::FTSD.iter().find(|f| f.0 == container) else {
+        return fail(format!("{container} is not one of the FTS hosts"));
+    };
     docker::disconnect(SEGNET, container)?;
     let cut = h.record(
-        format!("disconnect {container} (leader {id}, epoch {epoch}) from segnet"),
+        format!("disconnect {container} (leader {id}, epoch {epoch}) from segnet; it keeps etcd and the catalog"),
         None,
-        Expect::Nothing,
+        Expect::ObserverFault {
+            instance: id.to_string(),
+            alarm: None,
+            bound_ms: 0,
+            alarm_metric: None,
+        },
     );
+    Ok((cut, segip))
+}
+
+async fn partition_leader(h: &mut Harness) -> Result<()> {
+    let (id, container, epoch) = h.leader().await?;
+    let (cut, segip) = cut_from_segments(h, &id, container, epoch)?;
     h.jitter(500, 2000).await;
     let away = h.rng.range(3000, 6000) as i64;
     // Promotion is due once the leader is reconnected (or earlier, by another instance).
@@ -212,6 +231,26 @@ async fn partition_leader(h: &mut Harness) -> Result<()> {
     h.healed(cut);
     h.wait_promotion(content, old, h.detect() + h.timing.slack_ms + 4000)
         .await;
+    Ok(())
+}
+
+/// Issue 12: the leader alone loses the segment network, longer than the detection time,
+/// while the catalog and etcd stay reachable and every segment is healthy. Its probes time
+/// out (docker drops the packets between networks), which alone would read as lost primaries;
+/// nothing may be written or sent, during the cut or when the network returns. A segment
+/// failure during such a cut is `partition-leader`'s case.
+async fn partition_leader_from_segments(h: &mut Harness) -> Result<()> {
+    let (id, container, epoch) = h.leader().await?;
+    h.jitter(0, 1000).await;
+    let (cut, segip) = cut_from_segments(h, &id, container, epoch)?;
+    let detect = h.detect() as u64;
+    h.jitter(2 * detect, 3 * detect).await;
+    docker::connect(SEGNET, container, segip)?;
+    h.healed(cut);
+    // A failover decided during the cut would commit or land now: give it the time to show.
+    sleep_ms(detect + h.timing.slack_ms as u64).await;
+    let (now, ..) = h.leader().await?;
+    h.note(format!("leader after the cut: {now} (was {id})"));
     Ok(())
 }
 

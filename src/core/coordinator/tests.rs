@@ -224,6 +224,33 @@ fn steps_in_order() {
     assert_eq!(first_step(Refuse(Refusal::Braked), true), None);
 }
 
+#[test]
+fn exactly_one_writable_server_and_one_vip_holder() {
+    assert!(pair_alarms(Some(1), Some(1), true).is_empty());
+    assert!(pair_alarms(Some(1), Some(0), false).is_empty());
+    assert!(pair_alarms(None, None, true).is_empty());
+    assert_eq!(
+        pair_alarms(Some(2), Some(1), true),
+        [PairAlarm::DualWritable]
+    );
+    assert_eq!(
+        pair_alarms(Some(0), Some(1), true),
+        [PairAlarm::NoneWritable]
+    );
+    assert_eq!(
+        pair_alarms(Some(1), Some(2), false),
+        [PairAlarm::VipHolders(2)]
+    );
+    assert_eq!(
+        pair_alarms(Some(1), Some(0), true),
+        [PairAlarm::VipHolders(0)]
+    );
+    assert_eq!(
+        pair_alarms(Some(2), Some(2), true),
+        [PairAlarm::DualWritable, PairAlarm::VipHolders(2)]
+    );
+}
+
 fn arb_view() -> impl Strategy<Value = CoordinatorView> {
     let primary = prop_oneof![
         any::<bool>().prop_map(|writable| PrimarySeen::Up { writable }),

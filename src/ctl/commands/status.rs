@@ -99,6 +99,14 @@ impl Ctx {
             ("paused", pause),
             ("last cycle", cycle),
             ("segments", segments),
+            (
+                "coordinator",
+                if s.coordinator.is_empty() {
+                    "not watched ([coordinator] not configured)".into()
+                } else {
+                    s.coordinator.clone()
+                },
+            ),
             ("etcd", etcd),
             ("answered by", s.instance_id.clone()),
         ] {

@@ -434,3 +434,124 @@ fn a_message_from_a_deposed_leader_after_the_new_term_fails() {
     r.deliveries.push(delivery(T0 - 6000, "ftsd3", 6));
     assert_eq!(status_of(&r, name), Status::Fail);
 }
+
+/// `clean()` with a second pair (content 1: primary 3, mirror 7) and ftsd1 cut off the
+/// segments from T0 - 1 s to T0 + 5 s, while content 0's primary failed at T0 (`clean`'s fault).
+fn observer_cut(alarm: Option<&str>, alarm_metric: Option<i64>) -> Recorded {
+    let mut r = clean();
+    r.initial.push(row(3, 1, 'p', 'u', 's'));
+    r.initial.push(row(7, 1, 'm', 'u', 's'));
+    r.faults.push(Fault {
+        scenario: "test".into(),
+        what: "ftsd1 cut off the segments".into(),
+        content: None,
+        at: T0 - 1000,
+        healed_at: Some(T0 + 5000),
+        expect: Expect::ObserverFault {
+            instance: "ftsd1".into(),
+            alarm: alarm.map(str::to_string),
+            bound_ms: 3000,
+            alarm_metric,
+        },
+    });
+    r
+}
+
+const OTHERS_COULD_REACH: &str = "other members could reach";
+
+#[test]
+fn a_transition_of_a_segment_the_others_could_reach_fails() {
+    // content 0's primary itself failed: its promotion during the cut is legitimate
+    let mut r = observer_cut(None, None);
+    assert_eq!(status_of(&r, OTHERS_COULD_REACH), Status::Pass);
+    // content 1 was not faulted: a failover of it during the cut is what issue 12 is about
+    r.history.push(hist(T0 + 3000, 3, 1, 'm', 'd', 'n'));
+    r.history.push(hist(T0 + 3000, 7, 1, 'p', 'u', 'n'));
+    r.evidence.push(ev(2, T0 + 3000, 10, "ftsd1", 1, &[3, 7]));
+    let v = no_transition_others_could_reach(&r, &timing());
+    assert_eq!(v.status, Status::Fail, "{v:?}");
+    assert!(v.details.iter().any(|d| d.contains("content 1")), "{v:?}");
+    // ... and so is one committed just after the cut healed, within detection + slack
+    let mut r = observer_cut(None, None);
+    r.history.push(hist(T0 + 5000 + 4000, 7, 1, 'p', 'u', 'n'));
+    r.history.push(hist(T0 + 5000 + 4000, 3, 1, 'm', 'd', 'n'));
+    r.evidence.push(ev(2, T0 + 9000, 10, "ftsd1", 1, &[3, 7]));
+    assert_eq!(status_of(&r, OTHERS_COULD_REACH), Status::Fail);
+    // a change well after it (detection 3 s + slack 2 s past the heal) is not this invariant's
+    r.history
+        .iter_mut()
+        .skip(2)
+        .for_each(|h| h.time_us += 2_000_000);
+    r.evidence[1].time_us += 2_000_000;
+    assert_eq!(status_of(&r, OTHERS_COULD_REACH), Status::Pass);
+}
+
+#[test]
+fn a_message_landing_for_a_segment_the_others_could_reach_fails() {
+    let mut r = observer_cut(None, None);
+    // the PROMOTE that lands when the network returns, with no catalog change at all
+    r.deliveries.push(delivery(T0 + 5100, "ftsd1", 7));
+    let v = no_transition_others_could_reach(&r, &timing());
+    assert_eq!(v.status, Status::Fail, "{v:?}");
+    assert!(
+        v.details.iter().any(|d| d.contains("PROMOTE to dbid 7")),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn a_content_fault_healed_before_the_observer_fault_does_not_excuse_a_transition() {
+    let mut r = observer_cut(None, None);
+    // content 0's failure was over before the cut began; its flip during the cut is not
+    // explained by it
+    r.faults[0].at = T0 - 20_000;
+    r.faults[0].healed_at = Some(T0 - 10_000);
+    assert_eq!(status_of(&r, OTHERS_COULD_REACH), Status::Fail);
+    // without any observer fault the invariant has nothing to judge
+    r.faults.pop();
+    assert_eq!(status_of(&r, OTHERS_COULD_REACH), Status::NotApplicable);
+}
+
+#[test]
+fn an_observer_fault_with_an_alarm_needs_its_evidence_and_its_metric() {
+    let mut alarm = ev(5, T0, 10, "ftsd1", 1, &[]);
+    alarm.rule = "prober_fault".into();
+    let mut r = observer_cut(Some("prober_fault"), Some(4));
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Fail,
+        "no prober_fault evidence"
+    );
+    r.evidence.push(alarm.clone());
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Pass
+    );
+    // a refusal writes evidence without history
+    assert_eq!(history_and_evidence(&r).status, Status::Pass);
+    // raised by another instance: not this observer's alarm
+    r.evidence.last_mut().unwrap().instance_id = "ftsd2".into();
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Fail
+    );
+    // too late: fault at T0 - 1 s, bound 3 s + slack 2 s
+    let mut late = alarm.clone();
+    late.time_us = (T0 + 4500) * 1000;
+    let mut r = observer_cut(Some("prober_fault"), Some(4));
+    r.evidence.push(late);
+    assert_eq!(
+        failures_acted_on_in_time(&r, &timing()).status,
+        Status::Fail
+    );
+    // the metric must have risen, and must have been read
+    for metric in [Some(0), None] {
+        let mut r = observer_cut(Some("prober_fault"), metric);
+        r.evidence.push(alarm.clone());
+        assert_eq!(
+            failures_acted_on_in_time(&r, &timing()).status,
+            Status::Fail,
+            "{metric:?}"
+        );
+    }
+}
