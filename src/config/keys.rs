@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use super::render::toml_string;
 use super::{
-    CatalogBackend, Config, ConnString, DecisionProfile, LogFormat, ProbeDriver, ReadAuth,
-    SslMode,
+    CatalogBackend, Config, ConnString, DecisionProfile, LogFormat, ProbeDriver, ReadAuth, SslMode,
 };
 
 /// Prefix of every configuration environment variable.
