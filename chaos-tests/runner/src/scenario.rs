@@ -10,7 +10,7 @@ use super::cluster::{self, pg_container, ETCD, PG_PAIRS};
 use super::docker::{self, ETCDNET, SEGNET};
 use super::harness::{fail, sleep_ms, Harness, Result};
 use super::history::{now_ms, Expect, QuorumLoss};
-use super::runtime_faults;
+use super::{observer_faults, runtime_faults};
 
 /// Which ftsd cluster a scenario exercises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,8 @@ pub const ALL: &[Scenario] = &[
     Scenario { name: "stalled-fence-holder", about: "the leader stalls between the fence statement and COMMIT (fault point + docker pause) while a primary is down: a follower ends its session and fails over within lease TTL + detection; the old leader writes nothing", target: Target::Segsim, short: false },
     Scenario { name: "half-open-catalog", about: "iptables drops the leader's catalog traffic; a primary dies: the leader hands office over after its failed cycles and a follower promotes", target: Target::Segsim, short: false },
     Scenario { name: "etcd-rebuilt", about: "all etcd members are killed, wiped and started as a new empty cluster; a primary dies: a leader acts with an epoch above every recorded one", target: Target::Segsim, short: false },
+    Scenario { name: "bad-credentials", about: "the leader's probe password file is changed to a wrong word and its ftsd restarted (it reads the file at start) so that it leads with it: every primary answers 28P01, a prober fault: no transition, the prober-fault alarm raised", target: Target::Segsim, short: false },
+    Scenario { name: "dns-outage", about: "name resolution fails on the leader's host (the segments are addressed by host name; the /etc/hosts entry removed, the resolver unreachable or refusing): no transition, the prober-fault alarm raised", target: Target::Segsim, short: false },
     Scenario { name: "pg-kill-primary", about: "kill -9 a real PostgreSQL primary under write load: the synchronous standby is promoted and no acknowledged write is lost", target: Target::PgPairs, short: true },
     Scenario { name: "pg-kill-mirror", about: "kill -9 a real PostgreSQL standby under write load: it is marked down and writes continue", target: Target::PgPairs, short: false },
     Scenario { name: "pg-crash-restart-short", about: "a real PostgreSQL primary crashes and restarts, refusing connections with 57P03 (held in recovery) for less than postgres.restart_grace: no failover, no lost acknowledged write", target: Target::PgPairs, short: false },
@@ -85,6 +87,8 @@ pub async fn run(s: &Scenario, h: &mut Harness) -> Result<()> {
         "stalled-fence-holder" => runtime_faults::stalled_fence_holder(h).await,
         "half-open-catalog" => runtime_faults::half_open_catalog(h).await,
         "etcd-rebuilt" => runtime_faults::etcd_rebuilt(h).await,
+        "bad-credentials" => observer_faults::bad_credentials(h).await,
+        "dns-outage" => observer_faults::dns_outage(h).await,
         "pg-kill-primary" => pg_kill_primary(h).await,
         "pg-kill-mirror" => pg_kill_mirror(h).await,
         "pg-crash-restart-short" => pg_crash_restart(h, false).await,

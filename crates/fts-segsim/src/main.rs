@@ -41,9 +41,15 @@ struct LayoutArgs {
     /// Extra contents with a primary only, numbered after the mirrored ones.
     #[arg(long, default_value_t = 0)]
     mirrorless: u32,
-    /// Address every instance listens on (and that the catalog rows name).
+    /// Address every instance listens on (and that the catalog rows name, unless
+    /// --catalog-host is given).
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
+    /// Host name the written configuration (catalog rows, Cloudberry blob) gives every
+    /// instance as hostname and address, instead of --host: the FTS then resolves it (e.g.
+    /// through /etc/hosts or DNS) to the address --host listens on.
+    #[arg(long, value_name = "NAME")]
+    catalog_host: Option<String>,
     /// Instance i in dbid order listens on base-port + i; 0 lets the OS pick each port.
     #[arg(long, default_value_t = 0)]
     base_port: u16,
@@ -216,11 +222,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..sim_config(&args.layout)
     };
     let mut sim = Simulator::start(cfg).await?;
+    let rows = catalog::named(sim.segments(), args.layout.catalog_host.as_deref());
     if let Some(url) = &args.catalog {
-        catalog::write_catalog(url, &sim.segments()).await?;
+        catalog::write_catalog(url, &rows).await?;
     }
     if let Some(conf) = &args.cbdb_conf {
-        let key = fts_segsim::cloudberry::write_blob(conf, &sim.segments()).await?;
+        let key = fts_segsim::cloudberry::write_blob(conf, &rows).await?;
         tracing::info!("configuration blob written to {key}");
     }
     let control = sim.serve_control(args.control).await?;
@@ -254,7 +261,7 @@ async fn write_catalog(args: WriteCatalogArgs) -> anyhow::Result<()> {
         bail!("--base-port is required: the catalog must name the ports `run` will listen on");
     }
     let cfg = sim_config(&args.layout);
-    let rows = layout(&cfg);
+    let rows = catalog::named(layout(&cfg), args.layout.catalog_host.as_deref());
     catalog::write_catalog(&args.catalog, &rows).await?;
     Ok(())
 }
