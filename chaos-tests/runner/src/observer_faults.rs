@@ -122,6 +122,9 @@ async fn bad_credentials_body(h: &mut Harness, id: &str, container: &'static str
         // The process started with the wrong word: every episode it counted is this fault's.
         *alarm_metric = Some(counted);
     }
+    h.note(format!(
+        "{id}: ftsd_alarms_total{{rule=\"{PROBER_FAULT}\"}} {counted} since the restart"
+    ));
     let (now, ..) = h.leader().await?;
     if now != id {
         return fail(format!(
@@ -220,6 +223,9 @@ async fn dns_outage_body(
     if let Expect::ObserverFault { alarm_metric, .. } = &mut h.faults[idx].expect {
         *alarm_metric = Some(after - before);
     }
+    h.note(format!(
+        "{id}: ftsd_alarms_total{{rule=\"{PROBER_FAULT}\"}} rose from {before} to {after}"
+    ));
     let (now, ..) = h.leader().await?;
     if now != id {
         return fail(format!(
