@@ -4,6 +4,7 @@
 pub mod api;
 pub mod catalog;
 pub mod config;
+pub mod coordinator;
 pub mod core;
 pub mod ctl;
 pub mod daemon;
@@ -16,4 +17,5 @@ pub mod hooks;
 pub mod metrics;
 pub mod model;
 pub mod secret;
+pub mod tls;
 pub mod wire;

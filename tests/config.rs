@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fts_testkit::pki::Pki;
 use ftsd::catalog::postgres::PgCatalogConfig;
 use ftsd::config::{Config, ConfigError, LogFormat, Overrides, ProbeConfig};
 use tempfile::TempDir;
@@ -360,8 +361,8 @@ fn password_file_errors() {
 #[test]
 fn etcd_tls_files() {
     let case = Case::new(MINIMAL);
-    let cert = case.file("c.pem", "cert");
-    let key = case.file("c.key", "key");
+    let pki = Pki::new(&[], &[]).unwrap();
+    let (cert, key) = pki.client("ftsd");
     let tls = |extra: &str| format!("{MINIMAL}[etcd]\n{extra}");
     let both = tls(&format!(
         "cert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\n",
@@ -379,6 +380,88 @@ fn etcd_tls_files() {
     );
     let line = Case::new(&tls(&format!("key_file = \"{}\"\n", key.display()))).error(&[], &none);
     assert!(line.starts_with("ftsd.toml: etcd.key_file = "), "{line}");
+    // A file that holds no certificate (or no key) is named with the key that points to it.
+    let junk = case.file("junk.pem", "not a certificate");
+    let line = Case::new(&tls(&format!("ca_file = \"{}\"\n", junk.display()))).error(&[], &none);
+    assert!(line.starts_with("ftsd.toml: etcd.ca_file = "), "{line}");
+    assert!(
+        line.ends_with(&format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            junk.display()
+        )),
+        "{line}"
+    );
+    let line = Case::new(&tls(&format!(
+        "cert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert.display(),
+        cert.display()
+    )))
+    .error(&[], &none);
+    assert!(line.starts_with("ftsd.toml: etcd.key_file = "), "{line}");
+    assert!(line.contains("holds no PEM private key"), "{line}");
+}
+
+#[test]
+fn api_auth_settings() {
+    let case = Case::new(MINIMAL);
+    let pki = Pki::new(&[("fts1", "127.0.0.1")], &[]).unwrap();
+    let (cert, key) = pki.server("fts1");
+    let token = case.file("token", "0123456789abcdef0123\n");
+    let metrics_token = case.file("mtoken", "fedcba9876543210fedc\n");
+    let api = |extra: &str| format!("{MINIMAL}[api]\n{extra}");
+    let full = api(&format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\nclient_ca_file = \"{}\"\n\
+         token_file = \"{}\"\nread_auth = \"required\"\nmetrics_token_file = \"{}\"\n",
+        cert.display(),
+        key.display(),
+        pki.ca().display(),
+        token.display(),
+        metrics_token.display()
+    ));
+    let cfg = load_ok(&full);
+    assert_eq!(
+        cfg.api.token.as_ref().unwrap().expose(),
+        "0123456789abcdef0123"
+    );
+    assert_eq!(cfg.api.read_auth, ftsd::config::ReadAuth::Required);
+    assert!(!cfg.render_masked().contains("0123456789abcdef0123"));
+    assert_eq!(load_ok(&cfg.render_masked()), cfg);
+
+    let none = Overrides::default();
+    let short = case.file("short", "abc\n");
+    let line =
+        Case::new(&api(&format!("token_file = \"{}\"\n", short.display()))).error(&[], &none);
+    assert!(line.starts_with("ftsd.toml: api.token_file = "), "{line}");
+    assert!(line.contains("at least 16 characters"), "{line}");
+    let line = Case::new(&api("read_auth = \"required\"\n")).error(&[], &none);
+    assert!(line.contains("api.read_auth"), "{line}");
+    assert!(
+        line.contains("api.token_file or api.client_ca_file"),
+        "{line}"
+    );
+    let line = Case::new(&api(&format!(
+        "client_ca_file = \"{}\"\n",
+        pki.ca().display()
+    )))
+    .error(&[], &none);
+    assert!(line.contains("client certificates need TLS"), "{line}");
+    let line = Case::new(&api(&format!(
+        "token_file = \"{0}\"\nmetrics_token_file = \"{0}\"\n",
+        token.display()
+    )))
+    .error(&[], &none);
+    assert!(
+        line.starts_with("ftsd.toml: api.metrics_token_file"),
+        "{line}"
+    );
+    let line = Case::new(&api("read_auth = \"maybe\"\n")).error(&[], &none);
+    assert!(line.contains("expected \"none\" or \"required\""), "{line}");
+    let line =
+        Case::new(&api(&format!("tls_cert_file = \"{}\"\n", cert.display()))).error(&[], &none);
+    assert!(
+        line.ends_with("is set but api.tls_key_file is not (they must be given together)"),
+        "{line}"
+    );
 }
 
 #[test]

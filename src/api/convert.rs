@@ -47,6 +47,7 @@ pub fn pause(p: Option<&PauseInfo>) -> proto::PauseState {
             by: p.by.clone(),
             at_ms: ms(p.at),
             reason: p.reason.clone(),
+            until_ms: opt_ms(p.until),
         },
         None => proto::PauseState::default(),
     }

@@ -5,10 +5,18 @@
 //!   etcd and the catalog, whether it leads.
 //! * `service` — the calls; mutating ones only on the leader, followers redirect.
 //! * `convert` — model types to protobuf messages.
+//! * `limits` — bounds on what a caller may ask for.
+//! * `auth` — which calls need credentials, and the layer that checks them.
+//! * `tls` — the listeners' TLS settings.
+//! * `client` — an authenticated client, for `ftsctl` and instance-to-instance calls.
 
+pub mod auth;
+pub mod client;
 pub mod convert;
+pub mod limits;
 pub mod service;
 pub mod state;
+pub mod tls;
 
 pub use state::{ApiState, Mode};
 
@@ -41,11 +49,37 @@ pub fn advertised_address(listen: SocketAddr) -> String {
 
 use tokio::sync::watch;
 
+/// How the listeners are secured: TLS (when configured) and who may call what.
+#[derive(Clone)]
+pub struct Security {
+    pub tls: Option<tls::ServerTls>,
+    pub policy: auth::Policy,
+}
+
+impl Security {
+    /// From `[api]`; reads the TLS files (once, at start-up).
+    pub fn from_config(api: &crate::config::ApiConfig) -> Result<Self, crate::tls::pem::PemError> {
+        Ok(Security {
+            tls: tls::ServerTls::from_config(api)?,
+            policy: auth::Policy::from_config(api),
+        })
+    }
+
+    /// Plaintext, no credentials (tests and tools).
+    pub fn none() -> Self {
+        Security {
+            tls: None,
+            policy: auth::Policy::new(None, false, crate::config::ReadAuth::None),
+        }
+    }
+}
+
 /// Binds `addr` (a taken port fails start-up with a clear error) and serves the API, health
 /// and reflection until `shutdown` turns true.
 pub async fn serve(
     addr: SocketAddr,
     state: Arc<ApiState>,
+    security: &Security,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let incoming = tonic::transport::server::TcpIncoming::bind(addr)?;
@@ -64,12 +98,24 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(std::io::Error::other)?;
     let fts = proto::fts_server::FtsServer::new(service::FtsService::new(state));
-    tracing::info!(%addr, "API listening (gRPC)");
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &security.tls {
+        builder = builder
+            .tls_config(tls.tonic())
+            .map_err(std::io::Error::other)?;
+    }
+    tracing::info!(
+        %addr,
+        tls = security.tls.is_some(),
+        policy = ?security.policy,
+        "API listening (gRPC)"
+    );
+    let mut builder = builder.layer(auth::AuthLayer::new(security.policy.clone()));
     Ok(tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
         };
-        let served = tonic::transport::Server::builder()
+        let served = builder
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -7,6 +7,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, ms};
+use super::limits;
 use super::proto::{self, fts_server::Fts};
 use super::state::{ApiState, LastCycle};
 use crate::catalog::queries::HistoryFilter;
@@ -73,7 +74,7 @@ impl FtsService {
         // Answer once this instance's own watch has seen the change, so a status read right
         // after reflects it.
         let mut rx = self.state.pause.clone();
-        let want = info.is_some();
+        let want = pause::in_force(info, SystemTime::now()).is_some();
         let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|p| p.is_some() == want))
             .await;
         let current = self.state.pause.borrow().clone();
@@ -81,13 +82,14 @@ impl FtsService {
     }
 }
 
-fn requester(by: &str, req_addr: Option<std::net::SocketAddr>) -> String {
-    if !by.trim().is_empty() {
-        return by.trim().to_string();
+fn requester(by: &str, req_addr: Option<std::net::SocketAddr>) -> Result<String, Status> {
+    let by = limits::text("by", by, limits::MAX_BY_CHARS)?;
+    if !by.is_empty() {
+        return Ok(by);
     }
-    req_addr
+    Ok(req_addr
         .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
+        .unwrap_or_else(|| "unknown".into()))
 }
 
 #[tonic::async_trait]
@@ -189,7 +191,7 @@ impl Fts for FtsService {
             content: narrow(r.content, "content")?,
             dbid: narrow(r.dbid, "dbid")?,
             since: (r.since_ms > 0).then(|| convert::from_ms(r.since_ms)),
-            limit: if r.limit == 0 { 1000 } else { r.limit.into() },
+            limit: limits::history_limit(r.limit)?.into(),
         };
         let rows = self
             .state
@@ -206,11 +208,8 @@ impl Fts for FtsService {
         &self,
         req: Request<proto::ProbeNowRequest>,
     ) -> Result<Response<proto::CycleReport>, Status> {
+        let timeout = limits::probe_wait(req.into_inner().timeout_ms)?;
         self.require_leader().await?;
-        let timeout = match req.into_inner().timeout_ms {
-            0 => Duration::from_secs(60),
-            ms => Duration::from_millis(ms),
-        };
         let asked = SystemTime::now();
         let mut cycles = self.state.subscribe_cycles();
         self.state.wake.notify_one();
@@ -246,18 +245,27 @@ impl Fts for FtsService {
         &self,
         req: Request<proto::PauseRequest>,
     ) -> Result<Response<proto::PauseState>, Status> {
-        self.require_leader().await?;
         let peer = req.remote_addr();
         let r = req.into_inner();
-        if r.reason.trim().is_empty() {
+        let reason = limits::text("reason", &r.reason, limits::MAX_REASON_CHARS)?;
+        if reason.is_empty() {
             return Err(Status::invalid_argument("a reason is required"));
         }
+        let duration = limits::pause_duration(r.duration_ms)?;
+        let by = requester(&r.by, peer)?;
+        self.require_leader().await?;
+        let at = SystemTime::now();
         let info = PauseInfo {
-            by: requester(&r.by, peer),
-            at: SystemTime::now(),
-            reason: r.reason.trim().to_string(),
+            by,
+            at,
+            reason,
+            until: duration.map(|d| at + d),
         };
-        tracing::warn!(by = %info.by, reason = %info.reason, "pause requested through the API");
+        let until = info
+            .until
+            .map(|u| humantime::format_rfc3339_seconds(u).to_string())
+            .unwrap_or_else(|| "resumed".into());
+        tracing::warn!(by = %info.by, reason = %info.reason, %until, "pause requested through the API");
         Ok(Response::new(self.set_pause(Some(info)).await?))
     }
 
@@ -265,9 +273,9 @@ impl Fts for FtsService {
         &self,
         req: Request<proto::ResumeRequest>,
     ) -> Result<Response<proto::PauseState>, Status> {
-        self.require_leader().await?;
         let peer = req.remote_addr();
-        let by = requester(&req.into_inner().by, peer);
+        let by = requester(&req.into_inner().by, peer)?;
+        self.require_leader().await?;
         tracing::info!(by = %by, "resume requested through the API");
         Ok(Response::new(self.set_pause(None).await?))
     }

@@ -29,6 +29,13 @@ enum Command {
         #[arg(long)]
         no_election: bool,
     },
+    /// Hold the coordinator pair's client-facing address (vip.address) on this host while
+    /// etcd records this host's server (vip.member) as the acting coordinator and this
+    /// agent's etcd lease is alive; one agent per coordinator host.
+    VipAgent {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Validate the configuration and print the effective values (secrets masked).
     CheckConfig {
         #[command(flatten)]
@@ -105,6 +112,18 @@ fn main() -> ExitCode {
             command: CatalogCommand::Init { config },
         } => match load(&config) {
             Ok(cfg) => runtime().and_then(|rt| rt.block_on(catalog_init(&cfg))),
+            Err(code) => return code,
+        },
+        Command::VipAgent { config } => match load(&config) {
+            Ok(cfg) => {
+                init_tracing(&cfg);
+                runtime().and_then(|rt| {
+                    rt.block_on(ftsd::coordinator::vip::run(
+                        cfg,
+                        daemon::process::wait_for_signal(),
+                    ))
+                })
+            }
             Err(code) => return code,
         },
         Command::Run {

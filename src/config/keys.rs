@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::render::toml_string;
-use super::{CatalogBackend, Config, ConnString, LogFormat, ProbeDriver};
+use super::{CatalogBackend, Config, ConnString, LogFormat, ProbeDriver, ReadAuth};
 
 /// Prefix of every configuration environment variable.
 pub(crate) const ENV_PREFIX: &str = "FTSD_";
@@ -19,11 +19,19 @@ pub(crate) const ENV_PREFIX: &str = "FTSD_";
 pub(crate) const ENV_CONFIG_PATH: &str = "FTSD_CONFIG";
 
 /// Tables that have a password, taken from `FTSD_<TABLE>_PASSWORD` or `<table>.password_file`.
-pub(crate) const PASSWORD_TABLES: [&str; 3] = ["probe", "catalog", "etcd"];
+pub(crate) const PASSWORD_TABLES: [&str; 4] = ["probe", "catalog", "coordinator", "etcd"];
 
 /// The TOML tables; every other top-level name is a plain key.
-pub(crate) const TABLES: [&str; 7] = [
-    "probe", "postgres", "catalog", "etcd", "api", "hooks", "log",
+pub(crate) const TABLES: [&str; 9] = [
+    "probe",
+    "postgres",
+    "catalog",
+    "coordinator",
+    "vip",
+    "etcd",
+    "api",
+    "hooks",
+    "log",
 ];
 
 /// A raw value before conversion.
@@ -121,6 +129,26 @@ impl Field for Duration {
     }
     fn render(&self) -> Option<String> {
         Some(toml_string(&humantime::format_duration(*self).to_string()))
+    }
+}
+
+impl Field for bool {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        match input {
+            Input::File(toml::Value::Boolean(b)) => Ok(*b),
+            Input::File(other) => Err(format!(
+                "expected true or false, found {}",
+                other.type_str()
+            )),
+            Input::Text(s) => match s.trim() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err("expected true or false".to_owned()),
+            },
+        }
+    }
+    fn render(&self) -> Option<String> {
+        Some(self.to_string())
     }
 }
 
@@ -253,6 +281,23 @@ impl Field for CatalogBackend {
     }
 }
 
+impl Field for ReadAuth {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        let raw = input.text("\"none\" or \"required\"")?;
+        match raw.trim() {
+            "none" => Ok(ReadAuth::None),
+            "required" => Ok(ReadAuth::Required),
+            _ => Err(format!(
+                "{} (expected \"none\" or \"required\")",
+                input.bad(raw, "invalid read_auth", None)
+            )),
+        }
+    }
+    fn render(&self) -> Option<String> {
+        Some(toml_string(self.as_str()))
+    }
+}
+
 /// One configuration key.
 pub(crate) struct Key {
     /// Dotted name, `table.key` or a top-level `key`.
@@ -323,6 +368,28 @@ pub(crate) const KEYS: &[Key] = &[
     key!(catalog.cbdb_conf),
     key!(catalog.coordinator_user),
     key!(catalog.history_limit),
+    key!(coordinator.primary),
+    key!(coordinator.standby),
+    key!(coordinator.auto_failover),
+    key!(coordinator.interval),
+    key!(coordinator.timeout),
+    key!(coordinator.retries),
+    key!(coordinator.restart_grace),
+    key!(coordinator.user),
+    key!(coordinator.database),
+    key!(coordinator.password_file),
+    key!(coordinator.max_lag),
+    key!(coordinator.fence_command),
+    key!(coordinator.fence_timeout),
+    key!(coordinator.promote_command),
+    key!(coordinator.promote_timeout),
+    key!(coordinator.failover_cooldown),
+    key!(vip.address),
+    key!(vip.interface),
+    key!(vip.member),
+    key!(vip.interval),
+    key!(vip.hook),
+    key!(vip.netns),
     key!(etcd.endpoints),
     key!(etcd.prefix),
     key!(etcd.lease_ttl),
@@ -337,6 +404,12 @@ pub(crate) const KEYS: &[Key] = &[
     key!(etcd.key_file),
     key!(api.listen),
     key!(api.metrics_listen),
+    key!(api.tls_cert_file),
+    key!(api.tls_key_file),
+    key!(api.client_ca_file),
+    key!(api.token_file),
+    key!(api.read_auth),
+    key!(api.metrics_token_file),
     key!(hooks.on_transition),
     key!(hooks.on_leader_change),
     key!(hooks.timeout),

@@ -41,6 +41,7 @@ impl Config {
         }
 
         load_passwords(&mut cfg, &mut origins, &env_passwords)?;
+        load_tokens(&mut cfg, &origins)?;
         cap_lock_limits_by_lease(&mut cfg, &origins);
         validate::validate(&cfg, &origins)?;
         Ok(cfg)
@@ -68,6 +69,7 @@ impl Config {
             apply_text(&mut cfg, &mut origins, key, source, value)?;
         }
         load_passwords(&mut cfg, &mut origins, &env_passwords)?;
+        load_tokens(&mut cfg, &origins)?;
         cap_lock_limits_by_lease(&mut cfg, &origins);
         validate::validate(&cfg, &origins)?;
         Ok(cfg)
@@ -280,6 +282,41 @@ fn load_passwords(
     Ok(())
 }
 
+/// Shortest bearer token accepted: a token is the whole credential, so a short one could be
+/// guessed.
+pub(crate) const MIN_TOKEN_LEN: usize = 16;
+
+/// Reads `api.token_file` and `api.metrics_token_file` (first line, like a password file).
+fn load_tokens(cfg: &mut Config, origins: &Origins<'_>) -> Result<(), ConfigError> {
+    for key in ["api.token_file", "api.metrics_token_file"] {
+        let file = match key {
+            "api.token_file" => cfg.api.token_file.clone(),
+            _ => cfg.api.metrics_token_file.clone(),
+        };
+        let token = match file {
+            Some(file) => {
+                let token = read_password_file(&file).map_err(|p| origins.invalid(cfg, key, p))?;
+                let len = token.expose().chars().count();
+                if len < MIN_TOKEN_LEN || token.expose().chars().any(char::is_whitespace) {
+                    let problem = format!(
+                        "the token in {} must be at least {MIN_TOKEN_LEN} characters without \
+                         whitespace (e.g. `openssl rand -hex 32`)",
+                        file.display()
+                    );
+                    return Err(origins.invalid(cfg, key, problem));
+                }
+                Some(token)
+            }
+            None => None,
+        };
+        match key {
+            "api.token_file" => cfg.api.token = token,
+            _ => cfg.api.metrics_token = token,
+        }
+    }
+    Ok(())
+}
+
 /// A password table's `password_file` and `password` fields.
 fn password_fields<'c>(
     cfg: &'c mut Config,
@@ -288,6 +325,10 @@ fn password_fields<'c>(
     match table {
         "probe" => (&cfg.probe.password_file, &mut cfg.probe.password),
         "catalog" => (&cfg.catalog.password_file, &mut cfg.catalog.password),
+        "coordinator" => (
+            &cfg.coordinator.password_file,
+            &mut cfg.coordinator.password,
+        ),
         _ => (&cfg.etcd.password_file, &mut cfg.etcd.password),
     }
 }

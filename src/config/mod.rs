@@ -7,7 +7,7 @@
 //! a [`ConfigError`] whose `Display` is the single line the daemon prints before exiting with
 //! [`ConfigError::exit_code`].
 //!
-//! Secrets (the three passwords and a password embedded in the catalog URL) are kept in types
+//! Secrets (the four passwords and a password embedded in the catalog URL) are kept in types
 //! whose `Debug` and `Display` print `********`, so logging a `Config` with `{:?}` is safe.
 
 mod args;
@@ -25,6 +25,7 @@ use std::time::Duration;
 pub use args::{ConfigArgs, Overrides};
 pub use error::ConfigError;
 pub use load::process_env;
+pub(crate) use validate::{host_port, vip_address};
 
 /// Where the daemon looks for its configuration when neither `--config` nor `FTSD_CONFIG` is set.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ftsd/ftsd.toml";
@@ -77,6 +78,10 @@ pub struct Config {
     /// Settings of the `postgres` probe driver (plain PostgreSQL streaming-replication pairs).
     pub postgres: PostgresConfig,
     pub catalog: CatalogConfig,
+    /// The coordinator pair (content -1): probing and failover; see docs/coordinator.md.
+    pub coordinator: CoordinatorConfig,
+    /// `ftsd vip-agent`: the client-facing address of the coordinator pair.
+    pub vip: VipConfig,
     pub etcd: EtcdConfig,
     pub api: ApiConfig,
     pub hooks: HooksConfig,
@@ -254,6 +259,111 @@ impl Default for CatalogConfig {
     }
 }
 
+/// The coordinator and its standby (content -1), watched over SQL by every instance and failed
+/// over by the leader (docs/coordinator.md). Off unless `primary` and `standby` are set; automatic
+/// failover is off unless `auto_failover` is true, like `gpfts -D`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoordinatorConfig {
+    /// `host:port` of the coordinator as first set up; empty: the pair is not watched.
+    pub primary: String,
+    /// `host:port` of its standby.
+    pub standby: String,
+    /// Promote the standby when the coordinator is lost (and every guard holds).
+    pub auto_failover: bool,
+    /// Time between two probe rounds of the pair.
+    pub interval: Duration,
+    /// Limit for one probe attempt, connection included.
+    pub timeout: Duration,
+    /// Retries after a failed attempt before the coordinator counts as lost this round.
+    pub retries: u32,
+    /// How long a coordinator refusing sessions as starting up / in recovery (SQLSTATE 57P03)
+    /// counts as restarting rather than lost.
+    pub restart_grace: Duration,
+    /// Role the probes, the promotion and the write check connect as.
+    pub user: String,
+    pub database: String,
+    pub password_file: Option<PathBuf>,
+    /// From `FTSD_COORDINATOR_PASSWORD`, else from `password_file`.
+    pub password: Option<Secret>,
+    /// Replay lag (bytes) of the standby still counted as in sync.
+    pub max_lag: u64,
+    /// argv run (with the old coordinator appended) before promoting; a non-zero exit aborts
+    /// the failover. Empty: the failover needs every observer to have lost the coordinator.
+    pub fence_command: Vec<String>,
+    pub fence_timeout: Duration,
+    /// argv run (with the standby appended) to promote a server without `pg_promote()`
+    /// (before PostgreSQL 12), e.g. `gpactivatestandby` over ssh. Empty: `pg_promote()`.
+    pub promote_command: Vec<String>,
+    /// Bound on the promotion (either way) and on the write check after it.
+    pub promote_timeout: Duration,
+    /// No automatic failover within this long after the last one (the brake).
+    pub failover_cooldown: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            primary: String::new(),
+            standby: String::new(),
+            auto_failover: false,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(3),
+            retries: 3,
+            restart_grace: Duration::from_secs(60),
+            user: "gpadmin".to_owned(),
+            database: "postgres".to_owned(),
+            password_file: None,
+            password: None,
+            max_lag: 16 * 1024 * 1024,
+            fence_command: Vec::new(),
+            fence_timeout: Duration::from_secs(30),
+            promote_command: Vec::new(),
+            promote_timeout: Duration::from_secs(60),
+            failover_cooldown: Duration::from_secs(600),
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// Whether the pair is watched at all.
+    pub fn enabled(&self) -> bool {
+        !self.primary.is_empty()
+    }
+}
+
+/// `ftsd vip-agent` (one per coordinator host): holds the client-facing address while etcd
+/// records this host's server as the acting coordinator (docs/coordinator.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VipConfig {
+    /// The address with its prefix length, e.g. `10.0.0.100/24`; empty: no agent.
+    pub address: String,
+    /// The interface it is added to.
+    pub interface: String,
+    /// Which server of the pair runs on this host: `coordinator.primary` or
+    /// `coordinator.standby`, as written there.
+    pub member: String,
+    /// Time between two checks of the recorded state and the interface.
+    pub interval: Duration,
+    /// argv run instead of `ip` / `arping`, with `up|down ADDRESS INTERFACE` appended, for
+    /// sites with their own VIP tooling. Empty: `ip addr add/del`, `arping`.
+    pub hook: Vec<String>,
+    /// A named network namespace the interface lives in (`ip -n`); empty: the agent's own.
+    pub netns: String,
+}
+
+impl Default for VipConfig {
+    fn default() -> Self {
+        VipConfig {
+            address: String::new(),
+            interface: String::new(),
+            member: String::new(),
+            interval: Duration::from_secs(1),
+            hook: Vec::new(),
+            netns: String::new(),
+        }
+    }
+}
+
 /// The etcd cluster that holds leadership and the shared state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EtcdConfig {
@@ -302,11 +412,29 @@ impl Default for EtcdConfig {
     }
 }
 
-/// Listening addresses of the daemon's own API and metrics endpoints.
+/// The daemon's own API and metrics endpoints: addresses, TLS and who may call what
+/// (docs/api.md, "Authentication").
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
+    /// This instance's certificate (PEM, chain allowed): both listeners speak TLS when set.
+    /// Also the client certificate this instance presents in instance-to-instance calls.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// CA whose client certificates authenticate API callers (mTLS); also the CA that
+    /// instance-to-instance calls verify the other instances' certificates with.
+    pub client_ca_file: Option<PathBuf>,
+    /// File holding the bearer token that authenticates API callers.
+    pub token_file: Option<PathBuf>,
+    /// Read from `token_file` at load time.
+    pub token: Option<Secret>,
+    /// Whether read-only calls need credentials too.
+    pub read_auth: ReadAuth,
+    /// File holding the bearer token `GET /metrics` requires; unset: metrics are open.
+    pub metrics_token_file: Option<PathBuf>,
+    /// Read from `metrics_token_file` at load time.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for ApiConfig {
@@ -314,6 +442,33 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7470)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 7471)),
+            tls_cert_file: None,
+            tls_key_file: None,
+            client_ca_file: None,
+            token_file: None,
+            token: None,
+            read_auth: ReadAuth::None,
+            metrics_token_file: None,
+            metrics_token: None,
+        }
+    }
+}
+
+/// `api.read_auth`: whether read-only API calls need credentials. Mutating calls always do
+/// once any credential is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAuth {
+    /// Anyone who reaches the API may read (status, segments, history, explain).
+    None,
+    /// Read-only calls need a token or a client certificate, like mutating ones.
+    Required,
+}
+
+impl ReadAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadAuth::None => "none",
+            ReadAuth::Required => "required",
         }
     }
 }
@@ -382,6 +537,8 @@ impl Config {
             probe: ProbeConfig::default(),
             postgres: PostgresConfig::default(),
             catalog: CatalogConfig::default(),
+            coordinator: CoordinatorConfig::default(),
+            vip: VipConfig::default(),
             etcd: EtcdConfig::default(),
             api: ApiConfig::default(),
             hooks: HooksConfig::default(),

@@ -35,6 +35,7 @@ fn write_password(out: &mut String, cfg: &Config, table: &str) {
     let password: Option<&Secret> = match table {
         "probe" => cfg.probe.password.as_ref(),
         "catalog" => cfg.catalog.password.as_ref(),
+        "coordinator" => cfg.coordinator.password.as_ref(),
         "etcd" => cfg.etcd.password.as_ref(),
         _ => None,
     };

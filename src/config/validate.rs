@@ -2,11 +2,12 @@
 //! and that referenced files are readable now (rather than at the first failover). Checks run in
 //! key order and the first failure is reported.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use super::error::{io_reason, Origins};
+use super::error::Origins;
 use super::{Config, ConfigError};
+use crate::tls::pem;
 
 /// Upper bound for every duration: Greenplum's limit for its FTS GUCs, and far beyond any
 /// sensible timeout, so arithmetic on deadlines cannot overflow.
@@ -91,6 +92,9 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     within(cat.call_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("catalog.call_timeout"))?;
     within(cat.keepalive, Duration::from_secs(1), MAX_DURATION).map_err(on("catalog.keepalive"))?;
 
+    coordinator(c, o)?;
+    vip(c)?;
+
     let e = &c.etcd;
     // Cloudberry: the endpoints of cbdb_etcd.conf are used instead.
     if e.endpoints.is_empty() && !cloudberry {
@@ -162,26 +166,11 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         }
         _ => {}
     }
-    for (key, file) in [
+    pem_files(
         ("etcd.ca_file", &e.ca_file),
         ("etcd.cert_file", &e.cert_file),
         ("etcd.key_file", &e.key_file),
-    ] {
-        if let Some(file) = file {
-            readable_file(file).map_err(on(key))?;
-        }
-    }
-    match (&e.cert_file, &e.key_file) {
-        (Some(_), None) => {
-            let problem = "is set but etcd.key_file is not (they must be given together)";
-            return Err(("etcd.cert_file", problem.to_owned()));
-        }
-        (None, Some(_)) => {
-            let problem = "is set but etcd.cert_file is not (they must be given together)";
-            return Err(("etcd.key_file", problem.to_owned()));
-        }
-        _ => {}
-    }
+    )?;
 
     let h = &c.hooks;
     within(h.timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("hooks.timeout"))?;
@@ -189,6 +178,11 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         ("hooks.on_transition", &h.on_transition),
         ("hooks.on_leader_change", &h.on_leader_change),
         ("postgres.fence_command", &c.postgres.fence_command),
+        ("coordinator.fence_command", &c.coordinator.fence_command),
+        (
+            "coordinator.promote_command",
+            &c.coordinator.promote_command,
+        ),
     ] {
         if argv
             .first()
@@ -214,6 +208,8 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         });
     }
 
+    api_auth(&c.api)?;
+
     required(o, "log.level", &c.log.level)?;
     // tracing-subscriber's directive parser panics on some non-ASCII input (byte slicing);
     // filter directives are ASCII anyway, so refuse anything else before it gets there.
@@ -231,6 +227,127 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     tracing_subscriber::EnvFilter::try_new(&c.log.level)
         .map_err(|e| ("log.level", format!("invalid filter: {e}")))?;
     Ok(())
+}
+
+/// The `[coordinator]` table: addresses given together, ranges, and probing that fits its round.
+fn coordinator(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
+    let k = &c.coordinator;
+    match (k.primary.is_empty(), k.standby.is_empty()) {
+        (true, true) => {}
+        (false, false) => {
+            host_port(&k.primary).map_err(on("coordinator.primary"))?;
+            host_port(&k.standby).map_err(on("coordinator.standby"))?;
+            if k.primary == k.standby {
+                let problem = "must differ from coordinator.primary".to_owned();
+                return Err(("coordinator.standby", problem));
+            }
+        }
+        (true, false) => {
+            let problem = "is required when coordinator.standby is set".to_owned();
+            return Err(("coordinator.primary", problem));
+        }
+        (false, true) => {
+            let problem = "is required when coordinator.primary is set".to_owned();
+            return Err(("coordinator.standby", problem));
+        }
+    }
+    if k.auto_failover && !k.enabled() {
+        let problem = "needs coordinator.primary and coordinator.standby".to_owned();
+        return Err(("coordinator.auto_failover", problem));
+    }
+    within(k.interval, Duration::from_secs(1), MAX_DURATION).map_err(on("coordinator.interval"))?;
+    within(k.timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("coordinator.timeout"))?;
+    ordered(
+        o,
+        ("coordinator.timeout", k.timeout),
+        ("coordinator.interval", k.interval),
+    )?;
+    count_within(k.retries, 0, 100).map_err(on("coordinator.retries"))?;
+    within(k.restart_grace, Duration::ZERO, MAX_DURATION)
+        .map_err(on("coordinator.restart_grace"))?;
+    required(o, "coordinator.user", &k.user)?;
+    no_control(&k.user).map_err(on("coordinator.user"))?;
+    required(o, "coordinator.database", &k.database)?;
+    no_control(&k.database).map_err(on("coordinator.database"))?;
+    if k.max_lag > MAX_LAG {
+        return Err((
+            "coordinator.max_lag",
+            format!("must be at most {MAX_LAG} bytes (1 TiB)"),
+        ));
+    }
+    within(k.fence_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("coordinator.fence_timeout"))?;
+    within(k.promote_timeout, Duration::from_secs(1), MAX_DURATION)
+        .map_err(on("coordinator.promote_timeout"))?;
+    within(
+        k.failover_cooldown,
+        Duration::ZERO,
+        Duration::from_secs(7 * 24 * 3600),
+    )
+    .map_err(on("coordinator.failover_cooldown"))?;
+    Ok(())
+}
+
+/// The `[vip]` table: checked when an address is set (only `ftsd vip-agent` reads it).
+fn vip(c: &Config) -> Result<(), Failure> {
+    let v = &c.vip;
+    within(v.interval, Duration::from_millis(100), MAX_DURATION).map_err(on("vip.interval"))?;
+    no_control(&v.netns).map_err(on("vip.netns"))?;
+    if v.address.is_empty() {
+        return Ok(());
+    }
+    vip_address(&v.address).map_err(on("vip.address"))?;
+    if v.interface.is_empty() && v.hook.is_empty() {
+        let problem = "is required with vip.address (unless vip.hook manages the address)";
+        return Err(("vip.interface", problem.to_owned()));
+    }
+    if v.interface
+        .chars()
+        .any(|ch| ch.is_whitespace() || ch.is_control() || ch == '/')
+    {
+        return Err(("vip.interface", "is not an interface name".to_owned()));
+    }
+    if !c.coordinator.enabled() {
+        let problem = "needs coordinator.primary and coordinator.standby (the pair it follows)";
+        return Err(("vip.address", problem.to_owned()));
+    }
+    if v.member != c.coordinator.primary && v.member != c.coordinator.standby {
+        let problem = format!(
+            "must be coordinator.primary ({}) or coordinator.standby ({}): the server on this host",
+            c.coordinator.primary, c.coordinator.standby
+        );
+        return Err(("vip.member", problem));
+    }
+    Ok(())
+}
+
+/// `ADDRESS/PREFIX`, e.g. `10.0.0.100/24` or `2001:db8::10/64`.
+pub(crate) fn vip_address(value: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let bad = || format!("{value:?} is not ADDRESS/PREFIX (e.g. 10.0.0.100/24)");
+    let (addr, prefix) = value.split_once('/').ok_or_else(bad)?;
+    let ip: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        return Err(bad());
+    }
+    Ok((ip, prefix))
+}
+
+/// `host:port` (a bracketed IPv6 address is allowed) with a port from 1 to 65535.
+pub(crate) fn host_port(value: &str) -> Result<(&str, u16), String> {
+    let bad = || format!("{value:?} is not host:port (e.g. cdw:5432 or [::1]:5432)");
+    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        return Err(bad());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((host, p)),
+        _ => Err(bad()),
+    }
 }
 
 fn show(d: Duration) -> humantime::FormattedDuration {
@@ -381,14 +498,66 @@ fn etcd_prefix(prefix: &str) -> Result<(), String> {
     }
 }
 
-fn readable_file(path: &Path) -> Result<(), String> {
-    let shown = path.display();
-    let cannot_read = |e: std::io::Error| format!("cannot read {shown}: {}", io_reason(&e));
-    let meta = std::fs::metadata(path).map_err(cannot_read)?;
-    if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file"));
+/// A CA file and a certificate/key pair (all optional, the pair given together), each checked
+/// to hold what it should.
+fn pem_files(
+    (ca_key, ca): (&'static str, &Option<PathBuf>),
+    (cert_key, cert): (&'static str, &Option<PathBuf>),
+    (key_key, key): (&'static str, &Option<PathBuf>),
+) -> Result<(), Failure> {
+    let problem = |e: crate::tls::pem::PemError| e.problem;
+    if let Some(ca) = ca {
+        pem::read_certificates(ca)
+            .map_err(problem)
+            .map_err(on(ca_key))?;
     }
-    std::fs::File::open(path).map_err(cannot_read)?;
+    if let Some(cert) = cert {
+        pem::read_certificates(cert)
+            .map_err(problem)
+            .map_err(on(cert_key))?;
+    }
+    if let Some(key) = key {
+        pem::read_private_key(key)
+            .map_err(problem)
+            .map_err(on(key_key))?;
+    }
+    match (cert, key) {
+        (Some(_), None) => Err((
+            cert_key,
+            format!("is set but {key_key} is not (they must be given together)"),
+        )),
+        (None, Some(_)) => Err((
+            key_key,
+            format!("is set but {cert_key} is not (they must be given together)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// TLS files of the API, and credentials that make sense together.
+fn api_auth(a: &super::ApiConfig) -> Result<(), Failure> {
+    pem_files(
+        ("api.client_ca_file", &a.client_ca_file),
+        ("api.tls_cert_file", &a.tls_cert_file),
+        ("api.tls_key_file", &a.tls_key_file),
+    )?;
+    if a.client_ca_file.is_some() && a.tls_cert_file.is_none() {
+        let problem = "client certificates need TLS: set api.tls_cert_file and api.tls_key_file";
+        return Err(("api.client_ca_file", problem.to_owned()));
+    }
+    if a.read_auth == super::ReadAuth::Required
+        && a.token_file.is_none()
+        && a.client_ca_file.is_none()
+    {
+        let problem = "\"required\" needs a credential to check: set api.token_file or \
+                       api.client_ca_file";
+        return Err(("api.read_auth", problem.to_owned()));
+    }
+    if a.token.is_some() && a.token == a.metrics_token {
+        let problem = "must differ from the API token (api.token_file): whoever scrapes \
+                       metrics must not be able to pause failover";
+        return Err(("api.metrics_token_file", problem.to_owned()));
+    }
     Ok(())
 }
 
@@ -418,6 +587,25 @@ mod tests {
         ] {
             assert!(etcd_endpoint(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn vip_addresses() {
+        assert!(vip_address("10.0.0.100/24").is_ok());
+        assert!(vip_address("2001:db8::10/64").is_ok());
+        assert!(vip_address("10.0.0.100").is_err());
+        assert!(vip_address("10.0.0.100/33").is_err());
+        assert!(vip_address("cdw/24").is_err());
+    }
+
+    #[test]
+    fn host_ports() {
+        assert_eq!(host_port("cdw:5432"), Ok(("cdw", 5432)));
+        assert_eq!(host_port("[::1]:6000"), Ok(("::1", 6000)));
+        assert!(host_port("cdw").is_err());
+        assert!(host_port("cdw:0").is_err());
+        assert!(host_port(":5432").is_err());
+        assert!(host_port("c dw:5432").is_err());
     }
 
     #[test]

@@ -36,6 +36,54 @@ pub struct Cli {
         global = true
     )]
     pub etcd_prefix: String,
+    /// CA certificate (PEM) that signed the ftsd instances' API certificates: connect over TLS
+    /// (host:port addresses become https://).
+    #[arg(long, value_name = "PEM", env = "FTSCTL_CACERT", global = true)]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; authenticates mutating calls. Needs --key and
+    /// --cacert.
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "FTSCTL_CERT",
+        global = true,
+        requires = "key"
+    )]
+    pub cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "FTSCTL_KEY",
+        global = true,
+        requires = "cert"
+    )]
+    pub key: Option<std::path::PathBuf>,
+    /// File holding the API bearer token (the daemons' api.token_file); authenticates
+    /// mutating calls.
+    #[arg(long, value_name = "PATH", env = "FTSCTL_TOKEN_FILE", global = true)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// CA certificate (PEM) of a TLS etcd (https:// endpoints), for --etcd.
+    #[arg(long, value_name = "PEM", env = "FTSCTL_ETCD_CACERT", global = true)]
+    pub etcd_cacert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for etcd, for --etcd. Needs --etcd-key.
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "FTSCTL_ETCD_CERT",
+        global = true,
+        requires = "etcd_key"
+    )]
+    pub etcd_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --etcd-cert.
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "FTSCTL_ETCD_KEY",
+        global = true,
+        requires = "etcd_cert"
+    )]
+    pub etcd_key: Option<std::path::PathBuf>,
     /// Print JSON (one document; shapes in docs/api.md) instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -105,6 +153,10 @@ pub enum Command {
         /// Why (shown by `status`).
         #[arg(long, short = 'r')]
         reason: String,
+        /// End the pause by itself after this long (e.g. 30m, 2h; at most 30 days). Without
+        /// it the cluster stays paused until `ftsctl resume`.
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
     },
     /// Leave maintenance mode.
     Resume,

@@ -23,6 +23,9 @@ pub mod exit {
     pub const UNREACHABLE: u8 = 3;
     /// An instance answered but refused or failed the call.
     pub const FAILED: u8 = 4;
+    /// The call needs credentials that were not given or were refused (no or a wrong
+    /// `--token-file`, no or an untrusted `--cert`), or TLS refused a certificate.
+    pub const AUTH: u8 = 5;
 }
 
 /// A one-line error with its exit code.
@@ -43,6 +46,12 @@ impl CtlError {
     pub fn failed(message: impl Into<String>) -> Self {
         CtlError {
             code: exit::FAILED,
+            message: message.into(),
+        }
+    }
+    pub fn auth(message: impl Into<String>) -> Self {
+        CtlError {
+            code: exit::AUTH,
             message: message.into(),
         }
     }

@@ -99,6 +99,25 @@ async fn run_single(
     )
     .await?;
     let catalog = Arc::new(settings::catalog(&cfg, false)?);
+    let coordinator = match crate::coordinator::CoordinatorSettings::from_config(&cfg) {
+        Some(settings) => {
+            if settings.auto_failover {
+                tracing::warn!(
+                    "coordinator.auto_failover needs leader election (the intent is recorded in a fenced etcd transaction); single-instance mode only watches the coordinator pair"
+                );
+            }
+            let watcher = crate::coordinator::Watcher::new(
+                settings,
+                None,
+                settings::etcd_options(&cfg)?,
+                &cfg.etcd.prefix,
+                &cfg.cluster,
+                instance_id.clone(),
+            );
+            Some(AbortOnDrop(tokio::spawn(watcher.run(shutdown.clone()))))
+        }
+        None => None,
+    };
     let ctx = context(
         &cfg,
         catalog.clone(),
@@ -128,6 +147,7 @@ async fn run_single(
         shutdown,
     )
     .await;
+    drop(coordinator);
     Ok(())
 }
 
@@ -174,6 +194,17 @@ async fn run_elected(
         ))),
         AnyCatalog::Postgres(_) => None,
     };
+    let coordinator = crate::coordinator::CoordinatorSettings::from_config(&cfg).map(|settings| {
+        let watcher = crate::coordinator::Watcher::new(
+            settings,
+            Some(authority.clone()),
+            etcd.clone(),
+            &cfg.etcd.prefix,
+            &cfg.cluster,
+            instance_id.clone(),
+        );
+        AbortOnDrop(tokio::spawn(watcher.run(shutdown.clone())))
+    });
     let claimer = AbortOnDrop(tokio::spawn(claim::follow_office(
         catalog.clone(),
         authority.clone(),
@@ -204,6 +235,7 @@ async fn run_elected(
     let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
     drop(claimer);
     drop(announcer);
+    drop(coordinator);
     Ok(())
 }
 

@@ -60,13 +60,35 @@ pub async fn start(
         wake,
         pause_rx,
     );
-    crate::api::serve(cfg.api.listen, state.clone(), shutdown.clone())
+    let security = crate::api::Security::from_config(&cfg.api)?;
+    if !security.policy.has_credentials() && !cfg.api.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %cfg.api.listen,
+            "the API has no credentials configured (api.token_file, api.client_ca_file): \
+             mutating calls are accepted from loopback only"
+        );
+    }
+    if security.tls.is_none() && cfg.api.token.is_some() && !cfg.api.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %cfg.api.listen,
+            "the API token travels in plaintext: set api.tls_cert_file and api.tls_key_file"
+        );
+    }
+    crate::api::serve(cfg.api.listen, state.clone(), &security, shutdown.clone())
         .await
         .with_context(|| format!("binding the API address {} (api.listen)", cfg.api.listen))?;
     let live_state = state.clone();
+    let metrics_security = crate::metrics::server::MetricsSecurity {
+        tls: match &security.tls {
+            Some(tls) => Some(tls.rustls().map_err(anyhow::Error::msg)?),
+            None => None,
+        },
+        token: cfg.api.metrics_token.clone(),
+    };
     crate::metrics::server::serve(
         cfg.api.metrics_listen,
         metrics.clone(),
+        metrics_security,
         Arc::new(move || live_state.live()),
         shutdown,
     )

@@ -19,6 +19,13 @@ pub fn pause(prefix: &str, cluster: &str) -> String {
     format!("{}/{}/pause", prefix.trim_end_matches('/'), cluster)
 }
 
+/// `<prefix>/<cluster>/coordinator/`: the coordinator pair's state (which server acts, a
+/// pending failover intent) and its history, written only by the leader in fenced
+/// transactions, read by the VIP agents.
+pub fn coordinator_prefix(prefix: &str, cluster: &str) -> String {
+    format!("{}/{}/coordinator/", prefix.trim_end_matches('/'), cluster)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,6 +1,10 @@
 //! Maintenance mode ("pause"): the etcd key `<prefix>/<cluster>/pause` holds who paused the
-//! cluster, when and why. Every instance watches it from start-up, so a leader elected while
-//! the cluster is paused honours it before its first write.
+//! cluster, when, why and until when. Every instance watches it from start-up, so a leader
+//! elected while the cluster is paused honours it before its first write.
+//!
+//! A pause with an expiry ends by itself: the expiry is stored in the key, and each instance
+//! stops honouring the pause once its own clock passes it, so it holds across leader changes
+//! without anyone having to delete the key (a later `resume` or `pause` replaces it).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -19,6 +23,25 @@ pub struct PauseInfo {
     #[serde(with = "humantime_serde")]
     pub at: SystemTime,
     pub reason: String,
+    /// When the pause ends by itself; `None`: never (until resumed).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub until: Option<SystemTime>,
+}
+
+impl PauseInfo {
+    /// Whether the pause has run out at `now`.
+    pub fn expired(&self, now: SystemTime) -> bool {
+        self.until.is_some_and(|until| until <= now)
+    }
+}
+
+/// The pause in force at `now`: the key's value unless it has expired.
+pub fn in_force(value: Option<PauseInfo>, now: SystemTime) -> Option<PauseInfo> {
+    value.filter(|p| !p.expired(now))
 }
 
 /// Parses the key's value. Anything unreadable still means "paused": a key someone wrote by
@@ -31,6 +54,7 @@ pub fn parse(value: &[u8]) -> PauseInfo {
             "unparsable pause key ({e}): {}",
             String::from_utf8_lossy(value)
         ),
+        until: None,
     })
 }
 
@@ -90,16 +114,27 @@ pub async fn follow(
     }
 }
 
+/// Publishes the pause in force now (`value` unless expired).
 fn apply(
     authority: &ElectedAuthority,
     state: &watch::Sender<Option<PauseInfo>>,
-    info: Option<PauseInfo>,
+    value: Option<PauseInfo>,
 ) {
+    let now = SystemTime::now();
+    let expired = value.as_ref().is_some_and(|p| p.expired(now));
+    let info = in_force(value, now);
     let before = state.borrow().clone();
     if before != info {
         match &info {
             Some(p) => {
-                tracing::warn!(by = %p.by, reason = %p.reason, "cluster paused: probing and reporting only, no failover")
+                let until = p
+                    .until
+                    .map(|u| humantime::format_rfc3339_seconds(u).to_string())
+                    .unwrap_or_else(|| "resumed".into());
+                tracing::warn!(by = %p.by, reason = %p.reason, %until, "cluster paused: probing and reporting only, no failover")
+            }
+            None if before.is_some() && expired => {
+                tracing::info!("pause expired: failover enabled")
             }
             None if before.is_some() => tracing::info!("cluster resumed: failover enabled"),
             None => {}
@@ -107,6 +142,20 @@ fn apply(
     }
     authority.set_pause(info.is_some());
     state.send_replace(info);
+}
+
+/// Sleeps until the expiry of `value` (forever when it has none).
+async fn until_expiry(value: &Option<PauseInfo>) {
+    match value.as_ref().and_then(|p| p.until) {
+        Some(until) => {
+            let left = until
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            // A few milliseconds past, so the check in `apply` sees the expiry as reached.
+            tokio::time::sleep(left + Duration::from_millis(5)).await
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn follow_once(
@@ -128,30 +177,40 @@ async fn follow_once(
         tracing::info!("following the pause key again");
         *failures = 0;
     }
-    apply(
-        authority,
-        state,
-        resp.kvs().first().map(|kv| parse(kv.value())),
-    );
+    // The key's value as last read, expired or not: its expiry is what the loop waits for.
+    let mut value = resp.kvs().first().map(|kv| parse(kv.value()));
+    apply(authority, state, value.clone());
     let mut stream = client
         .watch(
             key,
             Some(WatchOptions::new().with_start_revision(revision + 1)),
         )
         .await?;
-    while let Some(msg) = stream.message().await? {
+    loop {
+        let msg = tokio::select! {
+            msg = stream.message() => msg?,
+            _ = until_expiry(&value) => {
+                apply(authority, state, value.clone());
+                // Expired now: nothing more to wait for until the key changes.
+                value = None;
+                continue;
+            }
+        };
+        let Some(msg) = msg else {
+            anyhow::bail!("watch stream closed")
+        };
         if msg.canceled() {
             anyhow::bail!("watch canceled: {}", msg.cancel_reason());
         }
         for ev in msg.events() {
             match (ev.event_type(), ev.kv()) {
-                (EventType::Put, Some(kv)) => apply(authority, state, Some(parse(kv.value()))),
-                (EventType::Delete, _) => apply(authority, state, None),
-                _ => {}
+                (EventType::Put, Some(kv)) => value = Some(parse(kv.value())),
+                (EventType::Delete, _) => value = None,
+                _ => continue,
             }
+            apply(authority, state, value.clone());
         }
     }
-    anyhow::bail!("watch stream closed")
 }
 
 #[cfg(test)]
@@ -166,7 +225,26 @@ mod tests {
             by: "me".into(),
             at: SystemTime::UNIX_EPOCH + Duration::from_secs(5),
             reason: "upgrade".into(),
+            until: None,
         };
         assert_eq!(parse(&serde_json::to_vec(&good).unwrap()), good);
+        // Written before expiries existed: no `until`, indefinite.
+        let old = br#"{"by":"me","at":"1970-01-01T00:00:05Z","reason":"upgrade"}"#;
+        assert_eq!(parse(old), good);
+    }
+
+    #[test]
+    fn expiry_round_trips_and_ends_the_pause() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let p = PauseInfo {
+            by: "me".into(),
+            at,
+            reason: "upgrade".into(),
+            until: Some(at + Duration::from_secs(60)),
+        };
+        assert_eq!(parse(&serde_json::to_vec(&p).unwrap()), p);
+        assert!(in_force(Some(p.clone()), at + Duration::from_secs(59)).is_some());
+        assert!(in_force(Some(p.clone()), at + Duration::from_secs(60)).is_none());
+        assert!(in_force(None, at).is_none());
     }
 }

@@ -10,6 +10,7 @@
 //! | POST | `/segments/{dbid}/recover` | | `SegmentView` |
 //! | POST | `/reset-counters` | | `{"status":"ok"}` |
 //! | POST | `/clear-all` | | `{"status":"ok"}` |
+//! | POST | `/promote-ready/{0,1}` | | `{"status":"ok"}` (409 without `--cbdb-conf`) |
 //!
 //! Errors are `{"error": "..."}` with 400 (bad dbid or body), 404 (unknown dbid or path),
 //! 409 (recover impossible) or 500.
@@ -62,6 +63,7 @@ pub fn router(core: Arc<SimCore>) -> Router {
         .route("/segments/{dbid}/recover", post(recover))
         .route("/reset-counters", post(reset_counters))
         .route("/clear-all", post(clear_all))
+        .route("/promote-ready/{value}", post(promote_ready))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(core)
 }
@@ -137,5 +139,23 @@ async fn reset_counters(State(core): Core) -> Json<serde_json::Value> {
 
 async fn clear_all(State(core): Core) -> ApiResult<serde_json::Value> {
     core.clear_all().await?;
+    Ok(Json(json!({ "status": "ok" })))
+}
+
+async fn promote_ready(
+    State(core): Core,
+    Path(value): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let ready = match value.as_str() {
+        "1" => true,
+        "0" => false,
+        other => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("promote-ready takes 0 or 1, not {other:?}"),
+            ))
+        }
+    };
+    core.set_promote_ready(ready).await?;
     Ok(Json(json!({ "status": "ok" })))
 }

@@ -104,6 +104,11 @@ impl Client {
     pub fn clear_all(&self) -> Result<serde_json::Value, CtlError> {
         self.call(Some(None), "/clear-all")
     }
+
+    /// Sets the Cloudberry standby promote-ready key (simulators started with `--cbdb-conf`).
+    pub fn promote_ready(&self, ready: bool) -> Result<serde_json::Value, CtlError> {
+        self.call(Some(None), &format!("/promote-ready/{}", u8::from(ready)))
+    }
 }
 
 /// Builds a fault from command-line words: `slow 2s`, `crash-restart 5s`, `garbage two_rows`, ...

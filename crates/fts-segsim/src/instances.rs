@@ -8,12 +8,13 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
-use super::state::{Fault, Gate, Group, Phase, PromoteOutcome, Serve, Timer};
+use super::cloudberry::CbdbLink;
+use super::state::{Fault, Gate, Group, Phase, PromoteOutcome, Serve, Timer, TimerKind};
 use super::{SimConfig, SimError};
 use fts_wire::{MessageType, ProbeReply};
 use ftsd::model::{ContentId, Dbid, Role, Segment};
@@ -124,6 +125,8 @@ pub struct SimCore {
     by_dbid: HashMap<Dbid, usize>,
     /// All catalog rows, the unserved coordinator included.
     rows: Vec<Segment>,
+    /// The Cloudberry etcd the coordinator pair talks to (`--cbdb-conf`), once attached.
+    cloudberry: OnceLock<Arc<CbdbLink>>,
     pub(crate) shutdown: watch::Sender<bool>,
 }
 
@@ -174,6 +177,7 @@ impl SimCore {
             group_members,
             by_dbid,
             rows: catalog,
+            cloudberry: OnceLock::new(),
             shutdown: watch::Sender::new(false),
         }
     }
@@ -273,7 +277,8 @@ impl SimCore {
         let dbid = self.instances[idx].dbid;
         match outcome {
             PromoteOutcome::Promoted => {
-                info!(dbid, "promoting mirror to primary due to FTS request")
+                info!(dbid, "promoting mirror to primary due to FTS request");
+                self.promotion_done(idx);
             }
             PromoteOutcome::Scheduled => info!(
                 dbid,
@@ -291,15 +296,77 @@ impl SimCore {
         reply
     }
 
+    /// PROMOTE as the instance's FTS handler runs it. A standby coordinator attached to a
+    /// Cloudberry etcd first reads the promote-ready key, as an external-FTS build does:
+    /// unless it is `1` the request is ignored; when it promotes it writes `0` back.
+    pub(crate) async fn promote_gated(self: &Arc<Self>, idx: usize) -> ProbeReply {
+        let inst = &self.instances[idx];
+        let link = self.cloudberry.get().filter(|_| inst.content == -1);
+        let eligible = {
+            let (g, s) = self.lock(idx);
+            let m = &g.members[s];
+            m.role == Role::Mirror && m.promote_at.is_none() && m.phase == Phase::Running
+        };
+        if let (Some(link), true) = (link, eligible) {
+            let ready = match link.promote_ready().await {
+                Ok(ready) => ready,
+                Err(e) => {
+                    warn!(dbid = inst.dbid, error = %format!("{e:#}"), "cannot read the promote-ready key");
+                    false
+                }
+            };
+            if !ready {
+                info!(
+                    dbid = inst.dbid,
+                    "ignoring promote request, standby not ready to promote..."
+                );
+                return ProbeReply {
+                    is_role_mirror: true,
+                    ..ProbeReply::default()
+                };
+            }
+            if let Err(e) = link.set_promote_ready(false).await {
+                warn!(dbid = inst.dbid, error = %format!("{e:#}"), "cannot reset the promote-ready key");
+            }
+        }
+        self.promote(idx)
+    }
+
+    /// A content -1 instance that now acts as primary rewrites the Cloudberry blob as
+    /// `activateStandby` does (in the background: the FTS reply does not wait for etcd).
+    fn promotion_done(self: &Arc<Self>, idx: usize) {
+        let inst = &self.instances[idx];
+        let Some(link) = self.cloudberry.get().filter(|_| inst.content == -1) else {
+            return;
+        };
+        let (link, dbid) = (Arc::clone(link), inst.dbid);
+        tokio::spawn(async move {
+            match link.activate_standby(dbid).await {
+                Ok(()) => info!(dbid, "standby activated: configuration blob rewritten"),
+                Err(e) => {
+                    warn!(dbid, error = %format!("{e:#}"), "standby activated, but the blob was not rewritten")
+                }
+            }
+        });
+    }
+
     fn schedule(self: &Arc<Self>, idx: usize, timer: Timer) {
         let core = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(timer.after).await;
-            let next = {
+            let (next, promoted) = {
                 let (mut g, s) = core.lock(idx);
-                g.fire(s, timer.kind, timer.generation, Instant::now())
+                let was_primary = g.members[s].role == Role::Primary;
+                let next = g.fire(s, timer.kind, timer.generation, Instant::now());
+                let promoted = timer.kind == TimerKind::PromotionDone
+                    && !was_primary
+                    && g.members[s].role == Role::Primary;
+                (next, promoted)
             };
             tracing::debug!(dbid = core.instances[idx].dbid, kind = ?timer.kind, "timer fired");
+            if promoted {
+                core.promotion_done(idx);
+            }
             core.notify_group(idx);
             if let Some(next) = next {
                 core.schedule(idx, next);
@@ -308,6 +375,30 @@ impl SimCore {
     }
 
     // ---- operator actions ----
+
+    /// Links the coordinator pair to a Cloudberry etcd: writes the layout as the blob and, with
+    /// a standby, the promote-ready key `1`. Returns the blob's key.
+    pub async fn attach_cloudberry(&self, link: CbdbLink) -> anyhow::Result<String> {
+        let key = link.write_blob(&self.segments()).await?;
+        if self.cfg.standby {
+            link.set_promote_ready(true).await?;
+        }
+        self.cloudberry
+            .set(Arc::new(link))
+            .map_err(|_| anyhow::anyhow!("a Cloudberry etcd is already attached"))?;
+        Ok(key)
+    }
+
+    /// Sets the promote-ready key (the coordinator's `setStandbyPromoteReady`).
+    pub async fn set_promote_ready(&self, ready: bool) -> Result<(), SimError> {
+        let link = self.cloudberry.get().ok_or_else(|| {
+            SimError::Conflict("no Cloudberry etcd attached (start with --cbdb-conf)".into())
+        })?;
+        info!(ready, "setting the standby promote-ready key");
+        link.set_promote_ready(ready)
+            .await
+            .map_err(|e| SimError::Conflict(format!("{e:#}")))
+    }
 
     /// Injects a fault; returns once the listener reflects it (closed for `down`).
     pub async fn set_fault(

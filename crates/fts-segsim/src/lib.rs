@@ -67,8 +67,12 @@ pub struct SimConfig {
     pub mirror_down_grace: Duration,
     /// Time between accepting PROMOTE and acting as primary.
     pub promote_delay: Duration,
-    /// Also serve the coordinator (dbid 1, content -1) as an FTS-answering primary without mirror.
+    /// Also serve the coordinator (dbid 1, content -1) as an FTS-answering primary.
     pub coordinator: bool,
+    /// Also serve a standby coordinator (content -1, the last dbid, `m`/`m`): the coordinator
+    /// then reports the standby's replication in its PROBE answers, as an external-FTS
+    /// Cloudberry coordinator does, and the standby accepts PROMOTE. Implies `coordinator`.
+    pub standby: bool,
     /// Reported in ParameterStatus `server_version`.
     pub server_version: String,
 }
@@ -86,6 +90,7 @@ impl Default for SimConfig {
             mirror_down_grace: Duration::from_secs(30),
             promote_delay: Duration::ZERO,
             coordinator: false,
+            standby: false,
             server_version: "12.12".to_string(),
         }
     }
@@ -97,9 +102,14 @@ impl SimConfig {
         2 * self.pairs as usize + self.mirrorless as usize
     }
 
+    /// Whether the coordinator is served (asked for, or implied by a standby).
+    pub fn serves_coordinator(&self) -> bool {
+        self.coordinator || self.standby
+    }
+
     /// Number of instances that listen.
     pub fn served_instances(&self) -> usize {
-        self.segment_instances() + self.coordinator as usize
+        self.segment_instances() + self.serves_coordinator() as usize + self.standby as usize
     }
 
     fn validate(&self) -> Result<(), SimError> {
@@ -134,8 +144,10 @@ impl SimConfig {
 }
 
 /// The `gp_segment_configuration` rows of the layout gpinitsystem would create: primaries of
-/// contents 0..C-1 get dbids 2..C+1, mirrors follow, the coordinator is dbid 1. Rows are in
-/// serving order (instance i listens on base_port+i) with the coordinator last. With base_port 0
+/// contents 0..C-1 get dbids 2..C+1, mirrors follow, the coordinator is dbid 1 and a standby
+/// (when configured) takes the next free dbid, as `gp_add_master_standby` numbers it. Rows are
+/// in serving order (instance i listens on base_port+i) with the coordinator, then the standby,
+/// last. With base_port 0
 /// every port is 0 here (the OS picks at bind time; [`SimCore::segments`] has the real ones).
 pub fn layout(cfg: &SimConfig) -> Vec<Segment> {
     let contents = cfg.pairs + cfg.mirrorless;
@@ -145,9 +157,14 @@ pub fn layout(cfg: &SimConfig) -> Vec<Segment> {
         content: content as i16,
         role,
         preferred_role: role,
-        // Only a mirrored pair is synchronized; mirror-less primaries and the lone coordinator
-        // are `n`, as gpinitsystem leaves them.
-        mode: Mode::from_in_sync(content >= 0 && (content as u32) < cfg.pairs),
+        // Only a mirrored pair is synchronized; mirror-less primaries and a coordinator without
+        // standby are `n`, as gpinitsystem leaves them; `gp_add_master_standby` records the
+        // standby `s`, and the coordinator's row agrees with it.
+        mode: Mode::from_in_sync(if content < 0 {
+            cfg.standby
+        } else {
+            (content as u32) < cfg.pairs
+        }),
         status: Status::Up,
         port: if cfg.base_port == 0 {
             0
@@ -186,6 +203,16 @@ pub fn layout(cfg: &SimConfig) -> Vec<Segment> {
         n,
         "/data/coordinator/gpseg-1".into(),
     ));
+    if cfg.standby {
+        let dbid = rows.len() as i32 + 1;
+        rows.push(row(
+            dbid,
+            -1,
+            Role::Mirror,
+            n + 1,
+            "/data/standby/gpseg-1".into(),
+        ));
+    }
     rows
 }
 
@@ -231,6 +258,40 @@ mod tests {
                 (5, 0, 'm', 7003),
                 (6, 1, 'm', 7004),
                 (1, -1, 'p', 7005),
+            ]
+        );
+    }
+
+    #[test]
+    fn standby_takes_the_next_dbid_and_both_coordinator_rows_are_in_sync() {
+        let cfg = SimConfig {
+            pairs: 1,
+            standby: true,
+            base_port: 7000,
+            ..SimConfig::default()
+        };
+        assert!(cfg.serves_coordinator());
+        assert_eq!(cfg.served_instances(), 4);
+        let got: Vec<_> = layout(&cfg)
+            .iter()
+            .map(|s| {
+                (
+                    s.dbid,
+                    s.content,
+                    s.role.as_char(),
+                    s.preferred_role.as_char(),
+                    s.mode.as_char(),
+                    s.port,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, 0, 'p', 'p', 's', 7000),
+                (3, 0, 'm', 'm', 's', 7001),
+                (1, -1, 'p', 'p', 's', 7002),
+                (4, -1, 'm', 'm', 's', 7003),
             ]
         );
     }

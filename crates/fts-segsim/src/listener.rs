@@ -32,7 +32,7 @@ impl Simulator {
         let catalog = layout(&cfg);
         let served: Vec<Segment> = catalog
             .iter()
-            .filter(|r| r.content >= 0 || cfg.coordinator)
+            .filter(|r| r.content >= 0 || cfg.serves_coordinator())
             .cloned()
             .collect();
         limits::ensure_fd_limit(served.len() as u64 + FD_HEADROOM)?;

@@ -45,9 +45,9 @@ struct LayoutArgs {
     /// --catalog-host is given).
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
-    /// Host name the written configuration (catalog rows, Cloudberry blob) gives every
-    /// instance as hostname and address, instead of --host: the FTS then resolves it (e.g.
-    /// through /etc/hosts or DNS) to the address --host listens on.
+    /// Host name the catalog rows (--catalog, write-catalog) give every instance as hostname
+    /// and address, instead of --host: the FTS then resolves it (e.g. through /etc/hosts or
+    /// DNS) to the address --host listens on.
     #[arg(long, value_name = "NAME")]
     catalog_host: Option<String>,
     /// Instance i in dbid order listens on base-port + i; 0 lets the OS pick each port.
@@ -90,6 +90,12 @@ struct RunArgs {
     /// Also serve the coordinator (dbid 1, content -1) as an FTS-answering primary.
     #[arg(long)]
     coordinator: bool,
+    /// Also serve a standby coordinator (content -1, next free dbid; implies --coordinator):
+    /// the coordinator's PROBE answers report it, and it accepts PROMOTE. With --cbdb-conf it
+    /// promotes only while the etcd promote-ready key is 1 (set to 1 at start) and rewrites the
+    /// blob as activateStandby does.
+    #[arg(long)]
+    standby: bool,
     /// server_version reported to clients.
     #[arg(long, default_value = "12.12")]
     server_version: String,
@@ -151,6 +157,12 @@ enum CtlCmd {
     ResetCounters,
     /// Remove every fault.
     ClearAll,
+    /// Set the Cloudberry standby promote-ready key (simulators run with --cbdb-conf).
+    PromoteReady {
+        /// 1: the standby may promote; 0: it ignores PROMOTE.
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=1))]
+        value: u8,
+    },
     /// Check the control API is up.
     Health,
 }
@@ -218,16 +230,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         mirror_down_grace: args.mirror_down_grace,
         promote_delay: args.promote_delay,
         coordinator: args.coordinator,
+        standby: args.standby,
         server_version: args.server_version.clone(),
         ..sim_config(&args.layout)
     };
     let mut sim = Simulator::start(cfg).await?;
-    let rows = catalog::named(sim.segments(), args.layout.catalog_host.as_deref());
     if let Some(url) = &args.catalog {
+        let rows = catalog::named(sim.segments(), args.layout.catalog_host.as_deref());
         catalog::write_catalog(url, &rows).await?;
     }
     if let Some(conf) = &args.cbdb_conf {
-        let key = fts_segsim::cloudberry::write_blob(conf, &rows).await?;
+        let link = fts_segsim::cloudberry::CbdbLink::open(conf)?;
+        let key = sim.attach_cloudberry(link).await?;
         tracing::info!("configuration blob written to {key}");
     }
     let control = sim.serve_control(args.control).await?;
@@ -304,6 +318,7 @@ fn run_ctl(args: CtlArgs) -> ExitCode {
         CtlCmd::Recover { dbid } => client.recover(dbid).map(print_one),
         CtlCmd::ResetCounters => client.reset_counters().map(|v| println!("{v}")),
         CtlCmd::ClearAll => client.clear_all().map(|v| println!("{v}")),
+        CtlCmd::PromoteReady { value } => client.promote_ready(value == 1).map(|v| println!("{v}")),
         CtlCmd::Health => client.health().map(|v| println!("{v}")),
     };
     match result {

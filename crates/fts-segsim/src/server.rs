@@ -465,7 +465,7 @@ impl Conn {
         let answer = match kind {
             MessageType::Probe => self.core.probe(self.idx),
             MessageType::SyncrepOff => self.core.syncrep_off(self.idx),
-            MessageType::Promote => self.core.promote(self.idx),
+            MessageType::Promote => self.core.promote_gated(self.idx).await,
         };
         let Some(variant) = garbage else {
             reply::fts_reply(&mut self.out, kind, answer);

@@ -76,6 +76,17 @@ pub struct EtcdClusterBuilder {
     start_timeout: Duration,
     etcd_bin: Option<PathBuf>,
     extra_args: Vec<String>,
+    tls: Option<EtcdTls>,
+}
+
+/// TLS for the client port (see [`EtcdClusterBuilder::tls`]).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// CA that client certificates must chain to (`--trusted-ca-file`).
+    pub ca: PathBuf,
+    /// The members' server certificate and key (valid for 127.0.0.1).
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Default for EtcdClusterBuilder {
@@ -87,6 +98,7 @@ impl Default for EtcdClusterBuilder {
             start_timeout: Duration::from_secs(30),
             etcd_bin: None,
             extra_args: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -129,6 +141,14 @@ impl EtcdClusterBuilder {
     /// harness's own flags, so it wins over them).
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.extra_args.push(arg.into());
+        self
+    }
+
+    /// Serve clients over TLS and require client certificates signed by `tls.ca`
+    /// (`--client-cert-auth`): endpoints become `https://`. Health is then checked on a plain
+    /// HTTP metrics port of each member (`--listen-metrics-urls`); peers stay plaintext.
+    pub fn tls(mut self, tls: EtcdTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -181,6 +201,8 @@ struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// Plain HTTP `/health` and `/metrics` when the client port speaks TLS.
+    metrics_port: Option<u16>,
     data_dir: PathBuf,
     log_path: PathBuf,
     // Behind a lock so that `&self` queries can reap an exited process.
@@ -189,7 +211,20 @@ struct Member {
 
 impl Member {
     fn endpoint(&self) -> String {
-        format!("http://{LOOPBACK}:{}", self.client_port)
+        let scheme = if self.metrics_port.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{LOOPBACK}:{}", self.client_port)
+    }
+
+    /// Where `/health` is served over plain HTTP.
+    fn health_base(&self) -> String {
+        match self.metrics_port {
+            Some(port) => format!("http://{LOOPBACK}:{port}"),
+            None => self.endpoint(),
+        }
     }
 
     fn peer_url(&self) -> String {
@@ -244,7 +279,8 @@ impl EtcdCluster {
         self.members.is_empty()
     }
 
-    /// Client URLs of all members, `http://127.0.0.1:<client port>`, in member order.
+    /// Client URLs of all members, `http://127.0.0.1:<client port>` (`https://` with
+    /// [`EtcdClusterBuilder::tls`]), in member order.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(Member::endpoint).collect()
     }
@@ -367,7 +403,7 @@ impl EtcdCluster {
     /// One `GET /health` on member `i` (timeout 3 s): true only for `{"health":"true"}`.
     /// Never fails: a stopped, paused or quorum-less member is simply not healthy.
     pub async fn is_healthy(&self, i: usize) -> bool {
-        check_health(self.member_endpoint(i)).await
+        check_health(self.member(i).health_base()).await
     }
 
     /// Polls member `i`'s `/health` until it is true. Fails early if the process exits, and at
@@ -406,7 +442,7 @@ impl EtcdCluster {
         loop {
             let mut checks = tokio::task::JoinSet::new();
             for i in (0..self.len()).filter(|&i| self.is_running(i)) {
-                let endpoint = self.member_endpoint(i);
+                let endpoint = self.member(i).health_base();
                 checks.spawn(async move { (i, check_health(endpoint).await) });
             }
             let any_healthy = async {
@@ -485,12 +521,15 @@ impl EtcdCluster {
         let mut last = None;
         for attempt in 0..BOOTSTRAP_ATTEMPTS {
             self.kill_all();
-            let ports = free_ports(2 * n)?;
+            let per = if self.cfg.tls.is_some() { 3 } else { 2 };
+            let ports = free_ports(per * n)?;
+            let tls = self.cfg.tls.is_some();
             self.members = (0..n)
                 .map(|i| Member {
                     name: format!("m{i}"),
-                    client_port: ports[2 * i],
-                    peer_port: ports[2 * i + 1],
+                    client_port: ports[per * i],
+                    peer_port: ports[per * i + 1],
+                    metrics_port: tls.then(|| ports[per * i + 2]),
                     data_dir: self.dir.path().join(format!("m{i}")),
                     log_path: self.dir.path().join(format!("m{i}.log")),
                     child: Mutex::new(None),
@@ -543,7 +582,7 @@ impl EtcdCluster {
             }
             let mut checks = tokio::task::JoinSet::new();
             for &i in &pending {
-                let endpoint = self.member_endpoint(i);
+                let endpoint = self.member(i).health_base();
                 checks.spawn(async move { (i, check_health(endpoint).await) });
             }
             while let Some(done) = checks.join_next().await {
@@ -651,8 +690,19 @@ impl EtcdCluster {
             .arg(self.cfg.heartbeat_interval.as_millis().to_string())
             .arg("--election-timeout")
             .arg(self.cfg.election_timeout.as_millis().to_string())
-            .args(["--logger", "zap", "--log-outputs", "stderr"])
-            .args(&self.cfg.extra_args)
+            .args(["--logger", "zap", "--log-outputs", "stderr"]);
+        if let (Some(tls), Some(port)) = (&self.cfg.tls, member.metrics_port) {
+            cmd.arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth")
+                .arg("--listen-metrics-urls")
+                .arg(format!("http://{LOOPBACK}:{port}"));
+        }
+        cmd.args(&self.cfg.extra_args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(stdout)

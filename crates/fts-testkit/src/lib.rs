@@ -6,7 +6,9 @@
 //! * [`pg::PgServer`]: a throwaway PostgreSQL server on a free loopback port, in a temporary
 //!   directory, killed and removed on drop.
 //! * [`etcd::EtcdCluster`]: a throwaway etcd cluster (1, 3 or N members) on free loopback ports,
-//!   with kill / stop / restart / pause / resume per member, killed and removed on drop.
+//!   with kill / stop / restart / pause / resume per member, killed and removed on drop;
+//!   optionally with TLS and client-certificate authentication on the client port.
+//! * [`pki::Pki`]: a throwaway CA with server and client certificates (by `etcd/make-certs`).
 //!
 //! Servers are direct children started with a parent-death signal from one shared spawner
 //! thread, so they die with the test process even when no `Drop` runs.
@@ -15,4 +17,5 @@ pub mod etcd;
 pub mod localpairs;
 pub mod pg;
 pub mod pgpair;
+pub mod pki;
 mod process;

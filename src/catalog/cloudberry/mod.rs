@@ -197,6 +197,20 @@ impl CloudberryCatalog {
         Ok(kv.map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 
+    /// The coordinator's `setStandbyPromoteReady` (`1` or `0`, a plain put). ftsd never calls
+    /// it; the simulator's coordinator pair does.
+    pub async fn set_standby_promote_ready(&self, ready: bool) -> Result<(), CatalogError> {
+        let (key, value) = (
+            self.keys.standby_promote_ready(),
+            if ready { "1" } else { "0" },
+        );
+        self.call("writing the promote-ready key", |mut c| async move {
+            c.put(key, value, None).await
+        })
+        .await
+        .map(drop)
+    }
+
     /// Writes `…/fts_ha_hostname` as `gpfts`'s leader does (plain put, no lease), fenced on the
     /// leader key so a deposed leader cannot overwrite its successor's name.
     pub async fn announce_leader(

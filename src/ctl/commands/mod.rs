@@ -97,7 +97,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Members => members::run(cli, &ctx).await,
         Command::Leader => leader::run(cli, &ctx).await,
         Command::Probe { wait } => probe::run(cli, &ctx, *wait).await,
-        Command::Pause { reason } => pause::pause(cli, &ctx, reason).await,
+        Command::Pause { reason, duration } => pause::pause(cli, &ctx, reason, *duration).await,
         Command::Resume => pause::resume(cli, &ctx).await,
         Command::Explain { content } => explain::run(cli, &ctx, *content).await,
         Command::Watch {

@@ -3,7 +3,12 @@
 use super::*;
 
 /// `pause`.
-pub(super) async fn pause(cli: &Cli, ctx: &Ctx, reason: &str) -> Outcome {
+pub(super) async fn pause(
+    cli: &Cli,
+    ctx: &Ctx,
+    reason: &str,
+    duration: Option<Duration>,
+) -> Outcome {
     let mut conn = connect_any(cli).await?;
     let by = requester();
     let reason = reason.to_owned();
@@ -12,6 +17,7 @@ pub(super) async fn pause(cli: &Cli, ctx: &Ctx, reason: &str) -> Outcome {
             let req = proto::PauseRequest {
                 reason: reason.clone(),
                 by: by.clone(),
+                duration_ms: duration.map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX)),
             };
             async move { c.pause(req).await }
         })
@@ -45,14 +51,32 @@ impl Ctx {
     pub(super) fn pause_text(&self, p: &proto::PauseState) -> String {
         if p.paused {
             format!(
-                "{} by {} at {}: {}\n",
+                "{} by {} at {} {}: {}\n",
                 self.style.paint("paused", Color::Yellow),
                 p.by,
                 time_only(p.at_ms),
+                pause_end(p.until_ms),
                 p.reason
             )
         } else {
             "not paused: failover enabled\n".into()
         }
     }
+}
+
+/// "until <time> (in 29m)" or "indefinitely (until resumed)".
+pub(super) fn pause_end(until_ms: i64) -> String {
+    if until_ms <= 0 {
+        return "indefinitely (until resumed)".into();
+    }
+    let until = from_ms(until_ms);
+    let left = until
+        .duration_since(SystemTime::now())
+        .map(|d| Duration::from_secs(d.as_secs()))
+        .unwrap_or_default();
+    format!(
+        "until {} (in {})",
+        time_only(until_ms),
+        humantime::format_duration(left)
+    )
 }

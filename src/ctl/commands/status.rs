@@ -48,7 +48,13 @@ impl Ctx {
         };
         let pause = match &s.pause {
             Some(p) if p.paused => self.style.paint(
-                &format!("yes, by {} at {}: {}", p.by, time_only(p.at_ms), p.reason),
+                &format!(
+                    "yes, by {} at {} {}: {}",
+                    p.by,
+                    time_only(p.at_ms),
+                    super::pause::pause_end(p.until_ms),
+                    p.reason
+                ),
                 Color::Yellow,
             ),
             _ => "no".into(),

@@ -11,7 +11,7 @@ use crate::wire::failure::{AttemptError, FailureKind};
 /// run in a transaction block, so these are two statements. Setting `''` (rather than RESET)
 /// also overrides a value in postgresql.conf. Waiting backends are released once the
 /// checkpointer has processed the reload.
-pub(super) async fn set_sync_names(client: &Client, value: &str) -> Result<(), AttemptError> {
+pub(crate) async fn set_sync_names(client: &Client, value: &str) -> Result<(), AttemptError> {
     client
         .batch_execute(&format!(
             "ALTER SYSTEM SET synchronous_standby_names = {}",
@@ -47,7 +47,7 @@ async fn in_recovery(client: &Client) -> Result<bool, AttemptError> {
 
 /// Outcome of a PROMOTE attempt that succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Promoted {
+pub(crate) enum Promoted {
     Now,
     /// It was out of recovery already (an earlier attempt's promotion completed).
     Already,
@@ -57,7 +57,7 @@ pub(super) enum Promoted {
 /// `synchronous_standby_names` (its old primary is gone, and the catalog records the pair as
 /// not in sync, so commits on the new primary must not wait for a standby), runs
 /// `pg_promote(wait => true)` and verifies it left recovery.
-pub(super) async fn promote(client: &Client, timeout: Duration) -> Result<Promoted, AttemptError> {
+pub(crate) async fn promote(client: &Client, timeout: Duration) -> Result<Promoted, AttemptError> {
     if !in_recovery(client).await? {
         return Ok(Promoted::Already);
     }

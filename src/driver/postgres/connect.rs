@@ -39,7 +39,7 @@ pub(super) async fn connect(
 /// Maps a tokio-postgres error to a failure class. `connecting`: the error came from
 /// connection startup, where a server error means the server refused the session (starting
 /// up, in recovery, too many clients ...), as the FTS client's `StartupError`.
-pub(super) fn classify(e: &tokio_postgres::Error, connecting: bool) -> AttemptError {
+pub(crate) fn classify(e: &tokio_postgres::Error, connecting: bool) -> AttemptError {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
         // Authorization (class 28) and privilege (42501, "must be superuser") errors are

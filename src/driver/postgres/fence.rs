@@ -117,7 +117,7 @@ pub(super) async fn fence_sql(
 
 /// Runs `argv` with the target appended (`content dbid address port`) and its environment
 /// (`FTSD_FENCE_*`), bounded by `timeout` and by the gate's end; the process is killed then.
-pub(super) async fn run_command(
+pub(crate) async fn run_command(
     argv: &[String],
     target: &Segment,
     reason: &str,

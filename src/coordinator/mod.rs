@@ -1,0 +1,551 @@
+//! Coordinator failover (content -1): the HA loop that watches the coordinator and its standby
+//! over SQL and, as the elected leader, promotes the standby when the coordinator is lost.
+//! See docs/coordinator.md for the model and the safety argument.
+//!
+//! Every instance runs the watch (a follower that becomes leader already knows whether the
+//! standby was in sync while the coordinator still answered); only the acting leader writes
+//! to etcd or changes a server. One round:
+//!
+//! 1. read the recorded state from etcd (which server acts, a pending intent);
+//! 2. probe both servers ([`probe`]): the coordinator with retries, the standby once;
+//! 3. remember the standby's sync state whenever the coordinator answered;
+//! 4. decide ([`crate::core::coordinator::decide`], pure);
+//! 5. act: a refusal is logged (and recorded once per episode by the leader); a failover runs
+//!    its steps ([`failover`]), each fenced ([`records`]).
+//!
+//! * `probe` — the SQL probes and the sync judgement; `records` — the etcd state, intent and
+//!   history with their fenced transaction; `failover` — the steps; `vip` — `ftsd vip-agent`,
+//!   which holds the client-facing address on the acting coordinator's host.
+
+pub mod failover;
+pub mod probe;
+pub mod records;
+pub mod vip;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::core::coordinator::{
+    decide, CoordinatorDecision, CoordinatorView, Office, OthersSee, PrimarySeen, Refusal,
+    StandbySeen, Step, Stop, SyncSeen,
+};
+use crate::election::{ElectedAuthority, EtcdOptions};
+use crate::engine::Authority;
+use probe::{ConnectSettings, Endpoint, PrimaryState, Round, StandbyState};
+use records::{micros, Fence, HistoryRecord, IntentKind, Read, Records};
+
+/// The `[coordinator]` table, parsed.
+#[derive(Debug, Clone)]
+pub struct CoordinatorSettings {
+    /// As configured; etcd's recorded state overrides them after a failover.
+    pub primary: Endpoint,
+    pub standby: Endpoint,
+    pub auto_failover: bool,
+    pub interval: Duration,
+    pub retries: u32,
+    pub retry_delay: Duration,
+    pub restart_grace: Duration,
+    pub connect: ConnectSettings,
+    pub max_lag: u64,
+    pub fence_command: Vec<String>,
+    pub fence_timeout: Duration,
+    pub promote_command: Vec<String>,
+    pub promote_timeout: Duration,
+    pub failover_cooldown: Duration,
+}
+
+impl CoordinatorSettings {
+    /// None when the pair is not configured.
+    pub fn from_config(cfg: &Config) -> Option<CoordinatorSettings> {
+        let c = &cfg.coordinator;
+        if !c.enabled() {
+            return None;
+        }
+        Some(CoordinatorSettings {
+            primary: Endpoint::parse(&c.primary)?,
+            standby: Endpoint::parse(&c.standby)?,
+            auto_failover: c.auto_failover,
+            interval: c.interval,
+            retries: c.retries,
+            retry_delay: cfg.probe.retry_delay.min(c.interval / 4),
+            restart_grace: c.restart_grace,
+            connect: ConnectSettings {
+                user: c.user.clone(),
+                database: c.database.clone(),
+                password: c.password.clone(),
+                timeout: c.timeout,
+            },
+            max_lag: c.max_lag,
+            fence_command: c.fence_command.clone(),
+            fence_timeout: c.fence_timeout,
+            promote_command: c.promote_command.clone(),
+            promote_timeout: c.promote_timeout,
+            failover_cooldown: c.failover_cooldown,
+        })
+    }
+}
+
+/// What this instance remembers between rounds.
+#[derive(Debug, Default)]
+struct Memory {
+    /// The sync state at the last round that reached the acting coordinator, with the
+    /// `acting/standby` pair it was seen for (forgotten when the roles change).
+    last_sync: Option<(String, SyncSeen, SystemTime)>,
+    /// Since when the coordinator has refused sessions as starting up (57P03).
+    restarting_since: Option<Instant>,
+    /// The refusal being reported, so it is logged and recorded once per episode.
+    refusal: Option<Refusal>,
+    /// The sync state last logged, so a change is logged once.
+    reported_sync: Option<bool>,
+    /// The last failover stop recorded: a fence that keeps failing is retried every round but
+    /// recorded once per episode.
+    stop_reported: Option<Stop>,
+}
+
+/// The coordinator pair's last round, for the API and metrics.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PairStatus {
+    pub acting: String,
+    pub standby: String,
+    pub rebuild: bool,
+    pub acting_writable: Option<bool>,
+    pub standby_writable: Option<bool>,
+    pub in_sync: Option<bool>,
+    pub replay_lag: Option<u64>,
+    pub decision: String,
+    pub intent_pending: bool,
+}
+
+/// The watch loop's state.
+pub struct Watcher {
+    pub settings: CoordinatorSettings,
+    /// None: `--no-election`; the pair is watched and alarmed, never failed over.
+    authority: Option<Arc<ElectedAuthority>>,
+    records: Records,
+    instance_id: String,
+    memory: Mutex<Memory>,
+    pub status: Mutex<PairStatus>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Watcher {
+    pub fn new(
+        settings: CoordinatorSettings,
+        authority: Option<Arc<ElectedAuthority>>,
+        etcd: EtcdOptions,
+        prefix: &str,
+        cluster: &str,
+        instance_id: String,
+    ) -> Arc<Watcher> {
+        let timeout = etcd.dial_timeout.max(Duration::from_secs(2));
+        Arc::new(Watcher {
+            settings,
+            authority,
+            records: Records::new(
+                crate::election::keys::coordinator_prefix(prefix, cluster),
+                etcd,
+                timeout,
+            ),
+            instance_id,
+            memory: Mutex::default(),
+            status: Mutex::default(),
+        })
+    }
+
+    pub fn records(&self) -> &Records {
+        &self.records
+    }
+
+    /// Whether this instance may act, and with which term (leader key revision).
+    fn office(&self) -> (Office, Option<(Fence, i64)>) {
+        let Some(a) = &self.authority else {
+            return (Office::NotLeader, None);
+        };
+        let Some(office) = a.office() else {
+            return (Office::NotLeader, None);
+        };
+        if a.paused() {
+            return (Office::Paused, None);
+        }
+        if a.act_by().is_none_or(|t| Instant::now() >= t) {
+            return (Office::PastActBy, None);
+        }
+        match a.acting_epoch() {
+            // Claim pending, or the pause key not read yet.
+            None => (Office::NotLeader, None),
+            Some(epoch) => (
+                Office::Acting,
+                Some((
+                    Fence {
+                        leader_key: office.key.clone(),
+                        revision: office.revision,
+                    },
+                    epoch.0,
+                )),
+            ),
+        }
+    }
+
+    /// The term this instance acts in now, if any.
+    fn acting_term(&self) -> Option<i64> {
+        match self.office() {
+            (Office::Acting, Some((fence, _))) => Some(fence.revision),
+            _ => None,
+        }
+    }
+
+    /// The authority gate of a step in term `term`: None stops it; otherwise the act-by
+    /// deadline it must end by.
+    fn gate(&self, term: i64) -> Option<Option<Instant>> {
+        if self.acting_term() != Some(term) {
+            return None;
+        }
+        Some(self.authority.as_ref().and_then(|a| a.act_by()))
+    }
+
+    async fn confirm(&self, term: i64) -> bool {
+        match &self.authority {
+            Some(a) => self.acting_term() == Some(term) && a.confirm().await,
+            None => false,
+        }
+    }
+
+    /// Records why a failover stopped (fenced like every record; an instance that lost office
+    /// records nothing).
+    async fn record_stop(&self, plan: &failover::Plan, stop: Stop, reports: &[serde_json::Value]) {
+        let event = match stop {
+            Stop::FenceFailed => "fence_failed",
+            Stop::PromoteFailed => "promote_failed",
+            Stop::VerifyFailed => "verify_failed",
+            Stop::IntentRejected | Stop::OutcomeRejected | Stop::AuthorityLost => return,
+        };
+        if lock(&self.memory).stop_reported.replace(stop) == Some(stop) {
+            return;
+        }
+        let mut evidence = plan.evidence.clone();
+        evidence["steps"] = serde_json::Value::Array(reports.to_vec());
+        let history = HistoryRecord {
+            time_us: self.records.next_id(),
+            event: event.into(),
+            from: plan.from.to_string(),
+            to: plan.to.to_string(),
+            epoch: plan.epoch,
+            instance_id: self.instance_id.clone(),
+            desc: format!(
+                "ftsd: coordinator failover stopped ({event}); nothing promoted by this step"
+            ),
+            evidence,
+        };
+        // The state key may have moved (the intent); write the history alone against it.
+        let read = match self.records.load().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record the failover stop");
+                return;
+            }
+        };
+        if let Err(e) = self
+            .records
+            .write(&plan.fence, read.mod_revision, None, &history)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the failover stop");
+        }
+    }
+
+    /// Runs rounds every `interval` until shutdown.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(
+            primary = %self.settings.primary,
+            standby = %self.settings.standby,
+            auto_failover = self.settings.auto_failover,
+            "watching the coordinator pair"
+        );
+        loop {
+            let started = Instant::now();
+            self.round().await;
+            let next = started + self.settings.interval;
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// One round; see the module documentation.
+    pub async fn round(&self) {
+        let read = match self.records.load().await {
+            Ok(read) => Some(read),
+            Err(e) => {
+                // Without the recorded state nobody knows which server acts: watch, never act.
+                if self.authority.is_some() {
+                    tracing::warn!(error = %e, "cannot read the coordinator state from etcd; observe-only this round");
+                } else {
+                    tracing::debug!(error = %e, "cannot read the coordinator state from etcd");
+                }
+                None
+            }
+        };
+        let (acting, standby, rebuild, pending, last_failover) =
+            match read.as_ref().and_then(|r| r.state.as_ref()) {
+                Some(s) => (
+                    Endpoint::parse(&s.acting).unwrap_or_else(|| self.settings.primary.clone()),
+                    Endpoint::parse(&s.standby).unwrap_or_else(|| self.settings.standby.clone()),
+                    s.rebuild,
+                    s.intent.clone(),
+                    s.last_failover_us,
+                ),
+                None => (
+                    self.settings.primary.clone(),
+                    self.settings.standby.clone(),
+                    false,
+                    None,
+                    None,
+                ),
+            };
+        // A pending intent names the pair it is about: probe that one.
+        let (acting, standby) = match &pending {
+            Some(i) => (
+                Endpoint::parse(&i.from).unwrap_or(acting),
+                Endpoint::parse(&i.to).unwrap_or(standby),
+            ),
+            None => (acting, standby),
+        };
+        let connect = &self.settings.connect;
+        let (p, s) = tokio::join!(
+            probe::round(self.settings.retries, self.settings.retry_delay, || {
+                probe::read_primary(connect, &acting)
+            }),
+            probe::round(0, Duration::ZERO, || probe::read_standby(connect, &standby)),
+        );
+        let pair_key = format!("{acting}/{standby}");
+        let primary_seen = self.primary_seen(&p);
+        let sync_now = p
+            .state
+            .as_ref()
+            .map(|ps| probe::judge_sync(ps, s.state.as_ref()));
+        let last_sync = {
+            let mut m = lock(&self.memory);
+            if let Some(sync) = &sync_now {
+                m.last_sync = Some((pair_key.clone(), sync.clone(), SystemTime::now()));
+                if m.reported_sync.replace(sync.synchronous) != Some(sync.synchronous) {
+                    if sync.synchronous {
+                        tracing::info!(content = -1, why = %sync.why, lag = ?sync.replay_lag, "the coordinator's standby is in sync");
+                    } else {
+                        tracing::warn!(content = -1, why = %sync.why, "the coordinator's standby is not in sync");
+                    }
+                }
+            }
+            m.last_sync
+                .as_ref()
+                .filter(|(k, _, _)| *k == pair_key)
+                .map(|(_, s, _)| s.clone())
+        };
+        let standby_seen = match &s.state {
+            None => StandbySeen::Unreachable,
+            Some(st) if !st.in_recovery => StandbySeen::Writable,
+            Some(st) => StandbySeen::InRecovery {
+                can_promote: st.has_pg_promote() || !self.settings.promote_command.is_empty(),
+            },
+        };
+        let (office, term) = self.office();
+        let braked = last_failover.is_some_and(|t| {
+            let since = micros(SystemTime::now()).saturating_sub(t);
+            u128::try_from(since).unwrap_or(0) < self.settings.failover_cooldown.as_micros()
+        });
+        let view = CoordinatorView {
+            auto_failover: self.settings.auto_failover,
+            office: if read.is_none() && office == Office::Acting {
+                // No recorded state read: nothing can be fenced against it.
+                Office::NotLeader
+            } else {
+                office
+            },
+            primary: primary_seen,
+            standby: standby_seen,
+            last_sync,
+            max_lag: self.settings.max_lag,
+            others: OthersSee::NotAsked,
+            braked,
+            pending_intent: pending.is_some(),
+        };
+        let decision = decide(&view);
+        self.publish(
+            &acting,
+            &standby,
+            rebuild,
+            &p,
+            &s,
+            sync_now.as_ref(),
+            decision,
+            pending.is_some(),
+        );
+        let evidence = json!({
+            "view": view,
+            "decision": decision,
+            "acting": acting.to_string(),
+            "standby": standby.to_string(),
+            "primary_round": p,
+            "standby_round": s,
+        });
+        let span =
+            tracing::info_span!("coordinator", content = -1, acting = %acting, standby = %standby);
+        let _guard = span.enter();
+        match decision {
+            CoordinatorDecision::Healthy | CoordinatorDecision::Standby => {
+                let mut m = lock(&self.memory);
+                m.refusal = None;
+                m.stop_reported = None;
+                drop(m);
+                if let Some(ps) = &p.state {
+                    if ps.in_recovery {
+                        tracing::warn!("the acting coordinator answers in recovery");
+                    }
+                }
+                if rebuild && s.state.as_ref().is_some_and(|st| !st.in_recovery) {
+                    tracing::error!(
+                        old = %standby,
+                        "the former coordinator accepts writes again: it must be stopped and rebuilt as a standby (gpinitstandby), never restarted as it is"
+                    );
+                }
+            }
+            CoordinatorDecision::Refuse(r) => {
+                self.refuse(r, office, term, read.as_ref(), &acting, &standby, evidence)
+                    .await;
+            }
+            CoordinatorDecision::Failover
+            | CoordinatorDecision::Resume
+            | CoordinatorDecision::Complete => {
+                let (Some((fence, epoch)), Some(read)) = (term, read) else {
+                    return;
+                };
+                lock(&self.memory).refusal = None;
+                tracing::warn!(?decision, "coordinator lost: failing over to its standby");
+                let plan = failover::Plan {
+                    decision,
+                    from: acting.clone(),
+                    to: standby.clone(),
+                    kind: pending.as_ref().map_or(IntentKind::Failover, |i| i.kind),
+                    has_pg_promote: s.state.as_ref().is_some_and(StandbyState::has_pg_promote),
+                    standby_replay_lsn: s.state.as_ref().and_then(|st| st.replay_lsn.clone()),
+                    read,
+                    fence,
+                    epoch,
+                    evidence,
+                };
+                let (last, _) = failover::run(self, plan).await;
+                if last == Step::Done {
+                    tracing::warn!(
+                        coordinator = %standby,
+                        old = %acting,
+                        "coordinator failover done; the old coordinator must be rebuilt as a standby (gpinitstandby)"
+                    );
+                    lock(&self.memory).last_sync = None;
+                }
+            }
+        }
+    }
+
+    fn primary_seen(&self, p: &Round<PrimaryState>) -> PrimarySeen {
+        let mut m = lock(&self.memory);
+        if let Some(ps) = &p.state {
+            m.restarting_since = None;
+            return PrimarySeen::Up {
+                writable: !ps.in_recovery,
+            };
+        }
+        if p.prober_fault() {
+            return PrimarySeen::ProberFault;
+        }
+        if p.restarting() {
+            let since = *m.restarting_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < self.settings.restart_grace {
+                return PrimarySeen::Up { writable: false };
+            }
+        } else {
+            m.restarting_since = None;
+        }
+        PrimarySeen::Lost
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &self,
+        acting: &Endpoint,
+        standby: &Endpoint,
+        rebuild: bool,
+        p: &Round<PrimaryState>,
+        s: &Round<StandbyState>,
+        sync: Option<&SyncSeen>,
+        decision: CoordinatorDecision,
+        intent_pending: bool,
+    ) {
+        *lock(&self.status) = PairStatus {
+            acting: acting.to_string(),
+            standby: standby.to_string(),
+            rebuild,
+            acting_writable: p.state.as_ref().map(|st| !st.in_recovery),
+            standby_writable: s.state.as_ref().map(|st| !st.in_recovery),
+            in_sync: sync.map(|x| x.synchronous),
+            replay_lag: sync.and_then(|x| x.replay_lag),
+            decision: match decision {
+                CoordinatorDecision::Refuse(r) => format!("refused: {r}"),
+                other => format!("{other:?}").to_lowercase(),
+            },
+            intent_pending,
+        };
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn refuse(
+        &self,
+        r: Refusal,
+        office: Office,
+        term: Option<(Fence, i64)>,
+        read: Option<&Read>,
+        acting: &Endpoint,
+        standby: &Endpoint,
+        evidence: serde_json::Value,
+    ) {
+        let new_episode = lock(&self.memory).refusal.replace(r) != Some(r);
+        if !new_episode {
+            tracing::debug!(refusal = %r, "coordinator failover still refused");
+            return;
+        }
+        tracing::error!(refusal = %r, "the coordinator is not answering, or a failover is pending, and no failover is made");
+        let (Some((fence, epoch)), Some(read)) = (term, read) else {
+            return;
+        };
+        if !r.recordable(office) {
+            return;
+        }
+        let history = HistoryRecord {
+            time_us: self.records.next_id(),
+            event: "refused".into(),
+            from: acting.to_string(),
+            to: standby.to_string(),
+            epoch,
+            instance_id: self.instance_id.clone(),
+            desc: format!("ftsd: coordinator failover refused: {r}"),
+            evidence,
+        };
+        if let Err(e) = self
+            .records
+            .write(&fence, read.mod_revision, None, &history)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the refusal; will retry next round");
+            lock(&self.memory).refusal = None;
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! Probing the coordinator pair over SQL: a fresh connection per attempt, a trivial query, and
+//! the standby's replication state from both sides — the walsender row in
+//! `pg_stat_replication` on the coordinator, `pg_is_in_recovery()` and the WAL receiver on the
+//! standby. Each server's version is read from the server itself (`server_version_num`), so a
+//! Greenplum 6 standby (PostgreSQL 9.4, no `pg_promote()`, `xlog` function names) is probed
+//! with the queries it understands.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_postgres::{Client, NoTls};
+
+use crate::core::coordinator::SyncSeen;
+use crate::driver::postgres::connect::classify;
+use crate::driver::postgres::probe::DURABLE_COMMIT;
+use crate::secret::Secret;
+use crate::wire::failure::{AttemptError, FailureKind};
+
+/// How to reach one server of the pair.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Endpoint {
+    /// Parses `host:port` (validated by the configuration already).
+    pub fn parse(value: &str) -> Option<Endpoint> {
+        let (host, port) = crate::config::host_port(value).ok()?;
+        Some(Endpoint {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// Credentials and bounds shared by every connection.
+#[derive(Debug, Clone)]
+pub struct ConnectSettings {
+    pub user: String,
+    pub database: String,
+    pub password: Option<Secret>,
+    /// Bound on one attempt, connection included.
+    pub timeout: Duration,
+}
+
+/// Opens a session to `endpoint`; the caller bounds the whole attempt.
+pub async fn connect(s: &ConnectSettings, endpoint: &Endpoint) -> Result<Client, AttemptError> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&endpoint.host)
+        .port(endpoint.port)
+        .user(&s.user)
+        .dbname(&s.database)
+        .application_name("ftsd-coordinator")
+        .connect_timeout(s.timeout);
+    if let Some(pw) = &s.password {
+        cfg.password(pw.expose());
+    }
+    let (client, connection) = cfg.connect(NoTls).await.map_err(|e| classify(&e, true))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "coordinator connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// The one physical walsender the coordinator reports (the standby's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WalSender {
+    pub application_name: String,
+    pub state: Option<String>,
+    pub sync_state: Option<String>,
+    pub replay_lag: Option<i64>,
+}
+
+/// What one successful attempt on the coordinator read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrimaryState {
+    pub version_num: i32,
+    pub in_recovery: bool,
+    pub synchronous_commit: String,
+    pub synchronous_standby_names: String,
+    /// Physical walsenders (backups and logical ones left out).
+    pub walsenders: Vec<WalSender>,
+}
+
+/// What one successful attempt on the standby read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StandbyState {
+    pub version_num: i32,
+    pub in_recovery: bool,
+    /// `pg_stat_wal_receiver.status` (None: no receiver running, or a server without the
+    /// view, before 9.6).
+    pub receiver: Option<String>,
+    pub replay_lsn: Option<String>,
+}
+
+impl StandbyState {
+    /// `pg_promote()` exists from PostgreSQL 12 on.
+    pub fn has_pg_promote(&self) -> bool {
+        self.version_num >= 120_000
+    }
+}
+
+async fn version(client: &Client) -> Result<i32, AttemptError> {
+    let row = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| classify(&e, false))?;
+    Ok(row.get(0))
+}
+
+/// Physical walsenders only: `backup` ones are base backups; one attached to a database is
+/// logical. Function names changed in PostgreSQL 10 (`xlog` → `wal`, `location` → `lsn`).
+fn replication_query(version_num: i32) -> &'static str {
+    if version_num >= 100_000 {
+        "SELECT coalesce(r.application_name, ''), r.state, r.sync_state, \
+                pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)::bigint \
+           FROM pg_stat_replication r \
+          WHERE r.state IS DISTINCT FROM 'backup' \
+            AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a \
+                             WHERE a.pid = r.pid AND a.datid IS NOT NULL) \
+          ORDER BY r.pid"
+    } else {
+        "SELECT coalesce(r.application_name, ''), r.state, r.sync_state, \
+                pg_xlog_location_diff(pg_current_xlog_location(), r.replay_location)::bigint \
+           FROM pg_stat_replication r \
+          WHERE r.state IS DISTINCT FROM 'backup' \
+          ORDER BY r.pid"
+    }
+}
+
+/// One attempt on the coordinator.
+pub async fn read_primary(
+    s: &ConnectSettings,
+    at: &Endpoint,
+) -> Result<PrimaryState, AttemptError> {
+    bounded(s.timeout, async {
+        let client = connect(s, at).await?;
+        let version_num = version(&client).await?;
+        let row = client
+            .query_one(
+                "SELECT pg_is_in_recovery(), current_setting('synchronous_commit'), \
+                        current_setting('synchronous_standby_names')",
+                &[],
+            )
+            .await
+            .map_err(|e| classify(&e, false))?;
+        let in_recovery: bool = row.get(0);
+        let walsenders = if in_recovery {
+            Vec::new()
+        } else {
+            client
+                .query(replication_query(version_num), &[])
+                .await
+                .map_err(|e| classify(&e, false))?
+                .iter()
+                .map(|r| WalSender {
+                    application_name: r.get(0),
+                    state: r.get(1),
+                    sync_state: r.get(2),
+                    replay_lag: r.get(3),
+                })
+                .collect()
+        };
+        Ok(PrimaryState {
+            version_num,
+            in_recovery,
+            synchronous_commit: row.get(1),
+            synchronous_standby_names: row.get(2),
+            walsenders,
+        })
+    })
+    .await
+}
+
+/// One attempt on the standby.
+pub async fn read_standby(
+    s: &ConnectSettings,
+    at: &Endpoint,
+) -> Result<StandbyState, AttemptError> {
+    bounded(s.timeout, async {
+        let client = connect(s, at).await?;
+        let version_num = version(&client).await?;
+        let sql = if version_num >= 100_000 {
+            "SELECT pg_is_in_recovery(), \
+                    (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
+                    pg_last_wal_replay_lsn()::text"
+        } else if version_num >= 90_600 {
+            "SELECT pg_is_in_recovery(), \
+                    (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
+                    pg_last_xlog_replay_location()::text"
+        } else {
+            "SELECT pg_is_in_recovery(), NULL::text, pg_last_xlog_replay_location()::text"
+        };
+        let row = client
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| classify(&e, false))?;
+        Ok(StandbyState {
+            version_num,
+            in_recovery: row.get(0),
+            receiver: row.get(1),
+            replay_lsn: row.get(2),
+        })
+    })
+    .await
+}
+
+async fn bounded<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, AttemptError>>,
+) -> Result<T, AttemptError> {
+    tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
+        Err(AttemptError::new(
+            FailureKind::Timeout,
+            format!("no answer within {limit:?}"),
+        ))
+    })
+}
+
+/// The attempts of one round on one server.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round<T> {
+    /// The successful read, if any attempt succeeded.
+    pub state: Option<T>,
+    /// Every failed attempt, in order.
+    pub failures: Vec<AttemptError>,
+    pub elapsed_ms: u64,
+}
+
+impl<T> Round<T> {
+    /// The round failed and its last failure was on this prober's side.
+    pub fn prober_fault(&self) -> bool {
+        self.state.is_none()
+            && self
+                .failures
+                .last()
+                .is_some_and(|f| f.kind.is_prober_fault())
+    }
+
+    /// The round failed because the server is starting up or in crash recovery (57P03).
+    pub fn restarting(&self) -> bool {
+        self.state.is_none()
+            && self
+                .failures
+                .last()
+                .is_some_and(|f| f.sqlstate.as_deref() == Some("57P03"))
+    }
+}
+
+/// Up to `retries + 1` attempts, `retry_delay` apart, stopping at the first success.
+pub async fn round<T, F, Fut>(retries: u32, retry_delay: Duration, mut attempt: F) -> Round<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AttemptError>>,
+{
+    let start = Instant::now();
+    let mut failures = Vec::new();
+    for n in 0..=retries {
+        if n > 0 {
+            tokio::time::sleep(retry_delay).await;
+        }
+        match attempt().await {
+            Ok(state) => {
+                return Round {
+                    state: Some(state),
+                    failures,
+                    elapsed_ms: millis(start),
+                }
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    Round {
+        state: None,
+        failures,
+        elapsed_ms: millis(start),
+    }
+}
+
+fn millis(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether the standby is in sync, from both sides: exactly one physical walsender,
+/// streaming, a synchronous standby, commits waiting for its flush, and (when the standby
+/// answered) its WAL receiver streaming. The lag is reported for the decision's bound.
+pub fn judge_sync(primary: &PrimaryState, standby: Option<&StandbyState>) -> SyncSeen {
+    let not = |why: String| SyncSeen {
+        synchronous: false,
+        replay_lag: None,
+        why,
+    };
+    if primary.in_recovery {
+        return not("the coordinator is in recovery".into());
+    }
+    let sender = match primary.walsenders.as_slice() {
+        [one] => one,
+        [] => return not("no standby connected to the coordinator".into()),
+        many => {
+            return not(format!(
+                "{} physical walsenders on the coordinator; which one is the standby is ambiguous",
+                many.len()
+            ))
+        }
+    };
+    let replay_lag = sender.replay_lag.and_then(|l| u64::try_from(l).ok());
+    let with_lag = |synchronous, why: String| SyncSeen {
+        synchronous,
+        replay_lag,
+        why,
+    };
+    if sender.state.as_deref() != Some("streaming") {
+        return with_lag(false, format!("walsender state {:?}", sender.state));
+    }
+    if !matches!(sender.sync_state.as_deref(), Some("sync" | "quorum")) {
+        return with_lag(
+            false,
+            format!("walsender sync_state {:?}", sender.sync_state),
+        );
+    }
+    if !DURABLE_COMMIT.contains(&primary.synchronous_commit.as_str()) {
+        return with_lag(
+            false,
+            format!(
+                "synchronous_commit = {} does not wait for the standby's flush",
+                primary.synchronous_commit
+            ),
+        );
+    }
+    match standby {
+        Some(s) if !s.in_recovery => with_lag(false, "the standby is out of recovery".into()),
+        Some(s) if s.receiver.is_some() && s.receiver.as_deref() != Some("streaming") => with_lag(
+            false,
+            format!("the standby's WAL receiver is {:?}", s.receiver),
+        ),
+        _ => with_lag(
+            true,
+            format!(
+                "streaming, sync_state {}, application_name {:?}",
+                sender.sync_state.as_deref().unwrap_or_default(),
+                sender.application_name
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn primary(sync: &str) -> PrimaryState {
+        PrimaryState {
+            version_num: 150_000,
+            in_recovery: false,
+            synchronous_commit: "on".into(),
+            synchronous_standby_names: "\"s\"".into(),
+            walsenders: vec![WalSender {
+                application_name: "s".into(),
+                state: Some("streaming".into()),
+                sync_state: Some(sync.into()),
+                replay_lag: Some(128),
+            }],
+        }
+    }
+
+    fn standby(receiver: Option<&str>) -> StandbyState {
+        StandbyState {
+            version_num: 150_000,
+            in_recovery: true,
+            receiver: receiver.map(str::to_owned),
+            replay_lsn: Some("0/3000000".into()),
+        }
+    }
+
+    #[test]
+    fn in_sync_needs_both_sides() {
+        let ok = judge_sync(&primary("sync"), Some(&standby(Some("streaming"))));
+        assert!(ok.synchronous, "{}", ok.why);
+        assert_eq!(ok.replay_lag, Some(128));
+        assert!(judge_sync(&primary("quorum"), None).synchronous);
+        assert!(!judge_sync(&primary("async"), None).synchronous);
+        assert!(!judge_sync(&primary("potential"), None).synchronous);
+        assert!(!judge_sync(&primary("sync"), Some(&standby(Some("stopping")))).synchronous);
+        let mut out = standby(None);
+        out.in_recovery = false;
+        assert!(!judge_sync(&primary("sync"), Some(&out)).synchronous);
+        let mut local = primary("sync");
+        local.synchronous_commit = "local".into();
+        assert!(!judge_sync(&local, None).synchronous);
+        let mut none = primary("sync");
+        none.walsenders.clear();
+        assert!(!judge_sync(&none, None).synchronous);
+        let mut two = primary("sync");
+        two.walsenders.push(two.walsenders[0].clone());
+        assert!(!judge_sync(&two, None).synchronous);
+    }
+
+    #[test]
+    fn endpoints() {
+        let e = Endpoint::parse("[::1]:5432").unwrap();
+        assert_eq!(e.host, "::1");
+        assert_eq!(e.to_string(), "[::1]:5432");
+        assert_eq!(Endpoint::parse("cdw:6000").unwrap().to_string(), "cdw:6000");
+    }
+}

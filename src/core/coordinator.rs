@@ -1,0 +1,313 @@
+//! The coordinator pair's failover rules (content -1), without I/O: what one probe round saw,
+//! what this instance remembers and what etcd records in, a decision out; and the order of
+//! the failover's steps as a small state machine, so "never promote without the fence step
+//! succeeding" and "never act past the authority" are checked by property tests rather than
+//! trusted to the shell (`src/coordinator/`).
+//!
+//! The rules are the segment table's row 6, made stricter because a coordinator failover is
+//! rarer, costlier and cannot be undone by `gprecoverseg`: the standby must have been seen in
+//! sync (synchronous, streaming, replay lag within the bound, durable commits) at the last
+//! probe that reached the coordinator; no other observer may reach the coordinator; automatic
+//! failover must be switched on; the instance must hold office, unpaused and before its act-by
+//! deadline; no failover may have happened within the cooldown (the brake).
+
+use serde::{Deserialize, Serialize};
+
+/// How the coordinator answered this round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PrimarySeen {
+    /// A trivial query ran. `writable`: it is out of recovery.
+    Up { writable: bool },
+    /// Every attempt of the round failed on the server's or the network's side.
+    Lost,
+    /// The attempts failed for a reason on this prober's side (its password, privileges,
+    /// resolver, network stack): nothing is known about the coordinator.
+    ProberFault,
+}
+
+/// How the standby answered this round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StandbySeen {
+    /// In recovery (a standby). `can_promote`: its server has `pg_promote()` (PostgreSQL 12+)
+    /// or a `promote_command` is configured.
+    InRecovery {
+        can_promote: bool,
+    },
+    /// Out of recovery: it is (or became) a primary.
+    Writable,
+    Unreachable,
+}
+
+/// The standby's replication state as the last probe that reached the coordinator saw it,
+/// from the coordinator's side (`pg_stat_replication`) and the standby's (WAL receiver).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncSeen {
+    /// Streaming, a synchronous standby (`sync`/`quorum`), commits wait for its flush
+    /// (`synchronous_commit` on/remote_apply), and its WAL receiver streams.
+    pub synchronous: bool,
+    /// Bytes between the coordinator's current WAL position and the standby's replay position;
+    /// None when the coordinator did not report it.
+    pub replay_lag: Option<u64>,
+    /// Why (not) in sync, for evidence.
+    pub why: String,
+}
+
+/// Whether this instance may act right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Office {
+    /// Leader, epoch known, pause key read and absent, before the act-by deadline.
+    Acting,
+    /// A follower, or a leader whose epoch is not known yet.
+    NotLeader,
+    /// `ftsctl pause` (or the pause key not read yet).
+    Paused,
+    /// The act-by deadline passed: the lease may have expired in etcd.
+    PastActBy,
+}
+
+/// What the other observers say about the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OthersSee {
+    /// No other observer was asked (a single instance, or no peer confirmation available):
+    /// this instance's retries decide.
+    NotAsked,
+    /// Every observer asked lost it too.
+    AllLost,
+    /// At least one other observer reaches it: the loss is ours, not the cluster's.
+    SomeReach,
+}
+
+/// Everything one decision reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoordinatorView {
+    pub auto_failover: bool,
+    pub office: Office,
+    pub primary: PrimarySeen,
+    pub standby: StandbySeen,
+    /// From the last probe round that reached the coordinator; None if none did.
+    pub last_sync: Option<SyncSeen>,
+    /// `coordinator.max_lag`.
+    pub max_lag: u64,
+    pub others: OthersSee,
+    /// A failover happened within `coordinator.failover_cooldown`.
+    pub braked: bool,
+    /// etcd records a failover intent that has no outcome yet.
+    pub pending_intent: bool,
+}
+
+/// Why no failover happens although the coordinator is lost (or an intent is pending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Refusal {
+    AutoFailoverOff,
+    Paused,
+    PastActBy,
+    ProberFault,
+    Braked,
+    /// No probe round has reached the coordinator while this instance watched.
+    NeverSeenInSync,
+    NotInSync,
+    LagTooHigh,
+    OthersReachIt,
+    StandbyUnreachable,
+    /// The standby is already out of recovery without a recorded intent: someone else
+    /// promoted it; acting now would hide a possible second writable coordinator.
+    StandbyAlreadyWritable,
+    /// No `pg_promote()` on the standby's server and no `promote_command`.
+    CannotPromote,
+    /// An intent is pending but the old coordinator answers writable: the fence did not hold.
+    OldCoordinatorWritable,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::AutoFailoverOff => "auto_failover_off",
+            Refusal::Paused => "paused",
+            Refusal::PastActBy => "past_act_by",
+            Refusal::ProberFault => "prober_fault",
+            Refusal::Braked => "braked",
+            Refusal::NeverSeenInSync => "never_seen_in_sync",
+            Refusal::NotInSync => "not_in_sync",
+            Refusal::LagTooHigh => "lag_too_high",
+            Refusal::OthersReachIt => "others_reach_it",
+            Refusal::StandbyUnreachable => "standby_unreachable",
+            Refusal::StandbyAlreadyWritable => "standby_already_writable",
+            Refusal::CannotPromote => "cannot_promote",
+            Refusal::OldCoordinatorWritable => "old_coordinator_writable",
+        }
+    }
+
+    /// Whether the refusal may be recorded in etcd (only an acting leader writes anything).
+    pub fn recordable(self, office: Office) -> bool {
+        office == Office::Acting
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The decision of one round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoordinatorDecision {
+    /// The coordinator answers; nothing to do.
+    Healthy,
+    /// Not this instance's to act on (a follower); it only keeps watching.
+    Standby,
+    /// No failover, for this reason.
+    Refuse(Refusal),
+    /// Fence the coordinator, record the intent, promote the standby, verify, record.
+    Failover,
+    /// An intent is recorded and the standby is still in recovery: fence again (idempotent),
+    /// promote, verify, record.
+    Resume,
+    /// An intent is recorded and the standby already left recovery: verify, record.
+    Complete,
+}
+
+/// The failover rule; see the module documentation.
+pub fn decide(v: &CoordinatorView) -> CoordinatorDecision {
+    use CoordinatorDecision as D;
+    if v.pending_intent {
+        return decide_pending(v);
+    }
+    match v.primary {
+        PrimarySeen::Up { .. } => return D::Healthy,
+        PrimarySeen::ProberFault => return D::Refuse(Refusal::ProberFault),
+        PrimarySeen::Lost => {}
+    }
+    if let Err(r) = may_act(v) {
+        return r;
+    }
+    if v.braked {
+        return D::Refuse(Refusal::Braked);
+    }
+    let Some(sync) = &v.last_sync else {
+        return D::Refuse(Refusal::NeverSeenInSync);
+    };
+    if !sync.synchronous {
+        return D::Refuse(Refusal::NotInSync);
+    }
+    if sync.replay_lag.is_none_or(|lag| lag > v.max_lag) {
+        return D::Refuse(Refusal::LagTooHigh);
+    }
+    if v.others == OthersSee::SomeReach {
+        return D::Refuse(Refusal::OthersReachIt);
+    }
+    match v.standby {
+        StandbySeen::Unreachable => D::Refuse(Refusal::StandbyUnreachable),
+        StandbySeen::Writable => D::Refuse(Refusal::StandbyAlreadyWritable),
+        StandbySeen::InRecovery { can_promote: false } => D::Refuse(Refusal::CannotPromote),
+        StandbySeen::InRecovery { can_promote: true } => D::Failover,
+    }
+}
+
+/// The switch, the office, the pause and the deadline: the guards every action passes.
+fn may_act(v: &CoordinatorView) -> Result<(), CoordinatorDecision> {
+    use CoordinatorDecision as D;
+    if !v.auto_failover {
+        return Err(D::Refuse(Refusal::AutoFailoverOff));
+    }
+    match v.office {
+        Office::Acting => Ok(()),
+        Office::NotLeader => Err(D::Standby),
+        Office::Paused => Err(D::Refuse(Refusal::Paused)),
+        Office::PastActBy => Err(D::Refuse(Refusal::PastActBy)),
+    }
+}
+
+/// A recorded intent: finish it, never start another. The sync rule was checked when it was
+/// recorded (the standby's state since then is the promotion's own doing).
+fn decide_pending(v: &CoordinatorView) -> CoordinatorDecision {
+    use CoordinatorDecision as D;
+    if let Err(r) = may_act(v) {
+        return r;
+    }
+    match (v.standby, v.primary) {
+        (StandbySeen::Writable, _) => D::Complete,
+        (_, PrimarySeen::Up { writable: true }) => D::Refuse(Refusal::OldCoordinatorWritable),
+        (StandbySeen::Unreachable, _) => D::Refuse(Refusal::StandbyUnreachable),
+        (StandbySeen::InRecovery { can_promote: false }, _) => D::Refuse(Refusal::CannotPromote),
+        (StandbySeen::InRecovery { can_promote: true }, _) => D::Resume,
+    }
+}
+
+/// One step of a failover, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    /// Run `fence_command` (skipped without one: then every observer lost the coordinator).
+    Fence,
+    /// Record the intent in one fenced etcd transaction.
+    RecordIntent,
+    /// `pg_promote()` or `promote_command` on the standby.
+    Promote,
+    /// The standby left recovery and commits a write.
+    Verify,
+    /// Record the outcome (acting coordinator, history, evidence) in one fenced transaction.
+    RecordOutcome,
+    /// Done: the standby is the acting coordinator.
+    Done,
+    /// Stopped; `Stop` says where and why. An intent already recorded stays for the next
+    /// round (or the next leader) to resume.
+    Stopped(Stop),
+}
+
+/// Why a failover stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stop {
+    /// The fence command failed: nothing was promoted, no intent recorded.
+    FenceFailed,
+    /// etcd refused the intent (not our leader key any more, or a concurrent record).
+    IntentRejected,
+    PromoteFailed,
+    VerifyFailed,
+    OutcomeRejected,
+    /// Authority lapsed (office, pause or act-by) before the step.
+    AuthorityLost,
+}
+
+/// Where a failover starts: a new one at the fence (or at recording the intent when there is
+/// no fence command), a resumed one at the fence too (fencing is idempotent and the old
+/// coordinator may have come back since), a completed promotion at the verification.
+pub fn first_step(decision: CoordinatorDecision, fence_command: bool) -> Option<Step> {
+    match decision {
+        CoordinatorDecision::Failover if fence_command => Some(Step::Fence),
+        CoordinatorDecision::Failover => Some(Step::RecordIntent),
+        CoordinatorDecision::Resume if fence_command => Some(Step::Fence),
+        CoordinatorDecision::Resume => Some(Step::Promote),
+        CoordinatorDecision::Complete => Some(Step::Verify),
+        _ => None,
+    }
+}
+
+/// The step after `step`, given whether it succeeded and whether authority still holds for
+/// the next one. `resuming`: the intent is recorded already, so the fence leads to the
+/// promotion.
+pub fn advance(step: Step, ok: bool, authority: bool, resuming: bool) -> Step {
+    let stop = |why| Step::Stopped(why);
+    let next = match (step, ok) {
+        (Step::Fence, false) => return stop(Stop::FenceFailed),
+        (Step::RecordIntent, false) => return stop(Stop::IntentRejected),
+        (Step::Promote, false) => return stop(Stop::PromoteFailed),
+        (Step::Verify, false) => return stop(Stop::VerifyFailed),
+        (Step::RecordOutcome, false) => return stop(Stop::OutcomeRejected),
+        (Step::Fence, true) if resuming => Step::Promote,
+        (Step::Fence, true) => Step::RecordIntent,
+        (Step::RecordIntent, true) => Step::Promote,
+        (Step::Promote, true) => Step::Verify,
+        (Step::Verify, true) => Step::RecordOutcome,
+        (Step::RecordOutcome, true) => Step::Done,
+        (s @ (Step::Done | Step::Stopped(_)), _) => return s,
+    };
+    // Every step that changes something outside this process needs authority; recording the
+    // outcome is fenced by etcd itself, verifying changes nothing.
+    match next {
+        Step::RecordIntent | Step::Promote if !authority => stop(Stop::AuthorityLost),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests;
