@@ -17,5 +17,6 @@ pub mod hooks;
 pub mod metrics;
 pub mod model;
 pub mod secret;
+pub mod shadow;
 pub mod tls;
 pub mod wire;

@@ -20,11 +20,15 @@ use ftsd::catalog::cloudberry::coordinator::CoordinatorSettings;
 use ftsd::catalog::cloudberry::{blob, CloudberryCatalog, CloudberrySettings};
 use ftsd::catalog::queries::HistoryFilter;
 use ftsd::catalog::{Catalog, CatalogError, NoEtcd};
+use ftsd::core::shadow::VerdictKind;
+use ftsd::core::Rule;
 use ftsd::driver::FtsWireDriver;
 use ftsd::election::EtcdOptions;
 use ftsd::engine::cycle::run_cycle;
+use ftsd::engine::runner::CycleObserver;
 use ftsd::engine::{CycleContext, ProbeSettings, SingleInstance};
-use ftsd::model::{Epoch, Segment};
+use ftsd::model::{Epoch, Mode, Role, Segment, Status};
+use ftsd::shadow::{ShadowAuthority, ShadowBook, ShadowCatalog, ShadowDriver};
 use ftsd::wire::client::Credentials;
 
 const STAND_IN: &str = r#"
@@ -190,6 +194,7 @@ fn context(
             retries: 1,
             retry_delay: Duration::from_millis(100),
             concurrency: 8,
+            profile: ftsd::core::Profile::Gpfts,
         },
         instance_id: "fts-test".into(),
         stopping: AtomicBool::new(false),
@@ -657,4 +662,134 @@ async fn a_transition_records_an_older_epoch_as_the_sql_fence_does() {
         .await
         .unwrap();
     assert_eq!(epoch.kvs()[0].value_str().unwrap(), "1");
+}
+
+// ---- decision profile and shadow mode on the blob ----
+
+/// Content 0 (pairs = 1: primary dbid 2, mirror dbid 3) with its mirror already marked down.
+fn with_mirror_down(initial: &str) -> String {
+    let mut rows = blob::parse(initial).unwrap();
+    for r in rows.iter_mut().filter(|r| r.content == 0) {
+        r.mode = Mode::NotInSync;
+        if r.dbid == 3 {
+            r.status = Status::Down;
+        }
+    }
+    blob::render(&rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_fault_marks_the_primary_down_in_the_blob_as_gpfts_does() {
+    let c = Cluster::start(1).await;
+    let start = with_mirror_down(&c.initial);
+    c.client()
+        .await
+        .put(c.blob_key(), start.clone(), None)
+        .await
+        .unwrap();
+    let catalog = Arc::new(c.catalog(false));
+    let epoch = catalog.claim_epoch(1, "fts-test", NoEtcd).await.unwrap();
+    let ctx = context(catalog.clone(), epoch);
+    c.sim.set_fault(3, Fault::Down).await.unwrap();
+    c.sim.set_fault(2, Fault::Down).await.unwrap();
+    let report = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(report.reports[0].rule, Rule::PrimaryDown, "{report:?}");
+
+    let rows = blob::parse(&c.blob().await.0).unwrap();
+    let state = |dbid: i16| {
+        let r = rows.iter().find(|r| r.dbid == dbid).unwrap();
+        (r.role, r.status, r.mode)
+    };
+    assert_eq!(state(2), (Role::Primary, Status::Down, Mode::NotInSync));
+    assert_eq!(state(3), (Role::Mirror, Status::Down, Mode::NotInSync));
+    let history = catalog
+        .history(&HistoryFilter {
+            limit: 10,
+            ..HistoryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        history.iter().map(|h| h.desc.as_str()).collect::<Vec<_>>(),
+        ["FTS: update role, status, and mode for dbid 2 with contentid 0 to p, d, and n"]
+    );
+    assert_eq!(
+        c.coordinator_calls().await.len(),
+        1,
+        "the coordinator was told"
+    );
+    // Still lost: nothing more is written.
+    let versions = c.blob_versions().await;
+    run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(c.blob_versions().await, versions);
+
+    // The primary comes back: its first reply marks it up again.
+    c.sim.clear(2).await.unwrap();
+    run_cycle(ctx).await.unwrap();
+    let rows = blob::parse(&c.blob().await.0).unwrap();
+    let p = rows.iter().find(|r| r.dbid == 2).unwrap();
+    assert_eq!((p.role, p.status), (Role::Primary, Status::Up));
+}
+
+/// A shadow beside an acting instance on the blob: it agrees whichever side moves first, and
+/// writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_agrees_with_the_acting_instance_on_the_blob() {
+    let c = Cluster::start(2).await;
+    let acting_catalog = Arc::new(c.catalog(false));
+    let epoch = acting_catalog
+        .claim_epoch(1, "fts-test", NoEtcd)
+        .await
+        .unwrap();
+    let acting = context(acting_catalog, epoch);
+    let book = Arc::new(ShadowBook::new(Duration::from_secs(60)));
+    let shadow = Arc::new(CycleContext {
+        driver: ShadowDriver::new(FtsWireDriver {
+            credentials: Credentials::new("gpadmin"),
+        }),
+        catalog: ShadowCatalog::new(Arc::new(c.catalog(false)), book.clone()),
+        authority: ShadowAuthority,
+        settings: acting.settings,
+        instance_id: "shadow".into(),
+        stopping: AtomicBool::new(false),
+        refusals: Default::default(),
+    });
+    let shadow_cycle = || async {
+        let report = run_cycle(shadow.clone()).await.unwrap();
+        book.cycle_finished(&report);
+    };
+    shadow_cycle().await;
+    let versions = c.blob_versions().await;
+
+    // The incumbent first: content 0's primary dies and the acting instance fails it over
+    // before the shadow looks.
+    c.sim.set_fault(2, Fault::Down).await.unwrap();
+    run_cycle(acting.clone()).await.unwrap();
+    shadow_cycle().await;
+    // The shadow first: content 1's primary dies, the shadow decides, then the incumbent acts.
+    c.sim.set_fault(3, Fault::Down).await.unwrap();
+    shadow_cycle().await;
+    run_cycle(acting.clone()).await.unwrap();
+    shadow_cycle().await;
+
+    let s = book.summary();
+    let firsts: Vec<_> = s
+        .recent
+        .iter()
+        .map(|r| (r.verdict.kind, r.verdict.content, r.verdict.first))
+        .collect();
+    assert_eq!(
+        firsts,
+        [
+            (VerdictKind::Agree, 0, "incumbent"),
+            (VerdictKind::Agree, 1, "shadow")
+        ],
+        "{s:#?}"
+    );
+    assert_eq!((s.expecting, s.judging), (0, 0));
+    assert_eq!(
+        c.blob_versions().await,
+        versions + 2,
+        "only the acting instance's two failovers were written"
+    );
 }

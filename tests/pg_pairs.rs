@@ -786,6 +786,7 @@ fn settings() -> ProbeSettings {
         retries: 1,
         retry_delay: Duration::from_millis(100),
         concurrency: 4,
+        profile: ftsd::core::Profile::InCore,
     }
 }
 

@@ -39,11 +39,13 @@ pub enum Access {
 
 /// The class of a gRPC method, by its request path (`/package.Service/Method`).
 pub fn access(path: &str) -> Access {
-    const READ: [&str; 4] = [
+    const READ: [&str; 5] = [
         "/ftsd.v1.Fts/Status",
         "/ftsd.v1.Fts/Segments",
         "/ftsd.v1.Fts/History",
         "/ftsd.v1.Fts/Explain",
+        // Shadow mode's record: read-only, the shadow changes nothing anyway.
+        "/ftsd.v1.Fts/Shadow",
     ];
     if path.starts_with("/grpc.health.v1.Health/") {
         Access::Open

@@ -194,6 +194,39 @@ pub fn history(h: &HistoryRow) -> proto::HistoryEntry {
     }
 }
 
+/// Shadow mode's record.
+pub fn shadow(instance_id: &str, s: &crate::shadow::ShadowSummary) -> proto::ShadowResponse {
+    use crate::core::shadow::VerdictKind;
+    let count = |k: VerdictKind| s.counts.get(&k).copied().unwrap_or(0);
+    proto::ShadowResponse {
+        instance_id: instance_id.to_owned(),
+        window_ms: s.window.as_millis() as u64,
+        agree: count(VerdictKind::Agree),
+        incumbent_only: count(VerdictKind::IncumbentOnly),
+        shadow_only: count(VerdictKind::ShadowOnly),
+        different: count(VerdictKind::Different),
+        expecting: s.expecting as u32,
+        judging: s.judging as u32,
+        recent: s
+            .recent
+            .iter()
+            .map(|r| proto::ShadowVerdict {
+                at_ms: ms(r.at),
+                verdict: r.verdict.kind.as_str().to_owned(),
+                content: r.verdict.content.into(),
+                shadow_rule: r
+                    .verdict
+                    .shadow_rule
+                    .map(|x| x.as_str().to_owned())
+                    .unwrap_or_default(),
+                shadow: crate::shadow::book::describe(&r.verdict.shadow),
+                incumbent: crate::shadow::book::describe(&r.verdict.incumbent),
+                first: r.verdict.first.to_owned(),
+            })
+            .collect(),
+    }
+}
+
 pub fn explain(content: i32, e: Option<&EvidenceRow>) -> proto::ExplainResponse {
     match e {
         None => proto::ExplainResponse {

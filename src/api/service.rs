@@ -23,9 +23,10 @@ impl FtsService {
         FtsService { state }
     }
 
-    /// Mutating calls: the leader goes ahead; a follower refuses with the leader's address.
+    /// Mutating calls: the leader goes ahead; a follower refuses with the leader's address. A
+    /// shadow instance is its own "leader" for probe-now: its cycles cannot act.
     async fn require_leader(&self) -> Result<(), Status> {
-        if self.state.is_leader() {
+        if self.state.is_leader() || self.state.shadow().is_some() {
             return Ok(());
         }
         let members = self.state.members().await.map_err(Status::unavailable)?;
@@ -51,7 +52,7 @@ impl FtsService {
     async fn set_pause(&self, info: Option<PauseInfo>) -> Result<proto::PauseState, Status> {
         let Some(key) = self.state.pause_key() else {
             return Err(Status::failed_precondition(
-                "pause needs etcd: this instance runs in single-instance mode (--no-election)",
+                "pause needs etcd: this instance runs in single-instance (--no-election) or shadow (--shadow) mode",
             ));
         };
         let mut client = self.state.etcd().await.map_err(Status::unavailable)?;
@@ -294,5 +295,20 @@ impl Fts for FtsService {
             .await
             .map_err(Self::catalog_status)?;
         Ok(Response::new(convert::explain(content, ev.as_ref())))
+    }
+
+    async fn shadow(
+        &self,
+        _req: Request<proto::ShadowRequest>,
+    ) -> Result<Response<proto::ShadowResponse>, Status> {
+        let Some(book) = self.state.shadow() else {
+            return Err(Status::failed_precondition(
+                "not a shadow instance (start one with `ftsd run --shadow`)",
+            ));
+        };
+        Ok(Response::new(convert::shadow(
+            &self.state.instance_id,
+            &book.summary(),
+        )))
     }
 }

@@ -27,6 +27,10 @@ pub enum Mode {
         /// Granted lease TTL minus act margin, to derive the keepalive age from act-by.
         act_window: std::time::Duration,
     },
+    /// `--shadow`: probes and decides, never acts, compares with the incumbent FTS.
+    Shadow {
+        book: Arc<crate::shadow::ShadowBook>,
+    },
 }
 
 /// The outcome of this instance's last cycle.
@@ -130,6 +134,7 @@ impl ApiState {
         match &self.mode {
             Mode::Single { epoch } => Some(*epoch),
             Mode::Elected { authority, .. } => authority.office().map(|o| o.epoch().0),
+            Mode::Shadow { .. } => None,
         }
     }
 
@@ -137,6 +142,7 @@ impl ApiState {
         match &self.mode {
             Mode::Single { .. } => Some(self.started_at),
             Mode::Elected { authority, .. } => authority.office().map(|o| o.since),
+            Mode::Shadow { .. } => None,
         }
     }
 
@@ -159,11 +165,15 @@ impl ApiState {
                 let last_ack = act_by.checked_sub(*act_window).unwrap_or(act_by);
                 Instant::now().saturating_duration_since(last_ack)
             }),
-            Mode::Single { .. } => None,
+            Mode::Single { .. } | Mode::Shadow { .. } => None,
         };
         let etcd_reconnects = match &self.mode {
             Mode::Elected { authority, .. } => authority.reconnects.counts().to_vec(),
-            Mode::Single { .. } => Vec::new(),
+            Mode::Single { .. } | Mode::Shadow { .. } => Vec::new(),
+        };
+        let shadow = match &self.mode {
+            Mode::Shadow { book } => book.counts(),
+            _ => Vec::new(),
         };
         Live {
             etcd_reconnects,
@@ -171,13 +181,16 @@ impl ApiState {
             epoch: self.own_epoch(),
             paused: self.paused(),
             keepalive_age,
+            shadow,
         }
     }
 
     /// An etcd client (cached; dropped after an error by `forget_etcd`).
     pub async fn etcd(&self) -> Result<etcd_client::Client, String> {
         let Mode::Elected { etcd, .. } = &self.mode else {
-            return Err("single-instance mode (--no-election): no etcd".into());
+            return Err(
+                "no etcd in single-instance (--no-election) or shadow (--shadow) mode".into(),
+            );
         };
         let mut g = self.etcd_client.lock().await;
         if let Some(c) = g.as_ref() {
@@ -227,6 +240,8 @@ impl ApiState {
             version: env!("CARGO_PKG_VERSION").into(),
             role: if self.is_leader() {
                 "leader"
+            } else if self.shadow().is_some() {
+                "shadow"
             } else {
                 "follower"
             }
@@ -247,7 +262,15 @@ impl ApiState {
     pub fn pause_key(&self) -> Option<String> {
         match &self.mode {
             Mode::Elected { prefix, .. } => Some(keys::pause(prefix, &self.cluster)),
-            Mode::Single { .. } => None,
+            Mode::Single { .. } | Mode::Shadow { .. } => None,
+        }
+    }
+
+    /// The shadow's record, when this instance runs in shadow mode.
+    pub fn shadow(&self) -> Option<&crate::shadow::ShadowBook> {
+        match &self.mode {
+            Mode::Shadow { book } => Some(book),
+            _ => None,
         }
     }
 }

@@ -28,6 +28,15 @@ enum Command {
         /// instances like this against one cluster: nothing would stop both from acting.
         #[arg(long)]
         no_election: bool,
+        /// Shadow mode: probe and decide as the leader would, but never write the catalog,
+        /// send PROMOTE/SYNCREP_OFF or campaign; compare with what the incumbent FTS does and
+        /// report agreement and divergence (`ftsctl shadow`, metrics, log).
+        #[arg(long, conflicts_with = "no_election")]
+        shadow: bool,
+        /// Shadow mode: how long either side may lag the other before a divergence is
+        /// reported (default: 2 probe intervals + one primary's full retry budget).
+        #[arg(long, requires = "shadow", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        shadow_window: Option<std::time::Duration>,
     },
     /// Hold the coordinator pair's client-facing address (vip.address) on this host while
     /// etcd records this host's server (vip.member) as the acting coordinator and this
@@ -129,10 +138,16 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             no_election,
+            shadow,
+            shadow_window,
         } => match load(&config) {
             Ok(cfg) => {
                 init_tracing(&cfg);
-                let election = if no_election {
+                let election = if shadow {
+                    Election::Shadow {
+                        window: shadow_window,
+                    }
+                } else if no_election {
                     Election::None
                 } else {
                     Election::Etcd

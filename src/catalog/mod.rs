@@ -49,6 +49,9 @@ pub enum CatalogError {
     Schema(String),
     #[error("catalog holds invalid data: {0}")]
     Corrupt(String),
+    /// A shadow instance's catalog refuses every write (`ftsd run --shadow`).
+    #[error("{0}")]
+    Shadow(String),
 }
 
 impl CatalogError {

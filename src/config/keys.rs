@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::render::toml_string;
-use super::{CatalogBackend, Config, ConnString, LogFormat, ProbeDriver, ReadAuth};
+use super::{
+    CatalogBackend, Config, ConnString, DecisionProfile, LogFormat, ProbeDriver, ReadAuth,
+};
 
 /// Prefix of every configuration environment variable.
 pub(crate) const ENV_PREFIX: &str = "FTSD_";
@@ -281,6 +283,24 @@ impl Field for CatalogBackend {
     }
 }
 
+impl Field for DecisionProfile {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        let raw = input.text("\"auto\", \"in-core\" or \"gpfts\"")?;
+        match raw.trim() {
+            "auto" => Ok(DecisionProfile::Auto),
+            "in-core" => Ok(DecisionProfile::InCore),
+            "gpfts" => Ok(DecisionProfile::Gpfts),
+            _ => Err(format!(
+                "{} (expected \"auto\", \"in-core\" or \"gpfts\")",
+                input.bad(raw, "invalid decision profile", None)
+            )),
+        }
+    }
+    fn render(&self) -> Option<String> {
+        Some(toml_string(self.as_str()))
+    }
+}
+
 impl Field for ReadAuth {
     fn parse(input: &Input<'_>) -> Result<Self, String> {
         let raw = input.text("\"none\" or \"required\"")?;
@@ -348,6 +368,7 @@ pub(crate) const KEYS: &[Key] = &[
     key!(probe.retry_delay),
     key!(probe.concurrency),
     key!(probe.mirror_down_grace),
+    key!(probe.decision_profile),
     key!(probe.user),
     key!(probe.password_file),
     key!(postgres.database),

@@ -109,6 +109,8 @@ pub struct ProbeConfig {
     /// For drivers whose segments do not compute `request_retry` themselves: how long a mirror
     /// may be disconnected before it is marked down (`gp_fts_mark_mirror_down_grace_period`).
     pub mirror_down_grace: Duration,
+    /// Whose decisions to follow where the in-core FTS and Cloudberry's `gpfts` differ.
+    pub decision_profile: DecisionProfile,
     /// Role used for FTS connections to primaries.
     pub user: String,
     pub password_file: Option<PathBuf>,
@@ -126,9 +128,41 @@ impl Default for ProbeConfig {
             retry_delay: Duration::from_secs(1),
             concurrency: 256,
             mirror_down_grace: Duration::from_secs(30),
+            decision_profile: DecisionProfile::Auto,
             user: "gpadmin".to_owned(),
             password_file: None,
             password: None,
+        }
+    }
+}
+
+/// `probe.decision_profile`: whose decision table ftsd follows where the in-core FTS and
+/// Cloudberry's external `gpfts` differ (docs/decisions.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionProfile {
+    /// `gpfts` on the Cloudberry backend, the in-core FTS on the SQL one.
+    Auto,
+    InCore,
+    Gpfts,
+}
+
+impl DecisionProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionProfile::Auto => "auto",
+            DecisionProfile::InCore => "in-core",
+            DecisionProfile::Gpfts => "gpfts",
+        }
+    }
+
+    /// The profile in effect for a cluster kept in `backend`.
+    pub fn resolve(self, backend: CatalogBackend) -> crate::core::Profile {
+        use crate::core::Profile;
+        match (self, backend) {
+            (DecisionProfile::InCore, _) => Profile::InCore,
+            (DecisionProfile::Gpfts, _) => Profile::Gpfts,
+            (DecisionProfile::Auto, CatalogBackend::Cloudberry) => Profile::Gpfts,
+            (DecisionProfile::Auto, CatalogBackend::Postgres) => Profile::InCore,
         }
     }
 }

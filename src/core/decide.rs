@@ -51,6 +51,9 @@ pub enum Rule {
     /// Not a row of the table: a row the catalog lists as a mirror answered as a writable
     /// primary and the driver fenced it (evidence only, no row update).
     Fence,
+    /// Row 7 as `gpfts` decides it (the `gpfts` profile, `core::profile`): the primary is lost
+    /// and the mirror was not in sync; the primary is marked down (`p/d/n`), no message.
+    PrimaryDown,
 }
 
 impl Rule {
@@ -69,6 +72,7 @@ impl Rule {
             Rule::ProberFault => "prober_fault",
             Rule::FailoverUnconfirmed => "failover_unconfirmed",
             Rule::Fence => "fence",
+            Rule::PrimaryDown => "primary_down",
         }
     }
 }

@@ -6,6 +6,8 @@ pub mod coordinator;
 pub mod decide;
 pub mod epoch;
 pub mod outcome;
+pub mod profile;
+pub mod shadow;
 pub mod transition;
 
 pub use decide::{
@@ -13,4 +15,5 @@ pub use decide::{
     MirrorCheck, Refusal, Rule,
 };
 pub use outcome::{failure_kind, reply_wants_retry, restart_state, ProbeOutcome, RestartState};
+pub use profile::{apply_profile, Profile};
 pub use transition::{NextMessage, RowUpdate};

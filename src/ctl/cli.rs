@@ -166,6 +166,10 @@ pub enum Command {
         #[arg(allow_negative_numbers = true)]
         content: i32,
     },
+    /// Shadow mode: how a `ftsd run --shadow` instance's decisions compared with the incumbent
+    /// FTS's changes. Point --endpoint at the shadow instance. Exits 1 when any divergence was
+    /// seen.
+    Shadow,
     /// Refreshing view of status and segments.
     Watch {
         /// Refresh interval.

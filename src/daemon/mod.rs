@@ -34,6 +34,7 @@ use crate::election::{run_elector, ElectedAuthority};
 use crate::engine::authority::SINGLE_INSTANCE_EPOCH;
 use crate::engine::runner::run_loop;
 use crate::engine::{Authority, CycleContext, SingleInstance};
+use crate::shadow::{ShadowAuthority, ShadowBook, ShadowCatalog, ShadowDriver};
 
 /// How this instance holds authority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +43,17 @@ pub enum Election {
     Etcd,
     /// `--no-election`: this instance alone acts, with a fixed epoch.
     None,
+    /// `--shadow`: probes and decides, never acts or campaigns; compares its decisions with
+    /// the incumbent FTS's changes, each side waiting up to `window` (None: the default,
+    /// see [`shadow_window`]).
+    Shadow { window: Option<Duration> },
+}
+
+/// How long shadow mode waits for the other side by default: two probe intervals plus one
+/// primary's full retry budget, so an incumbent with the same timing as ours is always in
+/// time.
+pub fn shadow_window(cfg: &Config) -> Duration {
+    cfg.probe.interval * 2 + (cfg.probe.timeout + cfg.probe.retry_delay) * (cfg.probe.retries + 1)
 }
 
 /// Runs the daemon until `shutdown` completes; returns after a leader has resigned. Fails
@@ -68,6 +80,10 @@ pub async fn run(
     match election {
         Election::None => run_single(cfg, instance_id, shutdown_rx).await,
         Election::Etcd => run_elected(cfg, instance_id, shutdown_rx).await,
+        Election::Shadow { window } => {
+            let window = window.unwrap_or_else(|| shadow_window(&cfg));
+            run_shadow(cfg, instance_id, window, shutdown_rx).await
+        }
     }
 }
 
@@ -148,6 +164,54 @@ async fn run_single(
     )
     .await;
     drop(coordinator);
+    Ok(())
+}
+
+/// Shadow mode: the parts that cannot act (docs/shadow.md). No election, no epoch claim, no
+/// members-registry entry, no hooks that act.
+async fn run_shadow(
+    mut cfg: Config,
+    instance_id: String,
+    window: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    // The incumbent is in charge: a shadow's refusal episodes must not page anyone.
+    cfg.hooks.on_transition = Default::default();
+    cfg.hooks.on_leader_change = Default::default();
+    tracing::warn!(
+        window = %humantime::format_duration(window),
+        backend = cfg.catalog.backend.as_str(),
+        "shadow mode: probing and deciding as a leader would, never writing or messaging; comparing with the incumbent FTS"
+    );
+    let wake = Arc::new(Notify::new());
+    let book = Arc::new(ShadowBook::new(window));
+    let mut observers = services::start(
+        &cfg,
+        &instance_id,
+        settings::catalog(&cfg, false)?,
+        crate::api::Mode::Shadow { book: book.clone() },
+        wake.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    observers.push(book.clone());
+    let ctx = Arc::new(CycleContext {
+        driver: ShadowDriver::new(driver::from_config(&cfg)),
+        catalog: ShadowCatalog::new(Arc::new(settings::catalog(&cfg, false)?), book),
+        authority: ShadowAuthority,
+        settings: settings::probe_settings(&cfg),
+        instance_id,
+        stopping: AtomicBool::new(false),
+        refusals: Default::default(),
+    });
+    run_loop(
+        ctx,
+        settings::loop_settings(&cfg),
+        wake,
+        Arc::new(observers),
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 

@@ -42,6 +42,7 @@ pub fn probe_settings(cfg: &Config) -> ProbeSettings {
         retries: cfg.probe.retries,
         retry_delay: cfg.probe.retry_delay,
         concurrency: cfg.probe.concurrency as usize,
+        profile: cfg.probe.decision_profile.resolve(cfg.catalog.backend),
     }
 }
 

@@ -13,8 +13,8 @@ use tracing::Instrument;
 use super::{evidence, exchange, Authority, Exchange, ProbeSettings, SegmentDriver};
 use crate::catalog::{Catalog, CatalogError, Transition};
 use crate::core::{
-    confirm_failover, decide_pair, failure_kind, restart_state, Decision, FailoverGuard,
-    MirrorCheck, ProbeOutcome, Refusal, RestartState, RowUpdate, Rule,
+    apply_profile, confirm_failover, decide_pair, failure_kind, restart_state, Decision,
+    FailoverGuard, MirrorCheck, ProbeOutcome, Refusal, RestartState, RowUpdate, Rule,
 };
 use crate::driver::{DriverAlarm, Upkeep};
 use crate::model::{BadContent, ContentId, Dbid, Epoch, Pair, SegmentConfig};
@@ -189,6 +189,10 @@ pub struct PairReport {
     /// The catalog rows the applied transition changed (for hooks and metrics).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub updates: Vec<RowUpdate>,
+    /// The rows the decision would write, whatever became of it (shadow mode compares them
+    /// with what the incumbent FTS wrote).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub intended: Vec<RowUpdate>,
     /// A refusal episode (prober fault, unconfirmed failover, double fault ...) began this
     /// cycle: the alarm is raised once (log, hook, metric).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -385,6 +389,7 @@ where
     } else {
         None
     };
+    let decision = apply_profile(ctx.settings.profile, &pair, decision);
     let mut result = PairResult {
         pair: PairReport {
             content: pair.content(),
@@ -399,6 +404,7 @@ where
             message: None,
             epoch: None,
             updates: Vec::new(),
+            intended: decision.updates.clone(),
             episode_began: false,
             refusal: decision.refusal.as_ref().map(ToString::to_string),
             mirror_check: mirror_probe.as_ref().map(|m| m.0),
@@ -736,6 +742,10 @@ fn log_decision(d: &Decision) {
         Rule::DoubleFault => tracing::warn!(
             rule = %d.rule,
             "FTS double fault detected: primary lost and mirror not in sync; no change"
+        ),
+        Rule::PrimaryDown => tracing::warn!(
+            rule = %d.rule,
+            "FTS double fault detected: primary lost and mirror not in sync; marking the primary down (gpfts profile)"
         ),
         Rule::RoleConflict | Rule::BadShape => {
             tracing::error!(rule = %d.rule, "refused: not acting on this pair")

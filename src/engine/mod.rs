@@ -30,4 +30,6 @@ pub struct ProbeSettings {
     pub retry_delay: Duration,
     /// Attempts in flight at once across all pairs.
     pub concurrency: usize,
+    /// Whose decisions to follow where the in-core FTS and `gpfts` differ.
+    pub profile: crate::core::Profile,
 }

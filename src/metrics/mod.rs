@@ -122,6 +122,8 @@ pub struct Live {
     pub keepalive_age: Option<Duration>,
     /// etcd streams reopened after a failure, by stream (elected instances only).
     pub etcd_reconnects: Vec<(&'static str, u64)>,
+    /// Shadow mode's verdicts by kind (shadow instances only).
+    pub shadow: Vec<(&'static str, u64)>,
 }
 
 /// The registry: counted by the probe loop (as a `CycleObserver`) and the hook runner.
@@ -357,6 +359,20 @@ impl Metrics {
                 let _ = writeln!(out, "ftsd_etcd_reconnects_total{{stream=\"{stream}\"}} {n}");
             }
         }
+        if !live.shadow.is_empty() {
+            family(
+                &mut out,
+                "ftsd_shadow_transitions_total",
+                "counter",
+                "Shadow mode: transitions judged against the incumbent FTS, by verdict (agree, incumbent_only, shadow_only, different).",
+            );
+            for (verdict, n) in &live.shadow {
+                let _ = writeln!(
+                    out,
+                    "ftsd_shadow_transitions_total{{verdict=\"{verdict}\"}} {n}"
+                );
+            }
+        }
         if let Some(age) = live.keepalive_age {
             family(
                 &mut out,
@@ -469,6 +485,7 @@ mod tests {
             mirror_check: None,
             epoch: None,
             updates: Vec::new(),
+            intended: Vec::new(),
             alarms: vec![crate::driver::DriverAlarm {
                 kind: crate::driver::AlarmKind::Fenced,
                 content: 0,

@@ -36,6 +36,7 @@ fn every_proto_method_has_a_deliberate_class() {
         ("Segments", Access::Read),
         ("History", Access::Read),
         ("Explain", Access::Read),
+        ("Shadow", Access::Read),
         ("ProbeNow", Access::Mutate),
         ("Pause", Access::Mutate),
         ("Resume", Access::Mutate),

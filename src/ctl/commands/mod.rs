@@ -8,6 +8,7 @@ mod members;
 mod pause;
 mod probe;
 mod segments;
+mod shadow;
 mod status;
 mod watch;
 
@@ -100,6 +101,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Pause { reason, duration } => pause::pause(cli, &ctx, reason, *duration).await,
         Command::Resume => pause::resume(cli, &ctx).await,
         Command::Explain { content } => explain::run(cli, &ctx, *content).await,
+        Command::Shadow => shadow::run(cli, &ctx).await,
         Command::Watch {
             interval,
             iterations,

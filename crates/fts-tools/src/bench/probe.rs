@@ -67,6 +67,7 @@ pub async fn worker(
                     retries: 5,
                     retry_delay: Duration::from_secs(1),
                     concurrency,
+                    profile: ftsd::core::Profile::InCore,
                 },
                 instance_id: "bench".into(),
                 stopping: AtomicBool::new(false),
