@@ -112,6 +112,9 @@ pub enum Refusal {
     BadShape { reason: String },
     /// The primary's probe failed with a prober fault.
     ProberFault { kind: FailureKind },
+    /// The primary row 6 found lost answered the PROBE sent with the mirror check: its
+    /// failures were this observer's (e.g. its network came back mid-cycle), not the primary's.
+    PrimaryAnswersAgain { primary_dbid: Dbid },
     /// The mirror that row 6 would promote did not answer a PROBE from this observer.
     MirrorUnreachable {
         mirror_dbid: Dbid,
@@ -149,6 +152,12 @@ impl fmt::Display for Refusal {
                 "prober fault ({kind}): the probe failed on this observer's side (credentials, \
                  privileges, name resolution or its own network), which says nothing about the \
                  primary; no failover"
+            ),
+            Refusal::PrimaryAnswersAgain { primary_dbid } => write!(
+                f,
+                "primary dbid {primary_dbid} answered a PROBE again before the failover: the \
+                 failures that led here were this observer's (a path that came back mid-cycle), \
+                 not the primary's"
             ),
             Refusal::MirrorUnreachable { mirror_dbid, kind } => write!(
                 f,
@@ -210,7 +219,8 @@ impl Decision {
     }
 }
 
-/// What a PROBE of the mirror that row 6 would promote said, taken right before acting.
+/// The check of the way before row 6 acts: what a PROBE of the mirror it would promote said,
+/// or that the lost primary answered the PROBE sent to it at the same time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "mirror")]
 pub enum MirrorCheck {
@@ -220,6 +230,9 @@ pub enum MirrorCheck {
     AnswersAsPrimary,
     /// Every attempt failed; the class of the last failure.
     Unreachable { kind: FailureKind },
+    /// Whatever the mirror said, the primary answered the PROBE sent to it at the same time:
+    /// the loss was observed before this observer's path to the segments came back.
+    PrimaryAnswersAgain { primary_dbid: Dbid },
 }
 
 /// Decides one pair. `pair` is the catalog snapshot the probe was made against; `guard` is
@@ -248,14 +261,18 @@ pub fn decide_pair(pair: &Pair, outcome: &ProbeOutcome, guard: &FailoverGuard) -
 }
 
 /// The check before a failover: a [`Rule::Failover`] decision stands only if the mirror it
-/// would promote answered a PROBE from this observer as a mirror; otherwise it becomes a
-/// refusal ([`Rule::FailoverUnconfirmed`]) that writes and sends nothing. Other decisions pass
+/// would promote answered a PROBE from this observer as a mirror and the primary, probed again
+/// at the same time, still did not answer; otherwise it becomes a refusal
+/// ([`Rule::FailoverUnconfirmed`]) that writes and sends nothing. Other decisions pass
 /// unchanged.
 pub fn confirm_failover(decision: Decision, mirror_dbid: Dbid, check: &MirrorCheck) -> Decision {
     if decision.rule != Rule::Failover {
         return decision;
     }
     let refusal = match *check {
+        MirrorCheck::PrimaryAnswersAgain { primary_dbid } => {
+            Refusal::PrimaryAnswersAgain { primary_dbid }
+        }
         MirrorCheck::AnswersAsMirror => return decision,
         MirrorCheck::AnswersAsPrimary => Refusal::MirrorNotAMirror { mirror_dbid },
         MirrorCheck::Unreachable { kind } => Refusal::MirrorUnreachable { mirror_dbid, kind },

@@ -472,7 +472,11 @@ where
 }
 
 /// PROBEs the mirror a failover would promote, with the primary's retry budget (a mirror that
-/// misses one attempt is not declared unreachable). None when shutdown began.
+/// misses one attempt is not declared unreachable), and the primary again at the same time.
+/// The primary's failures were observed before this check: if this observer's own path to the
+/// segments was down then and has just come back, the mirror answers now and so does the
+/// primary — which turns the failover into a refusal. Probing both at once keeps a real
+/// failover as fast as before: both see the same path. None when shutdown began.
 async fn check_mirror<D, C, A>(
     ctx: &CycleContext<D, C, A>,
     permits: &Semaphore,
@@ -483,11 +487,18 @@ where
     C: Catalog,
     A: Authority,
 {
-    let sent = probe(ctx, permits, &pair.mirror, None).await?;
-    let check = match &sent.result {
-        Ok(reply) if reply.is_role_mirror => MirrorCheck::AnswersAsMirror,
-        Ok(_) => MirrorCheck::AnswersAsPrimary,
-        Err(errors) => MirrorCheck::Unreachable {
+    let (sent, again) = tokio::join!(
+        probe(ctx, permits, &pair.mirror, None),
+        probe(ctx, permits, &pair.primary, Some(&pair.mirror)),
+    );
+    let sent = sent?;
+    let check = match (&sent.result, again.map(|a| a.result.is_ok())) {
+        (_, Some(true)) => MirrorCheck::PrimaryAnswersAgain {
+            primary_dbid: pair.primary.dbid,
+        },
+        (Ok(reply), _) if reply.is_role_mirror => MirrorCheck::AnswersAsMirror,
+        (Ok(_), _) => MirrorCheck::AnswersAsPrimary,
+        (Err(errors), _) => MirrorCheck::Unreachable {
             kind: failure_kind(errors).expect("a failed exchange has at least one error"),
         },
     };

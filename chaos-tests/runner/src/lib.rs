@@ -9,6 +9,7 @@ pub mod docker;
 pub mod harness;
 pub mod history;
 pub mod invariants;
+pub mod observer_faults;
 pub mod report;
 pub mod rng;
 pub mod run;

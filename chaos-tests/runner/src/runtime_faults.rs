@@ -72,14 +72,7 @@ async fn arm_leader(h: &mut Harness, vars: &[(&str, &str)]) -> Result<(String, &
     let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     std::fs::write(faults_file(h, host), text)
         .map_err(|e| super::harness::HarnessError::Other(format!("writing the fault file: {e}")))?;
-    for (c, ..) in FTSD.iter().filter(|f| f.0 != container) {
-        docker::stop(c, 2)?;
-    }
-    docker::docker(&["restart", "-t", "2", container])?;
-    let epoch = wait_leader_is(h, host, Duration::from_secs(30)).await?;
-    for (c, ..) in FTSD.iter().filter(|f| f.0 != container) {
-        docker::start(c)?;
-    }
+    let epoch = restart_as_leader(h, container, host).await?;
     h.note(format!(
         "armed {} on {host}, which took office with epoch {epoch}",
         vars.iter()
@@ -88,6 +81,21 @@ async fn arm_leader(h: &mut Harness, vars: &[(&str, &str)]) -> Result<(String, &
             .join(" ")
     ));
     Ok((host.to_string(), container, epoch))
+}
+
+/// Restarts `container` (FTS host `host`) so that its ftsd reads its files again and takes
+/// office: the other FTS hosts are stopped, it is restarted, and once it leads the others
+/// start again (also when it did not lead in time). Returns its epoch.
+pub(crate) async fn restart_as_leader(h: &Harness, container: &str, host: &str) -> Result<i64> {
+    for (c, ..) in FTSD.iter().filter(|f| f.0 != container) {
+        docker::stop(c, 2)?;
+    }
+    docker::docker(&["restart", "-t", "2", container])?;
+    let epoch = wait_leader_is(h, host, Duration::from_secs(30)).await;
+    for (c, ..) in FTSD.iter().filter(|f| f.0 != container) {
+        docker::start(c)?;
+    }
+    epoch
 }
 
 /// Removes the fault file and restarts the armed host without it (also after a failed run).

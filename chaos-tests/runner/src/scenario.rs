@@ -10,7 +10,7 @@ use super::cluster::{self, pg_container, ETCD, PG_PAIRS};
 use super::docker::{self, ETCDNET, SEGNET};
 use super::harness::{fail, sleep_ms, Harness, Result};
 use super::history::{now_ms, Expect, QuorumLoss};
-use super::runtime_faults;
+use super::{observer_faults, runtime_faults};
 
 /// Which ftsd cluster a scenario exercises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub const ALL: &[Scenario] = &[
     Scenario { name: "kill-leader", about: "kill -9 the ftsd leader's host, then a primary dies: a follower takes over and promotes", target: Target::Segsim, short: true },
     Scenario { name: "pause-leader", about: "docker pause the leader past its lease; a primary dies; a follower promotes; the unpaused old leader must not write", target: Target::Segsim, short: true },
     Scenario { name: "partition-leader", about: "disconnect the leader from the segment network (not from etcd); a primary dies; promotion after the leader is reconnected at the latest", target: Target::Segsim, short: false },
-    Scenario { name: "partition-leader-from-segments", about: "disconnect the leader from the segment network only (it keeps etcd and the catalog) for two to three detection times, then reconnect: no transition and no action message for any segment, since the other members could reach them all", target: Target::Segsim, short: false },
+    Scenario { name: "partition-leader-from-segments", about: "disconnect the leader from the segment network only (it keeps etcd and the catalog) for two to three detection times, then reconnect: no transition and no action message for any segment, since the other members could reach them all", target: Target::Segsim, short: true },
     Scenario { name: "isolate-etcd-member", about: "cut one etcd member off; a primary dies; promotion within lease TTL + detection", target: Target::Segsim, short: false },
     Scenario { name: "quorum-loss-failover", about: "kill two of three etcd members, then a primary dies: nothing may be written until quorum is back, then the promotion follows", target: Target::Segsim, short: true },
     Scenario { name: "catalog-down-failover", about: "a primary dies and the catalog is killed during detection; promotion after the catalog is back", target: Target::Segsim, short: false },
@@ -56,6 +56,8 @@ pub const ALL: &[Scenario] = &[
     Scenario { name: "stalled-fence-holder", about: "the leader stalls between the fence statement and COMMIT (fault point + docker pause) while a primary is down: a follower ends its session and fails over within lease TTL + detection; the old leader writes nothing", target: Target::Segsim, short: false },
     Scenario { name: "half-open-catalog", about: "iptables drops the leader's catalog traffic; a primary dies: the leader hands office over after its failed cycles and a follower promotes", target: Target::Segsim, short: false },
     Scenario { name: "etcd-rebuilt", about: "all etcd members are killed, wiped and started as a new empty cluster; a primary dies: a leader acts with an epoch above every recorded one", target: Target::Segsim, short: false },
+    Scenario { name: "bad-credentials", about: "the leader's probe password file is changed to a wrong word and its ftsd restarted (it reads the file at start) so that it leads with it: every primary answers 28P01, a prober fault: no transition, the prober-fault alarm raised", target: Target::Segsim, short: false },
+    Scenario { name: "dns-outage", about: "name resolution fails on the leader's host (the segments are addressed by host name; the /etc/hosts entry removed, the resolver unreachable or refusing): no transition, the prober-fault alarm raised", target: Target::Segsim, short: false },
     Scenario { name: "pg-kill-primary", about: "kill -9 a real PostgreSQL primary under write load: the synchronous standby is promoted and no acknowledged write is lost", target: Target::PgPairs, short: true },
     Scenario { name: "pg-kill-mirror", about: "kill -9 a real PostgreSQL standby under write load: it is marked down and writes continue", target: Target::PgPairs, short: false },
     Scenario { name: "pg-crash-restart-short", about: "a real PostgreSQL primary crashes and restarts, refusing connections with 57P03 (held in recovery) for less than postgres.restart_grace: no failover, no lost acknowledged write", target: Target::PgPairs, short: false },
@@ -85,6 +87,8 @@ pub async fn run(s: &Scenario, h: &mut Harness) -> Result<()> {
         "stalled-fence-holder" => runtime_faults::stalled_fence_holder(h).await,
         "half-open-catalog" => runtime_faults::half_open_catalog(h).await,
         "etcd-rebuilt" => runtime_faults::etcd_rebuilt(h).await,
+        "bad-credentials" => observer_faults::bad_credentials(h).await,
+        "dns-outage" => observer_faults::dns_outage(h).await,
         "pg-kill-primary" => pg_kill_primary(h).await,
         "pg-kill-mirror" => pg_kill_mirror(h).await,
         "pg-crash-restart-short" => pg_crash_restart(h, false).await,

@@ -41,6 +41,18 @@ FROM unnest($1::int2[], $2::int2[], $3::text[], $4::text[], $5::text[], $6::text
     AS t(d, c, r, pr, m, s, p, h, a, dd)
 "#;
 
+/// `rows` with `host` (when given) as every row's hostname and address: the catalog then names
+/// the simulated host by a name the FTS must resolve, as clusters addressed by host name do.
+pub fn named(mut rows: Vec<Segment>, host: Option<&str>) -> Vec<Segment> {
+    if let Some(host) = host {
+        for row in &mut rows {
+            row.hostname = host.to_string();
+            row.address = host.to_string();
+        }
+    }
+    rows
+}
+
 /// Replaces every row of `gp_segment_configuration` with `rows`, in one transaction.
 /// `url` is a libpq-style URL or key/value string.
 pub async fn write_catalog(url: &str, rows: &[Segment]) -> Result<(), CatalogError> {
@@ -108,4 +120,27 @@ async fn write(client: &mut tokio_postgres::Client, rows: &[Segment]) -> Result<
     tx.commit().await.map_err(write_error)?;
     tracing::info!(rows = rows.len(), "wrote gp_segment_configuration");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{layout, SimConfig};
+
+    #[test]
+    fn a_catalog_host_names_every_row_and_leaves_the_rest() {
+        let cfg = SimConfig {
+            pairs: 2,
+            base_port: 7000,
+            ..SimConfig::default()
+        };
+        let rows = layout(&cfg);
+        assert_eq!(named(rows.clone(), None), rows);
+        let renamed = named(rows.clone(), Some("seghost"));
+        assert!(renamed
+            .iter()
+            .all(|r| r.hostname == "seghost" && r.address == "seghost"));
+        let ports = |rs: &[Segment]| rs.iter().map(|r| (r.dbid, r.port)).collect::<Vec<_>>();
+        assert_eq!(ports(&renamed), ports(&rows));
+    }
 }

@@ -41,9 +41,15 @@ struct LayoutArgs {
     /// Extra contents with a primary only, numbered after the mirrored ones.
     #[arg(long, default_value_t = 0)]
     mirrorless: u32,
-    /// Address every instance listens on (and that the catalog rows name).
+    /// Address every instance listens on (and that the catalog rows name, unless
+    /// --catalog-host is given).
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
+    /// Host name the catalog rows (--catalog, write-catalog) give every instance as hostname
+    /// and address, instead of --host: the FTS then resolves it (e.g. through /etc/hosts or
+    /// DNS) to the address --host listens on.
+    #[arg(long, value_name = "NAME")]
+    catalog_host: Option<String>,
     /// Instance i in dbid order listens on base-port + i; 0 lets the OS pick each port.
     #[arg(long, default_value_t = 0)]
     base_port: u16,
@@ -230,7 +236,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut sim = Simulator::start(cfg).await?;
     if let Some(url) = &args.catalog {
-        catalog::write_catalog(url, &sim.segments()).await?;
+        let rows = catalog::named(sim.segments(), args.layout.catalog_host.as_deref());
+        catalog::write_catalog(url, &rows).await?;
     }
     if let Some(conf) = &args.cbdb_conf {
         let link = fts_segsim::cloudberry::CbdbLink::open(conf)?;
@@ -268,7 +275,7 @@ async fn write_catalog(args: WriteCatalogArgs) -> anyhow::Result<()> {
         bail!("--base-port is required: the catalog must name the ports `run` will listen on");
     }
     let cfg = sim_config(&args.layout);
-    let rows = layout(&cfg);
+    let rows = catalog::named(layout(&cfg), args.layout.catalog_host.as_deref());
     catalog::write_catalog(&args.catalog, &rows).await?;
     Ok(())
 }

@@ -369,6 +369,20 @@ fn a_failover_needs_the_mirror_to_answer_as_a_mirror() {
     let primary = confirm_failover(d(), 5, &MirrorCheck::AnswersAsPrimary);
     assert_eq!(primary.rule, Rule::FailoverUnconfirmed);
     assert!(primary.is_noop());
+    // the primary answered the PROBE sent with the mirror check: its loss was this observer's
+    let back = confirm_failover(
+        d(),
+        5,
+        &MirrorCheck::PrimaryAnswersAgain { primary_dbid: 2 },
+    );
+    assert_eq!(back.rule, Rule::FailoverUnconfirmed);
+    assert!(back.is_noop());
+    assert!(back
+        .refusal
+        .as_ref()
+        .unwrap()
+        .to_string()
+        .starts_with("primary dbid 2 answered a PROBE again"));
     // any other decision passes unchanged
     let healthy = decide_pair(&the_pair, &reply(1, 1, 1, 0, 0), &FailoverGuard::Clear);
     let checked = confirm_failover(
@@ -571,6 +585,7 @@ fn arb_mirror_check() -> impl Strategy<Value = MirrorCheck> {
     prop_oneof![
         Just(MirrorCheck::AnswersAsMirror),
         Just(MirrorCheck::AnswersAsPrimary),
+        Just(MirrorCheck::PrimaryAnswersAgain { primary_dbid: 2 }),
         arb_kind().prop_map(|kind| MirrorCheck::Unreachable { kind }),
     ]
 }

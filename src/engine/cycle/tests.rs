@@ -643,6 +643,38 @@ async fn a_failover_whose_mirror_does_not_answer_is_refused_with_evidence() {
     assert_eq!(ctx.driver.sent(MessageType::Promote), 0);
 }
 
+/// The leader's path to the segments comes back while it retries a primary: the primary's
+/// probe failed on every attempt, but it answers the PROBE sent with the mirror check. The
+/// failover is refused (a healthy content must not be flipped on a stale observation), and
+/// the next cycle finds the pair healthy.
+#[tokio::test]
+async fn a_primary_that_answers_again_during_the_mirror_check_is_not_failed_over() {
+    let (ctx, catalog, _auth, log) = context(in_sync_pair());
+    ctx.driver.queued.lock().unwrap().insert(
+        (2, MessageType::Probe),
+        VecDeque::from([refused(), refused(), refused()]),
+    );
+    ctx.driver
+        .always(2, MessageType::Probe, ok(true, true, true, false));
+    let r = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(r.reports[0].rule, Rule::FailoverUnconfirmed);
+    assert_eq!(
+        r.reports[0].mirror_check,
+        Some(MirrorCheck::PrimaryAnswersAgain { primary_dbid: 2 })
+    );
+    assert_eq!(events(&log), vec!["commit failover_unconfirmed"]);
+    assert_eq!(ctx.driver.sent(MessageType::Promote), 0);
+    assert_eq!(catalog.state(2), st(P, U, S), "nothing flipped");
+    let ev = catalog.evidence.lock().unwrap()[0].clone();
+    assert!(ev.evidence["refusal"]
+        .as_str()
+        .unwrap()
+        .starts_with("primary dbid 2 answered a PROBE again"));
+    let r = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(r.reports[0].rule, Rule::Healthy);
+    assert_eq!(ctx.driver.sent(MessageType::Promote), 0);
+}
+
 fn fence_work() -> Upkeep {
     Upkeep::Fence {
         dbid: 5,
