@@ -39,14 +39,23 @@ pub enum Access {
 
 /// The class of a gRPC method, by its request path (`/package.Service/Method`).
 pub fn access(path: &str) -> Access {
-    const READ: [&str; 5] = [
+    const READ: [&str; 6] = [
         "/ftsd.v1.Fts/Status",
         "/ftsd.v1.Fts/Segments",
         "/ftsd.v1.Fts/History",
         "/ftsd.v1.Fts/Explain",
         // Shadow mode's record: read-only, the shadow changes nothing anyway.
         "/ftsd.v1.Fts/Shadow",
+        // Instance to instance: answers with this instance's own observation and changes
+        // nothing. At most it sends one PROBE (bounded by the caller's timeout, itself
+        // capped), the load a probe cycle puts on a segment anyway. Classed as a read so the
+        // second opinion works in clusters whose instances reach each other without
+        // credentials (the leader asks; a refused answer would only block failovers).
+        "/ftsd.v1.Fts/ConfirmDown",
     ];
+    // ReportDown is deliberately *not* listed: a report is counted as that member's vote
+    // toward a failover, so an unauthenticated caller must never be able to cast one. A
+    // refused report costs nothing: the leader still asks with ConfirmDown.
     if path.starts_with("/grpc.health.v1.Health/") {
         Access::Open
     } else if READ.contains(&path) || path.starts_with("/grpc.reflection.") {

@@ -22,6 +22,35 @@ pub const MAX_REASON_CHARS: usize = 1024;
 /// Longest requester name (`by`), in characters.
 pub const MAX_BY_CHARS: usize = 256;
 
+/// Longest `ConfirmDown` wait (the leader's own is bounded by its act-by deadline, seconds).
+pub const MAX_CONFIRM_WAIT: Duration = Duration::from_secs(300);
+/// Widest `ConfirmDown` window.
+pub const MAX_CONFIRM_WINDOW: Duration = Duration::from_secs(3600);
+
+/// `ConfirmDown.timeout_ms`.
+pub fn confirm_wait(timeout_ms: u64) -> Result<Duration, Status> {
+    match Duration::from_millis(timeout_ms) {
+        d if d > MAX_CONFIRM_WAIT => Err(Status::invalid_argument(format!(
+            "timeout {} is more than the maximum {}",
+            humantime::format_duration(d),
+            humantime::format_duration(MAX_CONFIRM_WAIT)
+        ))),
+        d => Ok(d),
+    }
+}
+
+/// `ConfirmDown.window_ms`.
+pub fn confirm_window(window_ms: u64) -> Result<Duration, Status> {
+    match Duration::from_millis(window_ms) {
+        d if d > MAX_CONFIRM_WINDOW => Err(Status::invalid_argument(format!(
+            "window {} is more than the maximum {}",
+            humantime::format_duration(d),
+            humantime::format_duration(MAX_CONFIRM_WINDOW)
+        ))),
+        d => Ok(d),
+    }
+}
+
 pub fn history_limit(limit: u32) -> Result<u32, Status> {
     match limit {
         0 => Ok(DEFAULT_HISTORY_LIMIT),

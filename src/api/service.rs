@@ -83,6 +83,11 @@ impl FtsService {
     }
 }
 
+fn dbid(raw: i32) -> Result<crate::model::Dbid, Status> {
+    crate::model::Dbid::try_from(raw)
+        .map_err(|_| Status::invalid_argument(format!("dbid {raw} is out of range")))
+}
+
 fn requester(by: &str, req_addr: Option<std::net::SocketAddr>) -> Result<String, Status> {
     let by = limits::text("by", by, limits::MAX_BY_CHARS)?;
     if !by.is_empty() {
@@ -318,5 +323,46 @@ impl Fts for FtsService {
             &self.state.instance_id,
             &book.summary(),
         )))
+    }
+
+    async fn confirm_down(
+        &self,
+        req: Request<proto::ConfirmDownRequest>,
+    ) -> Result<Response<proto::ConfirmDownResponse>, Status> {
+        let r = req.into_inner();
+        let dbid = dbid(r.dbid)?;
+        let Some(observer) = self.state.observer() else {
+            return Err(Status::failed_precondition(
+                "this instance does not observe (single-instance or shadow mode)",
+            ));
+        };
+        let timeout = limits::confirm_wait(r.timeout_ms)?;
+        let window = limits::confirm_window(r.window_ms)?;
+        let deadline = std::time::Instant::now() + timeout;
+        let answer = observer.confirm_down(dbid, window, deadline).await;
+        tracing::debug!(dbid = r.dbid, from = %r.from_instance, ?answer, "answered ConfirmDown");
+        Ok(Response::new(convert::confirm_down(
+            &self.state.instance_id,
+            &answer,
+        )))
+    }
+
+    async fn report_down(
+        &self,
+        req: Request<proto::ReportDownRequest>,
+    ) -> Result<Response<proto::ReportDownResponse>, Status> {
+        let r = req.into_inner();
+        let dbid = dbid(r.dbid)?;
+        let Some(observer) = self.state.observer() else {
+            return Ok(Response::new(proto::ReportDownResponse { accepted: false }));
+        };
+        let member = limits::text("instance_id", &r.instance_id, limits::MAX_BY_CHARS)?;
+        let class = convert::failure_class(&r.class).ok_or_else(|| {
+            Status::invalid_argument(format!("unknown failure class {:?}", r.class))
+        })?;
+        let observed_at = SystemTime::UNIX_EPOCH
+            + Duration::from_millis(u64::try_from(r.observed_at_ms).unwrap_or(0));
+        let accepted = observer.report_down(&member, dbid, observed_at, class);
+        Ok(Response::new(proto::ReportDownResponse { accepted }))
     }
 }

@@ -94,12 +94,23 @@ pub struct ApiState {
     etcd_client: tokio::sync::Mutex<Option<etcd_client::Client>>,
     /// The coordinator pair's watch, when `[coordinator]` is configured.
     coordinator: std::sync::OnceLock<Arc<crate::coordinator::Watcher>>,
+    /// This instance's observations and the answers to ConfirmDown / ReportDown.
+    observer: std::sync::OnceLock<Arc<dyn crate::engine::observe_only::Responder>>,
 }
 
 impl ApiState {
     /// Attaches the coordinator watch (status line, alarms, metrics).
     pub fn set_coordinator(&self, watcher: Arc<crate::coordinator::Watcher>) {
         let _ = self.coordinator.set(watcher);
+    }
+
+    /// Attaches the observer that answers ConfirmDown and records ReportDown.
+    pub fn set_observer(&self, observer: Arc<dyn crate::engine::observe_only::Responder>) {
+        let _ = self.observer.set(observer);
+    }
+
+    pub fn observer(&self) -> Option<&Arc<dyn crate::engine::observe_only::Responder>> {
+        self.observer.get()
     }
 
     /// The coordinator pair's last round, if watched.
@@ -130,6 +141,7 @@ impl ApiState {
             pause,
             etcd_client: tokio::sync::Mutex::new(None),
             coordinator: std::sync::OnceLock::new(),
+            observer: std::sync::OnceLock::new(),
         })
     }
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use super::render::toml_string;
 use super::{
-    CatalogBackend, Config, ConnString, DecisionProfile, LogFormat, ProbeDriver, ReadAuth, SslMode,
+    CatalogBackend, Config, ConnString, DecisionProfile, LogFormat, ObserveMode, ProbeDriver,
+    ReadAuth, SslMode,
 };
 
 /// Prefix of every configuration environment variable.
@@ -24,8 +25,9 @@ pub(crate) const ENV_CONFIG_PATH: &str = "FTSD_CONFIG";
 pub(crate) const PASSWORD_TABLES: [&str; 4] = ["probe", "catalog", "coordinator", "etcd"];
 
 /// The TOML tables; every other top-level name is a plain key.
-pub(crate) const TABLES: [&str; 9] = [
+pub(crate) const TABLES: [&str; 10] = [
     "probe",
+    "observe",
     "postgres",
     "catalog",
     "coordinator",
@@ -334,6 +336,36 @@ impl Field for SslMode {
     }
 }
 
+impl Field for ObserveMode {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        let expected = "\"continuous\" or \"on-demand\"";
+        let raw = input.text(expected)?;
+        match raw.trim() {
+            "continuous" => Ok(ObserveMode::Continuous),
+            "on-demand" => Ok(ObserveMode::OnDemand),
+            _ => Err(format!(
+                "{} (expected {expected})",
+                input.bad(raw, "invalid observe mode", None)
+            )),
+        }
+    }
+    fn render(&self) -> Option<String> {
+        Some(toml_string(self.as_str()))
+    }
+}
+
+impl Field for std::net::IpAddr {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        let raw = input.text("an IP address")?;
+        raw.trim()
+            .parse()
+            .map_err(|e| input.bad(raw, "invalid IP address", Some(&e)))
+    }
+    fn render(&self) -> Option<String> {
+        Some(toml_string(&self.to_string()))
+    }
+}
+
 /// One configuration key.
 pub(crate) struct Key {
     /// Dotted name, `table.key` or a top-level `key`.
@@ -387,6 +419,10 @@ pub(crate) const KEYS: &[Key] = &[
     key!(probe.decision_profile),
     key!(probe.user),
     key!(probe.password_file),
+    key!(probe.min_down),
+    key!(probe.source_address),
+    key!(observe.mode),
+    key!(observe.confirm_timeout),
     key!(postgres.database),
     key!(postgres.max_lag),
     key!(postgres.sync_standby_names),

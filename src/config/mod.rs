@@ -76,6 +76,9 @@ pub struct Config {
     /// Name of this daemon instance in elections and logs; see [`Config::effective_instance_id`].
     pub instance_id: Option<String>,
     pub probe: ProbeConfig,
+    /// How the instances that do not act observe, and how the leader waits for their
+    /// confirmation of a lost primary (docs/safety.md).
+    pub observe: ObserveConfig,
     /// Settings of the `postgres` probe driver (plain PostgreSQL streaming-replication pairs).
     pub postgres: PostgresConfig,
     pub catalog: CatalogConfig,
@@ -117,7 +120,34 @@ pub struct ProbeConfig {
     pub password_file: Option<PathBuf>,
     /// From `FTSD_PROBE_PASSWORD`, else from `password_file`.
     pub password: Option<Secret>,
+    /// A primary must have been seen down at least this long before a failover (0: no
+    /// minimum beyond the retry budget, Greenplum's behaviour).
+    pub min_down: Duration,
+    /// The local address FTS probe connections are bound to (None: the kernel chooses).
+    pub source_address: Option<std::net::IpAddr>,
 }
+
+/// `[observe]`: the second opinion (docs/safety.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObserveConfig {
+    /// `continuous`: followers probe every primary once per interval, staggered against the
+    /// leader; `on-demand`: they probe only when the leader asks them to confirm a loss.
+    pub mode: ObserveMode,
+    /// The longest the leader waits for the other members' confirmations (never past its
+    /// act-by deadline). None: one interval plus one probe retry budget.
+    pub confirm_timeout: Option<Duration>,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        ObserveConfig {
+            mode: ObserveMode::Continuous,
+            confirm_timeout: None,
+        }
+    }
+}
+
+pub use crate::engine::observe_only::ObserveMode;
 
 impl Default for ProbeConfig {
     fn default() -> Self {
@@ -133,6 +163,8 @@ impl Default for ProbeConfig {
             user: "gpadmin".to_owned(),
             password_file: None,
             password: None,
+            min_down: Duration::ZERO,
+            source_address: None,
         }
     }
 }
@@ -612,6 +644,7 @@ impl Config {
             cluster: String::new(),
             instance_id: None,
             probe: ProbeConfig::default(),
+            observe: ObserveConfig::default(),
             postgres: PostgresConfig::default(),
             catalog: CatalogConfig::default(),
             coordinator: CoordinatorConfig::default(),

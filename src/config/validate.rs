@@ -55,6 +55,17 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         .map_err(on("probe.mirror_down_grace"))?;
     required(o, "probe.user", &p.user)?;
     no_control(&p.user).map_err(on("probe.user"))?;
+    within(p.min_down, Duration::ZERO, MAX_DURATION).map_err(on("probe.min_down"))?;
+    if p.source_address.is_some() && p.driver != super::ProbeDriver::Fts {
+        return Err((
+            "probe.source_address",
+            "applies to the fts driver only (the postgres driver cannot bind its connections)"
+                .to_owned(),
+        ));
+    }
+    if let Some(t) = c.observe.confirm_timeout {
+        within(t, MIN_TIMEOUT, MAX_DURATION).map_err(on("observe.confirm_timeout"))?;
+    }
 
     let pg = &c.postgres;
     required(o, "postgres.database", &pg.database)?;

@@ -122,6 +122,20 @@ pub enum Refusal {
     },
     /// The mirror that row 6 would promote answered, but not as a mirror.
     MirrorNotAMirror { mirror_dbid: Dbid },
+    /// Fewer than a majority of the live members saw the primary fail within the window
+    /// (`core::quorum`): what only some observers see is not a segment failure.
+    NotConfirmedByQuorum {
+        primary_dbid: Dbid,
+        confirmed: Vec<String>,
+        live: usize,
+        needed: usize,
+    },
+    /// This observer has seen the primary down for less than `probe.min_down`: a flap.
+    DownTooBriefly {
+        primary_dbid: Dbid,
+        down_ms: u64,
+        min_down_ms: u64,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -169,6 +183,32 @@ impl fmt::Display for Refusal {
                 "mirror dbid {mirror_dbid} answered a PROBE but not as a mirror; promoting it \
                  could make a second primary"
             ),
+            Refusal::NotConfirmedByQuorum {
+                primary_dbid,
+                confirmed,
+                live,
+                needed,
+            } => write!(
+                f,
+                "primary dbid {primary_dbid} loss confirmed by {} of {live} live members \
+                 ({needed} needed: {}); what only some observers see is not a segment failure, \
+                 retrying next cycle",
+                confirmed.len(),
+                if confirmed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    confirmed.join(", ")
+                }
+            ),
+            Refusal::DownTooBriefly {
+                primary_dbid,
+                down_ms,
+                min_down_ms,
+            } => write!(
+                f,
+                "primary dbid {primary_dbid} seen down for {down_ms} ms, less than probe.min_down \
+                 ({min_down_ms} ms): waiting for the next cycle"
+            ),
         }
     }
 }
@@ -203,7 +243,7 @@ impl Decision {
         }
     }
 
-    fn refused(content: ContentId, rule: Rule, why: Refusal) -> Self {
+    pub fn refused(content: ContentId, rule: Rule, why: Refusal) -> Self {
         let mut d = Decision::new(content, rule);
         d.refusal = Some(why);
         d

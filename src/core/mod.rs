@@ -7,6 +7,7 @@ pub mod decide;
 pub mod epoch;
 pub mod outcome;
 pub mod profile;
+pub mod quorum;
 pub mod shadow;
 pub mod transition;
 

@@ -13,6 +13,7 @@
 
 pub mod claim;
 pub mod members;
+pub mod peers;
 pub mod process;
 pub mod services;
 pub mod settings;
@@ -23,6 +24,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::sync::{watch, Notify};
 
 use crate::catalog::any::AnyCatalog;
@@ -141,6 +143,7 @@ async fn run_single(
         catalog.clone(),
         SingleInstance::new(SINGLE_INSTANCE_EPOCH),
         instance_id,
+        settings::second_opinion(&cfg, Default::default(), None),
     );
     // One attempt before the first cycle: the single instance's transitions carry the same
     // fixed epoch through the fence, so a catalog that is down now is claimed by them later.
@@ -206,6 +209,7 @@ async fn run_shadow(
         instance_id,
         stopping: AtomicBool::new(false),
         refusals: Default::default(),
+        quorum: Default::default(),
     });
     run_loop(
         ctx,
@@ -291,7 +295,43 @@ async fn run_elected(
         membership,
         elector_stopped,
     ));
-    let ctx = context(&cfg, catalog, authority, instance_id);
+    // Every instance observes; the leader acts on a quorum (docs/safety.md).
+    let table = Arc::new(crate::engine::observations::ObservationTable::default());
+    let credentials = crate::api::client::Credentials::for_instance(&cfg.api)
+        .context("reading the API credentials for instance-to-instance calls (api.*)")?;
+    let peers: Arc<dyn crate::engine::second_opinion::Peers> = Arc::new(peers::ApiPeers::new(
+        services.state.clone(),
+        credentials,
+        instance_id.clone(),
+    ));
+    let observer = Arc::new(crate::engine::observe_only::Observer::new(
+        crate::engine::observe_only::ProbeOnly::new(driver::from_config(&cfg)),
+        crate::engine::observe_only::ConfigReader::new(catalog.clone()),
+        table.clone(),
+        settings::probe_settings(&cfg),
+        cfg.observe.mode,
+        instance_id.clone(),
+        wake.clone(),
+    ));
+    services.state.set_observer(observer.clone());
+    let standing_by = {
+        let authority = authority.clone();
+        Arc::new(move || !authority.should_probe())
+    };
+    let observing = AbortOnDrop(tokio::spawn(crate::engine::observe_only::run(
+        observer,
+        peers.clone(),
+        cfg.probe.interval,
+        standing_by,
+        shutdown.clone(),
+    )));
+    let ctx = context(
+        &cfg,
+        catalog,
+        authority,
+        instance_id,
+        settings::second_opinion(&cfg, table, Some(peers)),
+    );
     run_loop(
         ctx,
         settings::loop_settings(&cfg),
@@ -303,6 +343,7 @@ async fn run_elected(
     let _ = elector_stop.send(true);
     // Wait for the resign so followers take over at once.
     let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
+    drop(observing);
     drop(claimer);
     drop(announcer);
     drop(coordinator);
@@ -324,6 +365,7 @@ fn context<A: Authority>(
     catalog: Arc<AnyCatalog>,
     authority: A,
     instance_id: String,
+    quorum: crate::engine::second_opinion::SecondOpinion,
 ) -> Arc<CycleContext<AnyDriver, Arc<AnyCatalog>, A>> {
     Arc::new(CycleContext {
         driver: driver::from_config(cfg),
@@ -333,6 +375,7 @@ fn context<A: Authority>(
         instance_id,
         stopping: AtomicBool::new(false),
         refusals: Default::default(),
+        quorum,
     })
 }
 

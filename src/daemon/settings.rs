@@ -46,6 +46,27 @@ pub fn probe_settings(cfg: &Config) -> ProbeSettings {
     }
 }
 
+/// The quorum gate's timing: observations count for one interval plus one retry budget (a
+/// continuous observer always has one that recent); the leader waits for the others at most
+/// `observe.confirm_timeout`, by default that same span (a staggered follower starts its
+/// probe within one interval and ends it within one retry budget). `peers` None: no other
+/// instance can exist.
+pub fn second_opinion(
+    cfg: &Config,
+    table: std::sync::Arc<crate::engine::observations::ObservationTable>,
+    peers: Option<std::sync::Arc<dyn crate::engine::second_opinion::Peers>>,
+) -> crate::engine::second_opinion::SecondOpinion {
+    let budget = crate::engine::observe_only::retry_budget(&probe_settings(cfg));
+    let window = cfg.probe.interval + budget;
+    crate::engine::second_opinion::SecondOpinion {
+        table,
+        peers,
+        window,
+        confirm_timeout: cfg.observe.confirm_timeout.unwrap_or(window),
+        min_down: cfg.probe.min_down,
+    }
+}
+
 pub fn loop_settings(cfg: &Config) -> LoopSettings {
     LoopSettings {
         interval: cfg.probe.interval,

@@ -225,6 +225,7 @@ pub fn from_config(cfg: &Config) -> AnyDriver {
             credentials: Credentials {
                 user: cfg.probe.user.clone(),
                 password: cfg.probe.password.clone(),
+                source: cfg.probe.source_address,
             },
         }),
         ProbeDriver::Postgres => AnyDriver::Postgres(Box::new(PgDriver::new(PgDriverSettings {

@@ -10,6 +10,7 @@ use serde::{Serialize, Serializer};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use super::second_opinion::{SecondOpinion, Verdict};
 use super::{evidence, exchange, Authority, Exchange, ProbeSettings, SegmentDriver};
 use crate::catalog::{Catalog, CatalogError, Transition};
 use crate::core::{
@@ -31,6 +32,9 @@ pub struct CycleContext<D, C, A> {
     pub stopping: AtomicBool,
     /// Refused failovers already recorded as evidence, so a long double fault leaves one row.
     pub refusals: RefusalLog,
+    /// The observation table and the quorum gate before a failover (the default: this
+    /// instance alone, no minimum down time).
+    pub quorum: SecondOpinion,
 }
 
 /// The refusal episodes (double faults, driver vetoes, role conflicts, bad shapes, prober
@@ -341,7 +345,15 @@ where
     C: Catalog,
     A: Authority,
 {
-    let probe = probe(ctx, permits, &pair.primary, Some(&pair.mirror)).await?;
+    ctx.quorum.table.begin(pair.primary.dbid);
+    let Some(probe) = probe(ctx, permits, &pair.primary, Some(&pair.mirror)).await else {
+        ctx.quorum.table.abandon(pair.primary.dbid);
+        return None;
+    };
+    ctx.quorum.table.record(
+        pair.primary.dbid,
+        probe.result.as_ref().err().and_then(|e| failure_kind(e)),
+    );
     let outcome = match &probe.result {
         Ok(reply) => ProbeOutcome::Replied { reply: *reply },
         Err(errors) => {
@@ -381,10 +393,34 @@ where
     };
     let mut decision = decide_pair(&pair, &outcome, &guard);
     // Check the way before flipping: the mirror to promote must answer this observer as a
-    // mirror, or the catalog would point at a primary we cannot even reach.
+    // mirror, or the catalog would point at a primary we cannot even reach. At the same time,
+    // ask for a second opinion: a majority of the live members must have seen the primary
+    // fail (only an acting leader asks; nothing else would act on the answer).
+    let mut opinion = None;
     let mirror_probe = if decision.rule == Rule::Failover {
-        let checked = check_mirror(ctx, permits, &pair).await?;
+        let (checked, verdict) = tokio::join!(check_mirror(ctx, permits, &pair), async {
+            match ctx.authority.acting_epoch() {
+                Some(_) => Some(
+                    ctx.quorum
+                        .confirm(
+                            &ctx.instance_id,
+                            pair.primary.dbid,
+                            ctx.authority.deadline(),
+                        )
+                        .await,
+                ),
+                None => None,
+            }
+        });
+        let checked = checked?;
         decision = confirm_failover(decision, pair.mirror.dbid, &checked.0);
+        if let Some(verdict) = verdict {
+            let (refusal, evidence) = second_opinion(&pair, &verdict, ctx.quorum.min_down);
+            opinion = evidence;
+            if let (Some(refusal), Rule::Failover) = (refusal, decision.rule) {
+                decision = Decision::refused(pair.content(), Rule::FailoverUnconfirmed, refusal);
+            }
+        }
         Some(checked)
     } else {
         None
@@ -421,6 +457,7 @@ where
     let probes = Probes {
         primary: &probe,
         mirror: mirror_probe.as_ref(),
+        opinion: opinion.as_ref(),
     };
     match &decision.refusal {
         Some(refusal) => {
@@ -442,6 +479,41 @@ where
 struct Probes<'a> {
     primary: &'a Exchange,
     mirror: Option<&'a Exchange>,
+    /// The quorum gate's evidence: every member's answer.
+    opinion: Option<&'a serde_json::Value>,
+}
+
+/// The refusal a quorum verdict calls for (None: go ahead) and its evidence.
+fn second_opinion(
+    pair: &Pair,
+    verdict: &Verdict,
+    min_down: Duration,
+) -> (Option<Refusal>, Option<serde_json::Value>) {
+    let primary_dbid = pair.primary.dbid;
+    match verdict {
+        Verdict::Alone => (None, None),
+        Verdict::Confirmed(e) => {
+            tracing::info!(summary = %e.tally.summary(), by = ?e.tally.confirmed, "failover confirmed by a majority of the live members");
+            (None, Some(e.to_json()))
+        }
+        Verdict::NotConfirmed(e) => (
+            Some(Refusal::NotConfirmedByQuorum {
+                primary_dbid,
+                confirmed: e.tally.confirmed.clone(),
+                live: e.tally.live.len(),
+                needed: e.tally.needed,
+            }),
+            Some(e.to_json()),
+        ),
+        Verdict::DownTooBriefly { down } => (
+            Some(Refusal::DownTooBriefly {
+                primary_dbid,
+                down_ms: down.as_millis() as u64,
+                min_down_ms: min_down.as_millis() as u64,
+            }),
+            None,
+        ),
+    }
 }
 
 /// PROBEs `target` with retries, each attempt bounded by the timeout; no attempt starts once
@@ -531,6 +603,9 @@ where
     );
     if let Some(m) = probes.mirror {
         doc["mirror_check"] = evidence::mirror_check(pair, m);
+    }
+    if let Some(o) = probes.opinion {
+        doc["second_opinion"] = o.clone();
     }
     if let Some(detail) = ctx.driver.probe_detail(pair.content()) {
         doc["driver"] = detail;

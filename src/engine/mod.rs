@@ -7,7 +7,10 @@ pub mod authority;
 pub mod cycle;
 pub mod evidence;
 pub mod faults;
+pub mod observations;
+pub mod observe_only;
 pub mod runner;
+pub mod second_opinion;
 
 pub use crate::driver::SegmentDriver;
 pub use attempts::{exchange, AttemptRecord, Exchange};

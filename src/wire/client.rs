@@ -50,6 +50,9 @@ const BUF_CAPACITY: usize = 512;
 pub struct Credentials {
     pub user: String,
     pub password: Option<Secret>,
+    /// The local address connections are bound to (`probe.source_address`); None: the
+    /// kernel chooses.
+    pub source: Option<IpAddr>,
 }
 
 impl Credentials {
@@ -57,6 +60,7 @@ impl Credentials {
         Credentials {
             user: user.into(),
             password: None,
+            source: None,
         }
     }
 
@@ -162,7 +166,7 @@ async fn attempt(
     *phase = Phase::Resolve;
     let addr = resolve(target.host, target.port).await?;
     *phase = Phase::Connect;
-    let mut stream = TcpStream::connect(addr)
+    let mut stream = connect(addr, creds.source)
         .await
         .map_err(|e| io_error(e, Phase::Connect))?;
     stream
@@ -170,6 +174,21 @@ async fn attempt(
         .map_err(|e| io_error(e, Phase::Connect))?;
     let mut buf = BytesMut::with_capacity(BUF_CAPACITY);
     exchange(&mut stream, &mut buf, target, kind, creds, deadline, phase).await
+}
+
+/// Connects to `addr`, from `source` when one is configured (a source address this host
+/// does not have fails with `EADDRNOTAVAIL`: a prober fault).
+async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }
 
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, AttemptError> {

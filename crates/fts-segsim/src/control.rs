@@ -11,6 +11,9 @@
 //! | POST | `/reset-counters` | | `{"status":"ok"}` |
 //! | POST | `/clear-all` | | `{"status":"ok"}` |
 //! | POST | `/promote-ready/{0,1}` | | `{"status":"ok"}` (409 without `--cbdb-conf`) |
+//! | GET | `/clients` | | `{"blocked":["127.0.0.2"]}` |
+//! | POST | `/clients/{ip}/block` | | `{"blocked":[...]}`: connections from that source address hang, to every instance |
+//! | POST | `/clients/{ip}/unblock` | | `{"blocked":[...]}` |
 //!
 //! Errors are `{"error": "..."}` with 400 (bad dbid or body), 404 (unknown dbid or path),
 //! 409 (recover impossible) or 500.
@@ -64,6 +67,9 @@ pub fn router(core: Arc<SimCore>) -> Router {
         .route("/reset-counters", post(reset_counters))
         .route("/clear-all", post(clear_all))
         .route("/promote-ready/{value}", post(promote_ready))
+        .route("/clients", get(clients))
+        .route("/clients/{ip}/block", post(block_client))
+        .route("/clients/{ip}/unblock", post(unblock_client))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(core)
 }
@@ -140,6 +146,29 @@ async fn reset_counters(State(core): Core) -> Json<serde_json::Value> {
 async fn clear_all(State(core): Core) -> ApiResult<serde_json::Value> {
     core.clear_all().await?;
     Ok(Json(json!({ "status": "ok" })))
+}
+
+fn parse_ip(raw: &str) -> Result<std::net::IpAddr, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid IP address {raw:?}"),
+        )
+    })
+}
+
+async fn clients(State(core): Core) -> Json<serde_json::Value> {
+    Json(json!({ "blocked": core.blocked_clients() }))
+}
+
+async fn block_client(State(core): Core, Path(ip): Path<String>) -> ApiResult<serde_json::Value> {
+    core.block_client(parse_ip(&ip)?);
+    Ok(clients(State(core)).await)
+}
+
+async fn unblock_client(State(core): Core, Path(ip): Path<String>) -> ApiResult<serde_json::Value> {
+    core.unblock_client(parse_ip(&ip)?);
+    Ok(clients(State(core)).await)
 }
 
 async fn promote_ready(

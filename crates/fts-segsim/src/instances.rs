@@ -128,6 +128,11 @@ pub struct SimCore {
     /// The Cloudberry etcd the coordinator pair talks to (`--cbdb-conf`), once attached.
     cloudberry: OnceLock<Arc<CbdbLink>>,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Client addresses whose connections hang, to every instance (a network cut between
+    /// one prober host and the segments): tests give each prober its own view this way.
+    blocked_clients: std::sync::Mutex<std::collections::BTreeSet<std::net::IpAddr>>,
+    /// Woken when `blocked_clients` changes.
+    clients_changed: Notify,
 }
 
 impl SimCore {
@@ -179,6 +184,60 @@ impl SimCore {
             rows: catalog,
             cloudberry: OnceLock::new(),
             shutdown: watch::Sender::new(false),
+            blocked_clients: Default::default(),
+            clients_changed: Notify::new(),
+        }
+    }
+
+    /// Connections from `ip` hang (accepted, never answered) until it is unblocked; held
+    /// connections then go on.
+    pub fn block_client(&self, ip: std::net::IpAddr) {
+        self.blocked_clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ip);
+        self.clients_changed.notify_waiters();
+    }
+
+    pub fn unblock_client(&self, ip: std::net::IpAddr) {
+        self.blocked_clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ip);
+        self.clients_changed.notify_waiters();
+    }
+
+    pub fn blocked_clients(&self) -> Vec<std::net::IpAddr> {
+        self.blocked_clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Waits while `ip` is blocked; returns false if the simulator stopped meanwhile.
+    pub(crate) async fn pass_client(&self, ip: Option<std::net::IpAddr>) -> bool {
+        let Some(ip) = ip else {
+            return true;
+        };
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            let notified = self.clients_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let blocked = self
+                .blocked_clients
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&ip);
+            if !blocked {
+                return true;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = stopped(&mut shutdown) => return false,
+            }
         }
     }
 

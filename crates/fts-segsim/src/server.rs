@@ -56,10 +56,12 @@ pub(crate) async fn handle(core: Arc<SimCore>, idx: usize, stream: TcpStream) {
         .connections
         .fetch_add(1, Ordering::Relaxed);
     let mut shutdown = core.shutdown.subscribe();
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
+    let peer_ip = stream.peer_addr().ok().map(|a| a.ip());
+    // A blocked client's connection hangs before anything is read or written.
+    if !core.pass_client(peer_ip).await {
+        return;
+    }
+    let peer = peer_ip.map(|ip| ip.to_string()).unwrap_or_default();
     let mut conn = Conn {
         core,
         idx,

@@ -88,6 +88,9 @@ impl Ctx {
             ));
             push_attempts(&mut out, &attempts);
         }
+        if let Value::Object(o) = &ev["second_opinion"] {
+            push_second_opinion(&mut out, o);
+        }
         out.push_str(&format!(
             "settings:   timeout {} ms, retries {}, retry delay {} ms\n",
             ev["settings"]["timeout_ms"],
@@ -125,6 +128,49 @@ impl Ctx {
             ));
         }
         out
+    }
+}
+
+/// The quorum gate's count and every member's answer (docs/safety.md).
+fn push_second_opinion(out: &mut String, o: &serde_json::Map<String, Value>) {
+    let tally = &o["tally"];
+    let len = |v: &Value| v.as_array().map_or(0, Vec::len);
+    out.push_str(&format!(
+        "quorum:     confirmed by {} of {} live members ({} needed), waited {} ms\n",
+        len(&tally["confirmed"]),
+        len(&tally["live"]),
+        tally["needed"],
+        o.get("waited_ms").cloned().unwrap_or(Value::Null)
+    ));
+    if let Some(e) = o.get("registry_error").and_then(Value::as_str) {
+        out.push_str(&format!("            members registry: {e}\n"));
+    }
+    for c in o
+        .get("confirmations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let mut line = format!(
+            "            {}: {}",
+            c["member"].as_str().unwrap_or("?"),
+            c["seen"].as_str().unwrap_or("?")
+        );
+        if let Some(class) = c["class"].as_str() {
+            line.push_str(&format!(" ({class})"));
+        }
+        line.push_str(&format!(" via {}", c["via"].as_str().unwrap_or("?")));
+        if let Some(at) = c["observed_at_ms"].as_i64().filter(|t| *t > 0) {
+            line.push_str(&format!(" at {}", time_only(at)));
+        }
+        if c["probed_on_demand"].as_bool() == Some(true) {
+            line.push_str(", probed on demand");
+        }
+        if let Some(e) = c["error"].as_str() {
+            line.push_str(&format!(": {e}"));
+        }
+        out.push_str(&line);
+        out.push('\n');
     }
 }
 
