@@ -296,6 +296,14 @@ async fn run_elected(
         elector_stopped,
     ));
     // Every instance observes; the leader acts on a quorum (docs/safety.md).
+    if cfg.api.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %cfg.api.listen,
+            "api.listen is a loopback address: instances on other hosts cannot reach this one \
+             to confirm a lost primary (ConfirmDown), and a failover needs a majority of the live \
+             members; listen on an address the other FTS hosts reach"
+        );
+    }
     let table = Arc::new(crate::engine::observations::ObservationTable::default());
     let credentials = crate::api::client::Credentials::for_instance(&cfg.api)
         .context("reading the API credentials for instance-to-instance calls (api.*)")?;

@@ -160,9 +160,9 @@ impl ObservationTable {
 
     /// Our own observation of `dbid` to answer a `ConfirmDown` with: at once when the last
     /// one within `window` saw the primary lost; otherwise, while a probe of it is in flight or
-    /// this instance keeps probing (`continuous`), the first loss observed before `deadline`;
-    /// at `deadline` (or at once, when nothing is coming) the last observation within
-    /// `window`, if any. Never probes itself.
+    /// this instance keeps probing (`continuous`), the first observation that ends after the
+    /// question (or `deadline`, whichever comes first); at `deadline` (or at once, when
+    /// nothing is coming) the last observation within `window`, if any. Never probes itself.
     pub async fn answer(
         &self,
         dbid: Dbid,
@@ -170,6 +170,7 @@ impl ObservationTable {
         deadline: Instant,
         continuous: bool,
     ) -> Option<Observation> {
+        let asked = Instant::now();
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -177,7 +178,7 @@ impl ObservationTable {
             let (own, in_flight) =
                 self.with(|m| m.get(&dbid).map_or((None, false), |e| (e.own, e.in_flight)));
             let fresh = own.filter(|o| o.age() <= window);
-            if fresh.is_some_and(|o| o.seen_down()) {
+            if fresh.is_some_and(|o| o.seen_down() || o.at_instant > asked) {
                 return fresh;
             }
             if (!in_flight && !continuous) || Instant::now() >= deadline {
@@ -258,6 +259,21 @@ mod tests {
         tokio::task::yield_now().await;
         t.record(2, Some(FailureKind::Reset));
         assert!(waiter.await.unwrap().unwrap().seen_down());
+    }
+
+    #[tokio::test]
+    async fn answer_gives_a_new_observation_that_the_primary_answered() {
+        let t = std::sync::Arc::new(ObservationTable::default());
+        t.record(2, None);
+        let t2 = t.clone();
+        let waiter = tokio::spawn(async move {
+            let far = Instant::now() + Duration::from_secs(3600);
+            t2.answer(2, Duration::from_secs(10), far, true).await
+        });
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        t.record(2, None);
+        assert_eq!(waiter.await.unwrap().unwrap().failure, None);
     }
 
     #[tokio::test]
