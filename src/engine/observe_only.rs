@@ -302,6 +302,28 @@ pub fn stagger_delay(
     }
 }
 
+/// How long to wait before the next round: until this follower's slot (`stagger`), or, with
+/// no leader cycle known, one interval after the last round; never a round less than half an
+/// interval after the previous one (a slot just missed waits for the next).
+pub fn next_round_in(
+    stagger: Duration,
+    leader_known: bool,
+    since_last: Option<Duration>,
+    interval: Duration,
+) -> Duration {
+    let Some(since) = since_last else {
+        return stagger;
+    };
+    if !leader_known {
+        return interval.saturating_sub(since);
+    }
+    if since + stagger < interval / 2 {
+        stagger + interval
+    } else {
+        stagger
+    }
+}
+
 /// This follower's rank among the live followers (sorted by instance id; the leader is 0),
 /// the number of live members, and the leader's last cycle start.
 pub fn rank(
@@ -339,11 +361,13 @@ pub async fn run<D: SegmentDriver, C: Catalog>(
     let call = interval
         .min(Duration::from_secs(5))
         .max(Duration::from_millis(500));
+    let mut last_round: Option<Instant> = None;
     loop {
         if *shutdown.borrow() {
             break;
         }
         if !standing_by() {
+            last_round = None;
             tokio::select! {
                 _ = tokio::time::sleep(interval.min(Duration::from_secs(1))) => {}
                 _ = shutdown.changed() => {}
@@ -355,7 +379,12 @@ pub async fn run<D: SegmentDriver, C: Catalog>(
             _ => Vec::new(),
         };
         let (r, n, leader_cycle, leader) = rank(&members, &observer.instance_id);
-        let delay = stagger_delay(SystemTime::now(), leader_cycle, interval, r, n);
+        let delay = next_round_in(
+            stagger_delay(SystemTime::now(), leader_cycle, interval, r, n),
+            leader_cycle.is_some(),
+            last_round.map(|t| t.elapsed()),
+            interval,
+        );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.changed() => continue,
@@ -363,7 +392,7 @@ pub async fn run<D: SegmentDriver, C: Catalog>(
         if !standing_by() {
             continue;
         }
-        let started = Instant::now();
+        last_round = Some(Instant::now());
         match observer.round().await {
             Ok(lost) => {
                 if let (Some(leader), false) = (leader, lost.is_empty()) {
@@ -378,12 +407,6 @@ pub async fn run<D: SegmentDriver, C: Catalog>(
             Err(e) => {
                 tracing::warn!(error = %e, "observation round could not read the configuration")
             }
-        }
-        // At most one round per interval, measured from the round's start.
-        let rest = interval.saturating_sub(started.elapsed());
-        tokio::select! {
-            _ = tokio::time::sleep(rest) => {}
-            _ = shutdown.changed() => {}
         }
     }
     observer.stopping.store(true, Ordering::Relaxed);
@@ -426,6 +449,23 @@ mod tests {
         assert!(stagger_delay(t0, Some(ahead), i, 1, 3) < i);
         // Unknown leader cycle: at once.
         assert_eq!(stagger_delay(t0, None, i, 1, 3), Duration::ZERO);
+    }
+
+    #[test]
+    fn rounds_keep_to_the_slot_and_never_run_back_to_back() {
+        let i = Duration::from_secs(3);
+        let ms = Duration::from_millis;
+        // First round: straight to the slot.
+        assert_eq!(next_round_in(ms(700), true, None, i), ms(700));
+        // A round that took 1 s: the slot 2 s away is the next one.
+        assert_eq!(next_round_in(ms(2000), true, Some(ms(1000)), i), ms(2000));
+        // Just after a round, the slot "now" is the one just run: the next one.
+        assert_eq!(next_round_in(ms(1), true, Some(ms(10)), i), ms(3001));
+        // No leader cycle known: one interval after the last round.
+        assert_eq!(
+            next_round_in(Duration::ZERO, false, Some(ms(1000)), i),
+            ms(2000)
+        );
     }
 
     #[test]
