@@ -332,6 +332,13 @@ impl Authority for Arc<TestAuthority> {
 type Ctx = Arc<CycleContext<ScriptedDriver, Arc<MemCatalog>, Arc<TestAuthority>>>;
 
 fn context(segments: Vec<Segment>) -> (Ctx, Arc<MemCatalog>, Arc<TestAuthority>, Log) {
+    context_with(segments, SecondOpinion::default())
+}
+
+fn context_with(
+    segments: Vec<Segment>,
+    quorum: SecondOpinion,
+) -> (Ctx, Arc<MemCatalog>, Arc<TestAuthority>, Log) {
     let events: Log = Arc::default();
     let driver = ScriptedDriver::new(&events);
     // Mirrors answer the PROBE taken before a failover, as a mirror does.
@@ -354,7 +361,7 @@ fn context(segments: Vec<Segment>) -> (Ctx, Arc<MemCatalog>, Arc<TestAuthority>,
         instance_id: "unit".into(),
         stopping: AtomicBool::new(false),
         refusals: RefusalLog::default(),
-        quorum: Default::default(),
+        quorum,
     });
     (ctx, catalog, authority, events)
 }
@@ -768,4 +775,160 @@ async fn a_driver_reported_restart_defers_the_failover() {
     *ctx.driver.restarting.lock().unwrap() = None;
     let report = run_cycle(ctx.clone()).await.unwrap();
     assert_eq!(report.reports[0].rule, Rule::Failover);
+}
+
+/// Two other live members ("b", "c"); each answers `ConfirmDown` with what it is given, or
+/// not at all (until the deadline).
+struct TwoPeers {
+    answers: HashMap<String, crate::engine::second_opinion::PeerAnswer>,
+}
+
+impl crate::engine::second_opinion::Peers for TwoPeers {
+    fn live_members(
+        &self,
+    ) -> crate::engine::second_opinion::BoxFuture<
+        '_,
+        Result<Vec<crate::engine::second_opinion::PeerMember>, String>,
+    > {
+        Box::pin(async {
+            Ok(["unit", "b", "c"]
+                .iter()
+                .map(|id| crate::engine::second_opinion::PeerMember {
+                    instance_id: id.to_string(),
+                    api_address: String::new(),
+                    leader: *id == "unit",
+                    last_cycle_at: None,
+                })
+                .collect())
+        })
+    }
+
+    fn confirm_down<'a>(
+        &'a self,
+        peer: &'a crate::engine::second_opinion::PeerMember,
+        _dbid: Dbid,
+        _window: Duration,
+        deadline: Instant,
+    ) -> crate::engine::second_opinion::BoxFuture<'a, crate::engine::second_opinion::PeerAnswer>
+    {
+        Box::pin(async move {
+            match self.answers.get(&peer.instance_id) {
+                Some(a) => a.clone(),
+                None => {
+                    tokio::time::sleep_until(deadline.into()).await;
+                    crate::engine::second_opinion::PeerAnswer::Error("deadline".into())
+                }
+            }
+        })
+    }
+
+    fn report_down<'a>(
+        &'a self,
+        _leader: &'a crate::engine::second_opinion::PeerMember,
+        _dbid: Dbid,
+        _observed_at: std::time::SystemTime,
+        _failure: FailureKind,
+    ) -> crate::engine::second_opinion::BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
+
+fn with_peers(peers: TwoPeers) -> SecondOpinion {
+    SecondOpinion {
+        peers: Some(Arc::new(peers)),
+        window: Duration::from_secs(10),
+        confirm_timeout: Duration::from_millis(200),
+        ..SecondOpinion::default()
+    }
+}
+
+fn answered(failure: Option<FailureKind>) -> crate::engine::second_opinion::PeerAnswer {
+    crate::engine::second_opinion::PeerAnswer::Seen {
+        failure,
+        age: Duration::from_millis(1),
+        probed: false,
+    }
+}
+
+/// A loss only this instance sees (the others' probes are answered) is not failed over:
+/// nothing written but the refusal's evidence, nothing sent, the count in the evidence.
+#[tokio::test]
+async fn a_loss_only_this_instance_sees_is_refused_and_nothing_is_sent() {
+    let peers = TwoPeers {
+        answers: HashMap::from([
+            ("b".to_string(), answered(None)),
+            ("c".to_string(), answered(None)),
+        ]),
+    };
+    let (ctx, catalog, _auth, log) = context_with(in_sync_pair(), with_peers(peers));
+    ctx.driver
+        .always(5, MessageType::Promote, ok(false, false, false, false));
+    let r = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(r.reports[0].rule, Rule::FailoverUnconfirmed);
+    assert_eq!(events(&log), vec!["commit failover_unconfirmed"]);
+    assert_eq!(ctx.driver.sent(MessageType::Promote), 0);
+    assert_eq!(catalog.state(2), st(P, U, S), "nothing flipped");
+    let ev = catalog.evidence.lock().unwrap()[0].clone();
+    assert!(
+        ev.evidence["refusal"]
+            .as_str()
+            .unwrap()
+            .contains("confirmed by 1 of 3 live members"),
+        "{}",
+        ev.evidence
+    );
+    assert_eq!(
+        ev.evidence["second_opinion"]["confirmations"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+}
+
+/// A follower's report counts: with it the loss is a majority, and the failover goes ahead
+/// without waiting for the member that does not answer.
+#[tokio::test]
+async fn a_report_from_a_follower_makes_the_majority() {
+    let (ctx, catalog, _auth, log) = context_with(
+        in_sync_pair(),
+        SecondOpinion {
+            confirm_timeout: Duration::from_secs(3600),
+            ..with_peers(TwoPeers {
+                answers: HashMap::new(),
+            })
+        },
+    );
+    ctx.quorum
+        .table
+        .report(2, "b", std::time::SystemTime::now(), FailureKind::Refused);
+    ctx.driver
+        .always(5, MessageType::Promote, ok(false, false, false, false));
+    let r = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(r.reports[0].rule, Rule::Failover);
+    assert_eq!(events(&log), vec!["commit failover", "PROMOTE to 5"]);
+    assert_eq!(catalog.state(5).role, P);
+    let ev = catalog.evidence.lock().unwrap()[0].clone();
+    assert_eq!(
+        ev.evidence["second_opinion"]["tally"]["confirmed"],
+        serde_json::json!(["b", "unit"])
+    );
+}
+
+/// An observe-only instance (no acting epoch) never asks: nothing would act on the answer.
+#[tokio::test]
+async fn the_second_opinion_decides_nothing_for_an_instance_that_does_not_act() {
+    let (ctx, _catalog, auth, _log) = context_with(
+        in_sync_pair(),
+        with_peers(TwoPeers {
+            answers: HashMap::new(),
+        }),
+    );
+    auth.acting.store(false, Ordering::SeqCst);
+    let r = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(r.reports[0].rule, Rule::Failover);
+    assert_eq!(
+        r.reports[0].transition,
+        Some(TransitionOutcome::ObserveOnly)
+    );
+    assert_eq!(ctx.driver.sent(MessageType::Promote), 0);
 }
