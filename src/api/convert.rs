@@ -248,6 +248,36 @@ pub fn explain(content: i32, e: Option<&EvidenceRow>) -> proto::ExplainResponse 
     }
 }
 
+/// A `ConfirmDown` answer.
+pub fn confirm_down(
+    instance_id: &str,
+    a: &crate::engine::second_opinion::PeerAnswer,
+) -> proto::ConfirmDownResponse {
+    use crate::engine::second_opinion::PeerAnswer;
+    let mut r = proto::ConfirmDownResponse {
+        instance_id: instance_id.to_owned(),
+        seen: "unknown".into(),
+        ..Default::default()
+    };
+    if let PeerAnswer::Seen {
+        failure,
+        age,
+        probed,
+    } = a
+    {
+        r.seen = if failure.is_some() { "failed" } else { "up" }.into();
+        r.class = failure.map(|k| k.as_str().to_owned()).unwrap_or_default();
+        r.age_ms = age.as_millis() as u64;
+        r.probed = *probed;
+    }
+    r
+}
+
+/// The failure class named in a call ("timeout", "refused" ...).
+pub fn failure_class(s: &str) -> Option<crate::wire::failure::FailureKind> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,34 +326,4 @@ mod tests {
         assert_eq!(flags(2), (false, true, true));
         assert_eq!(flags(3), (false, false, false));
     }
-}
-
-/// A `ConfirmDown` answer.
-pub fn confirm_down(
-    instance_id: &str,
-    a: &crate::engine::second_opinion::PeerAnswer,
-) -> proto::ConfirmDownResponse {
-    use crate::engine::second_opinion::PeerAnswer;
-    let mut r = proto::ConfirmDownResponse {
-        instance_id: instance_id.to_owned(),
-        seen: "unknown".into(),
-        ..Default::default()
-    };
-    if let PeerAnswer::Seen {
-        failure,
-        age,
-        probed,
-    } = a
-    {
-        r.seen = if failure.is_some() { "failed" } else { "up" }.into();
-        r.class = failure.map(|k| k.as_str().to_owned()).unwrap_or_default();
-        r.age_ms = age.as_millis() as u64;
-        r.probed = *probed;
-    }
-    r
-}
-
-/// The failure class named in a call ("timeout", "refused" ...).
-pub fn failure_class(s: &str) -> Option<crate::wire::failure::FailureKind> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
 }
