@@ -109,6 +109,16 @@ impl Client {
     pub fn promote_ready(&self, ready: bool) -> Result<serde_json::Value, CtlError> {
         self.call(Some(None), &format!("/promote-ready/{}", u8::from(ready)))
     }
+
+    /// Blocks (or unblocks) the connections from source address `ip`.
+    pub fn block_client(
+        &self,
+        ip: std::net::IpAddr,
+        block: bool,
+    ) -> Result<serde_json::Value, CtlError> {
+        let verb = if block { "block" } else { "unblock" };
+        self.call(Some(None), &format!("/clients/{ip}/{verb}"))
+    }
 }
 
 /// Builds a fault from command-line words: `slow 2s`, `crash-restart 5s`, `garbage two_rows`, ...

@@ -163,6 +163,11 @@ enum CtlCmd {
         #[arg(value_parser = clap::value_parser!(u8).range(0..=1))]
         value: u8,
     },
+    /// Connections from this source address hang, to every instance (one prober host cut
+    /// off the segments).
+    BlockClient { ip: std::net::IpAddr },
+    /// Connections from this source address are served again.
+    UnblockClient { ip: std::net::IpAddr },
     /// Check the control API is up.
     Health,
 }
@@ -319,6 +324,8 @@ fn run_ctl(args: CtlArgs) -> ExitCode {
         CtlCmd::ResetCounters => client.reset_counters().map(|v| println!("{v}")),
         CtlCmd::ClearAll => client.clear_all().map(|v| println!("{v}")),
         CtlCmd::PromoteReady { value } => client.promote_ready(value == 1).map(|v| println!("{v}")),
+        CtlCmd::BlockClient { ip } => client.block_client(ip, true).map(|v| println!("{v}")),
+        CtlCmd::UnblockClient { ip } => client.block_client(ip, false).map(|v| println!("{v}")),
         CtlCmd::Health => client.health().map(|v| println!("{v}")),
     };
     match result {
