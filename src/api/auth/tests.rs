@@ -37,6 +37,10 @@ fn every_proto_method_has_a_deliberate_class() {
         ("History", Access::Read),
         ("Explain", Access::Read),
         ("Shadow", Access::Read),
+        // Answers with this instance's own observation; changes nothing.
+        ("ConfirmDown", Access::Read),
+        // A vote toward a failover: never from an unauthenticated caller.
+        ("ReportDown", Access::Mutate),
         ("ProbeNow", Access::Mutate),
         ("Pause", Access::Mutate),
         ("Resume", Access::Mutate),
