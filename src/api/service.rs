@@ -335,21 +335,26 @@ impl Fts for FtsService {
             by,
             timeout,
         };
-        let result = if content == -1 {
+        // On a task of its own: a client that gives up (or a dropped connection) must not
+        // cancel a switchover between two steps — it runs to done, undone or stopped.
+        let task = if content == -1 {
             match self.state.coordinator_watch() {
-                Some(w) => w.switchover(request).await,
-                None => Err(crate::switchover::SwitchoverError::Unsupported(
-                    "the coordinator pair is not configured ([coordinator])".into(),
-                )),
+                Some(w) => tokio::spawn(async move { w.switchover(request).await }),
+                None => {
+                    return Err(Status::invalid_argument(
+                        "the coordinator pair is not configured ([coordinator])",
+                    ))
+                }
             }
         } else {
             match self.state.switchover() {
-                Some(s) => s.switchover(request).await,
-                None => Err(crate::switchover::SwitchoverError::Unavailable(
-                    "the probe loop is not running yet".into(),
-                )),
+                Some(s) => tokio::spawn(async move { s.switchover(request).await }),
+                None => return Err(Status::unavailable("the probe loop is not running yet")),
             }
         };
+        let result = task
+            .await
+            .map_err(|e| Status::internal(format!("the switchover task failed: {e}")))?;
         use crate::switchover::SwitchoverError as E;
         match result {
             Ok(report) => Ok(Response::new(convert::switchover(&report))),

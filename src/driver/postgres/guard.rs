@@ -209,8 +209,13 @@ impl Memory {
 
     /// Marks (Some) or clears (None) a switchover of `content` from the primary `dbid`
     /// running in this process.
+    /// Ending one also forgets the read-only primary seen meanwhile (the switchover's own
+    /// doing); the next probe sees it again if it is still read-only.
     pub fn set_switching(&self, content: ContentId, primary: Option<Dbid>) {
-        self.with(content, |st| st.switching = primary)
+        self.with(content, |st| {
+            st.switching = primary;
+            st.read_only_primary = None;
+        })
     }
 
     /// Whether a switchover of `content` runs in this process.
@@ -458,5 +463,22 @@ mod tests {
         assert!(m.record_probe(0, 2, &gone, grace, t0 + Duration::from_secs(3)));
         // syncrep off: nothing to retry for
         assert!(!m.record_probe(0, 2, &assessed("", "", ""), grace, t0));
+    }
+
+    #[test]
+    fn a_read_only_primary_is_restored_only_when_no_switchover_runs_here() {
+        let m = Memory::default();
+        m.saw_read_only_primary(0, 2, true);
+        assert_eq!(m.read_only_primary(0), Some(2), "an interrupted switchover's");
+        m.set_switching(0, Some(2));
+        m.saw_read_only_primary(0, 2, true);
+        assert_eq!(m.read_only_primary(0), None, "our own switchover's: hands off");
+        // Ending it forgets what was seen meanwhile; the next probe tells again.
+        m.set_switching(0, None);
+        assert_eq!(m.read_only_primary(0), None);
+        m.saw_read_only_primary(0, 2, false);
+        assert_eq!(m.read_only_primary(0), None, "writable: nothing to do");
+        m.saw_read_only_primary(0, 2, true);
+        assert_eq!(m.read_only_primary(1), None, "per content");
     }
 }
