@@ -581,8 +581,17 @@ promote_timeout = "30s"
         .batch_execute("CREATE TABLE after_switchover (v int)")
         .await
         .unwrap();
-    // No split brain is reported: the old coordinator does not count as writable.
+    // No split brain is reported: the old coordinator does not count as writable; the display
+    // shows it as the standby to rebuild.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let json = ftsctl(&api, &["--json", "segments"]);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(doc["coordinator"]["acting"], standby.as_str(), "{doc}");
+    assert_eq!(doc["coordinator"]["acting_status"], "writable", "{doc}");
+    assert_eq!(doc["coordinator"]["standby_status"], "read-only", "{doc}");
+    assert_eq!(doc["coordinator"]["rebuild"], true, "{doc}");
+    let text = String::from_utf8_lossy(&ftsctl(&api, &["segments"]).stdout).to_string();
+    assert!(text.contains("gpinitstandby"), "{text}");
     let logs = sys.logs();
     assert!(!logs.contains("coordinator_dual_writable"), "{logs}");
 }

@@ -196,7 +196,11 @@ pub fn coordinator_pair(c: &crate::coordinator::PairStatus) -> proto::Coordinato
         } else {
             side(c.acting_writable).into()
         },
-        standby_status: side(c.standby_writable).into(),
+        standby_status: if c.standby_read_only {
+            "read-only".into()
+        } else {
+            side(c.standby_writable).into()
+        },
         sync: match c.in_sync {
             Some(true) => "in sync",
             Some(false) => "not in sync",

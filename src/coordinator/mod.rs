@@ -123,6 +123,9 @@ pub struct PairStatus {
     /// The acting coordinator answered out of recovery but read-only (a switchover stopped
     /// its writes).
     pub acting_read_only: bool,
+    /// The other server answered out of recovery but read-only (a former coordinator a
+    /// switchover left read-only, awaiting its rebuild).
+    pub standby_read_only: bool,
     pub standby_writable: Option<bool>,
     pub in_sync: Option<bool>,
     pub replay_lag: Option<u64>,
@@ -163,7 +166,11 @@ impl PairStatus {
                 side(self.acting_writable)
             },
             self.standby,
-            side(self.standby_writable),
+            if self.standby_read_only {
+                "read-only"
+            } else {
+                side(self.standby_writable)
+            },
             if self.rebuild { ", to be rebuilt" } else { "" },
             self.decision
         );
@@ -637,6 +644,10 @@ impl Watcher {
                 .as_ref()
                 .is_some_and(|st| !st.in_recovery && st.read_only),
             standby_writable: s.state.as_ref().map(StandbyState::writable),
+            standby_read_only: s
+                .state
+                .as_ref()
+                .is_some_and(|st| !st.in_recovery && st.read_only),
             in_sync: sync.map(|x| x.synchronous),
             replay_lag: sync.and_then(|x| x.replay_lag),
             decision: match decision {

@@ -325,11 +325,9 @@ impl Watcher {
         acting: &Endpoint,
         standby: &Endpoint,
     ) {
+        // Only the acting leader changes a server; the others' alarm says no server is
+        // writable meanwhile.
         let (Some((fence, epoch)), Some(_)) = (term, read) else {
-            tracing::warn!(
-                coordinator = %acting,
-                "the acting coordinator is read-only (an interrupted switchover?); the acting leader makes it writable again"
-            );
             return;
         };
         if self.switching.load(std::sync::atomic::Ordering::Relaxed) {

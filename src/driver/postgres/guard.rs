@@ -469,10 +469,18 @@ mod tests {
     fn a_read_only_primary_is_restored_only_when_no_switchover_runs_here() {
         let m = Memory::default();
         m.saw_read_only_primary(0, 2, true);
-        assert_eq!(m.read_only_primary(0), Some(2), "an interrupted switchover's");
+        assert_eq!(
+            m.read_only_primary(0),
+            Some(2),
+            "an interrupted switchover's"
+        );
         m.set_switching(0, Some(2));
         m.saw_read_only_primary(0, 2, true);
-        assert_eq!(m.read_only_primary(0), None, "our own switchover's: hands off");
+        assert_eq!(
+            m.read_only_primary(0),
+            None,
+            "our own switchover's: hands off"
+        );
         // Ending it forgets what was seen meanwhile; the next probe tells again.
         m.set_switching(0, None);
         assert_eq!(m.read_only_primary(0), None);
