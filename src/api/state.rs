@@ -96,6 +96,8 @@ pub struct ApiState {
     coordinator: std::sync::OnceLock<Arc<crate::coordinator::Watcher>>,
     /// This instance's observations and the answers to ConfirmDown / ReportDown.
     observer: std::sync::OnceLock<Arc<dyn crate::engine::observe_only::Responder>>,
+    /// Runs segment-pair switchovers (set by the daemon once its probe loop is built).
+    switchover: std::sync::OnceLock<Arc<dyn crate::switchover::Switchover>>,
 }
 
 impl ApiState {
@@ -111,6 +113,20 @@ impl ApiState {
 
     pub fn observer(&self) -> Option<&Arc<dyn crate::engine::observe_only::Responder>> {
         self.observer.get()
+    }
+
+    /// Attaches what runs segment-pair switchovers.
+    pub fn set_switchover(&self, s: Arc<dyn crate::switchover::Switchover>) {
+        let _ = self.switchover.set(s);
+    }
+
+    pub fn switchover(&self) -> Option<Arc<dyn crate::switchover::Switchover>> {
+        self.switchover.get().cloned()
+    }
+
+    /// The coordinator watch, if configured.
+    pub fn coordinator_watch(&self) -> Option<Arc<crate::coordinator::Watcher>> {
+        self.coordinator.get().cloned()
     }
 
     /// The coordinator pair's last round, if watched.
@@ -142,6 +158,7 @@ impl ApiState {
             etcd_client: tokio::sync::Mutex::new(None),
             coordinator: std::sync::OnceLock::new(),
             observer: std::sync::OnceLock::new(),
+            switchover: std::sync::OnceLock::new(),
         })
     }
 

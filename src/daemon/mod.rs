@@ -145,6 +145,11 @@ async fn run_single(
         instance_id,
         settings::second_opinion(&cfg, Default::default(), None),
     );
+    services
+        .state
+        .set_switchover(Arc::new(crate::switchover::PairSwitchover::new(
+            ctx.clone(),
+        )));
     // One attempt before the first cycle: the single instance's transitions carry the same
     // fixed epoch through the fence, so a catalog that is down now is claimed by them later.
     let first = std::sync::atomic::AtomicBool::new(true);
@@ -340,6 +345,11 @@ async fn run_elected(
         instance_id,
         settings::second_opinion(&cfg, table, Some(peers)),
     );
+    services
+        .state
+        .set_switchover(Arc::new(crate::switchover::PairSwitchover::new(
+            ctx.clone(),
+        )));
     run_loop(
         ctx,
         settings::loop_settings(&cfg),
