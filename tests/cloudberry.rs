@@ -196,7 +196,8 @@ fn context(
             retry_delay: Duration::from_millis(100),
             concurrency: 8,
             profile: ftsd::core::Profile::Gpfts,
-        },
+        }
+        .into(),
         instance_id: "fts-test".into(),
         stopping: AtomicBool::new(false),
         refusals: Default::default(),
@@ -750,7 +751,7 @@ async fn a_shadow_agrees_with_the_acting_instance_on_the_blob() {
         }),
         catalog: ShadowCatalog::new(Arc::new(c.catalog(false)), book.clone()),
         authority: ShadowAuthority,
-        settings: acting.settings,
+        settings: acting.settings.get().into(),
         instance_id: "shadow".into(),
         stopping: AtomicBool::new(false),
         refusals: Default::default(),

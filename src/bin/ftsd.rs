@@ -20,7 +20,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Probe the segments and fail over: elect a leader through etcd, or run alone with
-    /// --no-election.
+    /// --no-election. SIGHUP reloads the configuration: probe timings, hooks and log level
+    /// take effect at the next cycle; keys that need a restart keep their running values.
     Run {
         #[command(flatten)]
         config: ConfigArgs,
@@ -142,7 +143,12 @@ fn main() -> ExitCode {
             shadow_window,
         } => match load(&config) {
             Ok(cfg) => {
-                init_tracing(&cfg);
+                // stderr cannot fail to open
+                let log = daemon::process::init_tracing(&cfg, None).ok();
+                let reload = daemon::reload::Reload {
+                    load: Box::new(move || config.load()),
+                    log,
+                };
                 let election = if shadow {
                     Election::Shadow {
                         window: shadow_window,
@@ -153,10 +159,11 @@ fn main() -> ExitCode {
                     Election::Etcd
                 };
                 runtime().and_then(|rt| {
-                    rt.block_on(daemon::run(
+                    rt.block_on(daemon::run_with_reload(
                         cfg,
                         election,
                         daemon::process::wait_for_signal(),
+                        Some(reload),
                     ))
                 })
             }

@@ -14,6 +14,7 @@ mod args;
 mod error;
 mod keys;
 mod load;
+pub mod reload;
 mod render;
 mod validate;
 

@@ -51,6 +51,7 @@ pub fn loop_settings(cfg: &Config) -> LoopSettings {
         interval: cfg.probe.interval,
         // A cycle stopped by shutdown may still be waiting for one probe attempt.
         shutdown_grace: cfg.probe.timeout.max(Duration::from_secs(5)),
+        probe: probe_settings(cfg),
     }
 }
 

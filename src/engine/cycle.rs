@@ -10,7 +10,7 @@ use serde::{Serialize, Serializer};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use super::{evidence, exchange, Authority, Exchange, ProbeSettings, SegmentDriver};
+use super::{evidence, exchange, Authority, Exchange, LiveProbeSettings, SegmentDriver};
 use crate::catalog::{Catalog, CatalogError, Transition};
 use crate::core::{
     apply_profile, confirm_failover, decide_pair, failure_kind, restart_state, Decision,
@@ -25,7 +25,8 @@ pub struct CycleContext<D, C, A> {
     pub driver: D,
     pub catalog: C,
     pub authority: A,
-    pub settings: ProbeSettings,
+    /// Replaced only between cycles (a configuration reload), so one cycle never mixes two.
+    pub settings: LiveProbeSettings,
     pub instance_id: String,
     /// Set when shutdown begins: no new attempts start; pairs already decided finish acting.
     pub stopping: AtomicBool,
@@ -252,7 +253,7 @@ where
     let config = ctx.catalog.load().await?;
     let set = config.probe_pairs();
     let pairs = set.pairs;
-    let permits = Arc::new(Semaphore::new(ctx.settings.concurrency.max(1)));
+    let permits = Arc::new(Semaphore::new(ctx.settings.get().concurrency.max(1)));
 
     let mut tasks = tokio::task::JoinSet::new();
     for pair in pairs.iter().cloned() {
@@ -389,7 +390,7 @@ where
     } else {
         None
     };
-    let decision = apply_profile(ctx.settings.profile, &pair, decision);
+    let decision = apply_profile(ctx.settings.get().profile, &pair, decision);
     let mut result = PairResult {
         pair: PairReport {
             content: pair.content(),
@@ -457,12 +458,12 @@ where
     C: Catalog,
     A: Authority,
 {
-    let timeout = ctx.settings.timeout;
+    let timeout = ctx.settings.get().timeout;
     let gate = || (!ctx.stopping.load(Ordering::Relaxed)).then(|| Instant::now() + timeout);
     exchange(
         &ctx.driver,
         permits,
-        &ctx.settings,
+        &ctx.settings.get(),
         target,
         MessageType::Probe,
         mirror,
@@ -527,7 +528,7 @@ where
         probes.primary,
         outcome,
         decision,
-        &ctx.settings,
+        &ctx.settings.get(),
     );
     if let Some(m) = probes.mirror {
         doc["mirror_check"] = evidence::mirror_check(pair, m);
@@ -559,7 +560,7 @@ async fn survey<D, C, A>(
             return;
         };
         ctx.driver
-            .survey(pair, Instant::now() + ctx.settings.timeout)
+            .survey(pair, Instant::now() + ctx.settings.get().timeout)
             .await
     };
     result.pair.alarms.extend(found.alarms);
@@ -882,7 +883,7 @@ where
     if ctx.authority.acting_epoch() != Some(epoch) || !ctx.authority.confirm().await {
         return MessageResult::NotSent("no authority".into());
     }
-    let timeout = ctx.settings.timeout;
+    let timeout = ctx.settings.get().timeout;
     let gate = || {
         if ctx.authority.acting_epoch() != Some(epoch) {
             return None;
@@ -897,7 +898,7 @@ where
     let Some(sent) = exchange(
         &ctx.driver,
         permits,
-        &ctx.settings,
+        &ctx.settings.get(),
         target,
         kind,
         None,

@@ -33,3 +33,25 @@ pub struct ProbeSettings {
     /// Whose decisions to follow where the in-core FTS and `gpfts` differ.
     pub profile: crate::core::Profile,
 }
+
+/// The probe settings of a [`CycleContext`]: read by the cycle, replaced by the probe loop
+/// between two cycles when the configuration is reloaded. Every pair task of a cycle has
+/// finished before the loop replaces them, so one cycle never mixes old and new settings.
+#[derive(Debug)]
+pub struct LiveProbeSettings(std::sync::RwLock<ProbeSettings>);
+
+impl LiveProbeSettings {
+    pub fn get(&self) -> ProbeSettings {
+        *self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set(&self, settings: ProbeSettings) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = settings;
+    }
+}
+
+impl From<ProbeSettings> for LiveProbeSettings {
+    fn from(settings: ProbeSettings) -> Self {
+        LiveProbeSettings(std::sync::RwLock::new(settings))
+    }
+}

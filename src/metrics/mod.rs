@@ -98,6 +98,8 @@ struct Inner {
     messages: BTreeMap<(String, String), u64>,
     cycles: BTreeMap<String, u64>,
     hooks: BTreeMap<(String, String), u64>,
+    /// Configuration reloads by result (`applied`, `refused`, `invalid`).
+    config_reloads: BTreeMap<&'static str, u64>,
     /// Driver alarms by kind (`sync_names_mismatch`, `fenced` ...).
     alarms: BTreeMap<String, u64>,
     last_success: Option<SystemTime>,
@@ -154,6 +156,8 @@ impl Default for Metrics {
                 messages: BTreeMap::new(),
                 cycles: BTreeMap::new(),
                 hooks: BTreeMap::new(),
+                // Every result from the start, so a first `invalid` shows as an increase.
+                config_reloads: [("applied", 0), ("invalid", 0), ("refused", 0)].into(),
                 alarms: BTreeMap::new(),
                 last_success: None,
                 segments: BTreeMap::new(),
@@ -182,6 +186,11 @@ impl Metrics {
             .hooks
             .entry((event.into(), result.into()))
             .or_default() += 1;
+    }
+
+    /// Counts one configuration reload (`applied`, `refused` or `invalid`).
+    pub fn config_reloaded(&self, result: &'static str) {
+        *self.lock().config_reloads.entry(result).or_default() += 1;
     }
 
     /// The exposition text.
@@ -290,6 +299,15 @@ impl Metrics {
                 escape(event),
                 escape(result)
             );
+        }
+        family(
+            &mut out,
+            "ftsd_config_reloads_total",
+            "counter",
+            "Configuration reloads (SIGHUP), by result: applied, refused (a changed key needs a restart; the rest applied), invalid (the file failed validation; nothing applied).",
+        );
+        for (result, n) in &g.config_reloads {
+            let _ = writeln!(out, "ftsd_config_reloads_total{{result=\"{result}\"}} {n}");
         }
         family(
             &mut out,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::catalog::EtcdRevision;
 use crate::core::epoch::{plan_claim, ClaimPlan};
+use crate::engine::ProbeSettings;
 use crate::model::{Mode, Role, Segment, SegmentState, Status};
 use crate::wire::failure::{AttemptError, FailureKind};
 use crate::wire::ProbeReply;
@@ -350,7 +351,8 @@ fn context(segments: Vec<Segment>) -> (Ctx, Arc<MemCatalog>, Arc<TestAuthority>,
             retry_delay: Duration::from_millis(1),
             concurrency: 4,
             profile: crate::core::Profile::InCore,
-        },
+        }
+        .into(),
         instance_id: "unit".into(),
         stopping: AtomicBool::new(false),
         refusals: RefusalLog::default(),

@@ -68,7 +68,8 @@ pub async fn worker(
                     retry_delay: Duration::from_secs(1),
                     concurrency,
                     profile: ftsd::core::Profile::InCore,
-                },
+                }
+                .into(),
                 instance_id: "bench".into(),
                 stopping: AtomicBool::new(false),
                 refusals: Default::default(),
