@@ -176,9 +176,26 @@ async fn run_single(
         once,
     )
     .await;
+    // Registered in the members registry so that other hosts see a prober acting outside
+    // the election (`ftsd preflight`, `ftsctl members`).
+    let membership = members::membership(&cfg, &ctx.instance_id);
+    let registration = match settings::etcd_options(&cfg) {
+        Ok(etcd) => Some(AbortOnDrop(tokio::spawn(members::register_single(
+            etcd,
+            membership.clone(),
+            cfg.etcd.lease_ttl,
+        )))),
+        Err(e) => {
+            tracing::warn!(error = %e, "not registering in the members registry");
+            None
+        }
+    };
+    let mut observers = services.observers.clone();
+    observers.push(Arc::new(members::MemberObserver(membership)));
     let (live, reloader) = follow_reloads(reload, &cfg, &services, false);
-    run_loop(ctx, live, wake, Arc::new(services.observers), shutdown).await;
+    run_loop(ctx, live, wake, Arc::new(observers), shutdown).await;
     drop(reloader);
+    drop(registration);
     drop(coordinator);
     Ok(())
 }
