@@ -99,7 +99,13 @@ fn reload_once(reload: &Reload, running: Config, targets: &Targets) -> Config {
         cfg.hooks.on_leader_change.clone(),
         cfg.hooks.timeout,
     );
-    targets.live.send_replace(settings::loop_settings(&cfg));
+    // Only a change wakes the probe loop (it starts the next cycle at once).
+    let loop_settings = settings::loop_settings(&cfg);
+    targets.live.send_if_modified(|current| {
+        let changed = *current != loop_settings;
+        *current = loop_settings;
+        changed
+    });
     tracing::info!(
         applied = %plan.applied_keys.join(", "),
         "configuration reloaded; changed keys applied: {}",

@@ -374,7 +374,7 @@ pub fn nofile_limit() -> Option<u64> {
     };
     // SAFETY: getrlimit writes into the struct we pass and nothing else.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (rc == 0).then_some(limit.rlim_cur as u64)
+    (rc == 0).then_some(limit.rlim_cur)
 }
 
 /// The open-file limit covers `probe.concurrency` sockets plus [`FD_MARGIN`].
@@ -382,7 +382,7 @@ pub fn open_files(concurrency: u32, limit: Option<u64>) -> CheckResult {
     let need = concurrency as u64 + FD_MARGIN;
     match limit {
         None => CheckResult::skip("open files", "cannot read RLIMIT_NOFILE"),
-        Some(l) if l == libc::RLIM_INFINITY as u64 || l >= need => CheckResult::ok(
+        Some(l) if l == libc::RLIM_INFINITY || l >= need => CheckResult::ok(
             "open files",
             format!("limit {l} >= probe.concurrency {concurrency} + {FD_MARGIN}"),
         ),
@@ -421,7 +421,7 @@ mod tests {
             (256, Some(511), Status::Fail),
             (7936, Some(8192), Status::Ok),
             (8000, Some(8192), Status::Fail),
-            (65536, Some(libc::RLIM_INFINITY as u64), Status::Ok),
+            (65536, Some(libc::RLIM_INFINITY), Status::Ok),
             (256, None, Status::Skip),
         ];
         for (concurrency, limit, want) in cases {
