@@ -122,6 +122,9 @@ pub enum Refusal {
     },
     /// The mirror that row 6 would promote answered, but not as a mirror.
     MirrorNotAMirror { mirror_dbid: Dbid },
+    /// A content without a mirror (probed under the `gpfts` profile) whose primary answers as
+    /// a mirror: the configuration says primary, the server does not; nobody to promote.
+    LonePrimaryAnswersAsMirror { primary_dbid: Dbid },
 }
 
 impl fmt::Display for Refusal {
@@ -169,6 +172,11 @@ impl fmt::Display for Refusal {
                 "mirror dbid {mirror_dbid} answered a PROBE but not as a mirror; promoting it \
                  could make a second primary"
             ),
+            Refusal::LonePrimaryAnswersAsMirror { primary_dbid } => write!(
+                f,
+                "the content has no mirror and its primary dbid {primary_dbid} answers as a \
+                 mirror: someone else changed it; nothing is marked"
+            ),
         }
     }
 }
@@ -192,7 +200,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn new(content: ContentId, rule: Rule) -> Self {
+    pub(crate) fn new(content: ContentId, rule: Rule) -> Self {
         Decision {
             content,
             rule,
@@ -203,7 +211,7 @@ impl Decision {
         }
     }
 
-    fn refused(content: ContentId, rule: Rule, why: Refusal) -> Self {
+    pub(crate) fn refused(content: ContentId, rule: Rule, why: Refusal) -> Self {
         let mut d = Decision::new(content, rule);
         d.refusal = Some(why);
         d
