@@ -203,8 +203,8 @@ fn lone_primary_table() {
         (st(P, U, N), replied(true), Rule::RoleConflict, None, true),
         (st(P, D, N), replied(true), Rule::RoleConflict, None, true),
         // lost: marked down as gpfts writes it
-        (st(P, U, N), lost.clone(), Rule::PrimaryDown, Some(st(P, D, N)), false),
-        (st(P, U, S), timeout.clone(), Rule::PrimaryDown, Some(st(P, D, N)), false),
+        (st(P, U, N), lost, Rule::PrimaryDown, Some(st(P, D, N)), false),
+        (st(P, U, S), timeout, Rule::PrimaryDown, Some(st(P, D, N)), false),
         (st(P, U, N), stuck, Rule::PrimaryDown, Some(st(P, D, N)), false),
         // already down: not written again
         (st(P, D, N), lost, Rule::PrimaryDown, None, false),
@@ -215,7 +215,7 @@ fn lone_primary_table() {
         (st(P, U, N), starting, Rule::Restarting, None, false),
         // a failure on this observer's side is never a loss
         (st(P, U, N), auth, Rule::ProberFault, None, true),
-        (st(P, U, N), resolve.clone(), Rule::ProberFault, None, true),
+        (st(P, U, N), resolve, Rule::ProberFault, None, true),
         (st(P, D, N), resolve, Rule::ProberFault, None, true),
     ];
     for (i, (state, outcome, rule, write, refused)) in table.into_iter().enumerate() {
