@@ -70,10 +70,11 @@ pub fn free_port() -> u16 {
 }
 
 pub struct System {
+    // Dropped first: a failed test prints the daemons' logs, which live in `dir`.
+    pub daemons: Vec<Daemon>,
     pub pg: PgServer,
     pub sim: Simulator,
     pub dir: tempfile::TempDir,
-    pub daemons: Vec<Daemon>,
     /// etcd endpoints for elected daemons (empty: single-instance tests).
     pub etcd_endpoints: Vec<String>,
     pub lease_ttl: String,
@@ -106,6 +107,25 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed test is diagnosed from the daemon's own account (CI keeps only the output).
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let (head, tail) = (80, 120);
+            eprintln!("--- {}'s log ({}) ---", self.name, self.log.display());
+            for line in lines.iter().take(head) {
+                eprintln!("{line}");
+            }
+            if lines.len() > head + tail {
+                eprintln!("[… {} lines …]", lines.len() - head - tail);
+            }
+            for line in lines
+                .iter()
+                .skip(head.max(lines.len().saturating_sub(tail)))
+            {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
