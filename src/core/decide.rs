@@ -54,6 +54,15 @@ pub enum Rule {
     /// Row 7 as `gpfts` decides it (the `gpfts` profile, `core::profile`): the primary is lost
     /// and the mirror was not in sync; the primary is marked down (`p/d/n`), no message.
     PrimaryDown,
+    /// Not a row of the table: a planned switchover (`ftsctl switchover`) recorded the
+    /// standby as the primary (`p/u/n`) and the old primary as a down mirror (`m/d/n`), to be
+    /// rebuilt; PROMOTE follows.
+    Switchover,
+    /// A switchover refused before it changed anything (evidence only).
+    SwitchoverRefused,
+    /// A switchover undone before the catalog changed: the old primary is writable again
+    /// (evidence only).
+    SwitchoverAborted,
 }
 
 impl Rule {
@@ -73,6 +82,9 @@ impl Rule {
             Rule::FailoverUnconfirmed => "failover_unconfirmed",
             Rule::Fence => "fence",
             Rule::PrimaryDown => "primary_down",
+            Rule::Switchover => "switchover",
+            Rule::SwitchoverRefused => "switchover_refused",
+            Rule::SwitchoverAborted => "switchover_aborted",
         }
     }
 }
@@ -122,6 +134,9 @@ pub enum Refusal {
     },
     /// The mirror that row 6 would promote answered, but not as a mirror.
     MirrorNotAMirror { mirror_dbid: Dbid },
+    /// A content without a mirror (probed under the `gpfts` profile) whose primary answers as
+    /// a mirror: the configuration says primary, the server does not; nobody to promote.
+    LonePrimaryAnswersAsMirror { primary_dbid: Dbid },
 }
 
 impl fmt::Display for Refusal {
@@ -169,6 +184,11 @@ impl fmt::Display for Refusal {
                 "mirror dbid {mirror_dbid} answered a PROBE but not as a mirror; promoting it \
                  could make a second primary"
             ),
+            Refusal::LonePrimaryAnswersAsMirror { primary_dbid } => write!(
+                f,
+                "the content has no mirror and its primary dbid {primary_dbid} answers as a \
+                 mirror: someone else changed it; nothing is marked"
+            ),
         }
     }
 }
@@ -192,7 +212,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn new(content: ContentId, rule: Rule) -> Self {
+    pub(crate) fn new(content: ContentId, rule: Rule) -> Self {
         Decision {
             content,
             rule,
@@ -203,7 +223,7 @@ impl Decision {
         }
     }
 
-    fn refused(content: ContentId, rule: Rule, why: Refusal) -> Self {
+    pub(crate) fn refused(content: ContentId, rule: Rule, why: Refusal) -> Self {
         let mut d = Decision::new(content, rule);
         d.refusal = Some(why);
         d

@@ -8,6 +8,7 @@ pub mod epoch;
 pub mod outcome;
 pub mod profile;
 pub mod shadow;
+pub mod switchover;
 pub mod transition;
 
 pub use decide::{
@@ -15,5 +16,5 @@ pub use decide::{
     MirrorCheck, Refusal, Rule,
 };
 pub use outcome::{failure_kind, reply_wants_retry, restart_state, ProbeOutcome, RestartState};
-pub use profile::{apply_profile, Profile};
+pub use profile::{apply_profile, decide_lone_primary, Profile};
 pub use transition::{NextMessage, RowUpdate};

@@ -161,6 +161,11 @@ async fn run_single(
         SingleInstance::new(SINGLE_INSTANCE_EPOCH),
         instance_id,
     );
+    services
+        .state
+        .set_switchover(Arc::new(crate::switchover::PairSwitchover::new(
+            ctx.clone(),
+        )));
     // One attempt before the first cycle: the single instance's transitions carry the same
     // fixed epoch through the fence, so a catalog that is down now is claimed by them later.
     let first = std::sync::atomic::AtomicBool::new(true);
@@ -320,6 +325,11 @@ async fn run_elected(
         elector_stopped,
     ));
     let ctx = context(&cfg, catalog, authority, instance_id);
+    services
+        .state
+        .set_switchover(Arc::new(crate::switchover::PairSwitchover::new(
+            ctx.clone(),
+        )));
     let (live, reloader) = follow_reloads(reload, &cfg, &services, false);
     run_loop(ctx, live, wake, Arc::new(observers), shutdown).await;
     drop(reloader);
