@@ -531,7 +531,7 @@ where
             &probe,
             outcome,
             &decision,
-            &ctx.settings,
+            &ctx.settings.get(),
         )
     };
     match &decision.refusal {
