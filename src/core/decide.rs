@@ -54,6 +54,10 @@ pub enum Rule {
     /// Row 7 as `gpfts` decides it (the `gpfts` profile, `core::profile`): the primary is lost
     /// and the mirror was not in sync; the primary is marked down (`p/d/n`), no message.
     PrimaryDown,
+    /// Row 6 allowed and confirmed, but held by the brake on correlated failures
+    /// (`core::brake`): the failovers of one window would span too many hosts. No change;
+    /// alarmed; held until an operator releases the brake.
+    BrakeHeld,
 }
 
 impl Rule {
@@ -73,6 +77,7 @@ impl Rule {
             Rule::FailoverUnconfirmed => "failover_unconfirmed",
             Rule::Fence => "fence",
             Rule::PrimaryDown => "primary_down",
+            Rule::BrakeHeld => "brake_held",
         }
     }
 }
@@ -122,6 +127,11 @@ pub enum Refusal {
     },
     /// The mirror that row 6 would promote answered, but not as a mirror.
     MirrorNotAMirror { mirror_dbid: Dbid },
+    /// The brake on correlated failures holds this cycle's failovers.
+    BrakeEngaged { held: super::brake::Held },
+    /// The brake's record could not be read or written, so the brake cannot tell whether the
+    /// failover is within its limit: held (it fails closed).
+    BrakeUnrecorded { error: String },
 }
 
 impl fmt::Display for Refusal {
@@ -169,6 +179,12 @@ impl fmt::Display for Refusal {
                 "mirror dbid {mirror_dbid} answered a PROBE but not as a mirror; promoting it \
                  could make a second primary"
             ),
+            Refusal::BrakeEngaged { held } => held.fmt(f),
+            Refusal::BrakeUnrecorded { error } => write!(
+                f,
+                "brake record unavailable ({error}): the failover is held until the brake can \
+                 count it"
+            ),
         }
     }
 }
@@ -212,6 +228,11 @@ impl Decision {
     /// A content whose rows cannot form a pair: no action, only the alarm.
     pub fn bad_shape(content: ContentId, reason: String) -> Self {
         Decision::refused(content, Rule::BadShape, Refusal::BadShape { reason })
+    }
+
+    /// A failover the brake holds: nothing is written or sent (`core::brake`).
+    pub fn held_by_brake(content: ContentId, why: Refusal) -> Self {
+        Decision::refused(content, Rule::BrakeHeld, why)
     }
 
     pub fn is_noop(&self) -> bool {

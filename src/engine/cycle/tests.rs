@@ -354,6 +354,7 @@ fn context(segments: Vec<Segment>) -> (Ctx, Arc<MemCatalog>, Arc<TestAuthority>,
         instance_id: "unit".into(),
         stopping: AtomicBool::new(false),
         refusals: RefusalLog::default(),
+        brake: Default::default(),
     });
     (ctx, catalog, authority, events)
 }
