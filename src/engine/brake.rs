@@ -40,8 +40,8 @@ enum Book {
     /// `--no-election` (and tools that run cycles in process): the record lives and dies with
     /// this process; a restart forgets an engagement (there is no second instance to forget
     /// it differently).
-    Memory(Mutex<(BrakeRecord, i64)>),
-    Etcd(crate::election::brake::EtcdBook),
+    Memory(Box<Mutex<(BrakeRecord, i64)>>),
+    Etcd(Box<crate::election::brake::EtcdBook>),
 }
 
 /// The brake: its settings, its record, and what this instance last saw of it.
@@ -70,7 +70,7 @@ impl Brake {
     pub fn in_process(settings: BrakeSettings) -> Self {
         Brake {
             settings,
-            book: Book::Memory(Mutex::new((BrakeRecord::default(), 0))),
+            book: Book::Memory(Box::new(Mutex::new((BrakeRecord::default(), 0)))),
             seen: watch::channel(None).0,
         }
     }
@@ -78,7 +78,7 @@ impl Brake {
     pub fn in_etcd(settings: BrakeSettings, book: crate::election::brake::EtcdBook) -> Self {
         Brake {
             settings,
-            book: Book::Etcd(book),
+            book: Book::Etcd(Box::new(book)),
             seen: watch::channel(None).0,
         }
     }
