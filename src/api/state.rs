@@ -96,6 +96,8 @@ pub struct ApiState {
     coordinator: std::sync::OnceLock<Arc<crate::coordinator::Watcher>>,
     /// The brake on correlated failures the probe loop uses (none in shadow mode).
     brake: std::sync::OnceLock<Arc<crate::engine::Brake>>,
+    /// Runs segment-pair switchovers (set by the daemon once its probe loop is built).
+    switchover: std::sync::OnceLock<Arc<dyn crate::switchover::Switchover>>,
 }
 
 impl ApiState {
@@ -127,6 +129,20 @@ impl ApiState {
         let _ = self.coordinator.set(watcher);
     }
 
+    /// Attaches what runs segment-pair switchovers.
+    pub fn set_switchover(&self, s: Arc<dyn crate::switchover::Switchover>) {
+        let _ = self.switchover.set(s);
+    }
+
+    pub fn switchover(&self) -> Option<Arc<dyn crate::switchover::Switchover>> {
+        self.switchover.get().cloned()
+    }
+
+    /// The coordinator watch, if configured.
+    pub fn coordinator_watch(&self) -> Option<Arc<crate::coordinator::Watcher>> {
+        self.coordinator.get().cloned()
+    }
+
     /// The coordinator pair's last round, if watched.
     pub fn coordinator(&self) -> Option<crate::coordinator::PairStatus> {
         self.coordinator.get().map(|w| w.status())
@@ -156,6 +172,7 @@ impl ApiState {
             etcd_client: tokio::sync::Mutex::new(None),
             coordinator: std::sync::OnceLock::new(),
             brake: std::sync::OnceLock::new(),
+            switchover: std::sync::OnceLock::new(),
         })
     }
 

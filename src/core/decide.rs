@@ -58,6 +58,15 @@ pub enum Rule {
     /// (`core::brake`): the failovers of one window would span too many hosts. No change;
     /// alarmed; held until an operator releases the brake.
     BrakeHeld,
+    /// Not a row of the table: a planned switchover (`ftsctl switchover`) recorded the
+    /// standby as the primary (`p/u/n`) and the old primary as a down mirror (`m/d/n`), to be
+    /// rebuilt; PROMOTE follows.
+    Switchover,
+    /// A switchover refused before it changed anything (evidence only).
+    SwitchoverRefused,
+    /// A switchover undone before the catalog changed: the old primary is writable again
+    /// (evidence only).
+    SwitchoverAborted,
 }
 
 impl Rule {
@@ -78,6 +87,9 @@ impl Rule {
             Rule::Fence => "fence",
             Rule::PrimaryDown => "primary_down",
             Rule::BrakeHeld => "brake_held",
+            Rule::Switchover => "switchover",
+            Rule::SwitchoverRefused => "switchover_refused",
+            Rule::SwitchoverAborted => "switchover_aborted",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod epoch;
 pub mod outcome;
 pub mod profile;
 pub mod shadow;
+pub mod switchover;
 pub mod transition;
 
 pub use decide::{

@@ -146,6 +146,11 @@ async fn run_single(
         instance_id,
         brake,
     );
+    services
+        .state
+        .set_switchover(Arc::new(crate::switchover::PairSwitchover::new(
+            ctx.clone(),
+        )));
     // One attempt before the first cycle: the single instance's transitions carry the same
     // fixed epoch through the fence, so a catalog that is down now is claimed by them later.
     let first = std::sync::atomic::AtomicBool::new(true);
@@ -308,6 +313,11 @@ async fn run_elected(
         elector_stopped,
     ));
     let ctx = context(&cfg, catalog, authority, instance_id, brake);
+    services
+        .state
+        .set_switchover(Arc::new(crate::switchover::PairSwitchover::new(
+            ctx.clone(),
+        )));
     run_loop(
         ctx,
         settings::loop_settings(&cfg),

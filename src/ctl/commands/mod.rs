@@ -11,6 +11,7 @@ mod probe;
 mod segments;
 mod shadow;
 mod status;
+mod switchover;
 mod watch;
 
 use std::io::IsTerminal;
@@ -105,6 +106,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Brake(BrakeCommand::Release { reason }) => brake::release(cli, &ctx, reason).await,
         Command::Explain { content } => explain::run(cli, &ctx, *content).await,
         Command::Shadow => shadow::run(cli, &ctx).await,
+        Command::Switchover { content, wait } => switchover::run(cli, &ctx, *content, *wait).await,
         Command::Watch {
             interval,
             iterations,
