@@ -144,6 +144,9 @@ pub enum Refusal {
     /// The brake's record could not be read or written, so the brake cannot tell whether the
     /// failover is within its limit: held (it fails closed).
     BrakeUnrecorded { error: String },
+    /// A content without a mirror (probed under the `gpfts` profile) whose primary answers as
+    /// a mirror: the configuration says primary, the server does not; nobody to promote.
+    LonePrimaryAnswersAsMirror { primary_dbid: Dbid },
 }
 
 impl fmt::Display for Refusal {
@@ -197,6 +200,11 @@ impl fmt::Display for Refusal {
                 "brake record unavailable ({error}): the failover is held until the brake can \
                  count it"
             ),
+            Refusal::LonePrimaryAnswersAsMirror { primary_dbid } => write!(
+                f,
+                "the content has no mirror and its primary dbid {primary_dbid} answers as a \
+                 mirror: someone else changed it; nothing is marked"
+            ),
         }
     }
 }
@@ -220,7 +228,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn new(content: ContentId, rule: Rule) -> Self {
+    pub(crate) fn new(content: ContentId, rule: Rule) -> Self {
         Decision {
             content,
             rule,
@@ -231,7 +239,7 @@ impl Decision {
         }
     }
 
-    fn refused(content: ContentId, rule: Rule, why: Refusal) -> Self {
+    pub(crate) fn refused(content: ContentId, rule: Rule, why: Refusal) -> Self {
         let mut d = Decision::new(content, rule);
         d.refusal = Some(why);
         d

@@ -17,5 +17,5 @@ pub use decide::{
     MirrorCheck, Refusal, Rule,
 };
 pub use outcome::{failure_kind, reply_wants_retry, restart_state, ProbeOutcome, RestartState};
-pub use profile::{apply_profile, Profile};
+pub use profile::{apply_profile, decide_lone_primary, Profile};
 pub use transition::{NextMessage, RowUpdate};

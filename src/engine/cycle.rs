@@ -13,8 +13,9 @@ use tracing::Instrument;
 use super::{evidence, exchange, Authority, Exchange, ProbeSettings, SegmentDriver};
 use crate::catalog::{Catalog, CatalogError, Transition};
 use crate::core::{
-    apply_profile, confirm_failover, decide_pair, failure_kind, restart_state, Decision,
-    FailoverGuard, MirrorCheck, ProbeOutcome, Refusal, RestartState, RowUpdate, Rule,
+    apply_profile, confirm_failover, decide_lone_primary, decide_pair, failure_kind, restart_state,
+    Decision, FailoverGuard, MirrorCheck, ProbeOutcome, Profile, Refusal, RestartState, RowUpdate,
+    Rule,
 };
 use crate::driver::{DriverAlarm, Upkeep};
 use crate::model::{BadContent, ContentId, Dbid, Epoch, Pair, SegmentConfig};
@@ -274,11 +275,28 @@ where
         tasks
             .spawn(async move { handle_pair(&ctx, &permits, pair, ticket).await }.instrument(span));
     }
+    // `gpfts` probes primaries without a mirror too; the in-core FTS does not.
+    let lone = match ctx.settings.profile {
+        Profile::Gpfts => set.lone_primaries,
+        Profile::InCore => Vec::new(),
+    };
+    for primary in lone.iter().cloned() {
+        let ctx = ctx.clone();
+        let permits = permits.clone();
+        let span = tracing::info_span!(
+            "lone_primary",
+            content = primary.content,
+            primary_dbid = primary.dbid
+        );
+        tasks.spawn(
+            async move { handle_lone_primary(&ctx, &permits, primary).await }.instrument(span),
+        );
+    }
 
     let mut report = CycleReport {
         started_at,
         duration: Duration::ZERO,
-        pairs: pairs.len(),
+        pairs: pairs.len() + lone.len(),
         skipped: 0,
         transitions_applied: 0,
         transitions_failed: 0,
@@ -289,7 +307,7 @@ where
         config: SegmentConfig::default(),
         rules: BTreeMap::new(),
         refused_contents: Vec::new(),
-        reports: Vec::with_capacity(pairs.len()),
+        reports: Vec::with_capacity(pairs.len() + lone.len()),
         brake: None,
     };
     let brake = gate.run(
@@ -375,39 +393,7 @@ where
     A: Authority,
 {
     let probe = probe(ctx, permits, &pair.primary, Some(&pair.mirror)).await?;
-    let outcome = match &probe.result {
-        Ok(reply) => ProbeOutcome::Replied { reply: *reply },
-        Err(errors) => {
-            let last = errors
-                .last()
-                .expect("a failed exchange has at least one error");
-            // A driver that knows the server is in an ordinary restart (and bounds how long
-            // it believes so) overrides the LSN-based reading of the errors.
-            let restart = match ctx.driver.restarting(&pair.primary, last) {
-                Some(elapsed) => RestartState::StartingUp {
-                    elapsed_ms: elapsed.as_millis() as u64,
-                },
-                None => restart_state(errors),
-            };
-            ProbeOutcome::Failed {
-                kind: failure_kind(errors).unwrap_or(last.kind),
-                restart,
-            }
-        }
-    };
-    if let Err(errors) = &probe.result {
-        let last = errors
-            .last()
-            .expect("a failed exchange has at least one error");
-        tracing::warn!(
-            attempts = probe.attempts.len(),
-            kind = %last.kind,
-            error = %last.message,
-            "primary {}:{} did not answer",
-            pair.primary.address,
-            pair.primary.port
-        );
-    }
+    let outcome = outcome_of(ctx, &pair.primary, &probe);
     let guard = match ctx.driver.failover_veto(&pair) {
         Some(reason) => FailoverGuard::Veto(reason),
         None => FailoverGuard::Clear,
@@ -459,7 +445,17 @@ where
     };
     match &decision.refusal {
         Some(refusal) => {
-            record_refusal(ctx, &pair, probes, &decision, refusal, &mut result).await;
+            let evidence =
+                |outcome: &ProbeOutcome| evidence_doc(ctx, &pair, probes, outcome, &decision);
+            record_refusal(
+                ctx,
+                pair.primary.dbid,
+                evidence,
+                &decision,
+                refusal,
+                &mut result,
+            )
+            .await;
             return Some(result);
         }
         None => ctx.refusals.clear(pair.content()),
@@ -467,7 +463,121 @@ where
     if decision.is_noop() {
         return Some(result);
     }
-    act(ctx, permits, &pair, probes, &decision, &mut result).await;
+    let evidence = |outcome: &ProbeOutcome| evidence_doc(ctx, &pair, probes, outcome, &decision);
+    act(ctx, permits, evidence, &decision, &mut result).await;
+    Some(result)
+}
+
+/// What a primary's probe established, for the decision; a failure is logged.
+fn outcome_of<D, C, A>(
+    ctx: &CycleContext<D, C, A>,
+    primary: &crate::model::Segment,
+    probe: &Exchange,
+) -> ProbeOutcome
+where
+    D: SegmentDriver,
+{
+    match &probe.result {
+        Ok(reply) => ProbeOutcome::Replied { reply: *reply },
+        Err(errors) => {
+            let last = errors
+                .last()
+                .expect("a failed exchange has at least one error");
+            tracing::warn!(
+                attempts = probe.attempts.len(),
+                kind = %last.kind,
+                error = %last.message,
+                "primary {}:{} did not answer",
+                primary.address,
+                primary.port
+            );
+            // A driver that knows the server is in an ordinary restart (and bounds how long
+            // it believes so) overrides the LSN-based reading of the errors.
+            let restart = match ctx.driver.restarting(primary, last) {
+                Some(elapsed) => RestartState::StartingUp {
+                    elapsed_ms: elapsed.as_millis() as u64,
+                },
+                None => restart_state(errors),
+            };
+            ProbeOutcome::Failed {
+                kind: failure_kind(errors).unwrap_or(last.kind),
+                restart,
+            }
+        }
+    }
+}
+
+/// A content without a mirror, probed under the `gpfts` profile only (the in-core FTS leaves
+/// such contents alone): the primary is PROBEd as a pair's would be, decided by
+/// [`decide_lone_primary`], and a change is written as any transition (fenced, with history
+/// and evidence). Nothing is ever sent: there is no mirror to promote. The driver's survey and
+/// veto are pair-level and do not apply. Its report has `mirror_dbid` 0 (no dbid is 0).
+async fn handle_lone_primary<D, C, A>(
+    ctx: &CycleContext<D, C, A>,
+    permits: &Semaphore,
+    primary: crate::model::Segment,
+) -> Option<PairResult>
+where
+    D: SegmentDriver,
+    C: Catalog,
+    A: Authority,
+{
+    let probe = probe(ctx, permits, &primary, None).await?;
+    let outcome = outcome_of(ctx, &primary, &probe);
+    let decision = decide_lone_primary(&primary, &outcome);
+    let mut result = PairResult {
+        pair: PairReport {
+            content: primary.content,
+            primary_dbid: primary.dbid,
+            mirror_dbid: 0,
+            rule: decision.rule,
+            outcome,
+            attempts: probe.attempts.len(),
+            probe_ms: probe.elapsed.as_millis() as u64,
+            reply_us: probe.reply_latency().map(|d| d.as_micros() as u64),
+            transition: None,
+            message: None,
+            epoch: None,
+            updates: Vec::new(),
+            intended: decision.updates.clone(),
+            episode_began: false,
+            refusal: decision.refusal.as_ref().map(ToString::to_string),
+            mirror_check: None,
+            alarms: Vec::new(),
+        },
+        applied: false,
+        failed: false,
+        fenced: false,
+        message_ok: None,
+    };
+    if decision.rule == Rule::PrimaryDown && !decision.updates.is_empty() {
+        tracing::warn!(
+            rule = %decision.rule,
+            "primary without a mirror lost: marking it down (gpfts profile); no failover possible"
+        );
+    } else {
+        log_decision(&decision);
+    }
+    let evidence = |outcome: &ProbeOutcome| {
+        evidence::lone_primary(
+            &ctx.instance_id,
+            &primary,
+            &probe,
+            outcome,
+            &decision,
+            &ctx.settings,
+        )
+    };
+    match &decision.refusal {
+        Some(refusal) => {
+            record_refusal(ctx, primary.dbid, evidence, &decision, refusal, &mut result).await;
+            return Some(result);
+        }
+        None => ctx.refusals.clear(primary.content),
+    }
+    if !decision.is_noop() {
+        act(ctx, permits, evidence, &decision, &mut result).await;
+    }
     Some(result)
 }
 
@@ -654,8 +764,8 @@ async fn survey<D, C, A>(
 /// failover is refused for a lost primary, so `explain` can show why nothing happened.
 async fn record_refusal<D, C, A>(
     ctx: &CycleContext<D, C, A>,
-    pair: &Pair,
-    probes: Probes<'_>,
+    primary_dbid: Dbid,
+    evidence: impl FnOnce(&ProbeOutcome) -> serde_json::Value,
     decision: &Decision,
     refusal: &Refusal,
     result: &mut PairResult,
@@ -665,9 +775,8 @@ async fn record_refusal<D, C, A>(
     A: Authority,
 {
     let reason = refusal.to_string();
-    let (new_episode, recorded) = ctx
-        .refusals
-        .note(pair.content(), (decision.rule, pair.primary.dbid));
+    let content = decision.content;
+    let (new_episode, recorded) = ctx.refusals.note(content, (decision.rule, primary_dbid));
     result.pair.episode_began = new_episode;
     // Logged once per episode at warning level; every cycle at debug.
     match (decision.rule, new_episode) {
@@ -686,13 +795,13 @@ async fn record_refusal<D, C, A>(
     let Some(epoch) = ctx.authority.acting_epoch() else {
         return;
     };
-    ctx.refusals.set_recorded(pair.content(), true);
-    let mut doc = evidence_doc(ctx, pair, probes, &result.pair.outcome, decision);
+    ctx.refusals.set_recorded(content, true);
+    let mut doc = evidence(&result.pair.outcome);
     doc["refusal"] = serde_json::Value::String(reason.clone());
     let t = Transition {
         epoch,
         instance_id: ctx.instance_id.clone(),
-        content: pair.content(),
+        content,
         rule: decision.rule,
         updates: Vec::new(),
         expect: Vec::new(),
@@ -799,11 +908,12 @@ fn log_decision(d: &Decision) {
     }
 }
 
+/// Applies a decision that is not refused: its transition (fenced by our epoch), then its
+/// message. `evidence` builds the transition's evidence document.
 async fn act<D, C, A>(
     ctx: &CycleContext<D, C, A>,
     permits: &Semaphore,
-    pair: &Pair,
-    probes: Probes<'_>,
+    evidence: impl FnOnce(&ProbeOutcome) -> serde_json::Value,
     decision: &Decision,
     result: &mut PairResult,
 ) where
@@ -829,11 +939,11 @@ async fn act<D, C, A>(
         let t = Transition {
             epoch,
             instance_id: ctx.instance_id.clone(),
-            content: pair.content(),
+            content: decision.content,
             rule: decision.rule,
             updates: decision.updates.clone(),
             expect: decision.expect.clone(),
-            evidence: evidence_doc(ctx, pair, probes, &result.pair.outcome, decision),
+            evidence: evidence(&result.pair.outcome),
         };
         match ctx.catalog.apply(&t).await {
             Ok(()) => {
