@@ -212,6 +212,7 @@ fn context_with(
         instance_id: "fts-test".into(),
         stopping: AtomicBool::new(false),
         refusals: Default::default(),
+        brake: Default::default(),
     })
 }
 
@@ -877,6 +878,7 @@ async fn a_shadow_agrees_with_the_acting_instance_on_the_blob() {
         instance_id: "shadow".into(),
         stopping: AtomicBool::new(false),
         refusals: Default::default(),
+        brake: Default::default(),
     });
     let shadow_cycle = || async {
         let report = run_cycle(shadow.clone()).await.unwrap();

@@ -470,6 +470,7 @@ fn cycle_ctx<A: Authority>(
         instance_id: "test".into(),
         stopping: Default::default(),
         refusals: Default::default(),
+        brake: Default::default(),
     })
 }
 
@@ -812,6 +813,7 @@ async fn guard_refuses_a_standby_that_was_async_at_the_last_probe_even_if_the_ca
         instance_id: "observer".into(),
         stopping: Default::default(),
         refusals: Default::default(),
+        brake: Default::default(),
     });
     // the standby turns asynchronous: synchronous_standby_names names someone else
     sys.pair.set_sync_names("\"someone_else\"").await.unwrap();
@@ -838,6 +840,7 @@ async fn guard_refuses_a_standby_that_was_async_at_the_last_probe_even_if_the_ca
         instance_id: "actor".into(),
         stopping: Default::default(),
         refusals: Default::default(),
+        brake: Default::default(),
     });
     let report = run_cycle(ctx.clone()).await.unwrap();
     let r = &report.reports[0];

@@ -2,6 +2,7 @@
 //! and the next message out. Nothing here does I/O or reads a clock, so every rule of the
 //! Greenplum decision table is tested directly (see `decide` tests) and by property tests.
 
+pub mod brake;
 pub mod coordinator;
 pub mod decide;
 pub mod epoch;

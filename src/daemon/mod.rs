@@ -36,7 +36,7 @@ use crate::driver::{self, AnyDriver};
 use crate::election::{run_elector, ElectedAuthority};
 use crate::engine::authority::SINGLE_INSTANCE_EPOCH;
 use crate::engine::runner::{run_loop, LoopSettings};
-use crate::engine::{Authority, CycleContext, SingleInstance};
+use crate::engine::{Authority, Brake, CycleContext, SingleInstance};
 use crate::shadow::{ShadowAuthority, ShadowBook, ShadowCatalog, ShadowDriver};
 
 /// How this instance holds authority.
@@ -155,11 +155,15 @@ async fn run_single(
         }
         None => None,
     };
+    // No etcd: the brake's record lives in this process (docs/safety.md).
+    let brake = Arc::new(Brake::in_process(settings::brake(&cfg)));
+    services.state.set_brake(brake.clone());
     let ctx = context(
         &cfg,
         catalog.clone(),
         SingleInstance::new(SINGLE_INSTANCE_EPOCH),
         instance_id,
+        brake,
     );
     services
         .state
@@ -244,6 +248,8 @@ async fn run_shadow(
         instance_id,
         stopping: AtomicBool::new(false),
         refusals: Default::default(),
+        // A shadow never acts: its failovers pass the gate and are not acted on anyway.
+        brake: Arc::new(Brake::in_process(settings::brake(&cfg))),
     });
     run_loop(ctx, live, wake, Arc::new(observers), shutdown).await;
     drop(reloader);
@@ -315,6 +321,16 @@ async fn run_elected(
         instance_id.clone(),
         authority.office_events(),
     )));
+    let brake = Arc::new(Brake::in_etcd(
+        settings::brake(&cfg),
+        crate::election::brake::EtcdBook::new(
+            crate::election::keys::brake(&cfg.etcd.prefix, &cfg.cluster),
+            etcd.clone(),
+            authority.clone(),
+            cfg.etcd.dial_timeout.max(Duration::from_secs(1)),
+        ),
+    ));
+    services.state.set_brake(brake.clone());
     // The elector resigns only once the probe loop has stopped: a resign lets a follower take
     // office at once, and a message of ours still in flight would then act beside it.
     let (elector_stop, elector_stopped) = watch::channel(false);
@@ -324,7 +340,7 @@ async fn run_elected(
         membership,
         elector_stopped,
     ));
-    let ctx = context(&cfg, catalog, authority, instance_id);
+    let ctx = context(&cfg, catalog, authority, instance_id, brake);
     services
         .state
         .set_switchover(Arc::new(crate::switchover::PairSwitchover::new(
@@ -378,6 +394,7 @@ fn context<A: Authority>(
     catalog: Arc<AnyCatalog>,
     authority: A,
     instance_id: String,
+    brake: Arc<Brake>,
 ) -> Arc<CycleContext<AnyDriver, Arc<AnyCatalog>, A>> {
     Arc::new(CycleContext {
         driver: driver::from_config(cfg),
@@ -387,6 +404,7 @@ fn context<A: Authority>(
         instance_id,
         stopping: AtomicBool::new(false),
         refusals: Default::default(),
+        brake,
     })
 }
 

@@ -33,6 +33,8 @@ pub struct CycleContext<D, C, A> {
     pub stopping: AtomicBool,
     /// Refused failovers already recorded as evidence, so a long double fault leaves one row.
     pub refusals: RefusalLog,
+    /// The brake on correlated failures (`engine::brake`).
+    pub brake: Arc<super::Brake>,
 }
 
 /// The refusal episodes (double faults, driver vetoes, role conflicts, bad shapes, prober
@@ -237,6 +239,9 @@ pub struct CycleReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub refused_contents: Vec<BadContent>,
     pub reports: Vec<PairReport>,
+    /// What the brake on correlated failures did (None: the cycle did not get that far).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brake: Option<super::BrakeSummary>,
 }
 
 /// Runs one cycle: read the configuration, probe every pair concurrently, decide and act.
@@ -255,18 +260,21 @@ where
     let set = config.probe_pairs();
     let pairs = set.pairs;
     let permits = Arc::new(Semaphore::new(ctx.settings.get().concurrency.max(1)));
+    let gate = super::brake::CycleGate::new(&ctx.brake);
 
     let mut tasks = tokio::task::JoinSet::new();
     for pair in pairs.iter().cloned() {
         let ctx = ctx.clone();
         let permits = permits.clone();
+        let ticket = gate.ticket();
         let span = tracing::info_span!(
             "pair",
             content = pair.content(),
             primary_dbid = pair.primary.dbid,
             mirror_dbid = pair.mirror.dbid
         );
-        tasks.spawn(async move { handle_pair(&ctx, &permits, pair).await }.instrument(span));
+        tasks
+            .spawn(async move { handle_pair(&ctx, &permits, pair, ticket).await }.instrument(span));
     }
     // `gpfts` probes primaries without a mirror too; the in-core FTS does not.
     let lone = match ctx.settings.get().profile {
@@ -301,7 +309,16 @@ where
         rules: BTreeMap::new(),
         refused_contents: Vec::new(),
         reports: Vec::with_capacity(pairs.len() + lone.len()),
+        brake: None,
     };
+    let brake = gate.run(
+        &ctx.brake,
+        super::brake::primary_hosts(&config),
+        || ctx.authority.acting_epoch(),
+        &ctx.instance_id,
+    );
+    tokio::pin!(brake);
+    let mut brake_done = None;
     for bad in set.refused {
         let span = tracing::error_span!("content", content = bad.content);
         async {
@@ -313,7 +330,18 @@ where
         *report.rules.entry(Rule::BadShape).or_default() += 1;
         report.refused_contents.push(bad);
     }
-    while let Some(joined) = tasks.join_next().await {
+    loop {
+        // The gate runs beside the pairs: failovers wait for its verdict.
+        let joined = tokio::select! {
+            summary = &mut brake, if brake_done.is_none() => {
+                brake_done = Some(summary);
+                continue;
+            }
+            joined = tasks.join_next() => match joined {
+                Some(j) => j,
+                None => break,
+            },
+        };
         match joined {
             Ok(Some(r)) => {
                 *report.rules.entry(r.pair.rule).or_default() += 1;
@@ -335,6 +363,10 @@ where
             }
         }
     }
+    report.brake = Some(match brake_done {
+        Some(s) => s,
+        None => brake.await,
+    });
     report.reports.sort_by_key(|r| r.content);
     report.paused = ctx.authority.paused();
     report.config = config;
@@ -354,6 +386,7 @@ async fn handle_pair<D, C, A>(
     ctx: &CycleContext<D, C, A>,
     permits: &Semaphore,
     pair: Pair,
+    brake: super::brake::Ticket,
 ) -> Option<PairResult>
 where
     D: SegmentDriver,
@@ -377,6 +410,8 @@ where
         None
     };
     let decision = apply_profile(ctx.settings.get().profile, &pair, decision);
+    // The brake on correlated failures sees every failover of the cycle before any commits.
+    let decision = brake.pass(&pair, decision).await;
     let mut result = PairResult {
         pair: PairReport {
             content: pair.content(),
@@ -752,6 +787,7 @@ async fn record_refusal<D, C, A>(
             %reason,
             "prober fault: this observer cannot probe the primary; not a segment failure, no failover"
         ),
+        (Rule::BrakeHeld, true) => tracing::warn!(%reason, "failover held by the brake"),
         (_, true) => tracing::warn!(%reason, "failover refused"),
     }
     if recorded {
@@ -861,7 +897,7 @@ fn log_decision(d: &Decision) {
             tracing::error!(rule = %d.rule, "refused: not acting on this pair")
         }
         // Logged once per episode where the refusal is noted.
-        Rule::ProberFault | Rule::FailoverUnconfirmed => {
+        Rule::ProberFault | Rule::FailoverUnconfirmed | Rule::BrakeHeld => {
             tracing::debug!(rule = %d.rule, "refused: not acting on this pair")
         }
         _ => tracing::info!(

@@ -4,6 +4,7 @@
 
 pub mod attempts;
 pub mod authority;
+pub mod brake;
 pub mod cycle;
 pub mod evidence;
 pub mod faults;
@@ -12,6 +13,7 @@ pub mod runner;
 pub use crate::driver::SegmentDriver;
 pub use attempts::{exchange, AttemptRecord, Exchange};
 pub use authority::{Authority, SingleInstance};
+pub use brake::{Brake, BrakeSettings, BrakeSummary};
 pub use cycle::{
     run_cycle, CycleContext, CycleReport, MessageOutcome, MessageResult, PairReport, RefusalLog,
     TransitionOutcome,

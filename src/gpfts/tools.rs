@@ -50,6 +50,7 @@ pub async fn one_round(cfg: &Config, conf: CbdbEtcdConf) -> anyhow::Result<()> {
         instance_id,
         stopping: AtomicBool::new(false),
         refusals: Default::default(),
+        brake: Default::default(),
     });
     let report = run_cycle(ctx).await.context("probe round")?;
     tracing::info!(

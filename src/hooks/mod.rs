@@ -200,6 +200,29 @@ impl Hooks {
         }
     }
 
+    /// The call for the brake engaging (event `brake_engaged`, once per engagement): content
+    /// -1 and dbid 0 (it concerns the cluster), the reason names the hosts and the limit.
+    pub fn brake_call(&self, b: &crate::engine::BrakeSummary, held: usize) -> HookCall {
+        let reason = format!(
+            "brake engaged: {} hosts in window > limit {} ({}); {held} failovers held until `ftsctl brake release`",
+            b.hosts.len(),
+            b.limit.unwrap_or(0),
+            b.hosts.join(", ")
+        );
+        let mut env = self.base_env("brake_engaged");
+        env.extend([
+            ("FTSD_CONTENT".into(), "-1".into()),
+            ("FTSD_DBID".into(), "0".into()),
+            ("FTSD_HOSTS".into(), b.hosts.join(",")),
+            ("FTSD_REASON".into(), reason.clone()),
+        ]);
+        HookCall {
+            event: "brake_engaged",
+            args: vec!["brake_engaged".into(), "-1".into(), "0".into(), reason],
+            env,
+        }
+    }
+
     /// The call for a change of office.
     pub fn leader_change_call(&self, ev: &OfficeEvent) -> HookCall {
         let (role, epoch) = match (ev.epoch, ev.previous) {
@@ -295,6 +318,9 @@ impl CycleObserver for Hooks {
         let settings = self.settings();
         if settings.on_transition.is_empty() {
             return;
+        }
+        if let Some(b) = report.brake.as_ref().filter(|b| b.newly_engaged) {
+            self.enqueue(&self.settings.on_transition, self.brake_call(b, b.held));
         }
         for p in &report.reports {
             if p.episode_began {

@@ -73,6 +73,7 @@ pub async fn worker(
                 instance_id: "bench".into(),
                 stopping: AtomicBool::new(false),
                 refusals: Default::default(),
+                brake: Default::default(),
             });
             run_cycle(ctx.clone()).await?;
             cpu0 = measure::cpu_time();
