@@ -320,7 +320,7 @@ impl CycleObserver for Hooks {
             return;
         }
         if let Some(b) = report.brake.as_ref().filter(|b| b.newly_engaged) {
-            self.enqueue(&self.settings.on_transition, self.brake_call(b, b.held));
+            self.enqueue(&settings.on_transition, self.brake_call(b, b.held));
         }
         for p in &report.reports {
             if p.episode_began {
