@@ -24,14 +24,39 @@ fn ip(s: &str) -> IpAddr {
 }
 
 /// Starts "a" (the leader, probing from 127.0.0.2), then "b" (127.0.0.3) and "c"
-/// (127.0.0.4), and waits until all three are registered.
+/// (127.0.0.4), with the second opinion on (`observe.mode` is off by default), and waits
+/// until all three are registered.
 async fn three_instances(etcd: &EtcdCluster) -> System {
     let mut sys = system(etcd, "3s").await;
-    sys.spawn_ftsd_env("a", &[], "", &[("FTSD_PROBE_SOURCE_ADDRESS", "127.0.0.2")]);
+    sys.spawn_ftsd_env(
+        "a",
+        &[],
+        "",
+        &[
+            ("FTSD_PROBE_SOURCE_ADDRESS", "127.0.0.2"),
+            ("FTSD_OBSERVE_MODE", "continuous"),
+        ],
+    );
     let leader = wait_leader(etcd, None).await;
     assert_eq!(leader.instance_id, "a");
-    sys.spawn_ftsd_env("b", &[], "", &[("FTSD_PROBE_SOURCE_ADDRESS", "127.0.0.3")]);
-    sys.spawn_ftsd_env("c", &[], "", &[("FTSD_PROBE_SOURCE_ADDRESS", "127.0.0.4")]);
+    sys.spawn_ftsd_env(
+        "b",
+        &[],
+        "",
+        &[
+            ("FTSD_PROBE_SOURCE_ADDRESS", "127.0.0.3"),
+            ("FTSD_OBSERVE_MODE", "continuous"),
+        ],
+    );
+    sys.spawn_ftsd_env(
+        "c",
+        &[],
+        "",
+        &[
+            ("FTSD_PROBE_SOURCE_ADDRESS", "127.0.0.4"),
+            ("FTSD_OBSERVE_MODE", "continuous"),
+        ],
+    );
     wait_members(etcd, 3).await;
     sys
 }

@@ -39,7 +39,7 @@ pub enum Access {
 
 /// The class of a gRPC method, by its request path (`/package.Service/Method`).
 pub fn access(path: &str) -> Access {
-    const READ: [&str; 6] = [
+    const READ: [&str; 7] = [
         "/ftsd.v1.Fts/Status",
         "/ftsd.v1.Fts/Segments",
         "/ftsd.v1.Fts/History",
@@ -52,6 +52,8 @@ pub fn access(path: &str) -> Access {
         // second opinion works in clusters whose instances reach each other without
         // credentials (the leader asks; a refused answer would only block failovers).
         "/ftsd.v1.Fts/ConfirmDown",
+        // The brake's record; releasing it (`BrakeRelease`) is mutating.
+        "/ftsd.v1.Fts/BrakeStatus",
     ];
     // ReportDown is deliberately *not* listed: a report is counted as that member's vote
     // toward a failover, so an unauthenticated caller must never be able to cast one. A

@@ -14,6 +14,7 @@ mod args;
 mod error;
 mod keys;
 mod load;
+pub mod reload;
 mod render;
 mod validate;
 
@@ -87,6 +88,8 @@ pub struct Config {
     /// `ftsd vip-agent`: the client-facing address of the coordinator pair.
     pub vip: VipConfig,
     pub etcd: EtcdConfig,
+    /// The brake on correlated failures (docs/safety.md).
+    pub brake: BrakeConfig,
     pub api: ApiConfig,
     pub hooks: HooksConfig,
     pub log: LogConfig,
@@ -130,6 +133,7 @@ pub struct ProbeConfig {
 /// `[observe]`: the second opinion (docs/safety.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObserveConfig {
+    /// `off` (the default): no second opinion, the leader acts on its own observation;
     /// `continuous`: followers probe every primary once per interval, staggered against the
     /// leader; `on-demand`: they probe only when the leader asks them to confirm a loss.
     pub mode: ObserveMode,
@@ -141,7 +145,7 @@ pub struct ObserveConfig {
 impl Default for ObserveConfig {
     fn default() -> Self {
         ObserveConfig {
-            mode: ObserveMode::Continuous,
+            mode: ObserveMode::Off,
             confirm_timeout: None,
         }
     }
@@ -582,6 +586,25 @@ impl ReadAuth {
     }
 }
 
+/// The brake on correlated failures: failovers within one window that would span more
+/// segment hosts than `max_hosts` are held until an operator releases them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrakeConfig {
+    /// `"auto"` (half of the hosts carrying primaries, at least 1), `"off"`, or a count >= 1.
+    pub max_hosts: crate::core::brake::HostLimit,
+    /// How far back admitted failovers count.
+    pub window: Duration,
+}
+
+impl Default for BrakeConfig {
+    fn default() -> Self {
+        BrakeConfig {
+            max_hosts: crate::core::brake::HostLimit::Auto,
+            window: Duration::from_secs(600),
+        }
+    }
+}
+
 /// Operator commands run on events (see docs/api.md for their arguments and environment).
 /// Each is an argv array, run without a shell; empty means no hook.
 #[derive(Debug, Clone, PartialEq)]
@@ -650,6 +673,7 @@ impl Config {
             coordinator: CoordinatorConfig::default(),
             vip: VipConfig::default(),
             etcd: EtcdConfig::default(),
+            brake: BrakeConfig::default(),
             api: ApiConfig::default(),
             hooks: HooksConfig::default(),
             log: LogConfig::default(),

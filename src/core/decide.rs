@@ -54,6 +54,10 @@ pub enum Rule {
     /// Row 7 as `gpfts` decides it (the `gpfts` profile, `core::profile`): the primary is lost
     /// and the mirror was not in sync; the primary is marked down (`p/d/n`), no message.
     PrimaryDown,
+    /// Row 6 allowed and confirmed, but held by the brake on correlated failures
+    /// (`core::brake`): the failovers of one window would span too many hosts. No change;
+    /// alarmed; held until an operator releases the brake.
+    BrakeHeld,
     /// Not a row of the table: a planned switchover (`ftsctl switchover`) recorded the
     /// standby as the primary (`p/u/n`) and the old primary as a down mirror (`m/d/n`), to be
     /// rebuilt; PROMOTE follows.
@@ -82,6 +86,7 @@ impl Rule {
             Rule::FailoverUnconfirmed => "failover_unconfirmed",
             Rule::Fence => "fence",
             Rule::PrimaryDown => "primary_down",
+            Rule::BrakeHeld => "brake_held",
             Rule::Switchover => "switchover",
             Rule::SwitchoverRefused => "switchover_refused",
             Rule::SwitchoverAborted => "switchover_aborted",
@@ -148,6 +153,14 @@ pub enum Refusal {
         down_ms: u64,
         min_down_ms: u64,
     },
+    /// The brake on correlated failures holds this cycle's failovers.
+    BrakeEngaged { held: super::brake::Held },
+    /// The brake's record could not be read or written, so the brake cannot tell whether the
+    /// failover is within its limit: held (it fails closed).
+    BrakeUnrecorded { error: String },
+    /// A content without a mirror (probed under the `gpfts` profile) whose primary answers as
+    /// a mirror: the configuration says primary, the server does not; nobody to promote.
+    LonePrimaryAnswersAsMirror { primary_dbid: Dbid },
 }
 
 impl fmt::Display for Refusal {
@@ -221,6 +234,17 @@ impl fmt::Display for Refusal {
                 "primary dbid {primary_dbid} seen down for {down_ms} ms, less than probe.min_down \
                  ({min_down_ms} ms): waiting for the next cycle"
             ),
+            Refusal::BrakeEngaged { held } => held.fmt(f),
+            Refusal::BrakeUnrecorded { error } => write!(
+                f,
+                "brake record unavailable ({error}): the failover is held until the brake can \
+                 count it"
+            ),
+            Refusal::LonePrimaryAnswersAsMirror { primary_dbid } => write!(
+                f,
+                "the content has no mirror and its primary dbid {primary_dbid} answers as a \
+                 mirror: someone else changed it; nothing is marked"
+            ),
         }
     }
 }
@@ -244,7 +268,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn new(content: ContentId, rule: Rule) -> Self {
+    pub(crate) fn new(content: ContentId, rule: Rule) -> Self {
         Decision {
             content,
             rule,
@@ -264,6 +288,11 @@ impl Decision {
     /// A content whose rows cannot form a pair: no action, only the alarm.
     pub fn bad_shape(content: ContentId, reason: String) -> Self {
         Decision::refused(content, Rule::BadShape, Refusal::BadShape { reason })
+    }
+
+    /// A failover the brake holds: nothing is written or sent (`core::brake`).
+    pub fn held_by_brake(content: ContentId, why: Refusal) -> Self {
+        Decision::refused(content, Rule::BrakeHeld, why)
     }
 
     pub fn is_noop(&self) -> bool {

@@ -56,6 +56,11 @@ impl<C: Catalog> ConfigReader<C> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ObserveMode {
+    /// No second opinion (the default): followers do not probe and the leader asks no one.
+    /// Off by default because the instances ask each other over the API, and the default
+    /// `api.listen` (loopback) cannot be reached from other hosts: a quorum on by default
+    /// would stop every failover of a multi-host deployment.
+    Off,
     /// Followers probe every primary once per interval, staggered against the leader.
     Continuous,
     /// Followers probe a primary only when the leader asks them to confirm its loss.
@@ -65,6 +70,7 @@ pub enum ObserveMode {
 impl ObserveMode {
     pub fn as_str(self) -> &'static str {
         match self {
+            ObserveMode::Off => "off",
             ObserveMode::Continuous => "continuous",
             ObserveMode::OnDemand => "on-demand",
         }

@@ -41,7 +41,9 @@ fn every_proto_method_has_a_deliberate_class() {
         ("ConfirmDown", Access::Read),
         // A vote toward a failover: never from an unauthenticated caller.
         ("ReportDown", Access::Mutate),
+        ("BrakeStatus", Access::Read),
         ("ProbeNow", Access::Mutate),
+        ("BrakeRelease", Access::Mutate),
         ("Pause", Access::Mutate),
         ("Resume", Access::Mutate),
         // Changes which server is the primary: the most consequential call there is.
