@@ -464,7 +464,7 @@ impl Fts for FtsService {
         let dbid = dbid(r.dbid)?;
         let Some(observer) = self.state.observer() else {
             return Err(Status::failed_precondition(
-                "this instance does not observe (single-instance or shadow mode)",
+                "this instance does not observe (observe.mode = \"off\", single-instance or shadow mode)",
             ));
         };
         let timeout = limits::confirm_wait(r.timeout_ms)?;
