@@ -240,67 +240,18 @@ async fn daemon_uses_verified_tls_for_the_catalog_and_the_postgres_driver() {
         .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("probe.password");
-    std::fs::write(&pw, format!("{PROBE_PASSWORD}\n")).unwrap();
     let ca = pki.ca();
-    let config = dir.path().join("ftsd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"cluster = "pgtls"
-instance_id = "single"
-
-[probe]
-driver = "postgres"
-interval = "1s"
-timeout = "900ms"
-retries = 2
-retry_delay = "200ms"
-mirror_down_grace = "3s"
-user = "{PROBE_ROLE}"
-password_file = "{pw}"
-
-[postgres]
-sslmode = "verify-full"
-ssl_ca_file = "{ca}"
-
-[catalog]
-url = "postgresql://postgres@127.0.0.1:{port}/postgres"
-sslmode = "verify-full"
-ssl_ca_file = "{ca}"
-
-[api]
-listen = "127.0.0.1:{api}"
-metrics_listen = "127.0.0.1:{metrics}"
-
-[log]
-level = "info,ftsd=debug"
-"#,
-            pw = pw.display(),
-            ca = ca.display(),
-            port = catalog.port(),
-            api = free_port(),
-            metrics = free_port(),
+    let verified = format!("sslmode = \"verify-full\"\nssl_ca_file = \"{}\"", ca.display());
+    let config = write_pg_driver_config(
+        dir.path(),
+        "pgtls",
+        &verified,
+        &format!(
+            "url = \"postgresql://postgres@127.0.0.1:{}/postgres\"\n{verified}",
+            catalog.port()
         ),
-    )
-    .unwrap();
-    let log = dir.path().join("ftsd.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ftsd"))
-        .args(["run", "--no-election", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("spawn ftsd");
-    let daemon = Daemon {
-        name: "single".into(),
-        child,
-        log,
-        config,
-    };
+    );
+    let daemon = Daemon::spawn(config, "single", &["run", "--no-election"], &[]);
 
     // The catalog session is encrypted, and so is a probe session on the primary.
     wait_for("an encrypted catalog session", LIMIT, || async {
