@@ -21,7 +21,7 @@ use fts_testkit::pgpair::{PgPair, PROBE_PASSWORD, PROBE_ROLE};
 use fts_testkit::pki::Pki;
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::{schema, Catalog};
-use ftsd::config::{CatalogConfig, ConnString, SslMode};
+use ftsd::config::{CatalogConfig, ConnString, PgTlsSettings, SslMode};
 use ftsd::model::Role;
 use support::{free_port, wait_for, Daemon};
 
@@ -56,10 +56,12 @@ fn catalog(
             "postgresql://postgres@{host}:{}/postgres",
             pg.port()
         )),
-        sslmode: mode,
-        ssl_ca_file: ca.map(Path::to_path_buf),
-        ssl_cert_file: client.as_ref().map(|c| c.0.clone()),
-        ssl_key_file: client.map(|c| c.1),
+        tls: PgTlsSettings {
+            mode,
+            ca_file: ca.map(Path::to_path_buf),
+            cert_file: client.as_ref().map(|c| c.0.clone()),
+            key_file: client.map(|c| c.1),
+        },
         connect_timeout: Duration::from_secs(5),
         ..CatalogConfig::default()
     };
@@ -96,8 +98,11 @@ async fn catalog_sslmodes_against_a_hostssl_only_server() {
             "postgresql://postgres@127.0.0.1:{}/postgres",
             pg.port()
         )),
-        sslmode: SslMode::VerifyFull,
-        ssl_ca_file: Some(ca.clone()),
+        tls: PgTlsSettings {
+            mode: SslMode::VerifyFull,
+            ca_file: Some(ca.clone()),
+            ..PgTlsSettings::default()
+        },
         ..CatalogConfig::default()
     });
     let (client, conn) = config

@@ -238,7 +238,7 @@ pub fn from_config(cfg: &Config) -> AnyDriver {
             fence_command: cfg.postgres.fence_command.clone(),
             fence_timeout: cfg.postgres.fence_timeout,
             statement_timeout: cfg.probe.timeout,
-            tls: crate::tls::postgres::PgTls::or_fail_closed(&cfg.postgres.tls(), "postgres"),
+            tls: crate::tls::postgres::PgTls::or_fail_closed(&cfg.postgres.tls, "postgres"),
         }))),
     }
 }
