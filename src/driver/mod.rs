@@ -204,7 +204,6 @@ impl SegmentDriver for AnyDriver {
     }
 }
 
-/// Builds the driver `probe.driver` names, with the probe credentials.
 /// The catalog row's port as a TCP port. A row whose port cannot be one is a fault of our
 /// input (the catalog), not a sign that the segment is down, hence the prober-side class.
 pub(crate) fn tcp_port(target: &Segment) -> Result<u16, AttemptError> {
@@ -219,6 +218,7 @@ pub(crate) fn tcp_port(target: &Segment) -> Result<u16, AttemptError> {
     })
 }
 
+/// Builds the driver `probe.driver` names, with the probe credentials.
 pub fn from_config(cfg: &Config) -> AnyDriver {
     match cfg.probe.driver {
         ProbeDriver::Fts => AnyDriver::Fts(FtsWireDriver {
