@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod model;
 pub mod secret;
 pub mod shadow;
+pub mod switchover;
 pub mod tls;
 pub mod wire;

@@ -32,8 +32,8 @@ pub enum Access {
     Open,
     /// Reads state: needs credentials only with `api.read_auth = "required"`.
     Read,
-    /// Changes what the cluster does (probe now, pause, resume, and every call not listed as
-    /// open or read-only): always needs credentials.
+    /// Changes what the cluster does (probe now, pause, resume, switchover, and every call not
+    /// listed as open or read-only): always needs credentials.
     Mutate,
 }
 

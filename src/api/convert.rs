@@ -181,6 +181,42 @@ pub fn segment(s: &Segment, all: &[Segment], last: Option<&CycleReport>) -> prot
     out
 }
 
+/// The coordinator pair as the watch's last round saw it (`gpstate -f`'s view).
+pub fn coordinator_pair(c: &crate::coordinator::PairStatus) -> proto::CoordinatorPair {
+    let side = |w: Option<bool>| match w {
+        Some(true) => "writable",
+        Some(false) => "in recovery",
+        None => "unreachable",
+    };
+    proto::CoordinatorPair {
+        acting: c.acting.clone(),
+        standby: c.standby.clone(),
+        acting_status: if c.acting_read_only {
+            "read-only".into()
+        } else {
+            side(c.acting_writable).into()
+        },
+        standby_status: if c.standby_read_only {
+            "read-only".into()
+        } else {
+            side(c.standby_writable).into()
+        },
+        sync: match c.in_sync {
+            Some(true) => "in sync",
+            Some(false) => "not in sync",
+            None => "unknown",
+        }
+        .into(),
+        replay_lag: c
+            .replay_lag
+            .and_then(|l| i64::try_from(l).ok())
+            .unwrap_or(-1),
+        rebuild: c.rebuild,
+        intent_pending: c.intent_pending,
+        decision: c.decision.clone(),
+    }
+}
+
 pub fn history(h: &HistoryRow) -> proto::HistoryEntry {
     proto::HistoryEntry {
         time_ms: ms(h.time),
@@ -191,6 +227,27 @@ pub fn history(h: &HistoryRow) -> proto::HistoryEntry {
         epoch: h.epoch.unwrap_or(0),
         instance_id: h.instance_id.clone().unwrap_or_default(),
         evidence_id: h.evidence_id.unwrap_or(0),
+    }
+}
+
+/// A switchover's report.
+pub fn switchover(r: &crate::switchover::Report) -> proto::SwitchoverResponse {
+    proto::SwitchoverResponse {
+        content: r.content.into(),
+        from: r.from.clone(),
+        to: r.to.clone(),
+        outcome: r.outcome.clone(),
+        steps: r
+            .steps
+            .iter()
+            .map(|s| proto::SwitchoverStep {
+                step: s.step.clone(),
+                ok: s.ok,
+                detail: s.detail.clone(),
+                at_ms: s.at_ms,
+            })
+            .collect(),
+        next: r.next.clone(),
     }
 }
 

@@ -132,6 +132,7 @@ impl Fts for FtsService {
         }
         if let Some(c) = st.coordinator() {
             resp.coordinator = c.summary();
+            resp.coordinator_pair = Some(convert::coordinator_pair(&c));
             resp.alarms.extend(
                 c.alarms
                     .iter()
@@ -181,7 +182,13 @@ impl Fts for FtsService {
             .iter()
             .map(|s| convert::segment(s, &cfg.segments, last.as_deref()))
             .collect();
-        Ok(Response::new(proto::SegmentsResponse { segments }))
+        Ok(Response::new(proto::SegmentsResponse {
+            segments,
+            coordinator: self
+                .state
+                .coordinator()
+                .map(|c| convert::coordinator_pair(&c)),
+        }))
     }
 
     async fn history(
@@ -303,6 +310,59 @@ impl Fts for FtsService {
             .await
             .map_err(Self::catalog_status)?;
         Ok(Response::new(convert::explain(content, ev.as_ref())))
+    }
+
+    async fn switchover(
+        &self,
+        req: Request<proto::SwitchoverRequest>,
+    ) -> Result<Response<proto::SwitchoverResponse>, Status> {
+        let peer = req.remote_addr();
+        let r = req.into_inner();
+        let timeout = limits::switchover_wait(r.timeout_ms)?;
+        let by = requester(&r.by, peer)?;
+        let content = i16::try_from(r.content).map_err(|_| {
+            Status::invalid_argument(format!("content {} is out of range", r.content))
+        })?;
+        if self.state.shadow().is_some() {
+            return Err(Status::failed_precondition(
+                "a shadow instance never acts: switch over through the incumbent",
+            ));
+        }
+        self.require_leader().await?;
+        tracing::warn!(content, by = %by, "switchover requested through the API");
+        let request = crate::switchover::Request {
+            content,
+            by,
+            timeout,
+        };
+        // On a task of its own: a client that gives up (or a dropped connection) must not
+        // cancel a switchover between two steps — it runs to done, undone or stopped.
+        let task = if content == -1 {
+            match self.state.coordinator_watch() {
+                Some(w) => tokio::spawn(async move { w.switchover(request).await }),
+                None => {
+                    return Err(Status::invalid_argument(
+                        "the coordinator pair is not configured ([coordinator])",
+                    ))
+                }
+            }
+        } else {
+            match self.state.switchover() {
+                Some(s) => tokio::spawn(async move { s.switchover(request).await }),
+                None => return Err(Status::unavailable("the probe loop is not running yet")),
+            }
+        };
+        let result = task
+            .await
+            .map_err(|e| Status::internal(format!("the switchover task failed: {e}")))?;
+        use crate::switchover::SwitchoverError as E;
+        match result {
+            Ok(report) => Ok(Response::new(convert::switchover(&report))),
+            Err(e @ E::Refused(_)) => Err(Status::failed_precondition(e.to_string())),
+            Err(e @ E::Unsupported(_)) => Err(Status::invalid_argument(e.to_string())),
+            Err(e @ E::Busy) => Err(Status::aborted(e.to_string())),
+            Err(e @ E::Unavailable(_)) => Err(Status::unavailable(e.to_string())),
+        }
     }
 
     async fn shadow(

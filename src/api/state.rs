@@ -94,12 +94,28 @@ pub struct ApiState {
     etcd_client: tokio::sync::Mutex<Option<etcd_client::Client>>,
     /// The coordinator pair's watch, when `[coordinator]` is configured.
     coordinator: std::sync::OnceLock<Arc<crate::coordinator::Watcher>>,
+    /// Runs segment-pair switchovers (set by the daemon once its probe loop is built).
+    switchover: std::sync::OnceLock<Arc<dyn crate::switchover::Switchover>>,
 }
 
 impl ApiState {
     /// Attaches the coordinator watch (status line, alarms, metrics).
     pub fn set_coordinator(&self, watcher: Arc<crate::coordinator::Watcher>) {
         let _ = self.coordinator.set(watcher);
+    }
+
+    /// Attaches what runs segment-pair switchovers.
+    pub fn set_switchover(&self, s: Arc<dyn crate::switchover::Switchover>) {
+        let _ = self.switchover.set(s);
+    }
+
+    pub fn switchover(&self) -> Option<Arc<dyn crate::switchover::Switchover>> {
+        self.switchover.get().cloned()
+    }
+
+    /// The coordinator watch, if configured.
+    pub fn coordinator_watch(&self) -> Option<Arc<crate::coordinator::Watcher>> {
+        self.coordinator.get().cloned()
     }
 
     /// The coordinator pair's last round, if watched.
@@ -130,6 +146,7 @@ impl ApiState {
             pause,
             etcd_client: tokio::sync::Mutex::new(None),
             coordinator: std::sync::OnceLock::new(),
+            switchover: std::sync::OnceLock::new(),
         })
     }
 

@@ -54,6 +54,15 @@ pub enum Rule {
     /// Row 7 as `gpfts` decides it (the `gpfts` profile, `core::profile`): the primary is lost
     /// and the mirror was not in sync; the primary is marked down (`p/d/n`), no message.
     PrimaryDown,
+    /// Not a row of the table: a planned switchover (`ftsctl switchover`) recorded the
+    /// standby as the primary (`p/u/n`) and the old primary as a down mirror (`m/d/n`), to be
+    /// rebuilt; PROMOTE follows.
+    Switchover,
+    /// A switchover refused before it changed anything (evidence only).
+    SwitchoverRefused,
+    /// A switchover undone before the catalog changed: the old primary is writable again
+    /// (evidence only).
+    SwitchoverAborted,
 }
 
 impl Rule {
@@ -73,6 +82,9 @@ impl Rule {
             Rule::FailoverUnconfirmed => "failover_unconfirmed",
             Rule::Fence => "fence",
             Rule::PrimaryDown => "primary_down",
+            Rule::Switchover => "switchover",
+            Rule::SwitchoverRefused => "switchover_refused",
+            Rule::SwitchoverAborted => "switchover_aborted",
         }
     }
 }

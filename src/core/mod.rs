@@ -8,6 +8,7 @@ pub mod epoch;
 pub mod outcome;
 pub mod profile;
 pub mod shadow;
+pub mod switchover;
 pub mod transition;
 
 pub use decide::{

@@ -166,6 +166,20 @@ pub enum Command {
         #[arg(allow_negative_numbers = true)]
         content: i32,
     },
+    /// Planned switchover of one pair, run by the leader: stop the writes on the primary,
+    /// wait until the standby has replayed them, record the new primary, promote the standby.
+    /// The old primary stays read-only and must be rebuilt as a standby (pg_basebackup /
+    /// pg_rewind; gpinitstandby for the coordinator). Refused while paused or when the standby
+    /// is not in sync. Exits 0 when done, 4 when aborted or stopped.
+    Switchover {
+        /// Content id of the pair; -1 is the coordinator pair.
+        #[arg(long, allow_negative_numbers = true)]
+        content: i32,
+        /// Bound on stopping the writes and on the standby's replay (at most 10m); past it
+        /// the switchover is undone.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+    },
     /// Shadow mode: how a `ftsd run --shadow` instance's decisions compared with the incumbent
     /// FTS's changes. Point --endpoint at the shadow instance. Exits 1 when any divergence was
     /// seen.

@@ -142,6 +142,11 @@ async fn run_single(
         SingleInstance::new(SINGLE_INSTANCE_EPOCH),
         instance_id,
     );
+    services
+        .state
+        .set_switchover(Arc::new(crate::switchover::PairSwitchover::new(
+            ctx.clone(),
+        )));
     // One attempt before the first cycle: the single instance's transitions carry the same
     // fixed epoch through the fence, so a catalog that is down now is claimed by them later.
     let first = std::sync::atomic::AtomicBool::new(true);
@@ -292,6 +297,11 @@ async fn run_elected(
         elector_stopped,
     ));
     let ctx = context(&cfg, catalog, authority, instance_id);
+    services
+        .state
+        .set_switchover(Arc::new(crate::switchover::PairSwitchover::new(
+            ctx.clone(),
+        )));
     run_loop(
         ctx,
         settings::loop_settings(&cfg),

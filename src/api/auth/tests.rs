@@ -40,6 +40,8 @@ fn every_proto_method_has_a_deliberate_class() {
         ("ProbeNow", Access::Mutate),
         ("Pause", Access::Mutate),
         ("Resume", Access::Mutate),
+        // Changes which server is the primary: the most consequential call there is.
+        ("Switchover", Access::Mutate),
     ];
     let proto = include_str!("../ftsd.proto");
     let methods: Vec<&str> = proto

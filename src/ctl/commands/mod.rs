@@ -10,6 +10,7 @@ mod probe;
 mod segments;
 mod shadow;
 mod status;
+mod switchover;
 mod watch;
 
 use std::io::IsTerminal;
@@ -102,6 +103,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Resume => pause::resume(cli, &ctx).await,
         Command::Explain { content } => explain::run(cli, &ctx, *content).await,
         Command::Shadow => shadow::run(cli, &ctx).await,
+        Command::Switchover { content, wait } => switchover::run(cli, &ctx, *content, *wait).await,
         Command::Watch {
             interval,
             iterations,

@@ -279,7 +279,9 @@ impl SegmentDriver for ScriptedDriver {
             kind: crate::driver::AlarmKind::Fenced,
             content: pair.content(),
             dbid: match work {
-                Upkeep::Fence { dbid, .. } | Upkeep::RestoreSyncrep { dbid, .. } => *dbid,
+                Upkeep::Fence { dbid, .. }
+                | Upkeep::RestoreSyncrep { dbid, .. }
+                | Upkeep::RestoreWrites { dbid } => *dbid,
             },
             message: "fenced".into(),
         }]
