@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::Client;
@@ -192,7 +191,8 @@ async fn ftsctl_operates_a_two_instance_cluster() {
         (l["leader_id"].as_str(), l["epoch"].as_i64()),
         (Some("a"), Some(epoch_a))
     );
-    assert!(ftsctl_expect(&api_b, &["leader"], 0).starts_with(&format!("a at {api_a} (epoch {epoch_a}")));
+    assert!(ftsctl_expect(&api_b, &["leader"], 0)
+        .starts_with(&format!("a at {api_a} (epoch {epoch_a}")));
     // nothing happened yet
     assert_eq!(ftsctl_expect(&api_b, &["history"], 0), "no history\n");
     assert_eq!(json(&api_b, &["explain", "0"], 4)["found"], false);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use fts_segsim::{Auth, Fault, SimConfig};
 use ftsd::model::{Mode, Role, Status};
 use serde_json::Value;
-use support::{addresses, ftsctl, ftsctl_expect, wait_for, System};
+use support::{addresses, ftsctl_expect, wait_for, System};
 
 use Mode::{InSync as S, NotInSync as N};
 use Role::{Mirror as M, Primary as P};

@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +19,7 @@ use ftsd::engine::SingleInstance;
 use ftsd::engine::{run_cycle, Authority, CycleContext, ProbeSettings, TransitionOutcome};
 use ftsd::model::{Epoch, Mode, Role, Segment, Status};
 use ftsd::wire::MessageType;
-use support::{free_port, history_text, wait_for, Daemon};
+use support::{history_text, wait_for, write_pg_driver_config, Daemon};
 
 use Mode::{InSync as S, NotInSync as N};
 use Role::{Mirror as M, Primary as P};

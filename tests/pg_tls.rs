@@ -13,17 +13,16 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fts_testkit::pg::{PgServer, PgServerTls};
-use fts_testkit::pgpair::{PgPair, PROBE_PASSWORD, PROBE_ROLE};
+use fts_testkit::pgpair::{PgPair, PROBE_ROLE};
 use fts_testkit::pki::Pki;
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::{schema, Catalog};
 use ftsd::config::{CatalogConfig, ConnString, PgTlsSettings, SslMode};
 use ftsd::model::Role;
-use support::{free_port, wait_for, Daemon};
+use support::{wait_for, write_pg_driver_config, Daemon};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -246,7 +245,10 @@ async fn daemon_uses_verified_tls_for_the_catalog_and_the_postgres_driver() {
 
     let dir = tempfile::tempdir().unwrap();
     let ca = pki.ca();
-    let verified = format!("sslmode = \"verify-full\"\nssl_ca_file = \"{}\"", ca.display());
+    let verified = format!(
+        "sslmode = \"verify-full\"\nssl_ca_file = \"{}\"",
+        ca.display()
+    );
     let config = write_pg_driver_config(
         dir.path(),
         "pgtls",

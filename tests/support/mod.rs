@@ -161,7 +161,9 @@ impl Daemon {
     /// subcommand and its flags: `["run", "--no-election"]`, `["vip-agent"]`) with `env`
     /// added and `RUST_LOG` removed; its output goes to `NAME.log` beside the configuration.
     pub fn spawn(config: PathBuf, name: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let dir = config.parent().expect("the configuration is in a directory");
+        let dir = config
+            .parent()
+            .expect("the configuration is in a directory");
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ftsd"))
