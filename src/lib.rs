@@ -17,6 +17,7 @@ pub mod gpfts;
 pub mod hooks;
 pub mod metrics;
 pub mod model;
+pub mod preflight;
 pub mod secret;
 pub mod shadow;
 pub mod switchover;

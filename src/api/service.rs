@@ -130,6 +130,17 @@ impl Fts for FtsService {
         if let Some(LastCycle::Finished(r)) = st.last_cycle() {
             resp.alarms = convert::alarms(&r);
         }
+        if let Some(brake) = st.brake() {
+            let primary_hosts = st.primary_hosts().await;
+            let state = match brake.status().await {
+                Ok(r) => convert::brake(&brake, Some(&r), primary_hosts, ""),
+                Err(e) => convert::brake(&brake, None, primary_hosts, &e),
+            };
+            if state.engaged {
+                resp.alarms.push(convert::brake_alarm(&state));
+            }
+            resp.brake = Some(state);
+        }
         if let Some(c) = st.coordinator() {
             resp.coordinator = c.summary();
             resp.coordinator_pair = Some(convert::coordinator_pair(&c));
@@ -310,6 +321,66 @@ impl Fts for FtsService {
             .await
             .map_err(Self::catalog_status)?;
         Ok(Response::new(convert::explain(content, ev.as_ref())))
+    }
+
+    async fn brake_status(
+        &self,
+        _req: Request<proto::BrakeStatusRequest>,
+    ) -> Result<Response<proto::BrakeState>, Status> {
+        let Some(brake) = self.state.brake() else {
+            return Err(Status::failed_precondition(
+                "this instance has no brake (shadow mode never acts)",
+            ));
+        };
+        let primary_hosts = self.state.primary_hosts().await;
+        let state = match brake.status().await {
+            Ok(r) => convert::brake(&brake, Some(&r), primary_hosts, ""),
+            Err(e) => convert::brake(&brake, None, primary_hosts, &e),
+        };
+        Ok(Response::new(state))
+    }
+
+    async fn brake_release(
+        &self,
+        req: Request<proto::BrakeReleaseRequest>,
+    ) -> Result<Response<proto::BrakeState>, Status> {
+        let peer = req.remote_addr();
+        let r = req.into_inner();
+        let reason = limits::text("reason", &r.reason, limits::MAX_REASON_CHARS)?;
+        if reason.is_empty() {
+            return Err(Status::invalid_argument("a reason is required"));
+        }
+        let by = requester(&r.by, peer)?;
+        let Some(brake) = self.state.brake() else {
+            return Err(Status::failed_precondition(
+                "this instance has no brake (shadow mode never acts)",
+            ));
+        };
+        self.require_leader().await?;
+        let Some(epoch) = self.state.own_epoch() else {
+            return Err(Status::unavailable("no longer the leader"));
+        };
+        let released = brake
+            .release(&by, &reason, crate::model::Epoch(epoch))
+            .await
+            .map_err(|e| match e {
+                crate::engine::brake::ReleaseFailure::Refused(e) => {
+                    Status::failed_precondition(e.to_string())
+                }
+                crate::engine::brake::ReleaseFailure::Unavailable(e) => {
+                    Status::unavailable(format!("releasing the brake: {e}"))
+                }
+            })?;
+        tracing::warn!(%by, %reason, "brake released through the API: the held failovers are decided again at the next cycle");
+        // The held failovers are decided again from fresh probes: start that cycle now.
+        self.state.wake.notify_one();
+        let primary_hosts = self.state.primary_hosts().await;
+        Ok(Response::new(convert::brake(
+            &brake,
+            Some(&released),
+            primary_hosts,
+            "",
+        )))
     }
 
     async fn switchover(

@@ -160,6 +160,10 @@ pub enum Command {
     },
     /// Leave maintenance mode.
     Resume,
+    /// The brake on correlated failures: failovers that would span more segment hosts within
+    /// one window than `brake.max_hosts` are held until an operator releases them.
+    #[command(subcommand)]
+    Brake(BrakeCommand),
     /// Show the evidence behind one content's last transition.
     Explain {
         /// Content id.
@@ -203,5 +207,20 @@ pub enum Command {
         /// Directory to write ftsctl.1, ftsctl-status.1, ... into.
         #[arg(long, value_name = "DIR")]
         dir: Option<std::path::PathBuf>,
+    },
+}
+
+/// `ftsctl brake ...`.
+#[derive(Debug, Subcommand)]
+pub enum BrakeCommand {
+    /// Whether the brake is engaged, what it counted, the failovers admitted within the
+    /// window and the last release. Exits 1 while it is engaged.
+    Status,
+    /// Release an engaged brake (leader only): the held failovers are decided again from the
+    /// next cycle's probes, and a new window starts. Recorded with who, when and why.
+    Release {
+        /// Why (recorded with the release and shown by `brake status`).
+        #[arg(long, short = 'r')]
+        reason: String,
     },
 }

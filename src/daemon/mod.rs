@@ -10,10 +10,12 @@
 //! * `members` — this instance's members-registry entry and the duplicate `instance_id` check.
 //! * `watchdog` — a leader whose cycles keep failing hands office over.
 //! * `process` — logging and shutdown signals of the `ftsd` and `gpfts` entry points.
+//! * `reload` — SIGHUP: the configuration read again and its reloadable part applied.
 
 pub mod claim;
 pub mod members;
 pub mod process;
+pub mod reload;
 pub mod services;
 pub mod settings;
 pub mod watchdog;
@@ -23,6 +25,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::sync::{watch, Notify};
 
 use crate::catalog::any::AnyCatalog;
@@ -32,8 +35,8 @@ use crate::config::Config;
 use crate::driver::{self, AnyDriver};
 use crate::election::{run_elector, ElectedAuthority};
 use crate::engine::authority::SINGLE_INSTANCE_EPOCH;
-use crate::engine::runner::run_loop;
-use crate::engine::{Authority, CycleContext, SingleInstance};
+use crate::engine::runner::{run_loop, LoopSettings};
+use crate::engine::{Authority, Brake, CycleContext, SingleInstance};
 use crate::shadow::{ShadowAuthority, ShadowBook, ShadowCatalog, ShadowDriver};
 
 /// How this instance holds authority.
@@ -64,6 +67,21 @@ pub async fn run(
     election: Election,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with_reload(cfg, election, shutdown, None).await
+}
+
+/// [`run`], reloading the configuration on SIGHUP from `reload` (docs/operations.md).
+pub async fn run_with_reload(
+    cfg: Config,
+    election: Election,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reload: Option<reload::Reload>,
+) -> anyhow::Result<()> {
+    // Armed first: from here on a SIGHUP waits for the daemon to be up.
+    let reload = reload
+        .map(reload::Reload::arm)
+        .transpose()
+        .context("installing the SIGHUP handler")?;
     let instance_id = cfg.effective_instance_id();
     tracing::info!(
         instance = %instance_id,
@@ -78,11 +96,11 @@ pub async fn run(
         let _ = shutdown_tx.send(true);
     }));
     match election {
-        Election::None => run_single(cfg, instance_id, shutdown_rx).await,
-        Election::Etcd => run_elected(cfg, instance_id, shutdown_rx).await,
+        Election::None => run_single(cfg, instance_id, shutdown_rx, reload).await,
+        Election::Etcd => run_elected(cfg, instance_id, shutdown_rx, reload).await,
         Election::Shadow { window } => {
             let window = window.unwrap_or_else(|| shadow_window(&cfg));
-            run_shadow(cfg, instance_id, window, shutdown_rx).await
+            run_shadow(cfg, instance_id, window, shutdown_rx, reload).await
         }
     }
 }
@@ -97,6 +115,7 @@ async fn run_single(
     cfg: Config,
     instance_id: String,
     shutdown: watch::Receiver<bool>,
+    reload: Option<reload::Armed>,
 ) -> anyhow::Result<()> {
     tracing::warn!(
         epoch = %SINGLE_INSTANCE_EPOCH,
@@ -136,11 +155,15 @@ async fn run_single(
         }
         None => None,
     };
+    // No etcd: the brake's record lives in this process (docs/safety.md).
+    let brake = Arc::new(Brake::in_process(settings::brake(&cfg)));
+    services.state.set_brake(brake.clone());
     let ctx = context(
         &cfg,
         catalog.clone(),
         SingleInstance::new(SINGLE_INSTANCE_EPOCH),
         instance_id,
+        brake,
     );
     services
         .state
@@ -162,14 +185,26 @@ async fn run_single(
         once,
     )
     .await;
-    run_loop(
-        ctx,
-        settings::loop_settings(&cfg),
-        wake,
-        Arc::new(services.observers),
-        shutdown,
-    )
-    .await;
+    // Registered in the members registry so that other hosts see a prober acting outside
+    // the election (`ftsd preflight`, `ftsctl members`).
+    let membership = members::membership(&cfg, &ctx.instance_id);
+    let registration = match settings::etcd_options(&cfg) {
+        Ok(etcd) => Some(AbortOnDrop(tokio::spawn(members::register_single(
+            etcd,
+            membership.clone(),
+            cfg.etcd.lease_ttl,
+        )))),
+        Err(e) => {
+            tracing::warn!(error = %e, "not registering in the members registry");
+            None
+        }
+    };
+    let mut observers = services.observers.clone();
+    observers.push(Arc::new(members::MemberObserver(membership)));
+    let (live, reloader) = follow_reloads(reload, &cfg, &services, false);
+    run_loop(ctx, live, wake, Arc::new(observers), shutdown).await;
+    drop(reloader);
+    drop(registration);
     drop(coordinator);
     Ok(())
 }
@@ -181,6 +216,7 @@ async fn run_shadow(
     instance_id: String,
     window: Duration,
     shutdown: watch::Receiver<bool>,
+    reload: Option<reload::Armed>,
 ) -> anyhow::Result<()> {
     // The incumbent is in charge: a shadow's refusal episodes must not page anyone.
     cfg.hooks.on_transition = Default::default();
@@ -192,7 +228,7 @@ async fn run_shadow(
     );
     let wake = Arc::new(Notify::new());
     let book = Arc::new(ShadowBook::new(window));
-    let mut observers = services::start(
+    let services = services::start(
         &cfg,
         &instance_id,
         settings::catalog(&cfg, false)?,
@@ -200,26 +236,23 @@ async fn run_shadow(
         wake.clone(),
         shutdown.clone(),
     )
-    .await?
-    .observers;
+    .await?;
+    let (live, reloader) = follow_reloads(reload, &cfg, &services, true);
+    let mut observers = services.observers;
     observers.push(book.clone());
     let ctx = Arc::new(CycleContext {
         driver: ShadowDriver::new(driver::from_config(&cfg)),
         catalog: ShadowCatalog::new(Arc::new(settings::catalog(&cfg, false)?), book),
         authority: ShadowAuthority,
-        settings: settings::probe_settings(&cfg),
+        settings: settings::probe_settings(&cfg).into(),
         instance_id,
         stopping: AtomicBool::new(false),
         refusals: Default::default(),
+        // A shadow never acts: its failovers pass the gate and are not acted on anyway.
+        brake: Arc::new(Brake::in_process(settings::brake(&cfg))),
     });
-    run_loop(
-        ctx,
-        settings::loop_settings(&cfg),
-        wake,
-        Arc::new(observers),
-        shutdown,
-    )
-    .await;
+    run_loop(ctx, live, wake, Arc::new(observers), shutdown).await;
+    drop(reloader);
     Ok(())
 }
 
@@ -227,6 +260,7 @@ async fn run_elected(
     cfg: Config,
     instance_id: String,
     shutdown: watch::Receiver<bool>,
+    reload: Option<reload::Armed>,
 ) -> anyhow::Result<()> {
     let etcd = settings::etcd_options(&cfg)?;
     members::ensure_unique(&cfg, &etcd, &instance_id).await?;
@@ -287,6 +321,16 @@ async fn run_elected(
         instance_id.clone(),
         authority.office_events(),
     )));
+    let brake = Arc::new(Brake::in_etcd(
+        settings::brake(&cfg),
+        crate::election::brake::EtcdBook::new(
+            crate::election::keys::brake(&cfg.etcd.prefix, &cfg.cluster),
+            etcd.clone(),
+            authority.clone(),
+            cfg.etcd.dial_timeout.max(Duration::from_secs(1)),
+        ),
+    ));
+    services.state.set_brake(brake.clone());
     // The elector resigns only once the probe loop has stopped: a resign lets a follower take
     // office at once, and a message of ours still in flight would then act beside it.
     let (elector_stop, elector_stopped) = watch::channel(false);
@@ -296,20 +340,15 @@ async fn run_elected(
         membership,
         elector_stopped,
     ));
-    let ctx = context(&cfg, catalog, authority, instance_id);
+    let ctx = context(&cfg, catalog, authority, instance_id, brake);
     services
         .state
         .set_switchover(Arc::new(crate::switchover::PairSwitchover::new(
             ctx.clone(),
         )));
-    run_loop(
-        ctx,
-        settings::loop_settings(&cfg),
-        wake,
-        Arc::new(observers),
-        shutdown,
-    )
-    .await;
+    let (live, reloader) = follow_reloads(reload, &cfg, &services, false);
+    run_loop(ctx, live, wake, Arc::new(observers), shutdown).await;
+    drop(reloader);
     let _ = elector_stop.send(true);
     // Wait for the resign so followers take over at once.
     let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
@@ -317,6 +356,27 @@ async fn run_elected(
     drop(announcer);
     drop(coordinator);
     Ok(())
+}
+
+/// The probe loop's settings channel, and the task that feeds it on SIGHUP (when `reload`
+/// is set); the task ends when its handle is dropped.
+fn follow_reloads(
+    reload: Option<reload::Armed>,
+    cfg: &Config,
+    services: &services::Services,
+    without_hooks: bool,
+) -> (watch::Receiver<LoopSettings>, Option<AbortOnDrop>) {
+    let (tx, rx) = watch::channel(settings::loop_settings(cfg));
+    let task = reload.map(|armed| {
+        let targets = reload::Targets {
+            live: tx,
+            hooks: services.hooks.clone(),
+            metrics: services.metrics.clone(),
+            without_hooks,
+        };
+        AbortOnDrop(tokio::spawn(armed.follow(cfg.clone(), targets)))
+    });
+    (rx, task)
 }
 
 /// How the coordinator watch reports: metrics, the alarm hook, and whether a VIP agent is
@@ -334,15 +394,17 @@ fn context<A: Authority>(
     catalog: Arc<AnyCatalog>,
     authority: A,
     instance_id: String,
+    brake: Arc<Brake>,
 ) -> Arc<CycleContext<AnyDriver, Arc<AnyCatalog>, A>> {
     Arc::new(CycleContext {
         driver: driver::from_config(cfg),
         catalog,
         authority,
-        settings: settings::probe_settings(cfg),
+        settings: settings::probe_settings(cfg).into(),
         instance_id,
         stopping: AtomicBool::new(false),
         refusals: Default::default(),
+        brake,
     })
 }
 

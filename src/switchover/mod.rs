@@ -214,7 +214,7 @@ impl<C: Catalog, A: Authority> Run<'_, C, A> {
                 let Some(end) = self.gate() else {
                     return Err("authority lost before PROMOTE; not sent".into());
                 };
-                let bound = Instant::now() + self.req.timeout.max(self.ctx.settings.timeout);
+                let bound = Instant::now() + self.req.timeout.max(self.ctx.settings.get().timeout);
                 let deadline = end.map_or(bound, |e| e.min(bound));
                 self.ctx
                     .driver

@@ -37,7 +37,9 @@ fn every_proto_method_has_a_deliberate_class() {
         ("History", Access::Read),
         ("Explain", Access::Read),
         ("Shadow", Access::Read),
+        ("BrakeStatus", Access::Read),
         ("ProbeNow", Access::Mutate),
+        ("BrakeRelease", Access::Mutate),
         ("Pause", Access::Mutate),
         ("Resume", Access::Mutate),
         // Changes which server is the primary: the most consequential call there is.
