@@ -71,7 +71,7 @@ interval = "1s"
 timeout = "900ms"
 retries = 2
 retry_delay = "200ms"
-mirror_down_grace = "0s"
+mirror_down_grace = "3s"
 user = "{PROBE_ROLE}"
 password_file = "{pw}"
 

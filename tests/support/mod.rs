@@ -106,6 +106,25 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed test is diagnosed from the daemon's own account (CI keeps only the output).
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let (head, tail) = (80, 120);
+            eprintln!("--- {}'s log ({}) ---", self.name, self.log.display());
+            for line in lines.iter().take(head) {
+                eprintln!("{line}");
+            }
+            if lines.len() > head + tail {
+                eprintln!("[… {} lines …]", lines.len() - head - tail);
+            }
+            for line in lines
+                .iter()
+                .skip(head.max(lines.len().saturating_sub(tail)))
+            {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 

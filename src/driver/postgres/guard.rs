@@ -97,14 +97,15 @@ impl Memory {
                 st.missing_since = None;
                 return false;
             }
-            st.verdict = Some(Verdict {
+            let verdict = Verdict {
                 primary_dbid: primary,
                 in_sync: a.reply.is_in_sync,
                 why: a.why.clone(),
                 at: now,
-            });
+            };
             if a.reply.is_mirror_up || !a.reply.is_syncrep_enabled {
                 st.missing_since = None;
+                st.verdict = Some(verdict);
                 return false;
             }
             let since = match st.missing_since {
@@ -114,7 +115,21 @@ impl Memory {
                     now
                 }
             };
-            now.duration_since(since) < grace
+            let within_grace = now.duration_since(since) < grace;
+            // While synchronous replication stays on, a primary without its standby cannot
+            // acknowledge a commit, so the standby still holds every acknowledged commit: the
+            // verdict from when it was last seen stays until the grace ends (and the mirror is
+            // marked down, syncrep off). A dying primary's last answer is typically this one
+            // (its walsender exits first); it must not veto the failover that follows.
+            let keeps_verdict = within_grace
+                && st
+                    .verdict
+                    .as_ref()
+                    .is_some_and(|v| v.primary_dbid == primary);
+            if !keeps_verdict {
+                st.verdict = Some(verdict);
+            }
+            within_grace
         })
     }
 
@@ -409,6 +424,40 @@ mod tests {
         let t1 = t0 + Duration::from_secs(11);
         assert_eq!(m.track_unnamed(0, 2, true, grace, t1), None);
         assert!(m.track_unnamed(0, 2, true, grace, t1 + grace).is_some());
+    }
+
+    #[test]
+    fn a_standby_missing_within_the_grace_keeps_its_in_sync_verdict() {
+        // The primary's walsender exits before the primary stops answering (postmaster killed,
+        // host going down): its last answer says "no standby". Syncrep is still on, so no
+        // commit was acknowledged without the standby; the failover that follows must go on.
+        let m = Memory::default();
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(3);
+        m.record_probe(0, 2, &assessed("streaming", "sync", "s"), grace, t0);
+        let gone = assessed("", "", "s");
+        assert!(m.record_probe(0, 2, &gone, grace, t0 + Duration::from_secs(1)));
+        assert!(check(m.verdict(0).as_ref(), 4).is_ok());
+        // once the grace is over the mirror is marked down: the standby is out of sync
+        let over = t0 + Duration::from_secs(1) + grace;
+        assert!(!m.record_probe(0, 2, &gone, grace, over));
+        assert!(check(m.verdict(0).as_ref(), 4).is_err());
+        // without a grace the first such answer counts at once
+        let m = Memory::default();
+        m.record_probe(
+            0,
+            2,
+            &assessed("streaming", "sync", "s"),
+            Duration::ZERO,
+            t0,
+        );
+        assert!(!m.record_probe(0, 2, &gone, Duration::ZERO, t0));
+        assert!(check(m.verdict(0).as_ref(), 4).is_err());
+        // an async verdict is not upgraded by the grace
+        let m = Memory::default();
+        m.record_probe(0, 2, &assessed("streaming", "async", "x"), grace, t0);
+        assert!(m.record_probe(0, 2, &gone, grace, t0 + Duration::from_secs(1)));
+        assert!(check(m.verdict(0).as_ref(), 4).is_err());
     }
 
     #[test]
