@@ -27,13 +27,15 @@ use Mode::{InSync as S, NotInSync as N};
 use Role::{Mirror as M, Primary as P};
 use Status::{Down as D, Up as U};
 
-const LIMIT: Duration = Duration::from_secs(30);
+// Generous: twelve tests share two cores, each with three PostgreSQL servers and an ftsd.
+const LIMIT: Duration = Duration::from_secs(60);
 
 struct PgSystem {
+    // Dropped first: a failed test prints the daemon's log, which lives in `dir`.
+    daemon: Option<Daemon>,
     catalog: PgServer,
     pair: PgPair,
     dir: tempfile::TempDir,
-    daemon: Option<Daemon>,
 }
 
 impl PgSystem {

@@ -70,10 +70,11 @@ pub fn free_port() -> u16 {
 }
 
 pub struct System {
+    // Dropped first: a failed test prints the daemons' logs, which live in `dir`.
+    pub daemons: Vec<Daemon>,
     pub pg: PgServer,
     pub sim: Simulator,
     pub dir: tempfile::TempDir,
-    pub daemons: Vec<Daemon>,
     /// etcd endpoints for elected daemons (empty: single-instance tests).
     pub etcd_endpoints: Vec<String>,
     pub lease_ttl: String,
