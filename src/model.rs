@@ -176,6 +176,9 @@ pub struct BadContent {
 pub struct PairSet {
     pub pairs: Vec<Pair>,
     pub refused: Vec<BadContent>,
+    /// Contents whose only row is a primary (no mirror). The in-core FTS does not probe them;
+    /// `gpfts` does, and marks them down when they do not answer (`core::decide_lone_primary`).
+    pub lone_primaries: Vec<Segment>,
 }
 
 /// The whole configuration as read in one snapshot.
@@ -210,7 +213,8 @@ impl SegmentConfig {
 
     /// The pairs the in-core FTS probes: every acting primary with content >= 0 that has a peer.
     /// Contents without a mirror, and the coordinator/standby (content -1), are left out as the
-    /// in-core FTS leaves them out (`docs/decisions.md`, "Which pairs are decided").
+    /// in-core FTS leaves them out (`docs/decisions.md`, "Which pairs are decided"); a content
+    /// whose one row is a primary is listed in `lone_primaries`, for the `gpfts` profile.
     ///
     /// The in-core FTS trusts the catalog's shape (its writers are all inside the cluster); we
     /// do not: a content with an unreadable row, more than two rows, or two primaries is
@@ -271,6 +275,10 @@ impl SegmentConfig {
                 primaries.first(),
                 rows.iter().find(|s| s.role != Role::Primary),
             ) else {
+                if let ([only], [primary]) = (rows.as_slice(), primaries.as_slice()) {
+                    debug_assert_eq!(only.dbid, primary.dbid);
+                    set.lone_primaries.push((*primary).clone());
+                }
                 continue;
             };
             set.pairs.push(Pair {
@@ -345,12 +353,22 @@ mod tests {
         ]);
         let set = cfg.probe_pairs();
         assert!(set.refused.is_empty());
+        let lone: Vec<_> = set.lone_primaries.iter().map(|s| s.dbid).collect();
+        assert_eq!(lone, vec![3], "content 1's primary has no mirror");
         let got: Vec<_> = set
             .pairs
             .iter()
             .map(|p| (p.content(), p.primary.dbid, p.mirror.dbid))
             .collect();
         assert_eq!(got, vec![(0, 2, 4), (2, 7, 5)]);
+    }
+
+    #[test]
+    fn a_content_whose_only_row_is_a_mirror_is_not_a_lone_primary() {
+        let cfg = SegmentConfig::new(vec![seg(3, 1, Role::Mirror), seg(1, -1, Role::Primary)]);
+        let set = cfg.probe_pairs();
+        assert!(set.pairs.is_empty() && set.refused.is_empty());
+        assert!(set.lone_primaries.is_empty(), "{:?}", set.lone_primaries);
     }
 
     #[test]

@@ -60,6 +60,14 @@ struct Cluster {
 
 impl Cluster {
     async fn start(pairs: u32) -> Cluster {
+        Cluster::start_with(SimConfig {
+            pairs,
+            ..SimConfig::default()
+        })
+        .await
+    }
+
+    async fn start_with(sim: SimConfig) -> Cluster {
         let etcd = EtcdCluster::start(1).await.expect("etcd");
         let coordinator = PgServer::builder()
             .start()
@@ -72,12 +80,7 @@ impl Cluster {
             .batch_execute(STAND_IN)
             .await
             .unwrap();
-        let sim = Simulator::start(SimConfig {
-            pairs,
-            ..SimConfig::default()
-        })
-        .await
-        .expect("segsim");
+        let sim = Simulator::start(sim).await.expect("segsim");
         let conf = CbdbEtcdConf {
             endpoints: etcd
                 .endpoints()
@@ -184,6 +187,14 @@ fn context(
     catalog: Arc<CloudberryCatalog>,
     epoch: Epoch,
 ) -> Arc<CycleContext<FtsWireDriver, Arc<CloudberryCatalog>, SingleInstance>> {
+    context_with(catalog, epoch, ftsd::core::Profile::Gpfts)
+}
+
+fn context_with(
+    catalog: Arc<CloudberryCatalog>,
+    epoch: Epoch,
+    profile: ftsd::core::Profile,
+) -> Arc<CycleContext<FtsWireDriver, Arc<CloudberryCatalog>, SingleInstance>> {
     Arc::new(CycleContext {
         driver: FtsWireDriver {
             credentials: Credentials::new("gpadmin"),
@@ -195,11 +206,13 @@ fn context(
             retries: 1,
             retry_delay: Duration::from_millis(100),
             concurrency: 8,
-            profile: ftsd::core::Profile::Gpfts,
-        },
+            profile,
+        }
+        .into(),
         instance_id: "fts-test".into(),
         stopping: AtomicBool::new(false),
         refusals: Default::default(),
+        brake: Default::default(),
     })
 }
 
@@ -732,6 +745,117 @@ async fn a_double_fault_marks_the_primary_down_in_the_blob_as_gpfts_does() {
     assert_eq!((p.role, p.status), (Role::Primary, Status::Up));
 }
 
+/// A primary without a mirror (content 1 here): the in-core profile leaves it alone; the gpfts
+/// profile probes it, marks it `p/d/n` in the blob when it is lost (one fenced write with its
+/// history row and evidence, the coordinator told, no role changed anywhere) and up again with
+/// its first reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_primary_without_a_mirror_is_marked_down_in_the_blob_as_gpfts_does() {
+    let c = Cluster::start_with(SimConfig {
+        pairs: 1,
+        mirrorless: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    let lone = c
+        .sim
+        .segments()
+        .into_iter()
+        .find(|s| s.content == 1)
+        .expect("content 1")
+        .dbid;
+    let catalog = Arc::new(c.catalog(false));
+    let epoch = catalog.claim_epoch(1, "fts-test", NoEtcd).await.unwrap();
+    let gpfts = context(catalog.clone(), epoch);
+    let in_core = context_with(catalog.clone(), epoch, ftsd::core::Profile::InCore);
+
+    let report = run_cycle(gpfts.clone()).await.unwrap();
+    let lone_report = report
+        .reports
+        .iter()
+        .find(|r| r.content == 1)
+        .expect("the gpfts profile probes content 1");
+    assert_eq!(
+        (
+            lone_report.primary_dbid,
+            lone_report.mirror_dbid,
+            lone_report.rule
+        ),
+        (lone, 0, Rule::Healthy)
+    );
+    assert_eq!(
+        c.blob().await.0,
+        c.initial,
+        "a healthy cycle writes nothing"
+    );
+    let versions = c.blob_versions().await;
+
+    c.sim.set_fault(lone, Fault::Down).await.unwrap();
+    // The in-core FTS does not probe contents without a mirror: nothing is written.
+    let report = run_cycle(in_core).await.unwrap();
+    assert!(report.reports.iter().all(|r| r.content != 1), "{report:?}");
+    assert_eq!(c.blob_versions().await, versions);
+
+    let report = run_cycle(gpfts.clone()).await.unwrap();
+    let r = report.reports.iter().find(|r| r.content == 1).unwrap();
+    assert_eq!(r.rule, Rule::PrimaryDown, "{report:?}");
+    assert!(r.message.is_none(), "nothing is sent: there is no mirror");
+    let (text, _) = c.blob().await;
+    let mut want = blob::parse(&c.initial).unwrap();
+    for row in want.iter_mut().filter(|r| r.dbid == lone) {
+        row.status = Status::Down;
+        row.mode = Mode::NotInSync;
+    }
+    assert_eq!(
+        text,
+        blob::render(&want),
+        "only the lone primary's status and mode changed, in the exact line format"
+    );
+    assert_eq!(c.blob_versions().await, versions + 1, "one blob write");
+    assert_eq!(c.coordinator_calls().await, vec![(text.clone(), true)]);
+    let rows = blob::parse(&text).unwrap();
+    for content in [-1, 0, 1] {
+        let primaries = rows
+            .iter()
+            .filter(|r| r.content == content && r.role == Role::Primary)
+            .count();
+        assert_eq!(primaries, 1, "content {content}: {text}");
+    }
+    let history = catalog
+        .history(&HistoryFilter {
+            limit: 10,
+            ..HistoryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        history.iter().map(|h| h.desc.clone()).collect::<Vec<_>>(),
+        [format!(
+            "FTS: update role, status, and mode for dbid {lone} with contentid 1 to p, d, and n"
+        )]
+    );
+    let ev = catalog
+        .last_evidence(1)
+        .await
+        .unwrap()
+        .expect("evidence of content 1");
+    assert_eq!(ev.epoch, epoch.0);
+    assert_eq!(Some(ev.id), history[0].evidence_id);
+
+    // Still lost: nothing more is written.
+    run_cycle(gpfts.clone()).await.unwrap();
+    assert_eq!(c.blob_versions().await, versions + 1);
+
+    // It answers again: marked up with its first reply.
+    c.sim.clear(lone).await.unwrap();
+    let report = run_cycle(gpfts).await.unwrap();
+    let r = report.reports.iter().find(|r| r.content == 1).unwrap();
+    assert_eq!(r.rule, Rule::Resync, "{report:?}");
+    let rows = blob::parse(&c.blob().await.0).unwrap();
+    let p = rows.iter().find(|r| r.dbid == lone).unwrap();
+    assert_eq!((p.role, p.status), (Role::Primary, Status::Up));
+}
+
 /// A shadow beside an acting instance on the blob: it agrees whichever side moves first, and
 /// writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -750,10 +874,11 @@ async fn a_shadow_agrees_with_the_acting_instance_on_the_blob() {
         }),
         catalog: ShadowCatalog::new(Arc::new(c.catalog(false)), book.clone()),
         authority: ShadowAuthority,
-        settings: acting.settings,
+        settings: acting.settings.get().into(),
         instance_id: "shadow".into(),
         stopping: AtomicBool::new(false),
         refusals: Default::default(),
+        brake: Default::default(),
     });
     let shadow_cycle = || async {
         let report = run_cycle(shadow.clone()).await.unwrap();

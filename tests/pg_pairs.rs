@@ -466,10 +466,11 @@ fn cycle_ctx<A: Authority>(
             ..PgCatalogConfig::new(sys.catalog.url())
         })),
         authority,
-        settings: settings(),
+        settings: settings().into(),
         instance_id: "test".into(),
         stopping: Default::default(),
         refusals: Default::default(),
+        brake: Default::default(),
     })
 }
 
@@ -808,10 +809,11 @@ async fn guard_refuses_a_standby_that_was_async_at_the_last_probe_even_if_the_ca
         driver: driver(),
         catalog: catalog.clone(),
         authority: ObserveOnly,
-        settings: settings(),
+        settings: settings().into(),
         instance_id: "observer".into(),
         stopping: Default::default(),
         refusals: Default::default(),
+        brake: Default::default(),
     });
     // the standby turns asynchronous: synchronous_standby_names names someone else
     sys.pair.set_sync_names("\"someone_else\"").await.unwrap();
@@ -834,10 +836,11 @@ async fn guard_refuses_a_standby_that_was_async_at_the_last_probe_even_if_the_ca
         driver: Arc::into_inner(observer).unwrap().driver,
         catalog,
         authority: SingleInstance::new(Epoch(1)),
-        settings: settings(),
+        settings: settings().into(),
         instance_id: "actor".into(),
         stopping: Default::default(),
         refusals: Default::default(),
+        brake: Default::default(),
     });
     let report = run_cycle(ctx.clone()).await.unwrap();
     let r = &report.reports[0];

@@ -32,20 +32,22 @@ pub enum Access {
     Open,
     /// Reads state: needs credentials only with `api.read_auth = "required"`.
     Read,
-    /// Changes what the cluster does (probe now, pause, resume, and every call not listed as
-    /// open or read-only): always needs credentials.
+    /// Changes what the cluster does (probe now, pause, resume, switchover, and every call not
+    /// listed as open or read-only): always needs credentials.
     Mutate,
 }
 
 /// The class of a gRPC method, by its request path (`/package.Service/Method`).
 pub fn access(path: &str) -> Access {
-    const READ: [&str; 5] = [
+    const READ: [&str; 6] = [
         "/ftsd.v1.Fts/Status",
         "/ftsd.v1.Fts/Segments",
         "/ftsd.v1.Fts/History",
         "/ftsd.v1.Fts/Explain",
         // Shadow mode's record: read-only, the shadow changes nothing anyway.
         "/ftsd.v1.Fts/Shadow",
+        // The brake's record; releasing it (`BrakeRelease`) is mutating.
+        "/ftsd.v1.Fts/BrakeStatus",
     ];
     if path.starts_with("/grpc.health.v1.Health/") {
         Access::Open

@@ -53,6 +53,75 @@ pub fn pause(p: Option<&PauseInfo>) -> proto::PauseState {
     }
 }
 
+/// The brake's record as the API shows it; `error` when it could not be read.
+pub fn brake(
+    b: &crate::engine::Brake,
+    record: Option<&crate::core::brake::BrakeRecord>,
+    primary_hosts: usize,
+    error: &str,
+) -> proto::BrakeState {
+    use crate::core::brake::HostLimit;
+    let settings = b.settings;
+    let max_hosts = match settings.max_hosts {
+        HostLimit::Auto => format!(
+            "auto ({} of {primary_hosts} hosts with primaries)",
+            HostLimit::Auto.resolve(primary_hosts).unwrap_or(1)
+        ),
+        other => other.to_string(),
+    };
+    let mut state = proto::BrakeState {
+        max_hosts,
+        window_ms: settings.window.as_millis() as u64,
+        store: if b.in_etcd_mode() { "etcd" } else { "process" }.into(),
+        error: error.into(),
+        ..Default::default()
+    };
+    let Some(r) = record else {
+        return state;
+    };
+    if let Some(e) = &r.engaged {
+        state.engaged = true;
+        state.engaged_at_ms = ms(e.at);
+        state.hosts = e.hosts.iter().cloned().collect();
+        state.limit = e.limit as u32;
+        state.held_contents = e.contents.iter().map(|c| i32::from(*c)).collect();
+        state.engaged_by = format!("{} (epoch {})", e.instance_id, e.epoch);
+    }
+    if let Some(rel) = &r.released {
+        state.released_by = rel.by.clone();
+        state.released_at_ms = ms(rel.at);
+        state.release_reason = rel.reason.clone();
+    }
+    let now = SystemTime::now();
+    state.admitted = r
+        .admitted
+        .iter()
+        .filter(|a| crate::core::brake::counts(r, a, settings.window, now))
+        .map(|a| proto::BrakeAdmitted {
+            host: a.host.clone(),
+            content: i32::from(a.content),
+            at_ms: ms(a.at),
+        })
+        .collect();
+    state
+}
+
+/// The status alarm line of an engaged brake.
+pub fn brake_alarm(b: &proto::BrakeState) -> String {
+    format!(
+        "brake engaged: {} hosts in window > limit {} ({}); failovers of contents {} held; \
+         release with `ftsctl brake release --reason ...`",
+        b.hosts.len(),
+        b.limit,
+        b.hosts.join(", "),
+        b.held_contents
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// "replied" or "failed: <kind>" (with the restart state when it mattered).
 pub fn outcome(o: &ProbeOutcome) -> String {
     match o {
@@ -113,6 +182,12 @@ pub fn alarms(r: &CycleReport) -> Vec<String> {
     r.reports
         .iter()
         .filter(|p| matches!(p.rule, Rule::ProberFault | Rule::FailoverUnconfirmed))
+        .chain(
+            // A brake that cannot read its record holds failovers without being engaged.
+            r.reports.iter().filter(|p| {
+                p.rule == Rule::BrakeHeld && r.brake.as_ref().is_some_and(|b| b.error.is_some())
+            }),
+        )
         .map(|p| {
             format!(
                 "{}: content {} primary dbid {}: {}",
@@ -181,6 +256,42 @@ pub fn segment(s: &Segment, all: &[Segment], last: Option<&CycleReport>) -> prot
     out
 }
 
+/// The coordinator pair as the watch's last round saw it (`gpstate -f`'s view).
+pub fn coordinator_pair(c: &crate::coordinator::PairStatus) -> proto::CoordinatorPair {
+    let side = |w: Option<bool>| match w {
+        Some(true) => "writable",
+        Some(false) => "in recovery",
+        None => "unreachable",
+    };
+    proto::CoordinatorPair {
+        acting: c.acting.clone(),
+        standby: c.standby.clone(),
+        acting_status: if c.acting_read_only {
+            "read-only".into()
+        } else {
+            side(c.acting_writable).into()
+        },
+        standby_status: if c.standby_read_only {
+            "read-only".into()
+        } else {
+            side(c.standby_writable).into()
+        },
+        sync: match c.in_sync {
+            Some(true) => "in sync",
+            Some(false) => "not in sync",
+            None => "unknown",
+        }
+        .into(),
+        replay_lag: c
+            .replay_lag
+            .and_then(|l| i64::try_from(l).ok())
+            .unwrap_or(-1),
+        rebuild: c.rebuild,
+        intent_pending: c.intent_pending,
+        decision: c.decision.clone(),
+    }
+}
+
 pub fn history(h: &HistoryRow) -> proto::HistoryEntry {
     proto::HistoryEntry {
         time_ms: ms(h.time),
@@ -191,6 +302,27 @@ pub fn history(h: &HistoryRow) -> proto::HistoryEntry {
         epoch: h.epoch.unwrap_or(0),
         instance_id: h.instance_id.clone().unwrap_or_default(),
         evidence_id: h.evidence_id.unwrap_or(0),
+    }
+}
+
+/// A switchover's report.
+pub fn switchover(r: &crate::switchover::Report) -> proto::SwitchoverResponse {
+    proto::SwitchoverResponse {
+        content: r.content.into(),
+        from: r.from.clone(),
+        to: r.to.clone(),
+        outcome: r.outcome.clone(),
+        steps: r
+            .steps
+            .iter()
+            .map(|s| proto::SwitchoverStep {
+                step: s.step.clone(),
+                ok: s.ok,
+                detail: s.detail.clone(),
+                at_ms: s.at_ms,
+            })
+            .collect(),
+        next: r.next.clone(),
     }
 }
 

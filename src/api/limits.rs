@@ -44,6 +44,22 @@ pub fn probe_wait(timeout_ms: u64) -> Result<Duration, Status> {
     }
 }
 
+/// How long a switchover may wait for the writes to stop and the standby to replay them.
+pub const DEFAULT_SWITCHOVER_WAIT: Duration = Duration::from_secs(30);
+pub const MAX_SWITCHOVER_WAIT: Duration = Duration::from_secs(600);
+
+pub fn switchover_wait(timeout_ms: u64) -> Result<Duration, Status> {
+    match Duration::from_millis(timeout_ms) {
+        d if d.is_zero() => Ok(DEFAULT_SWITCHOVER_WAIT),
+        d if d > MAX_SWITCHOVER_WAIT => Err(Status::invalid_argument(format!(
+            "timeout {} is more than the maximum {}",
+            humantime::format_duration(d),
+            humantime::format_duration(MAX_SWITCHOVER_WAIT)
+        ))),
+        d => Ok(d),
+    }
+}
+
 /// `None` for 0 (indefinitely).
 pub fn pause_duration(duration_ms: u64) -> Result<Option<Duration>, Status> {
     match Duration::from_millis(duration_ms) {

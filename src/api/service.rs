@@ -130,8 +130,20 @@ impl Fts for FtsService {
         if let Some(LastCycle::Finished(r)) = st.last_cycle() {
             resp.alarms = convert::alarms(&r);
         }
+        if let Some(brake) = st.brake() {
+            let primary_hosts = st.primary_hosts().await;
+            let state = match brake.status().await {
+                Ok(r) => convert::brake(&brake, Some(&r), primary_hosts, ""),
+                Err(e) => convert::brake(&brake, None, primary_hosts, &e),
+            };
+            if state.engaged {
+                resp.alarms.push(convert::brake_alarm(&state));
+            }
+            resp.brake = Some(state);
+        }
         if let Some(c) = st.coordinator() {
             resp.coordinator = c.summary();
+            resp.coordinator_pair = Some(convert::coordinator_pair(&c));
             resp.alarms.extend(
                 c.alarms
                     .iter()
@@ -181,7 +193,13 @@ impl Fts for FtsService {
             .iter()
             .map(|s| convert::segment(s, &cfg.segments, last.as_deref()))
             .collect();
-        Ok(Response::new(proto::SegmentsResponse { segments }))
+        Ok(Response::new(proto::SegmentsResponse {
+            segments,
+            coordinator: self
+                .state
+                .coordinator()
+                .map(|c| convert::coordinator_pair(&c)),
+        }))
     }
 
     async fn history(
@@ -303,6 +321,119 @@ impl Fts for FtsService {
             .await
             .map_err(Self::catalog_status)?;
         Ok(Response::new(convert::explain(content, ev.as_ref())))
+    }
+
+    async fn brake_status(
+        &self,
+        _req: Request<proto::BrakeStatusRequest>,
+    ) -> Result<Response<proto::BrakeState>, Status> {
+        let Some(brake) = self.state.brake() else {
+            return Err(Status::failed_precondition(
+                "this instance has no brake (shadow mode never acts)",
+            ));
+        };
+        let primary_hosts = self.state.primary_hosts().await;
+        let state = match brake.status().await {
+            Ok(r) => convert::brake(&brake, Some(&r), primary_hosts, ""),
+            Err(e) => convert::brake(&brake, None, primary_hosts, &e),
+        };
+        Ok(Response::new(state))
+    }
+
+    async fn brake_release(
+        &self,
+        req: Request<proto::BrakeReleaseRequest>,
+    ) -> Result<Response<proto::BrakeState>, Status> {
+        let peer = req.remote_addr();
+        let r = req.into_inner();
+        let reason = limits::text("reason", &r.reason, limits::MAX_REASON_CHARS)?;
+        if reason.is_empty() {
+            return Err(Status::invalid_argument("a reason is required"));
+        }
+        let by = requester(&r.by, peer)?;
+        let Some(brake) = self.state.brake() else {
+            return Err(Status::failed_precondition(
+                "this instance has no brake (shadow mode never acts)",
+            ));
+        };
+        self.require_leader().await?;
+        let Some(epoch) = self.state.own_epoch() else {
+            return Err(Status::unavailable("no longer the leader"));
+        };
+        let released = brake
+            .release(&by, &reason, crate::model::Epoch(epoch))
+            .await
+            .map_err(|e| match e {
+                crate::engine::brake::ReleaseFailure::Refused(e) => {
+                    Status::failed_precondition(e.to_string())
+                }
+                crate::engine::brake::ReleaseFailure::Unavailable(e) => {
+                    Status::unavailable(format!("releasing the brake: {e}"))
+                }
+            })?;
+        tracing::warn!(%by, %reason, "brake released through the API: the held failovers are decided again at the next cycle");
+        // The held failovers are decided again from fresh probes: start that cycle now.
+        self.state.wake.notify_one();
+        let primary_hosts = self.state.primary_hosts().await;
+        Ok(Response::new(convert::brake(
+            &brake,
+            Some(&released),
+            primary_hosts,
+            "",
+        )))
+    }
+
+    async fn switchover(
+        &self,
+        req: Request<proto::SwitchoverRequest>,
+    ) -> Result<Response<proto::SwitchoverResponse>, Status> {
+        let peer = req.remote_addr();
+        let r = req.into_inner();
+        let timeout = limits::switchover_wait(r.timeout_ms)?;
+        let by = requester(&r.by, peer)?;
+        let content = i16::try_from(r.content).map_err(|_| {
+            Status::invalid_argument(format!("content {} is out of range", r.content))
+        })?;
+        if self.state.shadow().is_some() {
+            return Err(Status::failed_precondition(
+                "a shadow instance never acts: switch over through the incumbent",
+            ));
+        }
+        self.require_leader().await?;
+        tracing::warn!(content, by = %by, "switchover requested through the API");
+        let request = crate::switchover::Request {
+            content,
+            by,
+            timeout,
+        };
+        // On a task of its own: a client that gives up (or a dropped connection) must not
+        // cancel a switchover between two steps — it runs to done, undone or stopped.
+        let task = if content == -1 {
+            match self.state.coordinator_watch() {
+                Some(w) => tokio::spawn(async move { w.switchover(request).await }),
+                None => {
+                    return Err(Status::invalid_argument(
+                        "the coordinator pair is not configured ([coordinator])",
+                    ))
+                }
+            }
+        } else {
+            match self.state.switchover() {
+                Some(s) => tokio::spawn(async move { s.switchover(request).await }),
+                None => return Err(Status::unavailable("the probe loop is not running yet")),
+            }
+        };
+        let result = task
+            .await
+            .map_err(|e| Status::internal(format!("the switchover task failed: {e}")))?;
+        use crate::switchover::SwitchoverError as E;
+        match result {
+            Ok(report) => Ok(Response::new(convert::switchover(&report))),
+            Err(e @ E::Refused(_)) => Err(Status::failed_precondition(e.to_string())),
+            Err(e @ E::Unsupported(_)) => Err(Status::invalid_argument(e.to_string())),
+            Err(e @ E::Busy) => Err(Status::aborted(e.to_string())),
+            Err(e @ E::Unavailable(_)) => Err(Status::unavailable(e.to_string())),
+        }
     }
 
     async fn shadow(

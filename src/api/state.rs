@@ -94,12 +94,53 @@ pub struct ApiState {
     etcd_client: tokio::sync::Mutex<Option<etcd_client::Client>>,
     /// The coordinator pair's watch, when `[coordinator]` is configured.
     coordinator: std::sync::OnceLock<Arc<crate::coordinator::Watcher>>,
+    /// The brake on correlated failures the probe loop uses (none in shadow mode).
+    brake: std::sync::OnceLock<Arc<crate::engine::Brake>>,
+    /// Runs segment-pair switchovers (set by the daemon once its probe loop is built).
+    switchover: std::sync::OnceLock<Arc<dyn crate::switchover::Switchover>>,
 }
 
 impl ApiState {
+    /// Attaches the probe loop's brake (status, release, alarms).
+    pub fn set_brake(&self, brake: Arc<crate::engine::Brake>) {
+        let _ = self.brake.set(brake);
+    }
+
+    pub fn brake(&self) -> Option<Arc<crate::engine::Brake>> {
+        self.brake.get().cloned()
+    }
+
+    /// How many hosts carry acting primaries (what `brake.max_hosts = "auto"` halves), from the
+    /// last cycle's configuration or, before one, 0.
+    pub async fn primary_hosts(&self) -> usize {
+        use crate::catalog::Catalog;
+        let config = match self.last_cycle() {
+            Some(LastCycle::Finished(r)) => r.config.clone(),
+            _ => match self.catalog.load().await {
+                Ok(c) => c,
+                Err(_) => return 0,
+            },
+        };
+        crate::engine::brake::primary_hosts(&config)
+    }
+
     /// Attaches the coordinator watch (status line, alarms, metrics).
     pub fn set_coordinator(&self, watcher: Arc<crate::coordinator::Watcher>) {
         let _ = self.coordinator.set(watcher);
+    }
+
+    /// Attaches what runs segment-pair switchovers.
+    pub fn set_switchover(&self, s: Arc<dyn crate::switchover::Switchover>) {
+        let _ = self.switchover.set(s);
+    }
+
+    pub fn switchover(&self) -> Option<Arc<dyn crate::switchover::Switchover>> {
+        self.switchover.get().cloned()
+    }
+
+    /// The coordinator watch, if configured.
+    pub fn coordinator_watch(&self) -> Option<Arc<crate::coordinator::Watcher>> {
+        self.coordinator.get().cloned()
     }
 
     /// The coordinator pair's last round, if watched.
@@ -130,6 +171,8 @@ impl ApiState {
             pause,
             etcd_client: tokio::sync::Mutex::new(None),
             coordinator: std::sync::OnceLock::new(),
+            brake: std::sync::OnceLock::new(),
+            switchover: std::sync::OnceLock::new(),
         })
     }
 

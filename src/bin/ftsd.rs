@@ -20,7 +20,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Probe the segments and fail over: elect a leader through etcd, or run alone with
-    /// --no-election.
+    /// --no-election. SIGHUP reloads the configuration: probe timings, hooks and log level
+    /// take effect at the next cycle; keys that need a restart keep their running values.
     Run {
         #[command(flatten)]
         config: ConfigArgs,
@@ -42,6 +43,16 @@ enum Command {
     /// etcd records this host's server (vip.member) as the acting coordinator and this
     /// agent's etcd lease is alive; one agent per coordinator host.
     VipAgent {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Check, before starting an instance, what it needs: a valid configuration; an etcd
+    /// quorum, its version, and write permission on our prefix; a reachable catalog our role
+    /// may write; no other prober acting on the cluster (a --no-election instance, a gpfts
+    /// holding its lock); a PROBE answered by every primary with our credentials; an
+    /// open-file limit covering probe.concurrency. One line per check (ok, FAIL or skip, and
+    /// why); exits 1 if any check fails, 2 if the configuration is invalid.
+    Preflight {
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -110,6 +121,7 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Preflight { config } => return preflight(&config),
         Command::CheckConfig { config } => match load(&config) {
             Ok(cfg) => {
                 print!("{}", cfg.render_masked());
@@ -142,7 +154,12 @@ fn main() -> ExitCode {
             shadow_window,
         } => match load(&config) {
             Ok(cfg) => {
-                init_tracing(&cfg);
+                // stderr cannot fail to open
+                let log = daemon::process::init_tracing(&cfg, None).ok();
+                let reload = daemon::reload::Reload {
+                    load: Box::new(move || config.load()),
+                    log,
+                };
                 let election = if shadow {
                     Election::Shadow {
                         window: shadow_window,
@@ -153,10 +170,11 @@ fn main() -> ExitCode {
                     Election::Etcd
                 };
                 runtime().and_then(|rt| {
-                    rt.block_on(daemon::run(
+                    rt.block_on(daemon::run_with_reload(
                         cfg,
                         election,
                         daemon::process::wait_for_signal(),
+                        Some(reload),
                     ))
                 })
             }
@@ -180,6 +198,39 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn init_tracing(cfg: &Config) {
     // stderr cannot fail to open
     let _ = daemon::process::init_tracing(cfg, None);
+}
+
+/// `ftsd preflight`: the report on stdout; exit 0 when every check passed.
+fn preflight(args: &ConfigArgs) -> ExitCode {
+    use ftsd::preflight::{self, CheckResult};
+    let cfg = match args.load() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            print!(
+                "{}",
+                preflight::render(&[CheckResult::fail("config", e.to_string())])
+            );
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ftsd: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut results = vec![CheckResult::ok(
+        "config",
+        format!("{} is valid", args.config.display()),
+    )];
+    results.extend(rt.block_on(preflight::checks::run(&cfg, &cfg.effective_instance_id())));
+    print!("{}", preflight::render(&results));
+    if preflight::passed(&results) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn catalog_init(cfg: &Config) -> anyhow::Result<()> {

@@ -24,13 +24,14 @@ pub(crate) const ENV_CONFIG_PATH: &str = "FTSD_CONFIG";
 pub(crate) const PASSWORD_TABLES: [&str; 4] = ["probe", "catalog", "coordinator", "etcd"];
 
 /// The TOML tables; every other top-level name is a plain key.
-pub(crate) const TABLES: [&str; 9] = [
+pub(crate) const TABLES: [&str; 10] = [
     "probe",
     "postgres",
     "catalog",
     "coordinator",
     "vip",
     "etcd",
+    "brake",
     "api",
     "hooks",
     "log",
@@ -334,6 +335,46 @@ impl Field for SslMode {
     }
 }
 
+/// `brake.max_hosts`: `"auto"`, `"off"` or a number of hosts (at least 1; 0 is refused so
+/// that nobody turns the brake off by a number that reads like "hold everything").
+impl Field for crate::core::brake::HostLimit {
+    fn parse(input: &Input<'_>) -> Result<Self, String> {
+        use crate::core::brake::HostLimit;
+        let expected = "(expected \"auto\", \"off\" or a number of hosts >= 1)";
+        let n = match input {
+            Input::File(toml::Value::Integer(i)) => *i,
+            Input::File(toml::Value::String(_)) | Input::Text(_) => {
+                let raw = input.text("a string")?;
+                match raw.trim() {
+                    "auto" => return Ok(HostLimit::Auto),
+                    "off" => return Ok(HostLimit::Off),
+                    t => t.parse::<i64>().map_err(|_| {
+                        format!("{} {expected}", input.bad(raw, "invalid host limit", None))
+                    })?,
+                }
+            }
+            Input::File(other) => {
+                return Err(format!(
+                    "expected \"auto\", \"off\" or an integer, found {}",
+                    other.type_str()
+                ))
+            }
+        };
+        match u32::try_from(n) {
+            Ok(0) => Err("0 hosts is not a limit: use \"off\" to turn the brake off".into()),
+            Ok(n) => Ok(HostLimit::Hosts(n)),
+            Err(_) => Err(format!("{n} is out of range {expected}")),
+        }
+    }
+    fn render(&self) -> Option<String> {
+        use crate::core::brake::HostLimit;
+        match self {
+            HostLimit::Hosts(n) => Some(n.to_string()),
+            other => Some(toml_string(&other.to_string())),
+        }
+    }
+}
+
 /// One configuration key.
 pub(crate) struct Key {
     /// Dotted name, `table.key` or a top-level `key`.
@@ -447,6 +488,8 @@ pub(crate) const KEYS: &[Key] = &[
     key!(etcd.ca_file),
     key!(etcd.cert_file),
     key!(etcd.key_file),
+    key!(brake.max_hosts),
+    key!(brake.window),
     key!(api.listen),
     key!(api.metrics_listen),
     key!(api.tls_cert_file),

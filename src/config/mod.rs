@@ -14,6 +14,7 @@ mod args;
 mod error;
 mod keys;
 mod load;
+pub mod reload;
 mod render;
 mod validate;
 
@@ -84,6 +85,8 @@ pub struct Config {
     /// `ftsd vip-agent`: the client-facing address of the coordinator pair.
     pub vip: VipConfig,
     pub etcd: EtcdConfig,
+    /// The brake on correlated failures (docs/safety.md).
+    pub brake: BrakeConfig,
     pub api: ApiConfig,
     pub hooks: HooksConfig,
     pub log: LogConfig,
@@ -550,6 +553,25 @@ impl ReadAuth {
     }
 }
 
+/// The brake on correlated failures: failovers within one window that would span more
+/// segment hosts than `max_hosts` are held until an operator releases them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrakeConfig {
+    /// `"auto"` (half of the hosts carrying primaries, at least 1), `"off"`, or a count >= 1.
+    pub max_hosts: crate::core::brake::HostLimit,
+    /// How far back admitted failovers count.
+    pub window: Duration,
+}
+
+impl Default for BrakeConfig {
+    fn default() -> Self {
+        BrakeConfig {
+            max_hosts: crate::core::brake::HostLimit::Auto,
+            window: Duration::from_secs(600),
+        }
+    }
+}
+
 /// Operator commands run on events (see docs/api.md for their arguments and environment).
 /// Each is an argv array, run without a shell; empty means no hook.
 #[derive(Debug, Clone, PartialEq)]
@@ -617,6 +639,7 @@ impl Config {
             coordinator: CoordinatorConfig::default(),
             vip: VipConfig::default(),
             etcd: EtcdConfig::default(),
+            brake: BrakeConfig::default(),
             api: ApiConfig::default(),
             hooks: HooksConfig::default(),
             log: LogConfig::default(),

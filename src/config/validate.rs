@@ -115,6 +115,12 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
 
     coordinator(c, o)?;
     vip(c)?;
+    within(
+        c.brake.window,
+        Duration::from_secs(1),
+        Duration::from_secs(24 * 3600),
+    )
+    .map_err(on("brake.window"))?;
 
     let e = &c.etcd;
     // Cloudberry: the endpoints of cbdb_etcd.conf are used instead.

@@ -115,7 +115,7 @@ async fn fence(w: &Watcher, plan: &Plan) -> Result<String, String> {
     .map(|()| format!("{} exited 0", w.settings.fence_command[0]))
 }
 
-async fn record_intent(w: &Watcher, plan: &mut Plan) -> Result<String, String> {
+pub(super) async fn record_intent(w: &Watcher, plan: &mut Plan) -> Result<String, String> {
     let id = w.records.next_id();
     let intent = Intent {
         id,
@@ -162,7 +162,7 @@ async fn record_intent(w: &Watcher, plan: &mut Plan) -> Result<String, String> {
     Ok(format!("intent {id} recorded at revision {written}"))
 }
 
-async fn promote(w: &Watcher, plan: &Plan) -> Result<String, String> {
+pub(super) async fn promote(w: &Watcher, plan: &Plan) -> Result<String, String> {
     // The catalog fence cannot protect a promotion: confirm in etcd (linearizable) that the
     // leader key is still ours right before it.
     if !w.confirm(plan.fence.revision).await {
@@ -205,7 +205,7 @@ async fn promote(w: &Watcher, plan: &Plan) -> Result<String, String> {
 
 /// The new coordinator left recovery and commits: an xid is assigned and its commit record
 /// written, which also proves commits do not wait for a standby that is gone.
-async fn verify(w: &Watcher, plan: &Plan) -> Result<String, String> {
+pub(super) async fn verify(w: &Watcher, plan: &Plan) -> Result<String, String> {
     let limit = w.settings.promote_timeout;
     let work = async {
         let client = probe::connect(&w.settings.connect, &plan.to).await?;
@@ -244,7 +244,7 @@ async fn verify(w: &Watcher, plan: &Plan) -> Result<String, String> {
     }
 }
 
-async fn record_outcome(w: &Watcher, plan: &mut Plan) -> Result<String, String> {
+pub(super) async fn record_outcome(w: &Watcher, plan: &mut Plan) -> Result<String, String> {
     let id = w.records.next_id();
     let state = CoordinatorState {
         acting: plan.to.to_string(),

@@ -20,6 +20,7 @@
 pub mod failover;
 pub mod probe;
 pub mod records;
+pub mod switchover;
 pub mod vip;
 
 use std::sync::{Arc, Mutex};
@@ -119,6 +120,12 @@ pub struct PairStatus {
     pub standby: String,
     pub rebuild: bool,
     pub acting_writable: Option<bool>,
+    /// The acting coordinator answered out of recovery but read-only (a switchover stopped
+    /// its writes).
+    pub acting_read_only: bool,
+    /// The other server answered out of recovery but read-only (a former coordinator a
+    /// switchover left read-only, awaiting its rebuild).
+    pub standby_read_only: bool,
     pub standby_writable: Option<bool>,
     pub in_sync: Option<bool>,
     pub replay_lag: Option<u64>,
@@ -153,9 +160,17 @@ impl PairStatus {
         let mut line = format!(
             "{} ({}), standby {} ({}{}), {sync}; {}",
             self.acting,
-            side(self.acting_writable),
+            if self.acting_read_only {
+                "read-only"
+            } else {
+                side(self.acting_writable)
+            },
             self.standby,
-            side(self.standby_writable),
+            if self.standby_read_only {
+                "read-only"
+            } else {
+                side(self.standby_writable)
+            },
             if self.rebuild { ", to be rebuilt" } else { "" },
             self.decision
         );
@@ -178,9 +193,14 @@ pub struct Watcher {
     reporting: Reporting,
     /// The alarms of the current episode (raised once, until the set changes).
     alarms: Mutex<Vec<crate::core::coordinator::PairAlarm>>,
+    /// A switchover runs in this process: rounds watch and report, and leave the acting to
+    /// it (its read-only coordinator and its intent are its own).
+    switching: std::sync::atomic::AtomicBool,
+    /// One switchover at a time.
+    switchover_lock: tokio::sync::Mutex<()>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -208,6 +228,8 @@ impl Watcher {
             status: Mutex::default(),
             reporting,
             alarms: Mutex::default(),
+            switching: std::sync::atomic::AtomicBool::new(false),
+            switchover_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -483,8 +505,8 @@ impl Watcher {
             }
         };
         let writable = [
-            p.state.as_ref().map(|st| !st.in_recovery),
-            s.state.as_ref().map(|st| !st.in_recovery),
+            p.state.as_ref().map(PrimaryState::writable),
+            s.state.as_ref().map(StandbyState::writable),
         ];
         let known = writable.iter().any(Option::is_some);
         let writable_count = writable.iter().filter(|w| **w == Some(true)).count() as u32;
@@ -506,21 +528,31 @@ impl Watcher {
             "primary_round": p,
             "standby_round": s,
         });
+        if self.switching.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::debug!(?decision, "a switchover runs here: this round only watches");
+            return;
+        }
         let span =
             tracing::info_span!("coordinator", content = -1, acting = %acting, standby = %standby);
         let _guard = span.enter();
         match decision {
             CoordinatorDecision::Healthy | CoordinatorDecision::Standby => {
-                let mut m = lock(&self.memory);
-                m.refusal = None;
-                m.stop_reported = None;
-                drop(m);
+                {
+                    let mut m = lock(&self.memory);
+                    m.refusal = None;
+                    m.stop_reported = None;
+                }
                 if let Some(ps) = &p.state {
                     if ps.in_recovery {
                         tracing::warn!("the acting coordinator answers in recovery");
                     }
+                    let in_sync = sync_now.as_ref().is_some_and(|x| x.synchronous);
+                    if !ps.in_recovery && ps.read_only && in_sync && pending.is_none() {
+                        self.restore_interrupted(term.as_ref(), read.as_ref(), &acting, &standby)
+                            .await;
+                    }
                 }
-                if rebuild && s.state.as_ref().is_some_and(|st| !st.in_recovery) {
+                if rebuild && s.state.as_ref().is_some_and(StandbyState::writable) {
                     tracing::error!(
                         old = %standby,
                         "the former coordinator accepts writes again: it must be stopped and rebuilt as a standby (gpinitstandby), never restarted as it is"
@@ -569,7 +601,7 @@ impl Watcher {
         if let Some(ps) = &p.state {
             m.restarting_since = None;
             return PrimarySeen::Up {
-                writable: !ps.in_recovery,
+                writable: ps.writable(),
             };
         }
         if p.prober_fault() {
@@ -606,8 +638,16 @@ impl Watcher {
             acting: acting.to_string(),
             standby: standby.to_string(),
             rebuild,
-            acting_writable: p.state.as_ref().map(|st| !st.in_recovery),
-            standby_writable: s.state.as_ref().map(|st| !st.in_recovery),
+            acting_writable: p.state.as_ref().map(PrimaryState::writable),
+            acting_read_only: p
+                .state
+                .as_ref()
+                .is_some_and(|st| !st.in_recovery && st.read_only),
+            standby_writable: s.state.as_ref().map(StandbyState::writable),
+            standby_read_only: s
+                .state
+                .as_ref()
+                .is_some_and(|st| !st.in_recovery && st.read_only),
             in_sync: sync.map(|x| x.synchronous),
             replay_lag: sync.and_then(|x| x.replay_lag),
             decision: match decision {

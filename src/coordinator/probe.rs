@@ -91,6 +91,9 @@ pub struct PrimaryState {
     pub in_recovery: bool,
     pub synchronous_commit: String,
     pub synchronous_standby_names: String,
+    /// `default_transaction_read_only` is on: writes were stopped at the database level (a
+    /// switchover in progress, or interrupted); not counted as writable.
+    pub read_only: bool,
     /// Physical walsenders (backups and logical ones left out).
     pub walsenders: Vec<WalSender>,
 }
@@ -104,9 +107,24 @@ pub struct StandbyState {
     /// view, before 9.6).
     pub receiver: Option<String>,
     pub replay_lsn: Option<String>,
+    /// `default_transaction_read_only` is on (a former coordinator left read-only by a
+    /// switchover, awaiting its rebuild): not counted as writable.
+    pub read_only: bool,
+}
+
+impl PrimaryState {
+    /// Out of recovery and not read-only: it accepts writes.
+    pub fn writable(&self) -> bool {
+        !self.in_recovery && !self.read_only
+    }
 }
 
 impl StandbyState {
+    /// Out of recovery and not read-only: it accepts writes.
+    pub fn writable(&self) -> bool {
+        !self.in_recovery && !self.read_only
+    }
+
     /// `pg_promote()` exists from PostgreSQL 12 on.
     pub fn has_pg_promote(&self) -> bool {
         self.version_num >= 120_000
@@ -152,7 +170,8 @@ pub async fn read_primary(
         let row = client
             .query_one(
                 "SELECT pg_is_in_recovery(), current_setting('synchronous_commit'), \
-                        current_setting('synchronous_standby_names')",
+                        current_setting('synchronous_standby_names'), \
+                        current_setting('default_transaction_read_only') = 'on'",
                 &[],
             )
             .await
@@ -179,6 +198,7 @@ pub async fn read_primary(
             in_recovery,
             synchronous_commit: row.get(1),
             synchronous_standby_names: row.get(2),
+            read_only: row.get(3),
             walsenders,
         })
     })
@@ -196,13 +216,16 @@ pub async fn read_standby(
         let sql = if version_num >= 100_000 {
             "SELECT pg_is_in_recovery(), \
                     (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
-                    pg_last_wal_replay_lsn()::text"
+                    pg_last_wal_replay_lsn()::text, \
+                    current_setting('default_transaction_read_only') = 'on'"
         } else if version_num >= 90_600 {
             "SELECT pg_is_in_recovery(), \
                     (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
-                    pg_last_xlog_replay_location()::text"
+                    pg_last_xlog_replay_location()::text, \
+                    current_setting('default_transaction_read_only') = 'on'"
         } else {
-            "SELECT pg_is_in_recovery(), NULL::text, pg_last_xlog_replay_location()::text"
+            "SELECT pg_is_in_recovery(), NULL::text, pg_last_xlog_replay_location()::text, \
+                    current_setting('default_transaction_read_only') = 'on'"
         };
         let row = client
             .query_one(sql, &[])
@@ -213,6 +236,7 @@ pub async fn read_standby(
             in_recovery: row.get(0),
             receiver: row.get(1),
             replay_lsn: row.get(2),
+            read_only: row.get(3),
         })
     })
     .await
@@ -367,6 +391,7 @@ mod tests {
             in_recovery: false,
             synchronous_commit: "on".into(),
             synchronous_standby_names: "\"s\"".into(),
+            read_only: false,
             walsenders: vec![WalSender {
                 application_name: "s".into(),
                 state: Some("streaming".into()),
@@ -382,6 +407,7 @@ mod tests {
             in_recovery: true,
             receiver: receiver.map(str::to_owned),
             replay_lsn: Some("0/3000000".into()),
+            read_only: false,
         }
     }
 

@@ -54,6 +54,19 @@ pub enum Rule {
     /// Row 7 as `gpfts` decides it (the `gpfts` profile, `core::profile`): the primary is lost
     /// and the mirror was not in sync; the primary is marked down (`p/d/n`), no message.
     PrimaryDown,
+    /// Row 6 allowed and confirmed, but held by the brake on correlated failures
+    /// (`core::brake`): the failovers of one window would span too many hosts. No change;
+    /// alarmed; held until an operator releases the brake.
+    BrakeHeld,
+    /// Not a row of the table: a planned switchover (`ftsctl switchover`) recorded the
+    /// standby as the primary (`p/u/n`) and the old primary as a down mirror (`m/d/n`), to be
+    /// rebuilt; PROMOTE follows.
+    Switchover,
+    /// A switchover refused before it changed anything (evidence only).
+    SwitchoverRefused,
+    /// A switchover undone before the catalog changed: the old primary is writable again
+    /// (evidence only).
+    SwitchoverAborted,
 }
 
 impl Rule {
@@ -73,6 +86,10 @@ impl Rule {
             Rule::FailoverUnconfirmed => "failover_unconfirmed",
             Rule::Fence => "fence",
             Rule::PrimaryDown => "primary_down",
+            Rule::BrakeHeld => "brake_held",
+            Rule::Switchover => "switchover",
+            Rule::SwitchoverRefused => "switchover_refused",
+            Rule::SwitchoverAborted => "switchover_aborted",
         }
     }
 }
@@ -122,6 +139,14 @@ pub enum Refusal {
     },
     /// The mirror that row 6 would promote answered, but not as a mirror.
     MirrorNotAMirror { mirror_dbid: Dbid },
+    /// The brake on correlated failures holds this cycle's failovers.
+    BrakeEngaged { held: super::brake::Held },
+    /// The brake's record could not be read or written, so the brake cannot tell whether the
+    /// failover is within its limit: held (it fails closed).
+    BrakeUnrecorded { error: String },
+    /// A content without a mirror (probed under the `gpfts` profile) whose primary answers as
+    /// a mirror: the configuration says primary, the server does not; nobody to promote.
+    LonePrimaryAnswersAsMirror { primary_dbid: Dbid },
 }
 
 impl fmt::Display for Refusal {
@@ -169,6 +194,17 @@ impl fmt::Display for Refusal {
                 "mirror dbid {mirror_dbid} answered a PROBE but not as a mirror; promoting it \
                  could make a second primary"
             ),
+            Refusal::BrakeEngaged { held } => held.fmt(f),
+            Refusal::BrakeUnrecorded { error } => write!(
+                f,
+                "brake record unavailable ({error}): the failover is held until the brake can \
+                 count it"
+            ),
+            Refusal::LonePrimaryAnswersAsMirror { primary_dbid } => write!(
+                f,
+                "the content has no mirror and its primary dbid {primary_dbid} answers as a \
+                 mirror: someone else changed it; nothing is marked"
+            ),
         }
     }
 }
@@ -192,7 +228,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn new(content: ContentId, rule: Rule) -> Self {
+    pub(crate) fn new(content: ContentId, rule: Rule) -> Self {
         Decision {
             content,
             rule,
@@ -203,7 +239,7 @@ impl Decision {
         }
     }
 
-    fn refused(content: ContentId, rule: Rule, why: Refusal) -> Self {
+    pub(crate) fn refused(content: ContentId, rule: Rule, why: Refusal) -> Self {
         let mut d = Decision::new(content, rule);
         d.refusal = Some(why);
         d
@@ -212,6 +248,11 @@ impl Decision {
     /// A content whose rows cannot form a pair: no action, only the alarm.
     pub fn bad_shape(content: ContentId, reason: String) -> Self {
         Decision::refused(content, Rule::BadShape, Refusal::BadShape { reason })
+    }
+
+    /// A failover the brake holds: nothing is written or sent (`core::brake`).
+    pub fn held_by_brake(content: ContentId, why: Refusal) -> Self {
+        Decision::refused(content, Rule::BrakeHeld, why)
     }
 
     pub fn is_noop(&self) -> bool {

@@ -12,14 +12,21 @@
 //! profile is applied after the table and after the failover's mirror check, so it only ever
 //! rewrites a double-fault refusal; everything else passes unchanged.
 //!
+//! `gpfts` also probes **primaries without a mirror** (the in-core FTS does not) and marks one
+//! down when it does not answer: [`decide_lone_primary`], used by the engine under this
+//! profile only. That too changes no role and sends nothing; there is no peer to promote, so
+//! the only effect is the dispatcher failing fast on the content, and the next reply marks the
+//! primary up again.
+//!
 //! `docs/decisions.md` and `docs/cloudberry.md` list the differences and the choices.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use super::decide::{Decision, Refusal, Rule};
+use super::outcome::{ProbeOutcome, RestartState};
 use super::transition::RowUpdate;
-use crate::model::{Mode, Pair, Role, SegmentState, Status};
+use crate::model::{Mode, Pair, Role, Segment, SegmentState, Status};
 
 /// Which FTS's decisions to follow where they differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -107,6 +114,71 @@ fn primary_down(pair: &Pair) -> Vec<RowUpdate> {
         .filter(|(row, to)| row.state() != *to)
         .map(|(row, to)| RowUpdate::new(row, to))
         .collect()
+}
+
+/// `gpfts`'s decision for a content whose only row is `primary` (no mirror), from its probe:
+///
+/// * it answered as a primary: up again if the configuration had it down (rule `resync`, only
+///   the status changes), else `healthy`;
+/// * it answered as a mirror: refused (`role_conflict`), nothing written;
+/// * a prober fault (our password, resolver or network): refused (`prober_fault`) — never read
+///   as a loss, exactly as for a pair;
+/// * crash recovery making progress, resetting, starting up: `restarting`, nothing written;
+/// * lost: `primary_down`, the row written `p/d/n` as `gpfts` writes it; a row already down is
+///   not written again.
+///
+/// No decision here carries a message: there is no mirror to promote, and a lone primary has
+/// no synchronous replication to turn off.
+pub fn decide_lone_primary(primary: &Segment, outcome: &ProbeOutcome) -> Decision {
+    let content = primary.content;
+    let write = |rule, to: SegmentState| {
+        let mut d = Decision::new(content, rule);
+        if primary.state() != to {
+            d.updates = vec![RowUpdate::new(primary, to)];
+        }
+        d
+    };
+    match outcome {
+        ProbeOutcome::Replied { reply } if reply.is_role_mirror => Decision::refused(
+            content,
+            Rule::RoleConflict,
+            Refusal::LonePrimaryAnswersAsMirror {
+                primary_dbid: primary.dbid,
+            },
+        ),
+        ProbeOutcome::Replied { .. } if primary.is_up() => Decision::new(content, Rule::Healthy),
+        ProbeOutcome::Replied { .. } => write(
+            Rule::Resync,
+            SegmentState {
+                role: Role::Primary,
+                status: Status::Up,
+                mode: primary.mode,
+            },
+        ),
+        ProbeOutcome::Failed { kind, .. } if kind.is_prober_fault() => Decision::refused(
+            content,
+            Rule::ProberFault,
+            Refusal::ProberFault { kind: *kind },
+        ),
+        ProbeOutcome::Failed {
+            restart:
+                RestartState::RecoveryMakingProgress { .. }
+                | RestartState::Resetting
+                | RestartState::StartingUp { .. },
+            ..
+        } => Decision::new(content, Rule::Restarting),
+        ProbeOutcome::Failed { .. } if !primary.is_up() => {
+            Decision::new(content, Rule::PrimaryDown)
+        }
+        ProbeOutcome::Failed { .. } => write(
+            Rule::PrimaryDown,
+            SegmentState {
+                role: Role::Primary,
+                status: Status::Down,
+                mode: Mode::NotInSync,
+            },
+        ),
+    }
 }
 
 #[cfg(test)]

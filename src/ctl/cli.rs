@@ -160,11 +160,29 @@ pub enum Command {
     },
     /// Leave maintenance mode.
     Resume,
+    /// The brake on correlated failures: failovers that would span more segment hosts within
+    /// one window than `brake.max_hosts` are held until an operator releases them.
+    #[command(subcommand)]
+    Brake(BrakeCommand),
     /// Show the evidence behind one content's last transition.
     Explain {
         /// Content id.
         #[arg(allow_negative_numbers = true)]
         content: i32,
+    },
+    /// Planned switchover of one pair, run by the leader: stop the writes on the primary,
+    /// wait until the standby has replayed them, record the new primary, promote the standby.
+    /// The old primary stays read-only and must be rebuilt as a standby (pg_basebackup /
+    /// pg_rewind; gpinitstandby for the coordinator). Refused while paused or when the standby
+    /// is not in sync. Exits 0 when done, 4 when aborted or stopped.
+    Switchover {
+        /// Content id of the pair; -1 is the coordinator pair.
+        #[arg(long, allow_negative_numbers = true)]
+        content: i32,
+        /// Bound on stopping the writes and on the standby's replay (at most 10m); past it
+        /// the switchover is undone.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        wait: Duration,
     },
     /// Shadow mode: how a `ftsd run --shadow` instance's decisions compared with the incumbent
     /// FTS's changes. Point --endpoint at the shadow instance. Exits 1 when any divergence was
@@ -189,5 +207,20 @@ pub enum Command {
         /// Directory to write ftsctl.1, ftsctl-status.1, ... into.
         #[arg(long, value_name = "DIR")]
         dir: Option<std::path::PathBuf>,
+    },
+}
+
+/// `ftsctl brake ...`.
+#[derive(Debug, Subcommand)]
+pub enum BrakeCommand {
+    /// Whether the brake is engaged, what it counted, the failovers admitted within the
+    /// window and the last release. Exits 1 while it is engaged.
+    Status,
+    /// Release an engaged brake (leader only): the held failovers are decided again from the
+    /// next cycle's probes, and a new window starts. Recorded with who, when and why.
+    Release {
+        /// Why (recorded with the release and shown by `brake status`).
+        #[arg(long, short = 'r')]
+        reason: String,
     },
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::api::state::cycle_result;
 use crate::config::Config;
-use crate::election::members::{MemberInfo, Membership};
+use crate::election::members::{MemberInfo, Membership, SINGLE_ROLE};
 use crate::election::{keys, EtcdOptions};
 use crate::engine::runner::CycleObserver;
 use crate::engine::CycleReport;
@@ -125,5 +125,70 @@ pub async fn ensure_unique(
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `--no-election`: keeps this instance registered (role [`SINGLE_ROLE`]) in the members
+/// registry under its own lease, so `ftsctl members` and `ftsd preflight` on another host see
+/// that a prober acts outside the election. Best effort: an etcd that cannot be reached never
+/// affects probing; the registration is retried until the task is dropped, and the entry
+/// disappears with the lease (one `etcd.lease_ttl` after the instance stops).
+pub async fn register_single(etcd: EtcdOptions, membership: Arc<Membership>, ttl: Duration) {
+    membership.update(|m| m.role = SINGLE_ROLE.into());
+    let mut warned = false;
+    loop {
+        let Err(e) = registered(&etcd, &membership, ttl).await;
+        if warned {
+            tracing::debug!(error = %e, "members registry: registration lost; retrying");
+        } else {
+            tracing::warn!(error = %e, "cannot register in the members registry (etcd); probing goes on, retrying");
+            warned = true;
+        }
+        tokio::time::sleep(ttl.min(Duration::from_secs(5))).await;
+    }
+}
+
+/// One registration: a lease, the entry, then keepalives and updates until something fails.
+async fn registered(
+    etcd: &EtcdOptions,
+    membership: &Membership,
+    ttl: Duration,
+) -> anyhow::Result<std::convert::Infallible> {
+    let call = etcd.dial_timeout.max(Duration::from_secs(1));
+    let bounded = |what: &'static str| move |_| anyhow::anyhow!("{what} timed out");
+    {
+        let mut client = etcd.connect().await?;
+        let lease =
+            tokio::time::timeout(call, client.lease_grant(ttl.as_secs().max(2) as i64, None))
+                .await
+                .map_err(bounded("granting a lease"))??
+                .id();
+        tokio::time::timeout(call, membership.publish(&mut client, lease))
+            .await
+            .map_err(bounded("registering"))??;
+        tracing::info!(role = SINGLE_ROLE, "registered in the members registry");
+        let (mut keeper, mut replies) = client.lease_keep_alive(lease).await?;
+        let every = (ttl / 3).max(Duration::from_millis(500));
+        let mut published = membership.snapshot();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {
+                    keeper.keep_alive().await?;
+                    match tokio::time::timeout(call, replies.message()).await {
+                        Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+                        _ => anyhow::bail!("the registry lease expired or its keepalive failed"),
+                    }
+                }
+                _ = membership.changed.notified() => {
+                    let now = membership.snapshot();
+                    if now != published {
+                        tokio::time::timeout(call, membership.publish(&mut client, lease))
+                            .await
+                            .map_err(bounded("updating the entry"))??;
+                        published = now;
+                    }
+                }
+            }
+        }
     }
 }

@@ -13,11 +13,13 @@
 //! * `systemd` — readiness, status, stopping and watchdog notifications (`Type=notify`).
 //! * `liveness` — whether the probe loop and the lease keeper are still turning, for the
 //!   watchdog.
+//! * `reload` — SIGHUP: the configuration read again and its reloadable part applied.
 
 pub mod claim;
 pub mod liveness;
 pub mod members;
 pub mod process;
+pub mod reload;
 pub mod services;
 pub mod settings;
 pub mod systemd;
@@ -28,6 +30,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::sync::{watch, Notify};
 
 use crate::catalog::any::AnyCatalog;
@@ -37,8 +40,8 @@ use crate::config::Config;
 use crate::driver::{self, AnyDriver};
 use crate::election::{run_elector, ElectedAuthority};
 use crate::engine::authority::SINGLE_INSTANCE_EPOCH;
-use crate::engine::runner::run_loop;
-use crate::engine::{Authority, CycleContext, SingleInstance};
+use crate::engine::runner::{run_loop, LoopSettings};
+use crate::engine::{Authority, Brake, CycleContext, SingleInstance};
 use crate::shadow::{ShadowAuthority, ShadowBook, ShadowCatalog, ShadowDriver};
 
 /// How this instance holds authority.
@@ -69,6 +72,21 @@ pub async fn run(
     election: Election,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with_reload(cfg, election, shutdown, None).await
+}
+
+/// [`run`], reloading the configuration on SIGHUP from `reload` (docs/operations.md).
+pub async fn run_with_reload(
+    cfg: Config,
+    election: Election,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reload: Option<reload::Reload>,
+) -> anyhow::Result<()> {
+    // Armed first: from here on a SIGHUP waits for the daemon to be up.
+    let reload = reload
+        .map(reload::Reload::arm)
+        .transpose()
+        .context("installing the SIGHUP handler")?;
     let instance_id = cfg.effective_instance_id();
     tracing::info!(
         instance = %instance_id,
@@ -87,11 +105,11 @@ pub async fn run(
     // Start-up (services, the epoch claim) comes before the probe loop's first turn.
     let sd = systemd::Systemd::new(settings::cycle_budget(&cfg));
     match election {
-        Election::None => run_single(cfg, instance_id, shutdown_rx, sd).await,
-        Election::Etcd => run_elected(cfg, instance_id, shutdown_rx, sd).await,
+        Election::None => run_single(cfg, instance_id, shutdown_rx, reload, sd).await,
+        Election::Etcd => run_elected(cfg, instance_id, shutdown_rx, reload, sd).await,
         Election::Shadow { window } => {
             let window = window.unwrap_or_else(|| shadow_window(&cfg));
-            run_shadow(cfg, instance_id, window, shutdown_rx, sd).await
+            run_shadow(cfg, instance_id, window, shutdown_rx, reload, sd).await
         }
     }
 }
@@ -106,6 +124,7 @@ async fn run_single(
     cfg: Config,
     instance_id: String,
     shutdown: watch::Receiver<bool>,
+    reload: Option<reload::Armed>,
     sd: systemd::Systemd,
 ) -> anyhow::Result<()> {
     tracing::warn!(
@@ -154,12 +173,21 @@ async fn run_single(
         }
         None => None,
     };
+    // No etcd: the brake's record lives in this process (docs/safety.md).
+    let brake = Arc::new(Brake::in_process(settings::brake(&cfg)));
+    services.state.set_brake(brake.clone());
     let ctx = context(
         &cfg,
         catalog.clone(),
         SingleInstance::new(SINGLE_INSTANCE_EPOCH),
         instance_id,
+        brake,
     );
+    services
+        .state
+        .set_switchover(Arc::new(crate::switchover::PairSwitchover::new(
+            ctx.clone(),
+        )));
     // One attempt before the first cycle: the single instance's transitions carry the same
     // fixed epoch through the fence, so a catalog that is down now is claimed by them later.
     let first = std::sync::atomic::AtomicBool::new(true);
@@ -175,16 +203,27 @@ async fn run_single(
         once,
     )
     .await;
-    let mut observers = services.observers;
+    // Registered in the members registry so that other hosts see a prober acting outside
+    // the election (`ftsd preflight`, `ftsctl members`).
+    let membership = members::membership(&cfg, &ctx.instance_id);
+    let registration = match settings::etcd_options(&cfg) {
+        Ok(etcd) => Some(AbortOnDrop(tokio::spawn(members::register_single(
+            etcd,
+            membership.clone(),
+            cfg.etcd.lease_ttl,
+        )))),
+        Err(e) => {
+            tracing::warn!(error = %e, "not registering in the members registry");
+            None
+        }
+    };
+    let mut observers = services.observers.clone();
+    observers.push(Arc::new(members::MemberObserver(membership)));
     observers.push(sd.loop_watch.clone());
-    run_loop(
-        ctx,
-        settings::loop_settings(&cfg),
-        wake,
-        Arc::new(observers),
-        shutdown,
-    )
-    .await;
+    let (live, reloader) = follow_reloads(reload, &cfg, &services, false);
+    run_loop(ctx, live, wake, Arc::new(observers), shutdown).await;
+    drop(reloader);
+    drop(registration);
     drop(coordinator);
     Ok(())
 }
@@ -196,6 +235,7 @@ async fn run_shadow(
     instance_id: String,
     window: Duration,
     shutdown: watch::Receiver<bool>,
+    reload: Option<reload::Armed>,
     sd: systemd::Systemd,
 ) -> anyhow::Result<()> {
     // The incumbent is in charge: a shadow's refusal episodes must not page anyone.
@@ -208,7 +248,7 @@ async fn run_shadow(
     );
     let wake = Arc::new(Notify::new());
     let book = Arc::new(ShadowBook::new(window));
-    let mut observers = services::start(
+    let services = services::start(
         &cfg,
         &instance_id,
         settings::catalog(&cfg, false)?,
@@ -216,8 +256,9 @@ async fn run_shadow(
         wake.clone(),
         shutdown.clone(),
     )
-    .await?
-    .observers;
+    .await?;
+    let (live, reloader) = follow_reloads(reload, &cfg, &services, true);
+    let mut observers = services.observers;
     observers.push(book.clone());
     observers.push(sd.loop_watch.clone());
     let catalog = Arc::new(settings::catalog(&cfg, false)?);
@@ -231,19 +272,15 @@ async fn run_shadow(
         driver: ShadowDriver::new(driver::from_config(&cfg)),
         catalog: ShadowCatalog::new(catalog, book),
         authority: ShadowAuthority,
-        settings: settings::probe_settings(&cfg),
+        settings: settings::probe_settings(&cfg).into(),
         instance_id,
         stopping: AtomicBool::new(false),
         refusals: Default::default(),
+        // A shadow never acts: its failovers pass the gate and are not acted on anyway.
+        brake: Arc::new(Brake::in_process(settings::brake(&cfg))),
     });
-    run_loop(
-        ctx,
-        settings::loop_settings(&cfg),
-        wake,
-        Arc::new(observers),
-        shutdown,
-    )
-    .await;
+    run_loop(ctx, live, wake, Arc::new(observers), shutdown).await;
+    drop(reloader);
     Ok(())
 }
 
@@ -251,6 +288,7 @@ async fn run_elected(
     cfg: Config,
     instance_id: String,
     shutdown: watch::Receiver<bool>,
+    reload: Option<reload::Armed>,
     sd: systemd::Systemd,
 ) -> anyhow::Result<()> {
     let etcd = settings::etcd_options(&cfg)?;
@@ -330,6 +368,16 @@ async fn run_elected(
         instance_id.clone(),
         authority.office_events(),
     )));
+    let brake = Arc::new(Brake::in_etcd(
+        settings::brake(&cfg),
+        crate::election::brake::EtcdBook::new(
+            crate::election::keys::brake(&cfg.etcd.prefix, &cfg.cluster),
+            etcd.clone(),
+            authority.clone(),
+            cfg.etcd.dial_timeout.max(Duration::from_secs(1)),
+        ),
+    ));
+    services.state.set_brake(brake.clone());
     // The elector resigns only once the probe loop has stopped: a resign lets a follower take
     // office at once, and a message of ours still in flight would then act beside it.
     let (elector_stop, elector_stopped) = watch::channel(false);
@@ -339,15 +387,15 @@ async fn run_elected(
         membership,
         elector_stopped,
     ));
-    let ctx = context(&cfg, catalog, authority, instance_id);
-    run_loop(
-        ctx,
-        settings::loop_settings(&cfg),
-        wake,
-        Arc::new(observers),
-        shutdown,
-    )
-    .await;
+    let ctx = context(&cfg, catalog, authority, instance_id, brake);
+    services
+        .state
+        .set_switchover(Arc::new(crate::switchover::PairSwitchover::new(
+            ctx.clone(),
+        )));
+    let (live, reloader) = follow_reloads(reload, &cfg, &services, false);
+    run_loop(ctx, live, wake, Arc::new(observers), shutdown).await;
+    drop(reloader);
     let _ = elector_stop.send(true);
     // Wait for the resign so followers take over at once.
     let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
@@ -355,6 +403,27 @@ async fn run_elected(
     drop(announcer);
     drop(coordinator);
     Ok(())
+}
+
+/// The probe loop's settings channel, and the task that feeds it on SIGHUP (when `reload`
+/// is set); the task ends when its handle is dropped.
+fn follow_reloads(
+    reload: Option<reload::Armed>,
+    cfg: &Config,
+    services: &services::Services,
+    without_hooks: bool,
+) -> (watch::Receiver<LoopSettings>, Option<AbortOnDrop>) {
+    let (tx, rx) = watch::channel(settings::loop_settings(cfg));
+    let task = reload.map(|armed| {
+        let targets = reload::Targets {
+            live: tx,
+            hooks: services.hooks.clone(),
+            metrics: services.metrics.clone(),
+            without_hooks,
+        };
+        AbortOnDrop(tokio::spawn(armed.follow(cfg.clone(), targets)))
+    });
+    (rx, task)
 }
 
 /// How the coordinator watch reports: metrics, the alarm hook, and whether a VIP agent is
@@ -372,15 +441,17 @@ fn context<A: Authority>(
     catalog: Arc<AnyCatalog>,
     authority: A,
     instance_id: String,
+    brake: Arc<Brake>,
 ) -> Arc<CycleContext<AnyDriver, Arc<AnyCatalog>, A>> {
     Arc::new(CycleContext {
         driver: driver::from_config(cfg),
         catalog,
         authority,
-        settings: settings::probe_settings(cfg),
+        settings: settings::probe_settings(cfg).into(),
         instance_id,
         stopping: AtomicBool::new(false),
         refusals: Default::default(),
+        brake,
     })
 }
 

@@ -4,14 +4,28 @@
 use std::path::Path;
 
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use crate::config::{Config, LogFormat};
 
+/// The global subscriber's level filter, which a configuration reload replaces.
+pub struct LogFilter(reload::Handle<EnvFilter, Registry>);
+
+impl LogFilter {
+    /// Replaces the filter with `level` (`log.level` syntax); the old one stays on error.
+    pub fn set(&self, level: &str) -> Result<(), String> {
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        self.0.reload(filter).map_err(|e| e.to_string())
+    }
+}
+
 /// Installs the global subscriber: `log.level` and `log.format`, to stderr or appended to
-/// `file` (`gpfts -d`).
-pub fn init_tracing(cfg: &Config, file: Option<&Path>) -> std::io::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// `file` (`gpfts -d`). Returns the handle that changes the level later.
+pub fn init_tracing(cfg: &Config, file: Option<&Path>) -> std::io::Result<LogFilter> {
+    let filter = EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
     let writer = match file {
         None => BoxMakeWriter::new(std::io::stderr),
         Some(path) => {
@@ -25,14 +39,16 @@ pub fn init_tracing(cfg: &Config, file: Option<&Path>) -> std::io::Result<()> {
             BoxMakeWriter::new(std::sync::Mutex::new(f))
         }
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    match cfg.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
-    }
-    Ok(())
+    let output = tracing_subscriber::fmt::layer().with_writer(writer);
+    let output = match cfg.log.format {
+        LogFormat::Json => output.json().flatten_event(true).boxed(),
+        LogFormat::Text => output.with_ansi(false).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .init();
+    Ok(LogFilter(handle))
 }
 
 /// Completes on SIGTERM or SIGINT.

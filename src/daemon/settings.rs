@@ -51,6 +51,7 @@ pub fn loop_settings(cfg: &Config) -> LoopSettings {
         interval: cfg.probe.interval,
         // A cycle stopped by shutdown may still be waiting for one probe attempt.
         shutdown_grace: cfg.probe.timeout.max(Duration::from_secs(5)),
+        probe: probe_settings(cfg),
         cycle_budget: cycle_budget(cfg),
     }
 }
@@ -74,6 +75,14 @@ fn read_pem(path: &Option<std::path::PathBuf>) -> anyhow::Result<Option<Vec<u8>>
 }
 
 /// Reads the TLS files now, so a file rotated later cannot half-apply.
+/// The brake on correlated failures (`[brake]`).
+pub fn brake(cfg: &Config) -> crate::engine::BrakeSettings {
+    crate::engine::BrakeSettings {
+        max_hosts: cfg.brake.max_hosts,
+        window: cfg.brake.window,
+    }
+}
+
 pub fn etcd_options(cfg: &Config) -> anyhow::Result<EtcdOptions> {
     // Cloudberry: the leader key must live in the etcd that holds the blob, since every blob
     // write compares it in the same transaction; cbdb_etcd.conf names that etcd.

@@ -36,6 +36,10 @@ pub enum Upkeep {
     /// Make `dbid`, a row the catalog lists as a mirror, stop accepting writes: it answered
     /// as a writable primary (a former primary back after a failover).
     Fence { dbid: Dbid, why: String },
+    /// Make `dbid`, the catalog primary, writable again: it answered read-only at the database
+    /// level with its standby streaming in sync and no switchover running here — a switchover
+    /// interrupted before the catalog recorded the new primary (nothing was promoted).
+    RestoreWrites { dbid: Dbid },
 }
 
 /// What an alarm is about; the metric label and the hook's argument.
@@ -53,6 +57,11 @@ pub enum AlarmKind {
     FenceFailed,
     /// The `fence_command` hook failed, timed out or could not be started.
     FenceCommandFailed,
+    /// The catalog primary was read-only (an interrupted switchover) and was made writable
+    /// again.
+    WritesRestored,
+    /// Making it writable again failed.
+    WritesRestoreFailed,
 }
 
 impl AlarmKind {
@@ -63,6 +72,8 @@ impl AlarmKind {
             AlarmKind::Fenced => "fenced",
             AlarmKind::FenceFailed => "fence_failed",
             AlarmKind::FenceCommandFailed => "fence_command_failed",
+            AlarmKind::WritesRestored => "writes_restored",
+            AlarmKind::WritesRestoreFailed => "writes_restore_failed",
         }
     }
 }

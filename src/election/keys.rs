@@ -19,6 +19,12 @@ pub fn pause(prefix: &str, cluster: &str) -> String {
     format!("{}/{}/pause", prefix.trim_end_matches('/'), cluster)
 }
 
+/// `<prefix>/<cluster>/brake`: the brake on correlated failures (admitted failovers, an
+/// engagement, the last release), written only by the leader in fenced transactions.
+pub fn brake(prefix: &str, cluster: &str) -> String {
+    format!("{}/{}/brake", prefix.trim_end_matches('/'), cluster)
+}
+
 /// `<prefix>/<cluster>/coordinator/`: the coordinator pair's state (which server acts, a
 /// pending failover intent) and its history, written only by the leader in fenced
 /// transactions, read by the VIP agents.

@@ -7,6 +7,10 @@ use std::time::SystemTime;
 use etcd_client::{Client, GetOptions, PutOptions};
 use serde::{Deserialize, Serialize};
 
+/// The role an instance running with `--no-election` registers with: it acts without being
+/// elected, so no other prober may run beside it (`ftsd preflight` looks for it).
+pub const SINGLE_ROLE: &str = "single";
+
 /// What each instance publishes about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
@@ -15,7 +19,7 @@ pub struct MemberInfo {
     /// Address of its API (gRPC/HTTP), for `ftsctl` discovery.
     pub api_address: String,
     pub version: String,
-    /// `leader` or `follower`.
+    /// `leader` or `follower`; [`SINGLE_ROLE`] for a `--no-election` instance.
     pub role: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<i64>,

@@ -12,6 +12,7 @@
 //! * `members` — the `<prefix>/<cluster>/members/<id>` registry bound to the lease.
 
 pub mod authority;
+pub mod brake;
 pub mod connect;
 pub mod elector;
 pub mod keeper;

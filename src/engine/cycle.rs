@@ -10,11 +10,12 @@ use serde::{Serialize, Serializer};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use super::{evidence, exchange, Authority, Exchange, ProbeSettings, SegmentDriver};
+use super::{evidence, exchange, Authority, Exchange, LiveProbeSettings, SegmentDriver};
 use crate::catalog::{Catalog, CatalogError, Transition};
 use crate::core::{
-    apply_profile, confirm_failover, decide_pair, failure_kind, restart_state, Decision,
-    FailoverGuard, MirrorCheck, ProbeOutcome, Refusal, RestartState, RowUpdate, Rule,
+    apply_profile, confirm_failover, decide_lone_primary, decide_pair, failure_kind, restart_state,
+    Decision, FailoverGuard, MirrorCheck, ProbeOutcome, Profile, Refusal, RestartState, RowUpdate,
+    Rule,
 };
 use crate::driver::{DriverAlarm, Upkeep};
 use crate::model::{BadContent, ContentId, Dbid, Epoch, Pair, SegmentConfig};
@@ -25,12 +26,15 @@ pub struct CycleContext<D, C, A> {
     pub driver: D,
     pub catalog: C,
     pub authority: A,
-    pub settings: ProbeSettings,
+    /// Replaced only between cycles (a configuration reload), so one cycle never mixes two.
+    pub settings: LiveProbeSettings,
     pub instance_id: String,
     /// Set when shutdown begins: no new attempts start; pairs already decided finish acting.
     pub stopping: AtomicBool,
     /// Refused failovers already recorded as evidence, so a long double fault leaves one row.
     pub refusals: RefusalLog,
+    /// The brake on correlated failures (`engine::brake`).
+    pub brake: Arc<super::Brake>,
 }
 
 /// The refusal episodes (double faults, driver vetoes, role conflicts, bad shapes, prober
@@ -235,6 +239,9 @@ pub struct CycleReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub refused_contents: Vec<BadContent>,
     pub reports: Vec<PairReport>,
+    /// What the brake on correlated failures did (None: the cycle did not get that far).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brake: Option<super::BrakeSummary>,
 }
 
 /// Runs one cycle: read the configuration, probe every pair concurrently, decide and act.
@@ -252,25 +259,45 @@ where
     let config = ctx.catalog.load().await?;
     let set = config.probe_pairs();
     let pairs = set.pairs;
-    let permits = Arc::new(Semaphore::new(ctx.settings.concurrency.max(1)));
+    let permits = Arc::new(Semaphore::new(ctx.settings.get().concurrency.max(1)));
+    let gate = super::brake::CycleGate::new(&ctx.brake);
 
     let mut tasks = tokio::task::JoinSet::new();
     for pair in pairs.iter().cloned() {
         let ctx = ctx.clone();
         let permits = permits.clone();
+        let ticket = gate.ticket();
         let span = tracing::info_span!(
             "pair",
             content = pair.content(),
             primary_dbid = pair.primary.dbid,
             mirror_dbid = pair.mirror.dbid
         );
-        tasks.spawn(async move { handle_pair(&ctx, &permits, pair).await }.instrument(span));
+        tasks
+            .spawn(async move { handle_pair(&ctx, &permits, pair, ticket).await }.instrument(span));
+    }
+    // `gpfts` probes primaries without a mirror too; the in-core FTS does not.
+    let lone = match ctx.settings.get().profile {
+        Profile::Gpfts => set.lone_primaries,
+        Profile::InCore => Vec::new(),
+    };
+    for primary in lone.iter().cloned() {
+        let ctx = ctx.clone();
+        let permits = permits.clone();
+        let span = tracing::info_span!(
+            "lone_primary",
+            content = primary.content,
+            primary_dbid = primary.dbid
+        );
+        tasks.spawn(
+            async move { handle_lone_primary(&ctx, &permits, primary).await }.instrument(span),
+        );
     }
 
     let mut report = CycleReport {
         started_at,
         duration: Duration::ZERO,
-        pairs: pairs.len(),
+        pairs: pairs.len() + lone.len(),
         skipped: 0,
         transitions_applied: 0,
         transitions_failed: 0,
@@ -281,8 +308,17 @@ where
         config: SegmentConfig::default(),
         rules: BTreeMap::new(),
         refused_contents: Vec::new(),
-        reports: Vec::with_capacity(pairs.len()),
+        reports: Vec::with_capacity(pairs.len() + lone.len()),
+        brake: None,
     };
+    let brake = gate.run(
+        &ctx.brake,
+        super::brake::primary_hosts(&config),
+        || ctx.authority.acting_epoch(),
+        &ctx.instance_id,
+    );
+    tokio::pin!(brake);
+    let mut brake_done = None;
     for bad in set.refused {
         let span = tracing::error_span!("content", content = bad.content);
         async {
@@ -294,7 +330,18 @@ where
         *report.rules.entry(Rule::BadShape).or_default() += 1;
         report.refused_contents.push(bad);
     }
-    while let Some(joined) = tasks.join_next().await {
+    loop {
+        // The gate runs beside the pairs: failovers wait for its verdict.
+        let joined = tokio::select! {
+            summary = &mut brake, if brake_done.is_none() => {
+                brake_done = Some(summary);
+                continue;
+            }
+            joined = tasks.join_next() => match joined {
+                Some(j) => j,
+                None => break,
+            },
+        };
         match joined {
             Ok(Some(r)) => {
                 *report.rules.entry(r.pair.rule).or_default() += 1;
@@ -316,6 +363,10 @@ where
             }
         }
     }
+    report.brake = Some(match brake_done {
+        Some(s) => s,
+        None => brake.await,
+    });
     report.reports.sort_by_key(|r| r.content);
     report.paused = ctx.authority.paused();
     report.config = config;
@@ -335,6 +386,7 @@ async fn handle_pair<D, C, A>(
     ctx: &CycleContext<D, C, A>,
     permits: &Semaphore,
     pair: Pair,
+    brake: super::brake::Ticket,
 ) -> Option<PairResult>
 where
     D: SegmentDriver,
@@ -342,39 +394,7 @@ where
     A: Authority,
 {
     let probe = probe(ctx, permits, &pair.primary, Some(&pair.mirror)).await?;
-    let outcome = match &probe.result {
-        Ok(reply) => ProbeOutcome::Replied { reply: *reply },
-        Err(errors) => {
-            let last = errors
-                .last()
-                .expect("a failed exchange has at least one error");
-            // A driver that knows the server is in an ordinary restart (and bounds how long
-            // it believes so) overrides the LSN-based reading of the errors.
-            let restart = match ctx.driver.restarting(&pair.primary, last) {
-                Some(elapsed) => RestartState::StartingUp {
-                    elapsed_ms: elapsed.as_millis() as u64,
-                },
-                None => restart_state(errors),
-            };
-            ProbeOutcome::Failed {
-                kind: failure_kind(errors).unwrap_or(last.kind),
-                restart,
-            }
-        }
-    };
-    if let Err(errors) = &probe.result {
-        let last = errors
-            .last()
-            .expect("a failed exchange has at least one error");
-        tracing::warn!(
-            attempts = probe.attempts.len(),
-            kind = %last.kind,
-            error = %last.message,
-            "primary {}:{} did not answer",
-            pair.primary.address,
-            pair.primary.port
-        );
-    }
+    let outcome = outcome_of(ctx, &pair.primary, &probe);
     let guard = match ctx.driver.failover_veto(&pair) {
         Some(reason) => FailoverGuard::Veto(reason),
         None => FailoverGuard::Clear,
@@ -389,7 +409,9 @@ where
     } else {
         None
     };
-    let decision = apply_profile(ctx.settings.profile, &pair, decision);
+    let decision = apply_profile(ctx.settings.get().profile, &pair, decision);
+    // The brake on correlated failures sees every failover of the cycle before any commits.
+    let decision = brake.pass(&pair, decision).await;
     let mut result = PairResult {
         pair: PairReport {
             content: pair.content(),
@@ -424,7 +446,17 @@ where
     };
     match &decision.refusal {
         Some(refusal) => {
-            record_refusal(ctx, &pair, probes, &decision, refusal, &mut result).await;
+            let evidence =
+                |outcome: &ProbeOutcome| evidence_doc(ctx, &pair, probes, outcome, &decision);
+            record_refusal(
+                ctx,
+                pair.primary.dbid,
+                evidence,
+                &decision,
+                refusal,
+                &mut result,
+            )
+            .await;
             return Some(result);
         }
         None => ctx.refusals.clear(pair.content()),
@@ -432,7 +464,121 @@ where
     if decision.is_noop() {
         return Some(result);
     }
-    act(ctx, permits, &pair, probes, &decision, &mut result).await;
+    let evidence = |outcome: &ProbeOutcome| evidence_doc(ctx, &pair, probes, outcome, &decision);
+    act(ctx, permits, evidence, &decision, &mut result).await;
+    Some(result)
+}
+
+/// What a primary's probe established, for the decision; a failure is logged.
+fn outcome_of<D, C, A>(
+    ctx: &CycleContext<D, C, A>,
+    primary: &crate::model::Segment,
+    probe: &Exchange,
+) -> ProbeOutcome
+where
+    D: SegmentDriver,
+{
+    match &probe.result {
+        Ok(reply) => ProbeOutcome::Replied { reply: *reply },
+        Err(errors) => {
+            let last = errors
+                .last()
+                .expect("a failed exchange has at least one error");
+            tracing::warn!(
+                attempts = probe.attempts.len(),
+                kind = %last.kind,
+                error = %last.message,
+                "primary {}:{} did not answer",
+                primary.address,
+                primary.port
+            );
+            // A driver that knows the server is in an ordinary restart (and bounds how long
+            // it believes so) overrides the LSN-based reading of the errors.
+            let restart = match ctx.driver.restarting(primary, last) {
+                Some(elapsed) => RestartState::StartingUp {
+                    elapsed_ms: elapsed.as_millis() as u64,
+                },
+                None => restart_state(errors),
+            };
+            ProbeOutcome::Failed {
+                kind: failure_kind(errors).unwrap_or(last.kind),
+                restart,
+            }
+        }
+    }
+}
+
+/// A content without a mirror, probed under the `gpfts` profile only (the in-core FTS leaves
+/// such contents alone): the primary is PROBEd as a pair's would be, decided by
+/// [`decide_lone_primary`], and a change is written as any transition (fenced, with history
+/// and evidence). Nothing is ever sent: there is no mirror to promote. The driver's survey and
+/// veto are pair-level and do not apply. Its report has `mirror_dbid` 0 (no dbid is 0).
+async fn handle_lone_primary<D, C, A>(
+    ctx: &CycleContext<D, C, A>,
+    permits: &Semaphore,
+    primary: crate::model::Segment,
+) -> Option<PairResult>
+where
+    D: SegmentDriver,
+    C: Catalog,
+    A: Authority,
+{
+    let probe = probe(ctx, permits, &primary, None).await?;
+    let outcome = outcome_of(ctx, &primary, &probe);
+    let decision = decide_lone_primary(&primary, &outcome);
+    let mut result = PairResult {
+        pair: PairReport {
+            content: primary.content,
+            primary_dbid: primary.dbid,
+            mirror_dbid: 0,
+            rule: decision.rule,
+            outcome,
+            attempts: probe.attempts.len(),
+            probe_ms: probe.elapsed.as_millis() as u64,
+            reply_us: probe.reply_latency().map(|d| d.as_micros() as u64),
+            transition: None,
+            message: None,
+            epoch: None,
+            updates: Vec::new(),
+            intended: decision.updates.clone(),
+            episode_began: false,
+            refusal: decision.refusal.as_ref().map(ToString::to_string),
+            mirror_check: None,
+            alarms: Vec::new(),
+        },
+        applied: false,
+        failed: false,
+        fenced: false,
+        message_ok: None,
+    };
+    if decision.rule == Rule::PrimaryDown && !decision.updates.is_empty() {
+        tracing::warn!(
+            rule = %decision.rule,
+            "primary without a mirror lost: marking it down (gpfts profile); no failover possible"
+        );
+    } else {
+        log_decision(&decision);
+    }
+    let evidence = |outcome: &ProbeOutcome| {
+        evidence::lone_primary(
+            &ctx.instance_id,
+            &primary,
+            &probe,
+            outcome,
+            &decision,
+            &ctx.settings.get(),
+        )
+    };
+    match &decision.refusal {
+        Some(refusal) => {
+            record_refusal(ctx, primary.dbid, evidence, &decision, refusal, &mut result).await;
+            return Some(result);
+        }
+        None => ctx.refusals.clear(primary.content),
+    }
+    if !decision.is_noop() {
+        act(ctx, permits, evidence, &decision, &mut result).await;
+    }
     Some(result)
 }
 
@@ -457,12 +603,12 @@ where
     C: Catalog,
     A: Authority,
 {
-    let timeout = ctx.settings.timeout;
+    let timeout = ctx.settings.get().timeout;
     let gate = || (!ctx.stopping.load(Ordering::Relaxed)).then(|| Instant::now() + timeout);
     exchange(
         &ctx.driver,
         permits,
-        &ctx.settings,
+        &ctx.settings.get(),
         target,
         MessageType::Probe,
         mirror,
@@ -527,7 +673,7 @@ where
         probes.primary,
         outcome,
         decision,
-        &ctx.settings,
+        &ctx.settings.get(),
     );
     if let Some(m) = probes.mirror {
         doc["mirror_check"] = evidence::mirror_check(pair, m);
@@ -559,7 +705,7 @@ async fn survey<D, C, A>(
             return;
         };
         ctx.driver
-            .survey(pair, Instant::now() + ctx.settings.timeout)
+            .survey(pair, Instant::now() + ctx.settings.get().timeout)
             .await
     };
     result.pair.alarms.extend(found.alarms);
@@ -619,8 +765,8 @@ async fn survey<D, C, A>(
 /// failover is refused for a lost primary, so `explain` can show why nothing happened.
 async fn record_refusal<D, C, A>(
     ctx: &CycleContext<D, C, A>,
-    pair: &Pair,
-    probes: Probes<'_>,
+    primary_dbid: Dbid,
+    evidence: impl FnOnce(&ProbeOutcome) -> serde_json::Value,
     decision: &Decision,
     refusal: &Refusal,
     result: &mut PairResult,
@@ -630,9 +776,8 @@ async fn record_refusal<D, C, A>(
     A: Authority,
 {
     let reason = refusal.to_string();
-    let (new_episode, recorded) = ctx
-        .refusals
-        .note(pair.content(), (decision.rule, pair.primary.dbid));
+    let content = decision.content;
+    let (new_episode, recorded) = ctx.refusals.note(content, (decision.rule, primary_dbid));
     result.pair.episode_began = new_episode;
     // Logged once per episode at warning level; every cycle at debug.
     match (decision.rule, new_episode) {
@@ -642,6 +787,7 @@ async fn record_refusal<D, C, A>(
             %reason,
             "prober fault: this observer cannot probe the primary; not a segment failure, no failover"
         ),
+        (Rule::BrakeHeld, true) => tracing::warn!(%reason, "failover held by the brake"),
         (_, true) => tracing::warn!(%reason, "failover refused"),
     }
     if recorded {
@@ -650,13 +796,13 @@ async fn record_refusal<D, C, A>(
     let Some(epoch) = ctx.authority.acting_epoch() else {
         return;
     };
-    ctx.refusals.set_recorded(pair.content(), true);
-    let mut doc = evidence_doc(ctx, pair, probes, &result.pair.outcome, decision);
+    ctx.refusals.set_recorded(content, true);
+    let mut doc = evidence(&result.pair.outcome);
     doc["refusal"] = serde_json::Value::String(reason.clone());
     let t = Transition {
         epoch,
         instance_id: ctx.instance_id.clone(),
-        content: pair.content(),
+        content,
         rule: decision.rule,
         updates: Vec::new(),
         expect: Vec::new(),
@@ -751,7 +897,7 @@ fn log_decision(d: &Decision) {
             tracing::error!(rule = %d.rule, "refused: not acting on this pair")
         }
         // Logged once per episode where the refusal is noted.
-        Rule::ProberFault | Rule::FailoverUnconfirmed => {
+        Rule::ProberFault | Rule::FailoverUnconfirmed | Rule::BrakeHeld => {
             tracing::debug!(rule = %d.rule, "refused: not acting on this pair")
         }
         _ => tracing::info!(
@@ -763,11 +909,12 @@ fn log_decision(d: &Decision) {
     }
 }
 
+/// Applies a decision that is not refused: its transition (fenced by our epoch), then its
+/// message. `evidence` builds the transition's evidence document.
 async fn act<D, C, A>(
     ctx: &CycleContext<D, C, A>,
     permits: &Semaphore,
-    pair: &Pair,
-    probes: Probes<'_>,
+    evidence: impl FnOnce(&ProbeOutcome) -> serde_json::Value,
     decision: &Decision,
     result: &mut PairResult,
 ) where
@@ -793,11 +940,11 @@ async fn act<D, C, A>(
         let t = Transition {
             epoch,
             instance_id: ctx.instance_id.clone(),
-            content: pair.content(),
+            content: decision.content,
             rule: decision.rule,
             updates: decision.updates.clone(),
             expect: decision.expect.clone(),
-            evidence: evidence_doc(ctx, pair, probes, &result.pair.outcome, decision),
+            evidence: evidence(&result.pair.outcome),
         };
         match ctx.catalog.apply(&t).await {
             Ok(()) => {
@@ -882,7 +1029,7 @@ where
     if ctx.authority.acting_epoch() != Some(epoch) || !ctx.authority.confirm().await {
         return MessageResult::NotSent("no authority".into());
     }
-    let timeout = ctx.settings.timeout;
+    let timeout = ctx.settings.get().timeout;
     let gate = || {
         if ctx.authority.acting_epoch() != Some(epoch) {
             return None;
@@ -897,7 +1044,7 @@ where
     let Some(sent) = exchange(
         &ctx.driver,
         permits,
-        &ctx.settings,
+        &ctx.settings.get(),
         target,
         kind,
         None,

@@ -50,6 +50,37 @@ pub fn build(
     })
 }
 
+/// The evidence of a decision on a content without a mirror (the `gpfts` profile).
+pub fn lone_primary(
+    instance_id: &str,
+    primary: &crate::model::Segment,
+    probe: &Exchange,
+    outcome: &ProbeOutcome,
+    decision: &Decision,
+    settings: &ProbeSettings,
+) -> Value {
+    json!({
+        "instance_id": instance_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "rule": decision.rule,
+        "content": primary.content,
+        "before": { "primary": row(primary), "mirror": null },
+        "profile": settings.profile,
+        "probe": {
+            "target_dbid": primary.dbid,
+            "elapsed_ms": probe.elapsed.as_millis() as u64,
+            "attempts": probe.attempts,
+            "outcome": outcome,
+        },
+        "settings": {
+            "timeout_ms": settings.timeout.as_millis() as u64,
+            "retries": settings.retries,
+            "retry_delay_ms": settings.retry_delay.as_millis() as u64,
+        },
+        "updates": decision.updates,
+    })
+}
+
 /// The PROBE of the mirror taken before a failover: what it answered, or how every attempt
 /// failed.
 pub fn mirror_check(pair: &Pair, probe: &Exchange) -> Value {

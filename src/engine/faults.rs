@@ -102,6 +102,24 @@ pub fn stall_lease_keeper() {
     tracing::warn!("fault injection: lease keeper thread released");
 }
 
+/// `FTS_INJECT_PAUSE_IN_SWITCHOVER=<duration>`: sleep in a switchover after the old
+/// primary's writes were stopped and replayed by the standby, before the catalog transaction,
+/// logging [`PAUSE_IN_SWITCHOVER_LOG`] first so a test can SIGSTOP the leader there (deposed
+/// mid-switchover).
+pub const PAUSE_IN_SWITCHOVER: &str = "FTS_INJECT_PAUSE_IN_SWITCHOVER";
+
+/// The log line that marks the start of that pause.
+pub const PAUSE_IN_SWITCHOVER_LOG: &str =
+    "fault injection: pausing the switchover before its catalog transaction";
+
+pub async fn pause_in_switchover() {
+    static VALUE: OnceLock<Option<Duration>> = OnceLock::new();
+    if let Some(pause) = *VALUE.get_or_init(|| duration_from_env(PAUSE_IN_SWITCHOVER)) {
+        tracing::warn!(?pause, "{}", PAUSE_IN_SWITCHOVER_LOG);
+        tokio::time::sleep(pause).await;
+    }
+}
+
 fn duration_from_env(var: &str) -> Option<Duration> {
     let raw = std::env::var(var).ok()?;
     match humantime::parse_duration(&raw) {

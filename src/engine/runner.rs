@@ -8,15 +8,17 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{watch, Notify};
 
-use super::{run_cycle, Authority, CycleContext, CycleReport, SegmentDriver};
+use super::{run_cycle, Authority, CycleContext, CycleReport, ProbeSettings, SegmentDriver};
 use crate::catalog::Catalog;
 
-/// Loop timing.
-#[derive(Debug, Clone, Copy)]
+/// Loop timing and the probe settings of each cycle.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LoopSettings {
     pub interval: Duration,
     /// How long a stop waits for the running cycle's in-flight pairs to finish acting.
     pub shutdown_grace: Duration,
+    /// Given to the cycle context before each cycle.
+    pub probe: ProbeSettings,
     /// A generous bound on one cycle (probe retries, messages, catalog calls included): the
     /// loop promises its next turn within it while a cycle runs (see `daemon::liveness`).
     pub cycle_budget: Duration,
@@ -53,9 +55,12 @@ impl CycleObserver for Vec<Arc<dyn CycleObserver>> {
 }
 
 /// Runs cycles until `shutdown` turns true. `wake` starts the next cycle early (probe now).
+///
+/// `live` holds the settings; a new value (a configuration reload) is taken before the next
+/// cycle, which then starts at once rather than after the old interval.
 pub async fn run_loop<D, C, A, O>(
     ctx: Arc<CycleContext<D, C, A>>,
-    settings: LoopSettings,
+    mut live: watch::Receiver<LoopSettings>,
     wake: Arc<Notify>,
     observer: Arc<O>,
     mut shutdown: watch::Receiver<bool>,
@@ -65,16 +70,40 @@ pub async fn run_loop<D, C, A, O>(
     A: Authority,
     O: CycleObserver,
 {
-    let backoff_builder = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(settings.interval.max(Duration::from_secs(1)))
-        .with_jitter()
-        .without_max_times();
+    let backoff_for = |s: &LoopSettings| {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(s.interval.max(Duration::from_secs(1)))
+            .with_jitter()
+            .without_max_times()
+    };
+    let mut settings = *live.borrow_and_update();
+    ctx.settings.set(settings.probe);
+    let mut backoff_builder = backoff_for(&settings);
     let mut backoff = backoff_builder.build();
     loop {
         super::faults::stall_cycle_loop().await;
         if *shutdown.borrow() {
             break;
+        }
+        // No cycle is running here: the new settings apply to the whole next cycle.
+        // (`reloaded` below has already marked the value seen: compare, not `has_changed`.)
+        {
+            let new = *live.borrow_and_update();
+            if new != settings {
+                tracing::info!(
+                    interval = %humantime::format_duration(new.interval),
+                    timeout = %humantime::format_duration(new.probe.timeout),
+                    retries = new.probe.retries,
+                    retry_delay = %humantime::format_duration(new.probe.retry_delay),
+                    concurrency = new.probe.concurrency,
+                    "reloaded probe settings in effect from this cycle"
+                );
+                settings = new;
+                ctx.settings.set(settings.probe);
+                backoff_builder = backoff_for(&settings);
+                backoff = backoff_builder.build();
+            }
         }
         if !ctx.authority.should_probe() {
             observer.loop_turned(settings.interval);
@@ -82,6 +111,7 @@ pub async fn run_loop<D, C, A, O>(
                 _ = tokio::time::sleep(settings.interval) => {}
                 _ = wake.notified() => {}
                 _ = shutdown.changed() => {}
+                _ = reloaded(&mut live) => {}
             }
             continue;
         }
@@ -132,10 +162,18 @@ pub async fn run_loop<D, C, A, O>(
             _ = tokio::time::sleep(next_delay) => {}
             _ = wake.notified() => tracing::info!("probe requested; starting a cycle now"),
             _ = shutdown.changed() => {}
+            _ = reloaded(&mut live) => {}
         }
     }
     ctx.stopping.store(true, Ordering::Relaxed);
     tracing::info!("probe loop stopped");
+}
+
+/// Completes when new settings arrive; never, once nobody can send any.
+async fn reloaded(live: &mut watch::Receiver<LoopSettings>) {
+    if live.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 fn log_report(r: &CycleReport) {

@@ -46,10 +46,11 @@ pub async fn one_round(cfg: &Config, conf: CbdbEtcdConf) -> anyhow::Result<()> {
         driver: crate::driver::from_config(cfg),
         catalog,
         authority: SingleInstance::new(epoch),
-        settings: settings::probe_settings(cfg),
+        settings: settings::probe_settings(cfg).into(),
         instance_id,
         stopping: AtomicBool::new(false),
         refusals: Default::default(),
+        brake: Default::default(),
     });
     let report = run_cycle(ctx).await.context("probe round")?;
     tracing::info!(

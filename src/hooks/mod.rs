@@ -6,7 +6,7 @@
 //! bounded by `hooks.timeout` (the process is killed then), and every failure is logged and
 //! counted, nothing more.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::process::Command;
@@ -39,40 +39,90 @@ pub struct HookCall {
 
 const QUEUE: usize = 1024;
 
-/// Enqueues hook calls; cheap to clone.
+/// One queued run: the hook's argv, the call, and the timeout in force when it was queued.
+type Job = (Vec<String>, HookCall, Duration);
+
+/// Enqueues hook calls; cheap to clone (clones share the settings and the queue).
 #[derive(Clone)]
-pub struct Hooks {
-    settings: Arc<HookSettings>,
-    tx: Option<mpsc::Sender<(Vec<String>, HookCall)>>,
+pub struct Hooks(Arc<Shared>);
+
+struct Shared {
+    /// Replaced by a configuration reload; each call reads the settings of its moment.
+    settings: RwLock<Arc<HookSettings>>,
+    /// The runner's queue; started with the first configured hook.
+    runner: Mutex<Option<mpsc::Sender<Job>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Hooks {
-    /// Starts the runner task (only if a hook is configured).
+    /// Starts the runner task (only if a hook is configured: a reload that configures the
+    /// first hook starts it then).
     pub fn start(settings: HookSettings, metrics: Arc<Metrics>) -> Hooks {
-        let any = !settings.on_transition.is_empty() || !settings.on_leader_change.is_empty();
-        let tx = any.then(|| {
-            let (tx, mut rx) = mpsc::channel::<(Vec<String>, HookCall)>(QUEUE);
-            let timeout = settings.timeout;
-            tokio::spawn(async move {
-                while let Some((argv, call)) = rx.recv().await {
-                    let result = run(&argv, &call, timeout).await;
-                    metrics.hook_ran(call.event, result);
-                }
+        let hooks = Hooks(Arc::new(Shared {
+            settings: RwLock::new(Arc::new(settings)),
+            runner: Mutex::new(None),
+            metrics,
+        }));
+        hooks.start_runner_if_needed();
+        hooks
+    }
+
+    /// Takes the hook commands and timeout of a reloaded configuration; calls already queued
+    /// run with the settings they were queued with.
+    pub fn reconfigure(
+        &self,
+        on_transition: Vec<String>,
+        on_leader_change: Vec<String>,
+        timeout: Duration,
+    ) {
+        {
+            let mut settings = self.0.settings.write().unwrap_or_else(|e| e.into_inner());
+            *settings = Arc::new(HookSettings {
+                on_transition,
+                on_leader_change,
+                timeout,
+                ..(**settings).clone()
             });
-            tx
-        });
-        Hooks {
-            settings: Arc::new(settings),
-            tx,
         }
+        self.start_runner_if_needed();
+    }
+
+    fn settings(&self) -> Arc<HookSettings> {
+        self.0
+            .settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn start_runner_if_needed(&self) {
+        let settings = self.settings();
+        if settings.on_transition.is_empty() && settings.on_leader_change.is_empty() {
+            return;
+        }
+        let mut runner = self.0.runner.lock().unwrap_or_else(|e| e.into_inner());
+        if runner.is_some() {
+            return;
+        }
+        let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
+        let metrics = self.0.metrics.clone();
+        tokio::spawn(async move {
+            while let Some((argv, call, timeout)) = rx.recv().await {
+                let result = run(&argv, &call, timeout).await;
+                metrics.hook_ran(call.event, result);
+            }
+        });
+        *runner = Some(tx);
     }
 
     fn enqueue(&self, argv: &[String], call: HookCall) {
-        let Some(tx) = &self.tx else { return };
         if argv.is_empty() {
             return;
         }
-        if let Err(e) = tx.try_send((argv.to_vec(), call)) {
+        let runner = self.0.runner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = &*runner else { return };
+        let timeout = self.settings().timeout;
+        if let Err(e) = tx.try_send((argv.to_vec(), call, timeout)) {
             tracing::warn!(error = %e, "hook queue full or closed; hook call dropped");
         }
     }
@@ -80,8 +130,11 @@ impl Hooks {
     fn base_env(&self, event: &str) -> Vec<(String, String)> {
         vec![
             ("FTSD_HOOK_EVENT".into(), event.into()),
-            ("FTSD_CLUSTER".into(), self.settings.cluster.clone()),
-            ("FTSD_INSTANCE_ID".into(), self.settings.instance_id.clone()),
+            ("FTSD_CLUSTER".into(), self.settings().cluster.clone()),
+            (
+                "FTSD_INSTANCE_ID".into(),
+                self.settings().instance_id.clone(),
+            ),
         ]
     }
 
@@ -143,6 +196,29 @@ impl Hooks {
                 p.primary_dbid.to_string(),
                 reason,
             ],
+            env,
+        }
+    }
+
+    /// The call for the brake engaging (event `brake_engaged`, once per engagement): content
+    /// -1 and dbid 0 (it concerns the cluster), the reason names the hosts and the limit.
+    pub fn brake_call(&self, b: &crate::engine::BrakeSummary, held: usize) -> HookCall {
+        let reason = format!(
+            "brake engaged: {} hosts in window > limit {} ({}); {held} failovers held until `ftsctl brake release`",
+            b.hosts.len(),
+            b.limit.unwrap_or(0),
+            b.hosts.join(", ")
+        );
+        let mut env = self.base_env("brake_engaged");
+        env.extend([
+            ("FTSD_CONTENT".into(), "-1".into()),
+            ("FTSD_DBID".into(), "0".into()),
+            ("FTSD_HOSTS".into(), b.hosts.join(",")),
+            ("FTSD_REASON".into(), reason.clone()),
+        ]);
+        HookCall {
+            event: "brake_engaged",
+            args: vec!["brake_engaged".into(), "-1".into(), "0".into(), reason],
             env,
         }
     }
@@ -215,11 +291,14 @@ impl Hooks {
             ],
             env,
         };
-        self.enqueue(&self.settings.on_transition, call);
+        self.enqueue(&self.settings().on_transition, call);
     }
 
     pub fn leader_changed(&self, ev: &OfficeEvent) {
-        self.enqueue(&self.settings.on_leader_change, self.leader_change_call(ev));
+        self.enqueue(
+            &self.settings().on_leader_change,
+            self.leader_change_call(ev),
+        );
     }
 
     /// Follows the authority's office changes until the sender is dropped.
@@ -236,21 +315,25 @@ impl Hooks {
 
 impl CycleObserver for Hooks {
     fn cycle_finished(&self, report: &CycleReport) {
-        if self.settings.on_transition.is_empty() {
+        let settings = self.settings();
+        if settings.on_transition.is_empty() {
             return;
+        }
+        if let Some(b) = report.brake.as_ref().filter(|b| b.newly_engaged) {
+            self.enqueue(&settings.on_transition, self.brake_call(b, b.held));
         }
         for p in &report.reports {
             if p.episode_began {
-                self.enqueue(&self.settings.on_transition, self.refusal_call(p));
+                self.enqueue(&settings.on_transition, self.refusal_call(p));
             }
             for u in &p.updates {
                 let call = self.transition_call(u, p.epoch, p.rule.as_str());
-                self.enqueue(&self.settings.on_transition, call);
+                self.enqueue(&settings.on_transition, call);
             }
             // Alarms go to the transition hook too (event `alarm`): whoever is paged for a
             // failover wants to hear of a fence.
             for a in &p.alarms {
-                self.enqueue(&self.settings.on_transition, self.alarm_call(a));
+                self.enqueue(&settings.on_transition, self.alarm_call(a));
             }
         }
     }

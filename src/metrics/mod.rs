@@ -98,6 +98,8 @@ struct Inner {
     messages: BTreeMap<(String, String), u64>,
     cycles: BTreeMap<String, u64>,
     hooks: BTreeMap<(String, String), u64>,
+    /// Configuration reloads by result (`applied`, `refused`, `invalid`).
+    config_reloads: BTreeMap<&'static str, u64>,
     /// Driver alarms by kind (`sync_names_mismatch`, `fenced` ...).
     alarms: BTreeMap<String, u64>,
     last_success: Option<SystemTime>,
@@ -110,6 +112,10 @@ struct Inner {
     refusal_alarms: BTreeMap<String, u64>,
     /// Contents whose last probe failed with a prober fault, in the last cycle.
     prober_fault_contents: u64,
+    /// Whether the brake on correlated failures was engaged after the last cycle.
+    brake_engaged: bool,
+    /// Failovers the brake held (once per content and engagement).
+    brake_held: u64,
 }
 
 /// State read at scrape time rather than counted.
@@ -154,12 +160,16 @@ impl Default for Metrics {
                 messages: BTreeMap::new(),
                 cycles: BTreeMap::new(),
                 hooks: BTreeMap::new(),
+                // Every result from the start, so a first `invalid` shows as an increase.
+                config_reloads: [("applied", 0), ("invalid", 0), ("refused", 0)].into(),
                 alarms: BTreeMap::new(),
                 last_success: None,
                 segments: BTreeMap::new(),
                 refused_contents: 0,
                 refusal_alarms: BTreeMap::new(),
                 prober_fault_contents: 0,
+                brake_engaged: false,
+                brake_held: 0,
             }),
         }
     }
@@ -182,6 +192,11 @@ impl Metrics {
             .hooks
             .entry((event.into(), result.into()))
             .or_default() += 1;
+    }
+
+    /// Counts one configuration reload (`applied`, `refused` or `invalid`).
+    pub fn config_reloaded(&self, result: &'static str) {
+        *self.lock().config_reloads.entry(result).or_default() += 1;
     }
 
     /// The exposition text.
@@ -293,6 +308,15 @@ impl Metrics {
         }
         family(
             &mut out,
+            "ftsd_config_reloads_total",
+            "counter",
+            "Configuration reloads (SIGHUP), by result: applied, refused (a changed key needs a restart; the rest applied), invalid (the file failed validation; nothing applied).",
+        );
+        for (result, n) in &g.config_reloads {
+            let _ = writeln!(out, "ftsd_config_reloads_total{{result=\"{result}\"}} {n}");
+        }
+        family(
+            &mut out,
             "ftsd_driver_alarms_total",
             "counter",
             "Alarms raised by the segment driver outside the decision table, by kind (sync_names_mismatch, writable_demoted_primary, fenced, fence_failed, fence_command_failed); each once per episode.",
@@ -343,6 +367,20 @@ impl Metrics {
             "ftsd_prober_fault_contents {}",
             g.prober_fault_contents
         );
+        family(
+            &mut out,
+            "ftsd_brake_engaged",
+            "gauge",
+            "1 while the brake on correlated failures holds failovers (failovers within one window would span more segment hosts than brake.max_hosts); only `ftsctl brake release` ends it. As of this instance's last cycle.",
+        );
+        let _ = writeln!(out, "ftsd_brake_engaged {}", u8::from(g.brake_engaged));
+        family(
+            &mut out,
+            "ftsd_brake_held_failovers_total",
+            "counter",
+            "Failovers the brake held, counted once per content and engagement.",
+        );
+        let _ = writeln!(out, "ftsd_brake_held_failovers_total {}", g.brake_held);
         family(
             &mut out,
             "ftsd_is_leader",
@@ -434,6 +472,9 @@ impl CycleObserver for Metrics {
             }
             if p.episode_began {
                 *g.refusal_alarms.entry(p.rule.to_string()).or_default() += 1;
+                if p.rule == crate::core::Rule::BrakeHeld {
+                    g.brake_held += 1;
+                }
             }
             if p.transition == Some(TransitionOutcome::Applied) {
                 *g.transitions.entry(p.rule.to_string()).or_default() += 1;
@@ -452,6 +493,9 @@ impl CycleObserver for Metrics {
         *g.cycles.entry(result.into()).or_default() += 1;
         g.last_success = Some(report.started_at);
         g.refused_contents = report.refused_contents.len() as u64;
+        if let Some(b) = &report.brake {
+            g.brake_engaged = b.engaged;
+        }
         g.prober_fault_contents = report
             .reports
             .iter()
@@ -551,6 +595,10 @@ mod tests {
                     MessageResult::NotSent("no authority".into()),
                 ),
             ],
+            brake: Some(crate::engine::BrakeSummary {
+                engaged: true,
+                ..Default::default()
+            }),
         };
         let m = Metrics::default();
         m.cycle_finished(&report);
@@ -564,6 +612,11 @@ mod tests {
         assert!(text.contains(r#"result="not_sent"} 1"#), "{text}");
         assert!(
             text.contains(r#"ftsd_driver_alarms_total{kind="fenced"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains("\nftsd_brake_engaged 1\n"), "{text}");
+        assert!(
+            text.contains("\nftsd_brake_held_failovers_total 0\n"),
             "{text}"
         );
     }

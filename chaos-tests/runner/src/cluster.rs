@@ -8,12 +8,32 @@ use std::time::Duration;
 use etcd_client::{Client as Etcd, ConnectOptions, GetOptions};
 use tokio_postgres::{Client, NoTls};
 
+use super::cbdb;
 use super::history::{Delivery, EvidenceRow, HistoryRow, Millis, Row, Term};
 
 /// The catalog's address on catnet, a network of its own: cutting an FTS host off the
 /// segments (segnet) leaves its catalog path intact.
 pub const CATALOG: &str = "172.28.3.5";
 pub const SEGSIM_CONTROL: &str = "172.28.2.10:7070";
+
+/// The control API of the simulator behind the cluster `db`: fts-segsim for `segsim`, the
+/// Cloudberry stand-in for `cbdb`.
+pub fn sim_control(db: &str) -> &'static str {
+    if db == cbdb::CBDB {
+        cbdb::CBSIM_CONTROL
+    } else {
+        SEGSIM_CONTROL
+    }
+}
+
+/// The simulator container behind the cluster `db`, and its log file in the logs folder.
+pub fn sim_container(db: &str) -> (&'static str, &'static str) {
+    if db == cbdb::CBDB {
+        ("chaos-cbsim", "cbsim.log")
+    } else {
+        ("chaos-segsim", "segsim.log")
+    }
+}
 pub const ETCD_PREFIX: &str = "/ftsd";
 
 /// An etcd member: container name and address on etcdnet.
@@ -114,8 +134,12 @@ pub async fn connect(host: &str, db: &str) -> Result<Client, ClusterError> {
 }
 
 /// The catalog's configuration rows (content ≥ 0) and the newest history time, read in one
-/// snapshot, so history after this baseline replays exactly onto these rows.
+/// snapshot, so history after this baseline replays exactly onto these rows. `cbdb` reads
+/// the Cloudberry blob and ftsd's records in etcd instead ([`cbdb`]).
 pub async fn baseline(db: &str) -> Result<(Vec<Row>, i64), ClusterError> {
+    if db == cbdb::CBDB {
+        return cbdb::baseline().await;
+    }
     let mut c = connect(CATALOG, db).await?;
     let tx = c
         .build_transaction()
@@ -166,6 +190,9 @@ pub async fn history(
     db: &str,
     after_us: i64,
 ) -> Result<(Vec<HistoryRow>, Vec<String>), ClusterError> {
+    if db == cbdb::CBDB {
+        return cbdb::history(after_us).await;
+    }
     let c = connect(CATALOG, db).await?;
     let rows = c
         .query(
@@ -190,6 +217,9 @@ pub async fn history(
 }
 
 pub async fn evidence(db: &str, after_us: i64) -> Result<Vec<EvidenceRow>, ClusterError> {
+    if db == cbdb::CBDB {
+        return cbdb::evidence(after_us).await;
+    }
     let c = connect(CATALOG, db).await?;
     let rows = c
         .query(
@@ -247,7 +277,12 @@ pub async fn leader(cluster: &str) -> Result<Option<(String, i64)>, ClusterError
 /// that landed at or after `from`, each with the FTS host that sent it (by segnet address;
 /// an unknown address is kept as is, so the checker cannot match it to a term).
 pub fn read_deliveries(dir: &Path, from: Millis) -> Vec<Delivery> {
-    let Ok(text) = std::fs::read_to_string(dir.join("segsim.log")) else {
+    read_deliveries_in(dir, "segsim.log", from)
+}
+
+/// [`read_deliveries`] from the simulator log `file` (`cbsim.log` for the Cloudberry stand-in).
+pub fn read_deliveries_in(dir: &Path, file: &str, from: Millis) -> Vec<Delivery> {
+    let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
         return Vec::new();
     };
     let mut out = Vec::new();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fts_segsim::ctl::{Client as Segsim, CtlError};
 use fts_segsim::{Fault as SimFault, SegmentView};
 
-use super::cluster::{self, ClusterError, CATNET_NODES, ETCD, FTSD, SEGSIM_CONTROL};
+use super::cluster::{self, ClusterError, CATNET_NODES, ETCD, FTSD};
 use super::docker::{self, DockerError, CATNET, ETCDNET, SEGNET};
 use super::history::{now_ms, ActingSample, Expect, Fault, Millis, QuorumLoss, Row, Timing};
 use super::rng::Rng;
@@ -44,7 +44,8 @@ pub struct Harness {
     pub timing: Timing,
     /// Mirror-down grace the simulator was started with.
     pub mirror_grace_ms: i64,
-    /// Catalog database of the cluster under test (`segsim` or `pgpairs`).
+    /// Catalog database of the cluster under test (`segsim` or `pgpairs`), or `cbdb` (the
+    /// Cloudberry blob in etcd).
     pub db: String,
     pub faults: Vec<Fault>,
     pub quorum_losses: Vec<QuorumLoss>,
@@ -70,7 +71,7 @@ impl Harness {
             notes: Vec::new(),
             rebaselined: None,
             logs: std::path::PathBuf::new(),
-            segsim: Arc::new(Segsim::new(SEGSIM_CONTROL)),
+            segsim: Arc::new(Segsim::new(cluster::sim_control(db))),
         }
     }
 
@@ -244,7 +245,8 @@ impl Harness {
     }
 }
 
-/// Samples fts-segsim every 200 ms: the live instances acting as primary.
+/// Samples a simulator (fts-segsim, or the Cloudberry stand-in) every 200 ms: the live
+/// instances acting as primary.
 pub struct Observer {
     stop: Arc<AtomicBool>,
     pub samples: Arc<Mutex<Vec<ActingSample>>>,
@@ -252,12 +254,13 @@ pub struct Observer {
 }
 
 impl Observer {
-    pub fn start() -> Self {
+    /// Samples the simulator whose control API is at `control`.
+    pub fn start(control: &'static str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let (s, out) = (stop.clone(), samples.clone());
         let thread = std::thread::spawn(move || {
-            let client = Segsim::new(SEGSIM_CONTROL);
+            let client = Segsim::new(control);
             while !s.load(Ordering::Relaxed) {
                 if let Ok(list) = client.list() {
                     let sample = acting(now_ms(), &list);
@@ -408,7 +411,7 @@ pub fn acting(at: Millis, list: &[SegmentView]) -> ActingSample {
 
 /// Puts every container back: running, unpaused, on its networks.
 pub fn restore_containers() -> Result<()> {
-    let mut all: Vec<&str> = vec!["chaos-catalog", "chaos-segsim"];
+    let mut all: Vec<&str> = vec!["chaos-catalog", "chaos-segsim", "chaos-cbsim"];
     all.extend(ETCD.iter().map(|e| e.0));
     all.extend(FTSD.iter().map(|f| f.0));
     // The PostgreSQL segments are left to `heal_pgpairs`: a failed former primary must not
@@ -458,11 +461,21 @@ fn segsim_healthy(rows: &[Row], list: &[SegmentView]) -> bool {
 /// live primary (a failed former primary comes back through `recover`, as a mirror), and waits
 /// until catalog and segments agree and every pair is in sync. Falls back to a full reset
 /// (stop the FTS hosts, restart fts-segsim, which re-seeds the catalog) if that does not work.
+/// The cluster is `h.db`'s: `segsim`, or `cbdb` (the Cloudberry stand-in and its blob).
 pub async fn heal_segsim(h: &Harness, limit: Duration) -> Result<()> {
     restore_containers()?;
+    // No configuration at all (the blob went with a wiped etcd, etcd-rebuilt): nothing to heal
+    // from; the simulator writes it again when it restarts.
+    if matches!(cluster::rows(&h.db).await, Ok(rows) if rows.is_empty()) {
+        tracing::warn!(
+            "cluster {} has no configuration; resetting its simulator",
+            h.db
+        );
+        reset_sim(&h.db).await?;
+    }
     let start = Instant::now();
     while start.elapsed() < limit {
-        let rows = cluster::rows("segsim").await.unwrap_or_default();
+        let rows = cluster::rows(&h.db).await.unwrap_or_default();
         let list = h.segsim(|s| s.list()).await.unwrap_or_default();
         if segsim_healthy(&rows, &list) {
             return Ok(());
@@ -498,11 +511,14 @@ pub async fn heal_segsim(h: &Harness, limit: Duration) -> Result<()> {
         }
         sleep_ms(1000).await;
     }
-    tracing::warn!("simulated cluster did not heal in {limit:?}; resetting it");
-    reset_segsim().await?;
+    tracing::warn!(
+        "simulated cluster {} did not heal in {limit:?}; resetting it",
+        h.db
+    );
+    reset_sim(&h.db).await?;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
-        let rows = cluster::rows("segsim").await.unwrap_or_default();
+        let rows = cluster::rows(&h.db).await.unwrap_or_default();
         let list = h.segsim(|s| s.list()).await.unwrap_or_default();
         if segsim_healthy(&rows, &list) {
             return Ok(());
@@ -512,14 +528,15 @@ pub async fn heal_segsim(h: &Harness, limit: Duration) -> Result<()> {
     fail("the simulated cluster is not healthy even after a reset")
 }
 
-/// Stops the FTS hosts, restarts fts-segsim (fresh state, catalog rewritten with the preferred
-/// roles) and starts the FTS hosts again.
-pub async fn reset_segsim() -> Result<()> {
+/// Stops the FTS hosts, restarts the simulator behind `db` (fresh state; fts-segsim rewrites
+/// the catalog with the preferred roles, the Cloudberry stand-in the blob) and starts the FTS
+/// hosts again.
+pub async fn reset_sim(db: &str) -> Result<()> {
     for (c, ..) in FTSD {
         docker::stop(c, 5)?;
     }
-    docker::docker(&["restart", "-t", "2", "chaos-segsim"])?;
-    let client = Arc::new(Segsim::new(SEGSIM_CONTROL));
+    docker::docker(&["restart", "-t", "2", cluster::sim_container(db).0])?;
+    let client = Arc::new(Segsim::new(cluster::sim_control(db)));
     let start = Instant::now();
     loop {
         let c = client.clone();

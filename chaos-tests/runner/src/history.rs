@@ -220,6 +220,10 @@ pub struct Recorded {
     pub acting: Vec<ActingSample>,
     pub acks: Vec<Ack>,
     pub survivors: Option<Vec<Survivors>>,
+    /// The configuration at the end, read at the same etcd revision as the history and
+    /// evidence (the Cloudberry blob; None for the SQL catalogs, where history is written in
+    /// the catalog's own transactions).
+    pub final_config: Option<Vec<Row>>,
 }
 
 /// History rows grouped by transaction (same time), oldest first.

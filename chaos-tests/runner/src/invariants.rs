@@ -69,7 +69,58 @@ pub fn check_all(r: &Recorded, t: &Timing) -> Vec<Verdict> {
         failures_acted_on_in_time(r, t),
         one_promotion_per_fault(r),
         no_transition_others_could_reach(r, t),
+        configuration_is_the_history_replayed(r),
     ]
+}
+
+/// The configuration as it stands at the end (the Cloudberry blob, read at one etcd revision
+/// with the history) is exactly the baseline with every history row applied, and has one
+/// primary per content: every change of the blob came with its history rows (and, by
+/// invariant 4, its evidence), and no history row claims a change the blob does not hold.
+/// Not applicable where no final configuration was read (the SQL catalogs).
+pub fn configuration_is_the_history_replayed(r: &Recorded) -> Verdict {
+    const NAME: &str = "configuration at the end = baseline + history (blob)";
+    let Some(actual) = &r.final_config else {
+        return verdict(NAME, 0, Vec::new());
+    };
+    let (_, states) = replay(&r.initial, &r.history);
+    let mut expected = states
+        .last()
+        .map_or_else(|| r.initial.clone(), |(_, rows)| rows.clone());
+    expected.sort_by_key(|x| x.dbid);
+    let mut actual = actual.clone();
+    actual.sort_by_key(|x| x.dbid);
+    let mut bad = Vec::new();
+    let dbids: BTreeSet<i16> = expected.iter().chain(&actual).map(|x| x.dbid).collect();
+    for dbid in dbids {
+        let want = expected.iter().find(|x| x.dbid == dbid);
+        let got = actual.iter().find(|x| x.dbid == dbid);
+        if want != got {
+            bad.push(format!(
+                "dbid {dbid}: the configuration has {}, the baseline with the history replayed {}",
+                got.map_or("no row".into(), |x| format!(
+                    "{}/{}/{}",
+                    x.role, x.status, x.mode
+                )),
+                want.map_or("no row".into(), |x| format!(
+                    "{}/{}/{}",
+                    x.role, x.status, x.mode
+                )),
+            ));
+        }
+    }
+    let mut per: BTreeMap<i16, Vec<i16>> = BTreeMap::new();
+    for x in actual.iter().filter(|x| x.role == 'p') {
+        per.entry(x.content).or_default().push(x.dbid);
+    }
+    for (content, primaries) in per {
+        if primaries.len() > 1 {
+            bad.push(format!(
+                "the configuration at the end: content {content} has primaries {primaries:?}"
+            ));
+        }
+    }
+    verdict(NAME, actual.len(), bad)
 }
 
 /// At most one leader's transitions accepted per epoch, none from a stale epoch, and each from

@@ -4,6 +4,7 @@
 //! what was recorded. Everything that needs Docker lives behind `fts-chaos run`; the checker and
 //! report are pure and unit-tested in the normal test suite.
 
+pub mod cbdb;
 pub mod cluster;
 pub mod docker;
 pub mod harness;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::cbdb;
 use super::cluster::{self, PG_PAIRS};
 use super::harness::{self, fail, sleep_ms, Harness, HarnessError, Observer, PgObserver};
 use super::history::{now_ms, Fault, HistoryRow, Millis, Recorded, Term, Timing};
@@ -27,7 +28,7 @@ pub struct Options {
 /// The ftsd settings of `chaos-tests/docker/etc/*.toml`, from which the bounds are computed.
 pub fn timing(target: Target) -> Timing {
     let (interval, timeout, retries, retry_delay) = match target {
-        Target::Segsim => (1000, 500, 2, 200),
+        Target::Segsim | Target::Cbdb => (1000, 500, 2, 200),
         Target::PgPairs => (1000, 800, 2, 200),
     };
     Timing {
@@ -113,19 +114,19 @@ impl RunResult {
     }
 }
 
-/// Waits for the catalog (seeded by the simulator) and a leader of the segsim cluster.
-async fn wait_ready(limit: Duration) -> harness::Result<()> {
+/// Waits for the catalog of `db` (seeded by its simulator) and a leader of that cluster.
+async fn wait_ready(db: &str, limit: Duration) -> harness::Result<()> {
     let start = Instant::now();
     let mut last = String::new();
     while start.elapsed() < limit {
-        match cluster::rows("segsim").await {
+        match cluster::rows(db).await {
             // Health is restored before each scenario; here the cluster only has to be up.
-            Ok(rows) if !rows.is_empty() => match cluster::leader("segsim").await {
+            Ok(rows) if !rows.is_empty() => match cluster::leader(db).await {
                 Ok(Some(_)) => return Ok(()),
-                Ok(None) => last = "no segsim leader yet".into(),
+                Ok(None) => last = format!("no {db} leader yet"),
                 Err(e) => last = e.to_string(),
             },
-            Ok(rows) => last = format!("segsim catalog not ready: {} rows", rows.len()),
+            Ok(rows) => last = format!("{db} catalog not ready: {} rows", rows.len()),
             Err(e) => last = e.to_string(),
         }
         tracing::debug!(%last, "waiting for the cluster");
@@ -242,6 +243,7 @@ async fn run_one(
     seed: u64,
     opts: &Options,
     observer: &Observer,
+    cb_observer: &Observer,
     pg_observer: &PgObserver,
 ) -> ScenarioResult {
     let timing = timing(s.target);
@@ -275,7 +277,7 @@ async fn run_one(
             return result;
         }
     }
-    if s.target == Target::Segsim {
+    if matches!(s.target, Target::Segsim | Target::Cbdb) {
         if let Err(e) = harness::heal_segsim(&h, Duration::from_secs(45)).await {
             result.outcome =
                 Outcome::HarnessError(format!("could not heal the cluster first: {e}"));
@@ -306,6 +308,7 @@ async fn run_one(
     let (initial, after_us) = h.rebaselined.clone().unwrap_or(baseline);
     let acting = match s.target {
         Target::Segsim => observer.take(),
+        Target::Cbdb => cb_observer.take(),
         Target::PgPairs => pg_observer.take(),
     };
     let mut record = Recorded {
@@ -318,12 +321,19 @@ async fn run_one(
     let logs = cluster::read_logs(&opts.logs, db);
     record.terms = logs.terms;
     record.observed = logs.observed.clone();
-    if s.target == Target::Segsim {
-        record.deliveries = cluster::read_deliveries(&opts.logs, result.started_at);
+    if matches!(s.target, Target::Segsim | Target::Cbdb) {
+        let log = cluster::sim_container(db).1;
+        record.deliveries = cluster::read_deliveries_in(&opts.logs, log, result.started_at);
     }
     let mut gathered = Err(HarnessError::Other("not read".into()));
     for _ in 0..20 {
         gathered = async {
+            if s.target == Target::Cbdb {
+                // The blob, its history and evidence at one etcd revision.
+                let (rows, history, unparsed, evidence) = cbdb::record(after_us).await?;
+                record.final_config = Some(rows);
+                return Ok((history, unparsed, evidence));
+            }
             let (history, unparsed) = cluster::history(db, after_us).await?;
             let evidence = cluster::evidence(db, after_us).await?;
             Ok::<_, HarnessError>((history, unparsed, evidence))
@@ -377,7 +387,7 @@ async fn run_one(
 
 pub async fn run(opts: Options) -> harness::Result<RunResult> {
     let started_at = now_ms();
-    wait_ready(Duration::from_secs(120)).await?;
+    wait_ready("segsim", Duration::from_secs(120)).await?;
     tracing::info!("cluster is up");
     setup_pgpairs().await?;
     let pg_rejected = cluster::read_logs(&opts.logs, "pgpairs").rejected;
@@ -388,7 +398,8 @@ pub async fn run(opts: Options) -> harness::Result<RunResult> {
         )
     });
     let workload = Workload::start();
-    let observer = Observer::start();
+    let observer = Observer::start(cluster::SEGSIM_CONTROL);
+    let cb_observer = Observer::start(cbdb::CBSIM_CONTROL);
     let pg_observer = PgObserver::start();
     let plan: Vec<&Scenario> = scenario::ALL
         .iter()
@@ -400,6 +411,19 @@ pub async fn run(opts: Options) -> harness::Result<RunResult> {
             }
         })
         .collect();
+    if plan.iter().any(|s| s.target == Target::Cbdb) {
+        // The Cloudberry-mode cluster: the stand-in's blob in etcd and an elected ftsd.
+        if let Err(e) = wait_ready(cbdb::CBDB, Duration::from_secs(60)).await {
+            let rejected = cluster::read_logs(&opts.logs, cbdb::CBDB).rejected;
+            return fail(format!(
+                "the Cloudberry-mode cluster did not come up: {e}{}",
+                rejected
+                    .first()
+                    .map(|r| format!(" (the FTS hosts refused cbdb.toml: {r})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
     let seeds: Vec<u64> = if opts.full {
         opts.seeds.clone()
     } else {
@@ -429,10 +453,11 @@ pub async fn run(opts: Options) -> harness::Result<RunResult> {
                     continue;
                 }
             }
-            scenarios.push(run_one(s, *seed, &opts, &observer, &pg_observer).await);
+            scenarios.push(run_one(s, *seed, &opts, &observer, &cb_observer, &pg_observer).await);
         }
     }
     drop(observer);
+    drop(cb_observer);
     pg_observer.stop().await;
     let workload_errors = workload.errors();
     let (acks, survivors) = workload.finish().await;

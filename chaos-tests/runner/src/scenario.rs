@@ -19,6 +19,9 @@ pub enum Target {
     Segsim,
     /// Real PostgreSQL primary/standby pairs, PostgreSQL driver (catalog database `pgpairs`).
     PgPairs,
+    /// The Cloudberry-mode cluster: ftsd's Cloudberry backend on the external-FTS blob in etcd,
+    /// whose segments are the Cloudberry stand-in (fts-segsim, `chaos-cbsim`; not Cloudberry).
+    Cbdb,
 }
 
 impl Target {
@@ -26,6 +29,7 @@ impl Target {
         match self {
             Target::Segsim => "segsim",
             Target::PgPairs => "pgpairs",
+            Target::Cbdb => super::cbdb::CBDB,
         }
     }
 }
@@ -58,6 +62,9 @@ pub const ALL: &[Scenario] = &[
     Scenario { name: "etcd-rebuilt", about: "all etcd members are killed, wiped and started as a new empty cluster; a primary dies: a leader acts with an epoch above every recorded one", target: Target::Segsim, short: false },
     Scenario { name: "bad-credentials", about: "the leader's probe password file is changed to a wrong word and its ftsd restarted (it reads the file at start) so that it leads with it: every primary answers 28P01, a prober fault: no transition, the prober-fault alarm raised", target: Target::Segsim, short: false },
     Scenario { name: "dns-outage", about: "name resolution fails on the leader's host (the segments are addressed by host name; the /etc/hosts entry removed, the resolver unreachable or refusing): no transition, the prober-fault alarm raised", target: Target::Segsim, short: false },
+    Scenario { name: "cbdb-kill-primary", about: "Cloudberry mode (the blob in etcd; segments: the fts-segsim stand-in): a primary dies; its in-sync mirror is promoted in the blob within the detection bound, with history and evidence in etcd", target: Target::Cbdb, short: true },
+    Scenario { name: "cbdb-kill-leader", about: "Cloudberry mode: kill -9 the leader's host, then a primary dies: a follower (queued on …/fts_ha_lock) takes over and promotes in the blob", target: Target::Cbdb, short: false },
+    Scenario { name: "cbdb-pause-leader", about: "Cloudberry mode: docker pause the leader past its lease; a primary dies; a follower promotes in the blob; the unpaused old leader's blob writes are refused by etcd", target: Target::Cbdb, short: false },
     Scenario { name: "pg-kill-primary", about: "kill -9 a real PostgreSQL primary under write load: the synchronous standby is promoted and no acknowledged write is lost", target: Target::PgPairs, short: true },
     Scenario { name: "pg-kill-mirror", about: "kill -9 a real PostgreSQL standby under write load: it is marked down and writes continue", target: Target::PgPairs, short: false },
     Scenario { name: "pg-crash-restart-short", about: "a real PostgreSQL primary crashes and restarts, refusing connections with 57P03 (held in recovery) for less than postgres.restart_grace: no failover, no lost acknowledged write", target: Target::PgPairs, short: false },
@@ -70,10 +77,10 @@ pub fn find(name: &str) -> Option<&'static Scenario> {
 
 pub async fn run(s: &Scenario, h: &mut Harness) -> Result<()> {
     match s.name {
-        "kill-primary" => kill_primary(h).await,
+        "kill-primary" | "cbdb-kill-primary" => kill_primary(h).await,
         "kill-mirror" => kill_mirror(h).await,
-        "kill-leader" => kill_leader(h).await,
-        "pause-leader" => pause_leader(h).await,
+        "kill-leader" | "cbdb-kill-leader" => kill_leader(h).await,
+        "pause-leader" | "cbdb-pause-leader" => pause_leader(h).await,
         "partition-leader" => partition_leader(h).await,
         "partition-leader-from-segments" => partition_leader_from_segments(h).await,
         "isolate-etcd-member" => isolate_etcd_member(h).await,
@@ -106,7 +113,8 @@ pub(crate) async fn fail_primary(h: &mut Harness, bound_ms: i64, why: &str) -> R
     let now = now_ms();
     h.record(
         format!(
-            "segsim primary dbid {} (content {content}) down{why}",
+            "{} primary dbid {} (content {content}) down{why}",
+            cluster::sim_container(&h.db).0.trim_start_matches("chaos-"),
             p.dbid
         ),
         Some(content),

@@ -37,9 +37,13 @@ fn every_proto_method_has_a_deliberate_class() {
         ("History", Access::Read),
         ("Explain", Access::Read),
         ("Shadow", Access::Read),
+        ("BrakeStatus", Access::Read),
         ("ProbeNow", Access::Mutate),
+        ("BrakeRelease", Access::Mutate),
         ("Pause", Access::Mutate),
         ("Resume", Access::Mutate),
+        // Changes which server is the primary: the most consequential call there is.
+        ("Switchover", Access::Mutate),
     ];
     let proto = include_str!("../ftsd.proto");
     let methods: Vec<&str> = proto

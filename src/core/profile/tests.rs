@@ -154,6 +154,107 @@ fn the_primary_comes_back_up_with_its_first_reply() {
     assert_eq!(changes(&d), vec![(2, st(P, U, N))]);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Contents without a mirror (gpfts probes them; the engine decides them under this profile only)
+
+fn replied(is_role_mirror: bool) -> ProbeOutcome {
+    ProbeOutcome::Replied {
+        reply: ProbeReply {
+            is_role_mirror,
+            ..ProbeReply::default()
+        },
+    }
+}
+
+fn failed(kind: FailureKind, restart: RestartState) -> ProbeOutcome {
+    ProbeOutcome::Failed { kind, restart }
+}
+
+/// Every row of the table for a lone primary (content 3, dbid 7): its state in the
+/// configuration, the probe's outcome, then the rule, the row written (if any) and whether it
+/// is refused.
+#[test]
+fn lone_primary_table() {
+    let lost = failed(FailureKind::Refused, RestartState::NotRestarting);
+    let timeout = failed(FailureKind::Timeout, RestartState::NotRestarting);
+    let stuck = failed(
+        FailureKind::StartupError,
+        RestartState::RecoveryNotMakingProgress { lsn: 7 },
+    );
+    let resetting = failed(FailureKind::StartupError, RestartState::Resetting);
+    let recovering = failed(
+        FailureKind::StartupError,
+        RestartState::RecoveryMakingProgress { lsn: 9 },
+    );
+    let starting = failed(
+        FailureKind::StartupError,
+        RestartState::StartingUp { elapsed_ms: 10 },
+    );
+    let auth = failed(FailureKind::Auth, RestartState::NotRestarting);
+    let resolve = failed(FailureKind::Resolve, RestartState::NotRestarting);
+    #[rustfmt::skip]
+    let table: Vec<(SegmentState, ProbeOutcome, Rule, Option<SegmentState>, bool)> = vec![
+        // answers as a primary
+        (st(P, U, N), replied(false), Rule::Healthy, None, false),
+        (st(P, D, N), replied(false), Rule::Resync, Some(st(P, U, N)), false),
+        // only the status comes back; the mode stays as recorded
+        (st(P, D, S), replied(false), Rule::Resync, Some(st(P, U, S)), false),
+        // answers as a mirror: nobody to promote, nothing written, alarmed
+        (st(P, U, N), replied(true), Rule::RoleConflict, None, true),
+        (st(P, D, N), replied(true), Rule::RoleConflict, None, true),
+        // lost: marked down as gpfts writes it
+        (st(P, U, N), lost, Rule::PrimaryDown, Some(st(P, D, N)), false),
+        (st(P, U, S), timeout, Rule::PrimaryDown, Some(st(P, D, N)), false),
+        (st(P, U, N), stuck, Rule::PrimaryDown, Some(st(P, D, N)), false),
+        // already down: not written again
+        (st(P, D, N), lost, Rule::PrimaryDown, None, false),
+        (st(P, D, S), timeout, Rule::PrimaryDown, None, false),
+        // restarting: not lost
+        (st(P, U, N), resetting, Rule::Restarting, None, false),
+        (st(P, U, N), recovering, Rule::Restarting, None, false),
+        (st(P, U, N), starting, Rule::Restarting, None, false),
+        // a failure on this observer's side is never a loss
+        (st(P, U, N), auth, Rule::ProberFault, None, true),
+        (st(P, U, N), resolve, Rule::ProberFault, None, true),
+        (st(P, D, N), resolve, Rule::ProberFault, None, true),
+    ];
+    for (i, (state, outcome, rule, write, refused)) in table.into_iter().enumerate() {
+        let primary = row(7, 3, state);
+        let d = decide_lone_primary(&primary, &outcome);
+        assert_eq!(d.content, 3, "row {i}");
+        assert_eq!(d.rule, rule, "row {i}: {state} {outcome:?}");
+        assert_eq!(
+            changes(&d),
+            write.map(|to| (7, to)).into_iter().collect::<Vec<_>>(),
+            "row {i}: {state} {outcome:?}"
+        );
+        assert_eq!(d.refusal.is_some(), refused, "row {i}: {d:?}");
+        assert_eq!(
+            d.message, None,
+            "row {i}: a lone primary is never sent anything"
+        );
+        assert!(d.expect.is_empty(), "row {i}");
+    }
+}
+
+#[test]
+fn lone_primary_marked_down_has_the_in_core_history_text() {
+    let d = decide_lone_primary(
+        &row(7, 3, st(P, U, N)),
+        &failed(FailureKind::Refused, RestartState::NotRestarting),
+    );
+    assert_eq!(
+        d.updates[0].history_desc(),
+        "FTS: update role, status, and mode for dbid 7 with contentid 3 to p, d, and n"
+    );
+    let refused = decide_lone_primary(&row(7, 3, st(P, U, N)), &replied(true));
+    assert_eq!(
+        refused.refusal.unwrap().to_string(),
+        "the content has no mirror and its primary dbid 7 answers as a mirror: someone else \
+         changed it; nothing is marked"
+    );
+}
+
 #[test]
 fn profile_names() {
     assert_eq!(Profile::default(), Profile::InCore);
@@ -333,6 +434,39 @@ proptest! {
         if let Some(msg) = &g.message {
             prop_assert!(msg.kind != MessageType::Promote || matches!(g.rule, Rule::Failover | Rule::RePromote));
         }
+    }
+
+    /// A lone primary: no decision changes its role or sends anything, a written row always
+    /// changes, a row is marked down only by `primary_down` after a loss that is neither a
+    /// prober fault nor a restart, and deciding again on the result with the same outcome
+    /// changes nothing.
+    #[test]
+    fn lone_primary_never_changes_a_role_and_settles(state in arb_state(P), o in arb_outcome()) {
+        let primary = row(7, 3, state);
+        let d = decide_lone_primary(&primary, &o);
+        prop_assert!(d.message.is_none());
+        for u in &d.updates {
+            prop_assert_eq!(u.dbid, 7);
+            prop_assert_eq!(u.from, state);
+            prop_assert_ne!(u.from, u.to);
+            prop_assert_eq!(u.to.role, P, "{:?}", d);
+            if u.to.status == D {
+                prop_assert_eq!(d.rule, Rule::PrimaryDown);
+                let lost = matches!(
+                    &o,
+                    ProbeOutcome::Failed { kind, restart }
+                        if !kind.is_prober_fault()
+                            && matches!(restart, RestartState::NotRestarting | RestartState::RecoveryNotMakingProgress { .. })
+                );
+                prop_assert!(lost, "{:?} after {:?}", d, o);
+            }
+        }
+        let mut after = primary.clone();
+        if let Some(u) = d.updates.first() {
+            after.status = u.to.status;
+            after.mode = u.to.mode;
+        }
+        prop_assert!(decide_lone_primary(&after, &o).updates.is_empty());
     }
 
     /// A primary a double fault marked down is marked up by its next reply that is not a

@@ -1,6 +1,7 @@
 //! The subcommands, one file each: each prints its result (a table, or `--json`) and returns
 //! its exit code. [`run`] only dispatches; [`Ctx`] holds what every subcommand's output needs.
 
+mod brake;
 mod explain;
 mod history;
 mod leader;
@@ -10,6 +11,7 @@ mod probe;
 mod segments;
 mod shadow;
 mod status;
+mod switchover;
 mod watch;
 
 use std::io::IsTerminal;
@@ -19,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use clap::CommandFactory;
 use serde_json::{json, Value};
 
-use super::cli::{Cli, ColorChoice, Command};
+use super::cli::{BrakeCommand, Cli, ColorChoice, Command};
 use super::client::{connect_any, Connected};
 use super::table::{cell, render, Cell, Color, Style};
 use super::{exit, CtlError};
@@ -100,8 +102,11 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Probe { wait } => probe::run(cli, &ctx, *wait).await,
         Command::Pause { reason, duration } => pause::pause(cli, &ctx, reason, *duration).await,
         Command::Resume => pause::resume(cli, &ctx).await,
+        Command::Brake(BrakeCommand::Status) => brake::status(cli, &ctx).await,
+        Command::Brake(BrakeCommand::Release { reason }) => brake::release(cli, &ctx, reason).await,
         Command::Explain { content } => explain::run(cli, &ctx, *content).await,
         Command::Shadow => shadow::run(cli, &ctx).await,
+        Command::Switchover { content, wait } => switchover::run(cli, &ctx, *content, *wait).await,
         Command::Watch {
             interval,
             iterations,

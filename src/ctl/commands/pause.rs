@@ -40,7 +40,7 @@ pub(super) async fn resume(cli: &Cli, ctx: &Ctx) -> Outcome {
     Ok(exit::OK)
 }
 
-fn requester() -> String {
+pub(super) fn requester() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into());

@@ -107,6 +107,28 @@ impl Ctx {
                     s.coordinator.clone()
                 },
             ),
+            (
+                "standby",
+                match &s.coordinator_pair {
+                    Some(c) => format!(
+                        "{} ({}), {}{}{}",
+                        c.standby,
+                        c.standby_status,
+                        c.sync,
+                        if c.replay_lag >= 0 {
+                            format!(", replay lag {} B", c.replay_lag)
+                        } else {
+                            String::new()
+                        },
+                        if c.rebuild {
+                            ", former coordinator: rebuild it as a standby (gpinitstandby)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    None => "-".into(),
+                },
+            ),
             ("etcd", etcd),
             ("answered by", s.instance_id.clone()),
         ] {

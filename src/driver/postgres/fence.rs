@@ -45,7 +45,7 @@ async fn bounded<T>(
 
 /// What the SQL fence did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Fenced {
+pub(crate) struct Fenced {
     /// Client sessions terminated.
     pub terminated: i64,
     /// Superuser sessions left running: only a superuser may end them.
@@ -68,7 +68,7 @@ SELECT count(*) FILTER (WHERE (NOT s.su OR me.rolsuper) AND pg_terminate_backend
 /// effect (so sessions that reconnect are read-only), then end every client session (their
 /// transactions, including commits waiting for a standby that is gone, are rolled back or
 /// never acknowledged).
-pub(super) async fn fence_sql(
+pub(crate) async fn fence_sql(
     client: &Client,
     gate: AuthorityGate<'_>,
     statement_timeout: Duration,

@@ -48,6 +48,13 @@ struct ContentState {
     alarms: Vec<DriverAlarm>,
     /// A row the catalog lists as a mirror that answered as a writable primary.
     pub(super) demoted: Option<Demoted>,
+    /// A switchover of this content runs in this process (its primary `dbid`): its read-only
+    /// primary is its doing, not one to make writable again.
+    switching: Option<Dbid>,
+    /// The catalog primary `.0` answered read-only (`default_transaction_read_only` on) with
+    /// its standby streaming in sync at the last probe: an interrupted switchover's, unless
+    /// one runs here.
+    read_only_primary: Option<Dbid>,
 }
 
 /// One episode of a demoted primary answering writable: from the first such answer until it
@@ -213,6 +220,37 @@ impl Memory {
 
     pub fn restore(&self, content: ContentId) -> Option<(Dbid, String)> {
         self.with(content, |st| st.restore.clone())
+    }
+
+    /// Marks (Some) or clears (None) a switchover of `content` from the primary `dbid`
+    /// running in this process.
+    /// Ending one also forgets the read-only primary seen meanwhile (the switchover's own
+    /// doing); the next probe sees it again if it is still read-only.
+    pub fn set_switching(&self, content: ContentId, primary: Option<Dbid>) {
+        self.with(content, |st| {
+            st.switching = primary;
+            st.read_only_primary = None;
+        })
+    }
+
+    /// Whether a switchover of `content` runs in this process.
+    pub fn switching(&self, content: ContentId) -> bool {
+        self.with(content, |st| st.switching.is_some())
+    }
+
+    /// Records whether the catalog primary `dbid` answered read-only with an in-sync standby.
+    pub fn saw_read_only_primary(&self, content: ContentId, dbid: Dbid, read_only: bool) {
+        self.with(content, |st| {
+            st.read_only_primary = read_only.then_some(dbid)
+        })
+    }
+
+    /// The catalog primary to make writable again: seen read-only with its standby in sync,
+    /// and no switchover of the content running here.
+    pub fn read_only_primary(&self, content: ContentId) -> Option<Dbid> {
+        self.with(content, |st| {
+            st.read_only_primary.filter(|_| st.switching.is_none())
+        })
     }
 
     pub fn push_alarm(&self, alarm: DriverAlarm) {
@@ -474,5 +512,30 @@ mod tests {
         assert!(m.record_probe(0, 2, &gone, grace, t0 + Duration::from_secs(3)));
         // syncrep off: nothing to retry for
         assert!(!m.record_probe(0, 2, &assessed("", "", ""), grace, t0));
+    }
+
+    #[test]
+    fn a_read_only_primary_is_restored_only_when_no_switchover_runs_here() {
+        let m = Memory::default();
+        m.saw_read_only_primary(0, 2, true);
+        assert_eq!(
+            m.read_only_primary(0),
+            Some(2),
+            "an interrupted switchover's"
+        );
+        m.set_switching(0, Some(2));
+        m.saw_read_only_primary(0, 2, true);
+        assert_eq!(
+            m.read_only_primary(0),
+            None,
+            "our own switchover's: hands off"
+        );
+        // Ending it forgets what was seen meanwhile; the next probe tells again.
+        m.set_switching(0, None);
+        assert_eq!(m.read_only_primary(0), None);
+        m.saw_read_only_primary(0, 2, false);
+        assert_eq!(m.read_only_primary(0), None, "writable: nothing to do");
+        m.saw_read_only_primary(0, 2, true);
+        assert_eq!(m.read_only_primary(1), None, "per content");
     }
 }

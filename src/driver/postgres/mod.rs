@@ -28,6 +28,7 @@ pub mod connect;
 pub mod fence;
 pub mod guard;
 pub mod probe;
+pub mod switchover;
 
 use std::time::{Duration, Instant};
 
@@ -164,6 +165,11 @@ impl PgDriver {
             _ => None,
         };
         self.memory.want_restore(target.content, restore);
+        self.memory.saw_read_only_primary(
+            target.content,
+            target.dbid,
+            observed.read_only && a.reply.is_in_sync,
+        );
         let now = Instant::now();
         let unnamed = probe::streaming_but_not_named(&a);
         if let Some(lasted) = self.memory.track_unnamed(
@@ -255,6 +261,11 @@ impl SegmentDriver for PgDriver {
                 survey.work.push(Upkeep::RestoreSyncrep { dbid, names });
             }
         }
+        if self.memory.read_only_primary(content) == Some(pair.primary.dbid) {
+            survey.work.push(Upkeep::RestoreWrites {
+                dbid: pair.primary.dbid,
+            });
+        }
         let m = &pair.mirror;
         if m.role == Role::Mirror && m.status == Status::Down {
             if let Some(work) = self.survey_demoted(m, deadline, &mut survey.alarms).await {
@@ -277,6 +288,9 @@ impl SegmentDriver for PgDriver {
             }
             Upkeep::Fence { dbid, why } if *dbid == pair.mirror.dbid => {
                 self.fence(&pair.mirror, why, gate).await
+            }
+            Upkeep::RestoreWrites { dbid } if *dbid == pair.primary.dbid => {
+                self.restore_interrupted(&pair.primary, gate).await
             }
             _ => Vec::new(),
         }

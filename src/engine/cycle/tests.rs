@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::catalog::EtcdRevision;
 use crate::core::epoch::{plan_claim, ClaimPlan};
+use crate::engine::ProbeSettings;
 use crate::model::{Mode, Role, Segment, SegmentState, Status};
 use crate::wire::failure::{AttemptError, FailureKind};
 use crate::wire::ProbeReply;
@@ -279,7 +280,9 @@ impl SegmentDriver for ScriptedDriver {
             kind: crate::driver::AlarmKind::Fenced,
             content: pair.content(),
             dbid: match work {
-                Upkeep::Fence { dbid, .. } | Upkeep::RestoreSyncrep { dbid, .. } => *dbid,
+                Upkeep::Fence { dbid, .. }
+                | Upkeep::RestoreSyncrep { dbid, .. }
+                | Upkeep::RestoreWrites { dbid } => *dbid,
             },
             message: "fenced".into(),
         }]
@@ -350,10 +353,12 @@ fn context(segments: Vec<Segment>) -> (Ctx, Arc<MemCatalog>, Arc<TestAuthority>,
             retry_delay: Duration::from_millis(1),
             concurrency: 4,
             profile: crate::core::Profile::InCore,
-        },
+        }
+        .into(),
         instance_id: "unit".into(),
         stopping: AtomicBool::new(false),
         refusals: RefusalLog::default(),
+        brake: Default::default(),
     });
     (ctx, catalog, authority, events)
 }
@@ -767,4 +772,142 @@ async fn a_driver_reported_restart_defers_the_failover() {
     *ctx.driver.restarting.lock().unwrap() = None;
     let report = run_cycle(ctx.clone()).await.unwrap();
     assert_eq!(report.reports[0].rule, Rule::Failover);
+}
+
+/// Contents 0..3 (primary c+2, mirror c+10), primary of content c on host `h<c>`.
+fn three_hosts() -> Vec<Segment> {
+    let mut rows = Vec::new();
+    for c in 0..3i16 {
+        let mut p = seg(c + 2, c, P, U, S);
+        p.hostname = format!("h{c}");
+        let mut m = seg(c + 10, c, M, U, S);
+        m.hostname = format!("h{}", (c + 1) % 3);
+        rows.extend([p, m]);
+    }
+    rows
+}
+
+fn with_brake(mut ctx: Ctx, max_hosts: crate::core::brake::HostLimit) -> Ctx {
+    Arc::get_mut(&mut ctx).expect("not shared yet").brake = Arc::new(
+        super::super::Brake::in_process(super::super::BrakeSettings {
+            max_hosts,
+            window: Duration::from_secs(600),
+        }),
+    );
+    ctx
+}
+
+#[tokio::test]
+async fn failovers_beyond_the_host_limit_are_all_held_until_released_and_other_rules_proceed() {
+    let (ctx, catalog, _auth, log) = context(three_hosts());
+    let ctx = with_brake(ctx, crate::core::brake::HostLimit::Hosts(1));
+    // contents 0 and 1 lose their primaries (two hosts); content 2's mirror is gone
+    ctx.driver
+        .always(4, MessageType::Probe, ok(false, false, true, false));
+    ctx.driver
+        .always(4, MessageType::SyncrepOff, ok(false, false, false, false));
+    let r = run_cycle(ctx.clone()).await.unwrap();
+    let rules: Vec<Rule> = r.reports.iter().map(|p| p.rule).collect();
+    assert_eq!(rules, [Rule::BrakeHeld, Rule::BrakeHeld, Rule::MirrorDown]);
+    assert_eq!(ctx.driver.sent(MessageType::Promote), 0);
+    assert_eq!(catalog.state(2), st(P, U, S), "nothing flipped");
+    assert_eq!(catalog.state(3), st(P, U, S), "nothing flipped");
+    assert_eq!(catalog.state(12), st(M, D, N), "the mirror-down went ahead");
+    let b = r.brake.clone().unwrap();
+    assert!(b.engaged && b.newly_engaged, "{b:?}");
+    assert_eq!(
+        (b.held, b.hosts.clone()),
+        (2, vec!["h0".into(), "h1".into()])
+    );
+    assert!(r.reports[0].episode_began);
+    let held_rows: Vec<String> = catalog
+        .evidence
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| t.rule == Rule::BrakeHeld)
+        .map(|t| t.evidence["refusal"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(held_rows.len(), 2);
+    assert!(
+        held_rows[0].starts_with("brake engaged: 2 hosts in window > limit 1 (h0, h1)"),
+        "{held_rows:?}"
+    );
+
+    // still held, without a new alarm or new evidence; even one host is held now
+    ctx.driver
+        .always(3, MessageType::Probe, ok(true, true, true, false));
+    let r = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(r.reports[0].rule, Rule::BrakeHeld);
+    assert!(!r.brake.as_ref().unwrap().newly_engaged);
+    assert!(!r.reports[0].episode_began);
+    assert_eq!(ctx.driver.sent(MessageType::Promote), 0);
+    assert_eq!(
+        catalog
+            .evidence_rules()
+            .iter()
+            .filter(|r| **r == Rule::BrakeHeld)
+            .count(),
+        2
+    );
+
+    // released: decided again from this cycle's probes; content 1 answers now
+    ctx.brake
+        .release("op@h", "checked", Epoch(7))
+        .await
+        .unwrap();
+    ctx.driver
+        .always(10, MessageType::Promote, ok(false, false, false, false));
+    log.lock().unwrap().clear();
+    let r = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(r.reports[0].rule, Rule::Failover);
+    assert_eq!(r.reports[1].rule, Rule::Healthy);
+    assert!(!r.brake.as_ref().unwrap().engaged);
+    let flips: Vec<String> = events(&log)
+        .into_iter()
+        .filter(|e| !e.starts_with("SYNCREP_OFF"))
+        .collect();
+    assert_eq!(
+        flips,
+        vec!["commit failover", "PROMOTE to 10"],
+        "{:?}",
+        r.reports[0]
+    );
+    assert_eq!(catalog.state(10), st(P, U, N));
+}
+
+#[tokio::test]
+async fn failovers_within_the_limit_proceed_and_are_counted_before_their_commit() {
+    let (ctx, catalog, _auth, _log) = context(three_hosts());
+    let ctx = with_brake(ctx, crate::core::brake::HostLimit::Hosts(1));
+    for primary in [3, 4] {
+        ctx.driver
+            .always(primary, MessageType::Probe, ok(true, true, true, false));
+    }
+    let r = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(r.reports[0].rule, Rule::Failover);
+    assert_eq!(catalog.state(10), st(P, U, N));
+    let record = ctx.brake.seen().unwrap();
+    assert_eq!(record.admitted.len(), 1);
+    assert_eq!(record.admitted[0].host, "h0");
+    // a second host within the window crosses the limit of 1
+    ctx.driver.always(3, MessageType::Probe, refused());
+    let r = run_cycle(ctx.clone()).await.unwrap();
+    assert_eq!(r.reports[1].rule, Rule::BrakeHeld);
+    assert_eq!(catalog.state(3), st(P, U, S));
+}
+
+#[tokio::test]
+async fn an_observe_only_instance_does_not_judge_or_engage_the_brake() {
+    let (ctx, catalog, auth, _log) = context(three_hosts());
+    let ctx = with_brake(ctx, crate::core::brake::HostLimit::Hosts(1));
+    auth.acting.store(false, Ordering::SeqCst);
+    let r = run_cycle(ctx.clone()).await.unwrap();
+    assert!(r
+        .reports
+        .iter()
+        .all(|p| p.rule == Rule::Failover && p.transition == Some(TransitionOutcome::ObserveOnly)));
+    assert!(!r.brake.unwrap().engaged);
+    assert_eq!(ctx.brake.seen(), None, "the record was never touched");
+    assert!(catalog.evidence_rules().is_empty());
 }

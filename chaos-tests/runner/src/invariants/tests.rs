@@ -123,6 +123,54 @@ fn a_clean_failover_passes_every_invariant() {
 }
 
 #[test]
+fn a_blob_that_is_the_history_replayed_passes() {
+    let mut r = clean();
+    r.final_config = Some(vec![row(6, 0, 'p', 'u', 'n'), row(2, 0, 'm', 'd', 'n')]);
+    assert_eq!(
+        configuration_is_the_history_replayed(&r).status,
+        Status::Pass
+    );
+    assert_eq!(
+        configuration_is_the_history_replayed(&clean()).status,
+        Status::NotApplicable,
+        "nothing to compare without a final configuration"
+    );
+}
+
+#[test]
+fn a_blob_change_without_history_fails() {
+    // The blob flipped content 0 but the history has no rows for it.
+    let mut r = clean();
+    r.history.clear();
+    r.evidence.clear();
+    r.final_config = Some(vec![row(6, 0, 'p', 'u', 'n'), row(2, 0, 'm', 'd', 'n')]);
+    let v = configuration_is_the_history_replayed(&r);
+    assert_eq!(v.status, Status::Fail);
+    assert!(
+        v.details
+            .iter()
+            .any(|d| d.contains("dbid 2: the configuration has m/d/n")),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn history_the_blob_does_not_hold_and_two_primaries_in_the_blob_fail() {
+    let mut r = clean();
+    // The history says failed over; the blob still has the old primary, and both primaries.
+    r.final_config = Some(vec![row(2, 0, 'p', 'u', 's'), row(6, 0, 'p', 'u', 'n')]);
+    let v = configuration_is_the_history_replayed(&r);
+    assert_eq!(v.status, Status::Fail);
+    assert!(v.details.iter().any(|d| d.contains("dbid 2")), "{v:?}");
+    assert!(
+        v.details
+            .iter()
+            .any(|d| d.contains("content 0 has primaries [2, 6]")),
+        "{v:?}"
+    );
+}
+
+#[test]
 fn two_instances_in_one_epoch_fail() {
     let mut r = clean();
     r.evidence.push(ev(2, T0 + 9000, 10, "ftsd2", 0, &[6, 2]));

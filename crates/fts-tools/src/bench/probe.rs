@@ -68,10 +68,12 @@ pub async fn worker(
                     retry_delay: Duration::from_secs(1),
                     concurrency,
                     profile: ftsd::core::Profile::InCore,
-                },
+                }
+                .into(),
                 instance_id: "bench".into(),
                 stopping: AtomicBool::new(false),
                 refusals: Default::default(),
+                brake: Default::default(),
             });
             run_cycle(ctx.clone()).await?;
             cpu0 = measure::cpu_time();
