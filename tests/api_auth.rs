@@ -24,35 +24,14 @@ use ftsd::api::client::Credentials;
 use ftsd::api::proto;
 use ftsd::config::{ApiConfig, Secret};
 use serde_json::Value;
-use support::{addresses, ftsctl, wait_for, System};
+use support::{addresses, ftsctl, ftsctl_expect, stderr, stdout, wait_for, System};
 
 const LIMIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "api-token-0123456789abcdef";
 const METRICS_TOKEN: &str = "metrics-token-0123456789abcdef";
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// `ftsctl` with `args`, expecting `code`; returns stdout.
-fn expect(endpoint: &str, args: &[&str], code: i32) -> String {
-    let o = ftsctl(endpoint, args);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "ftsctl {args:?}\nstdout:\n{}\nstderr:\n{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
 }
 
 /// `a` followed by `b`.
@@ -153,21 +132,21 @@ async fn api_and_metrics_need_credentials_over_tls() {
     );
 
     // With the token: pause, status shows it as indefinite, resume.
-    let out = expect(&api_a, &cat(&["pause", "--reason", "maintenance"], &tok), 0);
+    let out = ftsctl_expect(&api_a, &cat(&["pause", "--reason", "maintenance"], &tok), 0);
     assert!(out.contains("indefinitely (until resumed)"), "{out}");
-    let out = expect(&api_a, &cat(&["status"], &tok), 0);
+    let out = ftsctl_expect(&api_a, &cat(&["status"], &tok), 0);
     assert!(
         out.contains("yes, by ") && out.contains("indefinitely"),
         "{out}"
     );
-    expect(&api_a, &cat(&["resume"], &tok), 0);
+    ftsctl_expect(&api_a, &cat(&["resume"], &tok), 0);
 
     // With a client certificate of the configured CA: a pause for 2s, which ends by itself.
     let args = cat(
         &["pause", "--reason", "short", "--for", "2s", "--json"],
         &mtls,
     );
-    let p: Value = serde_json::from_str(&expect(&api_a, &args, 0)).unwrap();
+    let p: Value = serde_json::from_str(&ftsctl_expect(&api_a, &args, 0)).unwrap();
     assert_eq!(p["paused"], true);
     assert!(p["until_ms"].as_i64().unwrap() > p["at_ms"].as_i64().unwrap());
     wait_for("the pause to expire", LIMIT, || {
@@ -277,7 +256,7 @@ async fn api_and_metrics_need_credentials_over_tls() {
         "{}",
         stderr(&o)
     );
-    expect(&api_b, &cat(&["segments"], &mtls), 0);
+    ftsctl_expect(&api_b, &cat(&["segments"], &mtls), 0);
 }
 
 /// The real `ftsctl` without `--endpoint` (it finds the instances through `--etcd`).

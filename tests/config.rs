@@ -936,7 +936,7 @@ fn postgres_tls_settings() {
         ),
     );
     let cfg = load_ok(&full);
-    assert_eq!(cfg.postgres.sslmode, ftsd::config::SslMode::VerifyFull);
+    assert_eq!(cfg.postgres.tls.mode, ftsd::config::SslMode::VerifyFull);
     assert_eq!(load_ok(&cfg.render_masked()), cfg);
     let none = Overrides::default();
     let line = Case::new(&with("postgres", "sslmode = \"verify-full\"\n")).error(&[], &none);

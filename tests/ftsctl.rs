@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::Client;
@@ -15,35 +14,14 @@ use fts_testkit::etcd::EtcdCluster;
 use ftsd::election::members::{list, MemberInfo};
 use ftsd::model::{Mode, Role, Status};
 use serde_json::Value;
-use support::{addresses, ftsctl, wait_for, System};
+use support::{addresses, ftsctl, ftsctl_expect, stderr, stdout, wait_for, System};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Runs a command expecting `code`; returns stdout.
-fn expect(endpoint: &str, args: &[&str], code: i32) -> String {
-    let o = ftsctl(endpoint, args);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "ftsctl {args:?}\nstdout:\n{}\nstderr:\n{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
-}
 
 fn json(endpoint: &str, args: &[&str], code: i32) -> Value {
     let mut all = args.to_vec();
     all.push("--json");
-    let out = expect(endpoint, &all, code);
+    let out = ftsctl_expect(endpoint, &all, code);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}):\n{out}"))
 }
 
@@ -150,7 +128,7 @@ async fn ftsctl_operates_a_two_instance_cluster() {
     assert_eq!(st["pause"]["paused"], false);
     assert_eq!(st["segments_total"], rows.len());
     assert_eq!(st["segments_down"], 0);
-    let human = expect(&api_b, &["status"], 0);
+    let human = ftsctl_expect(&api_b, &["status"], 0);
     assert!(human.contains("cluster:     test\n"), "{human}");
     assert!(
         human.contains(&format!("leader:      a at {api_a} (epoch {epoch_a}")),
@@ -179,7 +157,7 @@ async fn ftsctl_operates_a_two_instance_cluster() {
         p2["last_probe"].as_str().unwrap().starts_with("replied"),
         "{p2}"
     );
-    let human = expect(&api_a, &["segments"], 0);
+    let human = ftsctl_expect(&api_a, &["segments"], 0);
     let header = human.lines().next().unwrap();
     assert!(
         header.starts_with("CONTENT  DBID  ROLE  PREFERRED  STATUS"),
@@ -203,7 +181,7 @@ async fn ftsctl_operates_a_two_instance_cluster() {
         .map(|m| m["instance_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["a", "b"]);
-    let human = expect(&api_b, &["members"], 0);
+    let human = ftsctl_expect(&api_b, &["members"], 0);
     assert!(
         human.lines().nth(1).unwrap().starts_with("a       leader"),
         "{human}"
@@ -213,9 +191,10 @@ async fn ftsctl_operates_a_two_instance_cluster() {
         (l["leader_id"].as_str(), l["epoch"].as_i64()),
         (Some("a"), Some(epoch_a))
     );
-    assert!(expect(&api_b, &["leader"], 0).starts_with(&format!("a at {api_a} (epoch {epoch_a}")));
+    assert!(ftsctl_expect(&api_b, &["leader"], 0)
+        .starts_with(&format!("a at {api_a} (epoch {epoch_a}")));
     // nothing happened yet
-    assert_eq!(expect(&api_b, &["history"], 0), "no history\n");
+    assert_eq!(ftsctl_expect(&api_b, &["history"], 0), "no history\n");
     assert_eq!(json(&api_b, &["explain", "0"], 4)["found"], false);
 
     // probe through the follower: redirected to the leader, which runs a fresh cycle
@@ -235,7 +214,7 @@ async fn ftsctl_operates_a_two_instance_cluster() {
     );
     assert_eq!(cycle["pairs"], 2);
     assert_eq!(cycle["reports"][0]["rule"], "healthy");
-    let human = expect(&api_a, &["probe"], 0);
+    let human = ftsctl_expect(&api_a, &["probe"], 0);
     assert!(human.starts_with("cycle on a started"), "{human}");
     assert!(human.contains("CONTENT  PRIMARY  MIRROR  RULE"), "{human}");
 
@@ -340,7 +319,7 @@ async fn ftsctl_operates_a_two_instance_cluster() {
         .unwrap()
         .iter()
         .all(|s| s["role"] == "m"));
-    let human = expect(&api_b, &["segments", "--down"], 0);
+    let human = ftsctl_expect(&api_b, &["segments", "--down"], 0);
     assert!(
         human.contains("down,not-preferred-role,not-in-sync"),
         "{human}"
@@ -371,7 +350,7 @@ async fn ftsctl_operates_a_two_instance_cluster() {
         json(&api_b, &["history", "--content", "1"], 0)["entries"],
         Value::Array(vec![])
     );
-    let human = expect(&api_b, &["history"], 0);
+    let human = ftsctl_expect(&api_b, &["history"], 0);
     assert!(human.starts_with("TIME"), "{human}");
     assert!(
         human.contains(
@@ -388,7 +367,7 @@ async fn ftsctl_operates_a_two_instance_cluster() {
     );
     assert_eq!(ex["evidence"]["rule"], "failover");
     assert_eq!(ex["evidence"]["probe"]["target_dbid"], 2);
-    let human = expect(&api_b, &["explain", "0"], 0);
+    let human = ftsctl_expect(&api_b, &["explain", "0"], 0);
     assert!(human.starts_with("content 0: failover at "), "{human}");
     assert!(
         human.contains("update:     dbid 4: m/u/s -> p/u/n"),
@@ -408,7 +387,7 @@ async fn ftsctl_operates_a_two_instance_cluster() {
     assert!(p["by"].as_str().unwrap().contains('@'));
     let st = json(&api_b, &["status"], 1);
     assert_eq!(st["pause"]["reason"], "rolling upgrade");
-    assert!(expect(&api_a, &["status"], 1).contains("paused:      yes, by "));
+    assert!(ftsctl_expect(&api_a, &["status"], 1).contains("paused:      yes, by "));
     wait_for("paused gauge", LIMIT, || {
         let m = scrape(&metrics_a);
         async move { (sample(&m, "ftsd_paused", &[]) == 1.0).then_some(()) }
@@ -444,7 +423,7 @@ async fn ftsctl_operates_a_two_instance_cluster() {
         (Some("failover"), Some("paused")),
         "{cycle}"
     );
-    assert!(expect(&api_b, &["probe"], 0).contains("paused: nothing acted on"));
+    assert!(ftsctl_expect(&api_b, &["probe"], 0).contains("paused: nothing acted on"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         sys.row(3).await.role,
@@ -468,7 +447,7 @@ async fn ftsctl_operates_a_two_instance_cluster() {
     assert!(wait_hook(&hook_log, "transition 1 5 m/u/s p/u/n").await);
 
     // watch: one frame of status and segments
-    let w = expect(
+    let w = ftsctl_expect(
         &api_b,
         &["watch", "--iterations", "1", "--interval", "100ms"],
         1,
@@ -501,7 +480,7 @@ async fn ftsctl_operates_a_two_instance_cluster() {
     assert!(!st["etcd_error"].as_str().unwrap().is_empty(), "{st}");
     assert_eq!(st["members"].as_array().unwrap().len(), 1);
     assert_eq!(st["members"][0]["instance_id"], "b");
-    let human = expect(&api_b, &["status"], 1);
+    let human = ftsctl_expect(&api_b, &["status"], 1);
     assert!(human.contains("etcd:        unreachable: "), "{human}");
 }
 
@@ -659,7 +638,7 @@ timeout = "1s"
     // status exits 1: two segments are down
     assert_eq!(json(&api, &["status"], 1)["segments_down"], 2);
     // watch --json: one document per refresh
-    let out = expect(
+    let out = ftsctl_expect(
         &api,
         &[
             "watch",

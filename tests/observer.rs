@@ -13,26 +13,13 @@ use std::time::Duration;
 use fts_segsim::{Auth, Fault, SimConfig};
 use ftsd::model::{Mode, Role, Status};
 use serde_json::Value;
-use support::{addresses, ftsctl, wait_for, System};
+use support::{addresses, ftsctl_expect, wait_for, System};
 
 use Mode::{InSync as S, NotInSync as N};
 use Role::{Mirror as M, Primary as P};
 use Status::{Down as D, Up as U};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// Runs ftsctl expecting exit `code`; returns stdout.
-fn expect(endpoint: &str, args: &[&str], code: i32) -> String {
-    let o = ftsctl(endpoint, args);
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "ftsctl {args:?}\nstdout:\n{out}\nstderr:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
 
 /// A transition hook that appends "<event> <content>" to `file`.
 fn recording_hook(file: &Path) -> String {
@@ -107,19 +94,19 @@ async fn a_wrong_probe_password_fails_nothing_over_and_raises_the_alarm() {
     );
 
     // ftsctl: status names the alarm and exits 1; segments and explain say why
-    let status = expect(&api, &["status"], 1);
+    let status = ftsctl_expect(&api, &["status"], 1);
     assert!(
         status.contains("alarm:       prober_fault: content 0 primary dbid 2: prober fault (auth)"),
         "{status}"
     );
-    let json: Value = serde_json::from_str(&expect(&api, &["status", "--json"], 1)).unwrap();
+    let json: Value = serde_json::from_str(&ftsctl_expect(&api, &["status", "--json"], 1)).unwrap();
     assert_eq!(json["alarms"].as_array().unwrap().len(), 2, "{json}");
-    let segments = expect(&api, &["segments"], 0);
+    let segments = ftsctl_expect(&api, &["segments"], 0);
     assert!(
         segments.contains("failed: auth (prober fault: this observer's side, not the segment's)"),
         "{segments}"
     );
-    let explain = expect(&api, &["explain", "0"], 0);
+    let explain = ftsctl_expect(&api, &["explain", "0"], 0);
     assert!(explain.contains("content 0: prober_fault"), "{explain}");
     assert!(
         explain.contains("auth: password authentication failed"),
@@ -181,7 +168,7 @@ async fn a_failover_is_refused_while_the_mirror_does_not_answer_this_observer() 
         "{doc}"
     );
     assert_eq!(doc["mirror_check"]["target_dbid"], 4, "{doc}");
-    let explain = expect(&api, &["explain", "0"], 0);
+    let explain = ftsctl_expect(&api, &["explain", "0"], 0);
     assert!(
         explain.contains("mirror:     dbid 4 probed before the failover"),
         "{explain}"

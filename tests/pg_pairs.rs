@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +19,7 @@ use ftsd::engine::SingleInstance;
 use ftsd::engine::{run_cycle, Authority, CycleContext, ProbeSettings, TransitionOutcome};
 use ftsd::model::{Epoch, Mode, Role, Segment, Status};
 use ftsd::wire::MessageType;
-use support::{free_port, history_text, wait_for, Daemon};
+use support::{history_text, wait_for, write_pg_driver_config, Daemon};
 
 use Mode::{InSync as S, NotInSync as N};
 use Role::{Mirror as M, Primary as P};
@@ -58,62 +56,18 @@ impl PgSystem {
 
     /// Starts `ftsd run --no-election` with the postgres driver; the password comes from a file.
     async fn spawn_ftsd(&mut self, extra_postgres: &str) {
-        let pw: PathBuf = self.dir.path().join("probe.password");
-        std::fs::write(&pw, format!("{PROBE_PASSWORD}\n")).unwrap();
-        let config = self.dir.path().join("ftsd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"cluster = "pgtest"
-instance_id = "single"
-
-[probe]
-driver = "postgres"
-interval = "1s"
-timeout = "900ms"
-retries = 2
-retry_delay = "200ms"
-mirror_down_grace = "3s"
-user = "{PROBE_ROLE}"
-password_file = "{pw}"
-
-[postgres]
-{extra_postgres}
-
-[catalog]
-url = "{url}"
-
-[api]
-listen = "127.0.0.1:{api}"
-metrics_listen = "127.0.0.1:{metrics}"
-
-[log]
-level = "info,ftsd=debug"
-"#,
-                pw = pw.display(),
-                url = self.catalog.url(),
-                api = free_port(),
-                metrics = free_port(),
-            ),
-        )
-        .unwrap();
-        let log = self.dir.path().join("ftsd.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ftsd"))
-            .args(["run", "--no-election", "--config"])
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn ftsd");
-        self.daemon = Some(Daemon {
-            name: "single".into(),
-            child,
-            log,
+        let config = write_pg_driver_config(
+            self.dir.path(),
+            "pgtest",
+            extra_postgres,
+            &format!("url = \"{}\"", self.catalog.url()),
+        );
+        self.daemon = Some(Daemon::spawn(
             config,
-        });
+            "single",
+            &["run", "--no-election"],
+            &[],
+        ));
         // probing: the healthy pair's probe succeeded at least once
         for _ in 0..300 {
             if self.logs().contains("postgres probe") {

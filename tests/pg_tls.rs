@@ -13,17 +13,16 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fts_testkit::pg::{PgServer, PgServerTls};
-use fts_testkit::pgpair::{PgPair, PROBE_PASSWORD, PROBE_ROLE};
+use fts_testkit::pgpair::{PgPair, PROBE_ROLE};
 use fts_testkit::pki::Pki;
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::{schema, Catalog};
-use ftsd::config::{CatalogConfig, ConnString, SslMode};
+use ftsd::config::{CatalogConfig, ConnString, PgTlsSettings, SslMode};
 use ftsd::model::Role;
-use support::{free_port, wait_for, Daemon};
+use support::{wait_for, write_pg_driver_config, Daemon};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -56,10 +55,12 @@ fn catalog(
             "postgresql://postgres@{host}:{}/postgres",
             pg.port()
         )),
-        sslmode: mode,
-        ssl_ca_file: ca.map(Path::to_path_buf),
-        ssl_cert_file: client.as_ref().map(|c| c.0.clone()),
-        ssl_key_file: client.map(|c| c.1),
+        tls: PgTlsSettings {
+            mode,
+            ca_file: ca.map(Path::to_path_buf),
+            cert_file: client.as_ref().map(|c| c.0.clone()),
+            key_file: client.map(|c| c.1),
+        },
         connect_timeout: Duration::from_secs(5),
         ..CatalogConfig::default()
     };
@@ -96,8 +97,11 @@ async fn catalog_sslmodes_against_a_hostssl_only_server() {
             "postgresql://postgres@127.0.0.1:{}/postgres",
             pg.port()
         )),
-        sslmode: SslMode::VerifyFull,
-        ssl_ca_file: Some(ca.clone()),
+        tls: PgTlsSettings {
+            mode: SslMode::VerifyFull,
+            ca_file: Some(ca.clone()),
+            ..PgTlsSettings::default()
+        },
         ..CatalogConfig::default()
     });
     let (client, conn) = config
@@ -240,67 +244,21 @@ async fn daemon_uses_verified_tls_for_the_catalog_and_the_postgres_driver() {
         .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("probe.password");
-    std::fs::write(&pw, format!("{PROBE_PASSWORD}\n")).unwrap();
     let ca = pki.ca();
-    let config = dir.path().join("ftsd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"cluster = "pgtls"
-instance_id = "single"
-
-[probe]
-driver = "postgres"
-interval = "1s"
-timeout = "900ms"
-retries = 2
-retry_delay = "200ms"
-mirror_down_grace = "3s"
-user = "{PROBE_ROLE}"
-password_file = "{pw}"
-
-[postgres]
-sslmode = "verify-full"
-ssl_ca_file = "{ca}"
-
-[catalog]
-url = "postgresql://postgres@127.0.0.1:{port}/postgres"
-sslmode = "verify-full"
-ssl_ca_file = "{ca}"
-
-[api]
-listen = "127.0.0.1:{api}"
-metrics_listen = "127.0.0.1:{metrics}"
-
-[log]
-level = "info,ftsd=debug"
-"#,
-            pw = pw.display(),
-            ca = ca.display(),
-            port = catalog.port(),
-            api = free_port(),
-            metrics = free_port(),
+    let verified = format!(
+        "sslmode = \"verify-full\"\nssl_ca_file = \"{}\"",
+        ca.display()
+    );
+    let config = write_pg_driver_config(
+        dir.path(),
+        "pgtls",
+        &verified,
+        &format!(
+            "url = \"postgresql://postgres@127.0.0.1:{}/postgres\"\n{verified}",
+            catalog.port()
         ),
-    )
-    .unwrap();
-    let log = dir.path().join("ftsd.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ftsd"))
-        .args(["run", "--no-election", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("spawn ftsd");
-    let daemon = Daemon {
-        name: "single".into(),
-        child,
-        log,
-        config,
-    };
+    );
+    let daemon = Daemon::spawn(config, "single", &["run", "--no-election"], &[]);
 
     // The catalog session is encrypted, and so is a probe session on the primary.
     wait_for("an encrypted catalog session", LIMIT, || async {

@@ -6,13 +6,13 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use etcd_client::{Client, GetOptions};
 use fts_testkit::etcd::EtcdCluster;
 use ftsd::coordinator::records::CoordinatorState;
-use support::wait_for;
+use support::{wait_for, Daemon};
 
 const VIP: &str = "192.0.2.77";
 const LIMIT: Duration = Duration::from_secs(30);
@@ -63,25 +63,7 @@ impl Drop for Netns {
     }
 }
 
-struct Agent {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Agent {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_agent(dir: &Path, name: &str, etcd: &EtcdCluster, netns: &Netns, member: &str) -> Agent {
+fn spawn_agent(dir: &Path, name: &str, etcd: &EtcdCluster, netns: &Netns, member: &str) -> Daemon {
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
@@ -121,18 +103,7 @@ level = "info,ftsd=debug"
         ),
     )
     .unwrap();
-    let log = dir.join(format!("{name}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ftsd"))
-        .args(["vip-agent", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("spawn ftsd vip-agent");
-    Agent { child, log }
+    Daemon::spawn(config, name, &["vip-agent"], &[])
 }
 
 async fn holders(etcd: &EtcdCluster) -> Vec<String> {

@@ -35,7 +35,7 @@ pub fn coordinator_settings(cfg: &Config) -> CoordinatorSettings {
             .clone()
             .unwrap_or_else(login_user),
         connect_timeout: cfg.catalog.connect_timeout,
-        tls: crate::tls::postgres::PgTls::or_fail_closed(&cfg.catalog.tls(), "catalog"),
+        tls: crate::tls::postgres::PgTls::or_fail_closed(&cfg.catalog.tls, "catalog"),
     }
 }
 

@@ -90,7 +90,7 @@ impl From<&CatalogConfig> for PgCatalogConfig {
             idle_in_transaction_timeout: c.idle_in_transaction_timeout,
             call_timeout: c.call_timeout,
             keepalive: c.keepalive,
-            tls: PgTls::or_fail_closed(&c.tls(), "catalog"),
+            tls: PgTls::or_fail_closed(&c.tls, "catalog"),
         }
     }
 }

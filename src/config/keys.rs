@@ -399,8 +399,20 @@ pub(crate) fn env_var(name: &str) -> String {
     )
 }
 
-/// Declares a key whose name is the path of its field in `Config`.
+/// Declares a key whose name is the path of its field in `Config`, or (`"name" => path`) a
+/// key of a table whose settings are a struct several tables share: `postgres.sslmode` is
+/// `Config::postgres.tls.mode`, as `catalog.sslmode` is `Config::catalog.tls.mode`.
 macro_rules! key {
+    ($name:literal => $first:ident $(. $rest:ident)*) => {
+        Key {
+            name: $name,
+            set: |c, v| {
+                c.$first$(.$rest)* = Field::parse(v)?;
+                Ok(())
+            },
+            get: |c| Field::render(&c.$first$(.$rest)*),
+        }
+    };
     ($first:ident $(. $rest:ident)*) => {
         Key {
             name: concat!(stringify!($first) $(, ".", stringify!($rest))*),
@@ -434,10 +446,10 @@ pub(crate) const KEYS: &[Key] = &[
     key!(postgres.restart_grace),
     key!(postgres.fence_command),
     key!(postgres.fence_timeout),
-    key!(postgres.sslmode),
-    key!(postgres.ssl_ca_file),
-    key!(postgres.ssl_cert_file),
-    key!(postgres.ssl_key_file),
+    key!("postgres.sslmode" => postgres.tls.mode),
+    key!("postgres.ssl_ca_file" => postgres.tls.ca_file),
+    key!("postgres.ssl_cert_file" => postgres.tls.cert_file),
+    key!("postgres.ssl_key_file" => postgres.tls.key_file),
     key!(catalog.backend),
     key!(catalog.url),
     key!(catalog.password_file),
@@ -447,10 +459,10 @@ pub(crate) const KEYS: &[Key] = &[
     key!(catalog.idle_in_transaction_timeout),
     key!(catalog.call_timeout),
     key!(catalog.keepalive),
-    key!(catalog.sslmode),
-    key!(catalog.ssl_ca_file),
-    key!(catalog.ssl_cert_file),
-    key!(catalog.ssl_key_file),
+    key!("catalog.sslmode" => catalog.tls.mode),
+    key!("catalog.ssl_ca_file" => catalog.tls.ca_file),
+    key!("catalog.ssl_cert_file" => catalog.tls.cert_file),
+    key!("catalog.ssl_key_file" => catalog.tls.key_file),
     key!(catalog.cbdb_conf),
     key!(catalog.coordinator_user),
     key!(catalog.history_limit),
@@ -545,6 +557,37 @@ mod tests {
             } else {
                 assert!(!TABLES.contains(&key.name), "{}", key.name);
             }
+        }
+    }
+
+    #[test]
+    fn tls_keys_reach_their_own_tables_settings() {
+        // Their names are spelled out (the fields sit in the shared `PgTlsSettings`): each
+        // must set its own table's field and leave the other table alone.
+        use std::path::Path;
+        for (table, other) in [("postgres", "catalog"), ("catalog", "postgres")] {
+            let mut c = Config::defaults();
+            for (key, value) in [
+                ("sslmode", "verify-full"),
+                ("ssl_ca_file", "/k/ca.pem"),
+                ("ssl_cert_file", "/k/cert.pem"),
+                ("ssl_key_file", "/k/key.pem"),
+            ] {
+                let name = format!("{table}.{key}");
+                let k = find(&name).unwrap_or_else(|| panic!("{name} is a key"));
+                (k.set)(&mut c, &Input::Text(value)).unwrap();
+                assert_eq!((k.get)(&c), Some(toml_string(value)), "{name}");
+            }
+            let tls = |t: &str| match t {
+                "postgres" => c.postgres.tls.clone(),
+                _ => c.catalog.tls.clone(),
+            };
+            let mine = tls(table);
+            assert_eq!(mine.mode, SslMode::VerifyFull, "{table}");
+            assert_eq!(mine.ca_file.as_deref(), Some(Path::new("/k/ca.pem")));
+            assert_eq!(mine.cert_file.as_deref(), Some(Path::new("/k/cert.pem")));
+            assert_eq!(mine.key_file.as_deref(), Some(Path::new("/k/key.pem")));
+            assert_eq!(tls(other), Default::default(), "{other} untouched");
         }
     }
 

@@ -208,23 +208,9 @@ pub struct PostgresConfig {
     pub fence_command: Vec<String>,
     /// Bound on one `fence_command` run (the process is killed then).
     pub fence_timeout: Duration,
-    /// TLS of the driver's connections to primaries and standbys.
-    pub sslmode: SslMode,
-    pub ssl_ca_file: Option<PathBuf>,
-    pub ssl_cert_file: Option<PathBuf>,
-    pub ssl_key_file: Option<PathBuf>,
-}
-
-impl PostgresConfig {
-    /// The TLS settings of the driver's connections.
-    pub fn tls(&self) -> PgTlsSettings {
-        PgTlsSettings {
-            mode: self.sslmode,
-            ca_file: self.ssl_ca_file.clone(),
-            cert_file: self.ssl_cert_file.clone(),
-            key_file: self.ssl_key_file.clone(),
-        }
-    }
+    /// TLS of the driver's connections to primaries and standbys: `postgres.sslmode`,
+    /// `postgres.ssl_ca_file`, `postgres.ssl_cert_file`, `postgres.ssl_key_file`.
+    pub tls: PgTlsSettings,
 }
 
 impl Default for PostgresConfig {
@@ -236,10 +222,7 @@ impl Default for PostgresConfig {
             restart_grace: Duration::from_secs(60),
             fence_command: Vec::new(),
             fence_timeout: Duration::from_secs(30),
-            sslmode: SslMode::Disable,
-            ssl_ca_file: None,
-            ssl_cert_file: None,
-            ssl_key_file: None,
+            tls: PgTlsSettings::default(),
         }
     }
 }
@@ -296,23 +279,10 @@ pub struct CatalogConfig {
     /// TCP keepalive idle time and probe interval on the catalog connection; also its
     /// `TCP_USER_TIMEOUT` together with `call_timeout`.
     pub keepalive: Duration,
-    /// TLS of the catalog connection (and, with `cloudberry`, of the coordinator call).
-    pub sslmode: SslMode,
-    pub ssl_ca_file: Option<PathBuf>,
-    pub ssl_cert_file: Option<PathBuf>,
-    pub ssl_key_file: Option<PathBuf>,
-}
-
-impl CatalogConfig {
-    /// The TLS settings of the catalog connection.
-    pub fn tls(&self) -> PgTlsSettings {
-        PgTlsSettings {
-            mode: self.sslmode,
-            ca_file: self.ssl_ca_file.clone(),
-            cert_file: self.ssl_cert_file.clone(),
-            key_file: self.ssl_key_file.clone(),
-        }
-    }
+    /// TLS of the catalog connection (and, with `cloudberry`, of the coordinator call):
+    /// `catalog.sslmode`, `catalog.ssl_ca_file`, `catalog.ssl_cert_file`,
+    /// `catalog.ssl_key_file`.
+    pub tls: PgTlsSettings,
 }
 
 impl Default for CatalogConfig {
@@ -331,10 +301,7 @@ impl Default for CatalogConfig {
             idle_in_transaction_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(15),
             keepalive: Duration::from_secs(5),
-            sslmode: SslMode::Disable,
-            ssl_ca_file: None,
-            ssl_cert_file: None,
-            ssl_key_file: None,
+            tls: PgTlsSettings::default(),
         }
     }
 }

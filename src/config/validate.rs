@@ -68,7 +68,7 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     no_control(&pg.sync_standby_names).map_err(on("postgres.sync_standby_names"))?;
     within(pg.restart_grace, Duration::ZERO, MAX_DURATION).map_err(on("postgres.restart_grace"))?;
     within(pg.fence_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("postgres.fence_timeout"))?;
-    pg_tls("postgres", &pg.tls())?;
+    pg_tls("postgres", &pg.tls)?;
 
     let cat = &c.catalog;
     let cloudberry = cat.backend == super::CatalogBackend::Cloudberry;
@@ -92,7 +92,7 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
     )?;
     within(cat.call_timeout, MIN_TIMEOUT, MAX_DURATION).map_err(on("catalog.call_timeout"))?;
     within(cat.keepalive, Duration::from_secs(1), MAX_DURATION).map_err(on("catalog.keepalive"))?;
-    pg_tls("catalog", &cat.tls())?;
+    pg_tls("catalog", &cat.tls)?;
     if !cloudberry {
         let url: tokio_postgres::Config = cat
             .url
@@ -103,7 +103,7 @@ fn check(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         // to plaintext): only a "disable" that agrees with catalog.sslmode is accepted.
         let agrees = match url.get_ssl_mode() {
             tokio_postgres::config::SslMode::Prefer => true,
-            tokio_postgres::config::SslMode::Disable => cat.sslmode == super::SslMode::Disable,
+            tokio_postgres::config::SslMode::Disable => cat.tls.mode == super::SslMode::Disable,
             _ => false,
         };
         if !agrees {

@@ -34,6 +34,29 @@ pub struct Plan {
     pub evidence: serde_json::Value,
 }
 
+impl Plan {
+    /// Writes `state` and its history record (one fenced transaction, on the state as this
+    /// plan last read or wrote it) and makes the written state the one the next step builds
+    /// on. Returns the state key's new mod revision.
+    async fn record(
+        &mut self,
+        w: &Watcher,
+        state: CoordinatorState,
+        history: &HistoryRecord,
+    ) -> Result<i64, String> {
+        let written = w
+            .records
+            .write(&self.fence, self.read.mod_revision, Some(&state), history)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.read = Read {
+            state: Some(state),
+            mod_revision: written,
+        };
+        Ok(written)
+    }
+}
+
 /// The coordinator pair's servers as `Segment` rows (content -1), for the fence and promote
 /// commands' arguments and environment. ftsd knows them by address, not by dbid: dbid 0.
 fn as_segment(e: &Endpoint, role: Role) -> Segment {
@@ -150,15 +173,7 @@ pub(super) async fn record_intent(w: &Watcher, plan: &mut Plan) -> Result<String
         ),
         evidence: plan.evidence.clone(),
     };
-    let written = w
-        .records
-        .write(&plan.fence, plan.read.mod_revision, Some(&state), &history)
-        .await
-        .map_err(|e| e.to_string())?;
-    plan.read = Read {
-        state: Some(state),
-        mod_revision: written,
-    };
+    let written = plan.record(w, state, &history).await?;
     Ok(format!("intent {id} recorded at revision {written}"))
 }
 
@@ -269,14 +284,6 @@ pub(super) async fn record_outcome(w: &Watcher, plan: &mut Plan) -> Result<Strin
         ),
         evidence: plan.evidence.clone(),
     };
-    let written = w
-        .records
-        .write(&plan.fence, plan.read.mod_revision, Some(&state), &history)
-        .await
-        .map_err(|e| e.to_string())?;
-    plan.read = Read {
-        state: Some(state),
-        mod_revision: written,
-    };
+    let written = plan.record(w, state, &history).await?;
     Ok(format!("outcome recorded at revision {written}"))
 }

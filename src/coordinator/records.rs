@@ -13,15 +13,15 @@
 //! write that raced ours makes ours fail). Nothing is half-applied: the state and its history
 //! record go together or not at all.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
-};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use crate::election::EtcdOptions;
+pub use crate::etcd_history::micros;
+use crate::etcd_history::{self, TimeIds};
 
 /// History records kept.
 pub const HISTORY_LIMIT: usize = 1000;
@@ -124,14 +124,7 @@ pub struct Records {
     etcd: EtcdOptions,
     timeout: Duration,
     client: Mutex<Option<Client>>,
-    last_id: std::sync::Mutex<i64>,
-}
-
-/// µs since the Unix epoch.
-pub fn micros(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    ids: TimeIds,
 }
 
 impl Records {
@@ -141,7 +134,7 @@ impl Records {
             etcd,
             timeout,
             client: Mutex::new(None),
-            last_id: std::sync::Mutex::new(0),
+            ids: TimeIds::default(),
         }
     }
 
@@ -155,9 +148,7 @@ impl Records {
 
     /// A time-ordered id, strictly increasing within this process.
     pub fn next_id(&self) -> i64 {
-        let mut last = self.last_id.lock().unwrap_or_else(|e| e.into_inner());
-        *last = micros(SystemTime::now()).max(*last + 1);
-        *last
+        self.ids.next()
     }
 
     async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, RecordError>
@@ -240,29 +231,18 @@ impl Records {
     /// History records, newest first.
     pub async fn history(&self, limit: usize) -> Result<Vec<HistoryRecord>, RecordError> {
         let prefix = self.history_prefix();
-        let mut resp = self
-            .call("reading the coordinator history", |mut c| async move {
-                c.get(
-                    prefix,
-                    Some(
-                        GetOptions::new()
-                            .with_prefix()
-                            .with_sort(SortTarget::Key, SortOrder::Descend)
-                            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX)),
-                    ),
-                )
-                .await
+        self.call("reading the coordinator history", |c| {
+            etcd_history::newest_first(c, prefix, Some(limit))
+        })
+        .await?
+        .into_iter()
+        .map(|kv| {
+            serde_json::from_slice(kv.value()).map_err(|e| RecordError::Corrupt {
+                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                why: e.to_string(),
             })
-            .await?;
-        resp.take_kvs()
-            .into_iter()
-            .map(|kv| {
-                serde_json::from_slice(kv.value()).map_err(|e| RecordError::Corrupt {
-                    key: String::from_utf8_lossy(kv.key()).into_owned(),
-                    why: e.to_string(),
-                })
-            })
-            .collect()
+        })
+        .collect()
     }
 
     /// Writes `state` (unchanged when None) and `history` in one transaction fenced on the
@@ -277,25 +257,11 @@ impl Records {
     ) -> Result<i64, RecordError> {
         let prefix = self.history_prefix();
         let existing = self
-            .call("reading the coordinator history keys", |mut c| async move {
-                c.get(
-                    prefix,
-                    Some(
-                        GetOptions::new()
-                            .with_prefix()
-                            .with_keys_only()
-                            .with_sort(SortTarget::Key, SortOrder::Ascend),
-                    ),
-                )
-                .await
+            .call("reading the coordinator history keys", |c| {
+                etcd_history::keys_under(c, prefix)
             })
-            .await?
-            .take_kvs();
-        let excess = (existing.len() + 1).saturating_sub(HISTORY_LIMIT);
-        let mut ops: Vec<TxnOp> = existing[..excess]
-            .iter()
-            .map(|kv| TxnOp::delete(kv.key().to_vec(), None::<DeleteOptions>))
-            .collect();
+            .await?;
+        let mut ops = etcd_history::trim(&existing, HISTORY_LIMIT, 1);
         if let Some(state) = state {
             ops.push(TxnOp::put(
                 self.state_key(),

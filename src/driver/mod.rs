@@ -215,7 +215,6 @@ impl SegmentDriver for AnyDriver {
     }
 }
 
-/// Builds the driver `probe.driver` names, with the probe credentials.
 /// The catalog row's port as a TCP port. A row whose port cannot be one is a fault of our
 /// input (the catalog), not a sign that the segment is down, hence the prober-side class.
 pub(crate) fn tcp_port(target: &Segment) -> Result<u16, AttemptError> {
@@ -230,6 +229,7 @@ pub(crate) fn tcp_port(target: &Segment) -> Result<u16, AttemptError> {
     })
 }
 
+/// Builds the driver `probe.driver` names, with the probe credentials.
 pub fn from_config(cfg: &Config) -> AnyDriver {
     match cfg.probe.driver {
         ProbeDriver::Fts => AnyDriver::Fts(FtsWireDriver {
@@ -249,7 +249,7 @@ pub fn from_config(cfg: &Config) -> AnyDriver {
             fence_command: cfg.postgres.fence_command.clone(),
             fence_timeout: cfg.postgres.fence_timeout,
             statement_timeout: cfg.probe.timeout,
-            tls: crate::tls::postgres::PgTls::or_fail_closed(&cfg.postgres.tls(), "postgres"),
+            tls: crate::tls::postgres::PgTls::or_fail_closed(&cfg.postgres.tls, "postgres"),
         }))),
     }
 }

@@ -7,13 +7,14 @@ pub mod elected;
 pub mod proxy;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fts_segsim::SimConfig;
 use fts_segsim::Simulator;
 use fts_testkit::pg::PgServer;
+use fts_testkit::pgpair::{PROBE_PASSWORD, PROBE_ROLE};
 use ftsd::catalog::schema;
 use ftsd::model::{Mode, Role, Segment, Status};
 
@@ -29,6 +30,28 @@ pub fn ftsctl(endpoint: &str, args: &[&str]) -> std::process::Output {
         .expect("run ftsctl")
 }
 
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `ftsctl` against `endpoint` expecting exit `code` (the message shows both outputs
+/// when it differs); returns stdout.
+pub fn ftsctl_expect(endpoint: &str, args: &[&str], code: i32) -> String {
+    let o = ftsctl(endpoint, args);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "ftsctl {args:?}\nstdout:\n{}\nstderr:\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
 /// The API and metrics addresses from a daemon's configuration file.
 pub fn addresses(config: &std::path::Path) -> (String, String) {
     let text = std::fs::read_to_string(config).unwrap();
@@ -37,6 +60,52 @@ pub fn addresses(config: &std::path::Path) -> (String, String) {
         v["api"]["listen"].as_str().unwrap().to_string(),
         v["api"]["metrics_listen"].as_str().unwrap().to_string(),
     )
+}
+
+/// Writes the configuration of one `ftsd` (`instance_id = "single"`) probing PostgreSQL pairs
+/// with the `postgres` driver as the dedicated probe role, whose password goes in a file
+/// beside it; `postgres` and `catalog` are the bodies of those tables. Returns the path of
+/// `dir/ftsd.toml`.
+pub fn write_pg_driver_config(dir: &Path, cluster: &str, postgres: &str, catalog: &str) -> PathBuf {
+    let pw = dir.join("probe.password");
+    std::fs::write(&pw, format!("{PROBE_PASSWORD}\n")).unwrap();
+    let config = dir.join("ftsd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"cluster = "{cluster}"
+instance_id = "single"
+
+[probe]
+driver = "postgres"
+interval = "1s"
+timeout = "900ms"
+retries = 2
+retry_delay = "200ms"
+mirror_down_grace = "3s"
+user = "{PROBE_ROLE}"
+password_file = "{pw}"
+
+[postgres]
+{postgres}
+
+[catalog]
+{catalog}
+
+[api]
+listen = "127.0.0.1:{api}"
+metrics_listen = "127.0.0.1:{metrics}"
+
+[log]
+level = "info,ftsd=debug"
+"#,
+            pw = pw.display(),
+            api = free_port(),
+            metrics = free_port(),
+        ),
+    )
+    .unwrap();
+    config
 }
 
 pub const PROBE_INTERVAL: &str = "1s";
@@ -88,6 +157,34 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts the real `ftsd` binary as `ftsd ARGS… --config CONFIG` (`args` names the
+    /// subcommand and its flags: `["run", "--no-election"]`, `["vip-agent"]`) with `env`
+    /// added and `RUST_LOG` removed; its output goes to `NAME.log` beside the configuration.
+    pub fn spawn(config: PathBuf, name: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let dir = config
+            .parent()
+            .expect("the configuration is in a directory");
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ftsd"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn ftsd {args:?} ({name}): {e}"));
+        Daemon {
+            name: name.to_string(),
+            child,
+            log,
+            config,
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -217,26 +314,8 @@ level = "info,ftsd=debug"
     ) -> usize {
         let config = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&config, self.config_text(name, extra_config)).unwrap();
-        let log = self.dir.path().join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ftsd"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn ftsd");
-        self.daemons.push(Daemon {
-            name: name.to_string(),
-            child,
-            log,
-            config,
-        });
+        let run: Vec<&str> = ["run"].iter().chain(args).copied().collect();
+        self.daemons.push(Daemon::spawn(config, name, &run, env));
         self.daemons.len() - 1
     }
 

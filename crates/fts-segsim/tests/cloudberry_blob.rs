@@ -21,17 +21,7 @@ async fn the_layout_becomes_a_blob_in_the_conf_s_etcd() {
     })
     .await
     .unwrap();
-    let dir = std::env::temp_dir().join(format!("segsim-cbdb-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("cbdb_etcd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "gp_etcd_endpoints='{}'\ngp_etcd_account_id='a'\ngp_etcd_cluster_id='c'\ngp_etcd_namespace='default'\n",
-            etcd.endpoints()[0].trim_start_matches("http://")
-        ),
-    )
-    .unwrap();
+    let (dir, conf) = conf_for(&etcd, "layout");
     let key = fts_segsim::cloudberry::write_blob(&conf, &sim.segments())
         .await
         .unwrap();

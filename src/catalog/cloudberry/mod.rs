@@ -23,17 +23,16 @@ pub mod coordinator;
 pub mod keys;
 pub mod records;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
-};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use tokio::sync::Mutex;
 
 use super::queries::{EvidenceRow, HistoryFilter, HistoryRow};
 use super::{Catalog, CatalogError, EtcdRevision, Transition};
 use crate::core::epoch::{plan_claim, revision, ClaimPlan};
 use crate::election::EtcdOptions;
+use crate::etcd_history::{self, micros, TimeIds};
 use crate::model::{ContentId, Epoch, Segment, SegmentConfig};
 use conf::CbdbEtcdConf;
 use coordinator::{CoordinatorSettings, Notified};
@@ -69,8 +68,8 @@ pub struct CloudberryCatalog {
     /// The snapshot the current cycle decides on; writes are serialized through this lock and
     /// each successful write moves it to what was written.
     snapshot: Mutex<Option<Snapshot>>,
-    /// Last id handed out to an evidence row (µs since the epoch, kept strictly increasing).
-    last_id: std::sync::Mutex<i64>,
+    /// Ids of evidence rows (µs since the epoch, kept strictly increasing).
+    ids: TimeIds,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> CatalogError {
@@ -91,7 +90,7 @@ impl CloudberryCatalog {
             keys,
             client: Mutex::new(None),
             snapshot: Mutex::new(None),
-            last_id: std::sync::Mutex::new(0),
+            ids: TimeIds::default(),
         }
     }
 
@@ -272,41 +271,10 @@ impl CloudberryCatalog {
 
     /// Keys under `prefix` (oldest first), to trim to the limit.
     async fn keys_under(&self, prefix: String) -> Result<Vec<Vec<u8>>, CatalogError> {
-        let mut resp = self
-            .call("reading history keys", |mut c| async move {
-                c.get(
-                    prefix,
-                    Some(
-                        GetOptions::new()
-                            .with_prefix()
-                            .with_keys_only()
-                            .with_sort(SortTarget::Key, SortOrder::Ascend),
-                    ),
-                )
-                .await
-            })
-            .await?;
-        Ok(resp
-            .take_kvs()
-            .into_iter()
-            .map(|kv| kv.key().to_vec())
-            .collect())
-    }
-
-    fn next_id(&self) -> i64 {
-        let mut last = self.last_id.lock().unwrap_or_else(|e| e.into_inner());
-        *last = records::micros(SystemTime::now()).max(*last + 1);
-        *last
-    }
-
-    /// Deletes of the oldest keys beyond the limit once `adding` more are written.
-    fn trim(&self, existing: &[Vec<u8>], adding: usize) -> Vec<TxnOp> {
-        let keep = self.settings.history_limit.saturating_sub(adding);
-        let excess = existing.len().saturating_sub(keep);
-        existing[..excess]
-            .iter()
-            .map(|k| TxnOp::delete(k.clone(), None::<DeleteOptions>))
-            .collect()
+        self.call("reading history keys", |c| {
+            etcd_history::keys_under(c, prefix)
+        })
+        .await
     }
 
     /// Tells the coordinator about the blob written at `written`, unless it has changed since.
@@ -355,32 +323,22 @@ impl CloudberryCatalog {
         &self,
         prefix: String,
     ) -> Result<Vec<T>, CatalogError> {
-        let mut resp = self
-            .call("reading ftsd history/evidence", |mut c| async move {
-                c.get(
-                    prefix,
-                    Some(
-                        GetOptions::new()
-                            .with_prefix()
-                            .with_sort(SortTarget::Key, SortOrder::Descend),
-                    ),
-                )
-                .await
+        self.call("reading ftsd history/evidence", |c| {
+            etcd_history::newest_first(c, prefix, None)
+        })
+        .await?
+        .into_iter()
+        .map(|kv| {
+            serde_json::from_slice(kv.value()).map_err(|e| {
+                CatalogError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(kv.key())))
             })
-            .await?;
-        resp.take_kvs()
-            .into_iter()
-            .map(|kv| {
-                serde_json::from_slice(kv.value()).map_err(|e| {
-                    CatalogError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(kv.key())))
-                })
-            })
-            .collect()
+        })
+        .collect()
     }
 
     /// History rows newest first, as the SQL backend's `history`.
     pub async fn history(&self, filter: &HistoryFilter) -> Result<Vec<HistoryRow>, CatalogError> {
-        let since = filter.since.map(records::micros).unwrap_or(0);
+        let since = filter.since.map(micros).unwrap_or(0);
         let records: Vec<HistoryRecord> = self.newest_first(self.keys.history_prefix()).await?;
         Ok(records
             .into_iter()
@@ -522,7 +480,7 @@ impl Catalog for CloudberryCatalog {
             compares.push(Compare::create_revision(key, CompareOp::Equal, rev));
         }
 
-        let id = self.next_id();
+        let id = self.ids.next();
         let evidence = EvidenceRecord {
             id,
             time_us: id,
@@ -550,8 +508,13 @@ impl Catalog for CloudberryCatalog {
         }
         let existing_history = self.keys_under(self.keys.history_prefix()).await?;
         let existing_evidence = self.keys_under(self.keys.evidence_prefix()).await?;
-        ops.extend(self.trim(&existing_history, t.updates.len()));
-        ops.extend(self.trim(&existing_evidence, 1));
+        let limit = self.settings.history_limit;
+        ops.extend(etcd_history::trim(
+            &existing_history,
+            limit,
+            t.updates.len(),
+        ));
+        ops.extend(etcd_history::trim(&existing_evidence, limit, 1));
         for u in &t.updates {
             let h = HistoryRecord {
                 time_us: id,

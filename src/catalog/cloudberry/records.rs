@@ -38,12 +38,6 @@ pub fn to_time(us: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(us.max(0) as u64)
 }
 
-pub fn micros(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 impl From<HistoryRecord> for HistoryRow {
     fn from(r: HistoryRecord) -> Self {
         HistoryRow {
