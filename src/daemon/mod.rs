@@ -10,15 +10,20 @@
 //! * `members` — this instance's members-registry entry and the duplicate `instance_id` check.
 //! * `watchdog` — a leader whose cycles keep failing hands office over.
 //! * `process` — logging and shutdown signals of the `ftsd` and `gpfts` entry points.
+//! * `systemd` — readiness, status, stopping and watchdog notifications (`Type=notify`).
+//! * `liveness` — whether the probe loop and the lease keeper are still turning, for the
+//!   watchdog.
 //! * `reload` — SIGHUP: the configuration read again and its reloadable part applied.
 
 pub mod claim;
+pub mod liveness;
 pub mod members;
 pub mod peers;
 pub mod process;
 pub mod reload;
 pub mod services;
 pub mod settings;
+pub mod systemd;
 pub mod watchdog;
 
 use std::future::Future;
@@ -95,13 +100,17 @@ pub async fn run_with_reload(
     let _signal = AbortOnDrop(tokio::spawn(async move {
         shutdown.await;
         let _ = shutdown_tx.send(true);
+        // After the flag, so the status task has stopped updating the line.
+        systemd::stopping();
     }));
+    // Start-up (services, the epoch claim) comes before the probe loop's first turn.
+    let sd = systemd::Systemd::new(settings::cycle_budget(&cfg));
     match election {
-        Election::None => run_single(cfg, instance_id, shutdown_rx, reload).await,
-        Election::Etcd => run_elected(cfg, instance_id, shutdown_rx, reload).await,
+        Election::None => run_single(cfg, instance_id, shutdown_rx, reload, sd).await,
+        Election::Etcd => run_elected(cfg, instance_id, shutdown_rx, reload, sd).await,
         Election::Shadow { window } => {
             let window = window.unwrap_or_else(|| shadow_window(&cfg));
-            run_shadow(cfg, instance_id, window, shutdown_rx, reload).await
+            run_shadow(cfg, instance_id, window, shutdown_rx, reload, sd).await
         }
     }
 }
@@ -117,6 +126,7 @@ async fn run_single(
     instance_id: String,
     shutdown: watch::Receiver<bool>,
     reload: Option<reload::Armed>,
+    sd: systemd::Systemd,
 ) -> anyhow::Result<()> {
     tracing::warn!(
         epoch = %SINGLE_INSTANCE_EPOCH,
@@ -135,6 +145,14 @@ async fn run_single(
     )
     .await?;
     let catalog = Arc::new(settings::catalog(&cfg, false)?);
+    let ready = catalog.clone();
+    let _notifier = sd.start(
+        async move { systemd::catalog_readable(&*ready).await },
+        || systemd::Role::Single {
+            epoch: SINGLE_INSTANCE_EPOCH.0,
+        },
+        shutdown.clone(),
+    );
     let coordinator = match crate::coordinator::CoordinatorSettings::from_config(&cfg) {
         Some(settings) => {
             if settings.auto_failover {
@@ -203,6 +221,7 @@ async fn run_single(
     };
     let mut observers = services.observers.clone();
     observers.push(Arc::new(members::MemberObserver(membership)));
+    observers.push(sd.loop_watch.clone());
     let (live, reloader) = follow_reloads(reload, &cfg, &services, false);
     run_loop(ctx, live, wake, Arc::new(observers), shutdown).await;
     drop(reloader);
@@ -219,6 +238,7 @@ async fn run_shadow(
     window: Duration,
     shutdown: watch::Receiver<bool>,
     reload: Option<reload::Armed>,
+    sd: systemd::Systemd,
 ) -> anyhow::Result<()> {
     // The incumbent is in charge: a shadow's refusal episodes must not page anyone.
     cfg.hooks.on_transition = Default::default();
@@ -242,9 +262,17 @@ async fn run_shadow(
     let (live, reloader) = follow_reloads(reload, &cfg, &services, true);
     let mut observers = services.observers;
     observers.push(book.clone());
+    observers.push(sd.loop_watch.clone());
+    let catalog = Arc::new(settings::catalog(&cfg, false)?);
+    let ready = catalog.clone();
+    let _notifier = sd.start(
+        async move { systemd::catalog_readable(&*ready).await },
+        || systemd::Role::Shadow,
+        shutdown.clone(),
+    );
     let ctx = Arc::new(CycleContext {
         driver: ShadowDriver::new(driver::from_config(&cfg)),
-        catalog: ShadowCatalog::new(Arc::new(settings::catalog(&cfg, false)?), book),
+        catalog: ShadowCatalog::new(catalog, book),
         authority: ShadowAuthority,
         settings: settings::probe_settings(&cfg).into(),
         instance_id,
@@ -264,6 +292,7 @@ async fn run_elected(
     instance_id: String,
     shutdown: watch::Receiver<bool>,
     reload: Option<reload::Armed>,
+    sd: systemd::Systemd,
 ) -> anyhow::Result<()> {
     let etcd = settings::etcd_options(&cfg)?;
     members::ensure_unique(&cfg, &etcd, &instance_id).await?;
@@ -272,6 +301,7 @@ async fn run_elected(
     let authority = ElectedAuthority::new(
         cfg.etcd.dial_timeout.max(Duration::from_secs(1)),
         wake.clone(),
+        sd.liveness.clone(),
     );
     let services = services::start(
         &cfg,
@@ -293,7 +323,24 @@ async fn run_elected(
         authority.clone(),
         cfg.etcd.resign_after_failed_cycles,
     )));
+    observers.push(sd.loop_watch.clone());
     let catalog = Arc::new(settings::catalog(&cfg, true)?);
+    let (ready_catalog, session) = (catalog.clone(), authority.session());
+    let role_of = authority.clone();
+    let _notifier = sd.start(
+        async move {
+            systemd::catalog_readable(&*ready_catalog).await;
+            systemd::session_open(session).await;
+        },
+        move || match role_of.office() {
+            Some(office) => systemd::Role::Leader {
+                epoch: office.epoch().0,
+            },
+            None if *role_of.session().borrow() => systemd::Role::Follower,
+            None => systemd::Role::NoSession,
+        },
+        shutdown.clone(),
+    );
     let announcer = match &*catalog {
         AnyCatalog::Cloudberry(_) => Some(AbortOnDrop(tokio::spawn(
             crate::gpfts::announce::follow_office(

@@ -73,7 +73,20 @@ pub fn loop_settings(cfg: &Config) -> LoopSettings {
         // A cycle stopped by shutdown may still be waiting for one probe attempt.
         shutdown_grace: cfg.probe.timeout.max(Duration::from_secs(5)),
         probe: probe_settings(cfg),
+        cycle_budget: cycle_budget(cfg),
     }
+}
+
+/// A generous bound on one probe cycle, for the watchdog liveness: three full probe rounds
+/// (every attempt of every retry timing out: the probes, the PROMOTE / SYNCREP_OFF messages,
+/// and a second wave when there are more primaries than `probe.concurrency`) plus four
+/// catalog calls (the load, the epoch check, the transitions) each up to its call timeout.
+/// Defaults: 3 × 6 × 21s + 4 × 15s ≈ 7.3 minutes. Only a cycle stuck past it stops the
+/// watchdog pings; a slow one never does.
+pub fn cycle_budget(cfg: &Config) -> Duration {
+    let attempts = cfg.probe.retries.saturating_add(1);
+    let probe_round = (cfg.probe.timeout + cfg.probe.retry_delay).saturating_mul(attempts);
+    probe_round.saturating_mul(3) + cfg.catalog.call_timeout.saturating_mul(4)
 }
 
 fn read_pem(path: &Option<std::path::PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {

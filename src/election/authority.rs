@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Compare, CompareOp, Txn};
 use tokio::sync::{watch, Notify};
 
+use crate::daemon::liveness::Liveness;
 use crate::engine::Authority;
 use crate::model::Epoch;
 
@@ -158,11 +159,18 @@ pub struct ElectedAuthority {
     /// leader elected while the cluster is paused never acts before it learns so.
     pause_known: AtomicBool,
     office_events: watch::Sender<OfficeEvent>,
+    /// Whether an etcd session (a lease being kept alive) is open: for readiness and the
+    /// systemd status line.
+    session: watch::Sender<bool>,
+    /// The systemd watchdog's liveness; the lease keeper of each session beats in it.
+    pub liveness: Liveness,
 }
 
 impl ElectedAuthority {
-    pub fn new(confirm_timeout: Duration, wake: Arc<Notify>) -> Arc<Self> {
+    pub fn new(confirm_timeout: Duration, wake: Arc<Notify>, liveness: Liveness) -> Arc<Self> {
         Arc::new(ElectedAuthority {
+            session: watch::channel(false).0,
+            liveness,
             probing: AtomicBool::new(false),
             wake,
             office: Mutex::new(None),
@@ -188,6 +196,16 @@ impl ElectedAuthority {
     pub fn set_pause(&self, paused: bool) {
         self.paused.store(paused, Ordering::Relaxed);
         self.pause_known.store(true, Ordering::Relaxed);
+    }
+
+    /// Records whether an etcd session is open (set by the elector).
+    pub fn set_session(&self, open: bool) {
+        self.session.send_replace(open);
+    }
+
+    /// Follows whether an etcd session is open.
+    pub fn session(&self) -> watch::Receiver<bool> {
+        self.session.subscribe()
     }
 
     /// Follows changes of office (taking it, leaving it and why).

@@ -100,6 +100,7 @@ async fn term(
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<Exit> {
     let mut session = Session::open(s, authority, membership).await?;
+    authority.set_session(true);
     let result = async {
         let leader = match campaign(s, authority, &mut session, shutdown).await? {
             Ok(leader) => leader,
@@ -121,6 +122,7 @@ async fn term(
         .await)
     }
     .await;
+    authority.set_session(false);
     session.close(s.call_timeout()).await;
     result
 }
@@ -375,6 +377,7 @@ impl Session {
             s.margin,
             granted_at,
             authority.reconnects.clone(),
+            &authority.liveness,
         )?;
         membership.update(|m| {
             m.role = "follower".into();

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::authority::Reconnects;
 use super::EtcdOptions;
+use crate::daemon::liveness::{Heartbeat, Liveness};
 
 /// What the keeper publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,7 @@ pub fn spawn(
     margin: Duration,
     granted_at: Instant,
     reconnects: Arc<Reconnects>,
+    liveness: &Liveness,
 ) -> std::io::Result<KeeperHandle> {
     let initial = LeaseStatus::Alive {
         act_by: granted_at + ttl.saturating_sub(margin),
@@ -63,6 +65,9 @@ pub fn spawn(
     let stop = Arc::new(Mutex::new(false));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let stop_flag = stop.clone();
+    // Watched from now until the thread ends: a keeper blocked anywhere stops the systemd
+    // watchdog pings; one retrying an unreachable etcd keeps turning and does not.
+    let heartbeat = liveness.register("lease keeper", keeper_round(&options, ttl));
     let thread = thread::Builder::new()
         .name(format!("lease-keeper-{lease_id:x}"))
         .spawn(move || {
@@ -80,7 +85,7 @@ pub fn spawn(
             };
             rt.block_on(async move {
                 tokio::select! {
-                    _ = keep(options, lease_id, ttl, margin, granted_at, Outputs { tx: &tx, stop: &stop_flag, reconnects: &reconnects }) => {}
+                    _ = keep(options, lease_id, ttl, margin, granted_at, Outputs { tx: &tx, stop: &stop_flag, reconnects: &reconnects, heartbeat: &heartbeat }) => {}
                     _ = stop_rx => {}
                 }
             });
@@ -93,11 +98,25 @@ pub fn spawn(
     })
 }
 
-/// Where the keeper reports: its status, the stop flag it polls, the reconnect counter.
+/// Where the keeper reports: its status, the stop flag it polls, the reconnect counter, its
+/// liveness.
 struct Outputs<'a> {
     tx: &'a watch::Sender<LeaseStatus>,
     stop: &'a Mutex<bool>,
     reconnects: &'a Reconnects,
+    heartbeat: &'a Heartbeat,
+}
+
+/// Three keepalives per TTL, as etcd's own clients do, so two may be lost in a row.
+fn keepalive_tick(ttl: Duration) -> Duration {
+    (ttl / 3).max(Duration::from_millis(200))
+}
+
+/// The longest one round of [`keep`] takes: a connection attempt (bounded by twice the dial
+/// timeout), then either the retry pause or one keepalive exchange and the wait for the next
+/// tick (one tick each).
+fn keeper_round(options: &EtcdOptions, ttl: Duration) -> Duration {
+    options.dial_timeout * 2 + keepalive_tick(ttl) * 2
 }
 
 async fn keep(
@@ -112,14 +131,17 @@ async fn keep(
         tx,
         stop,
         reconnects,
+        heartbeat,
     } = out;
-    // Three keepalives per TTL, as etcd's own clients do, so two may be lost in a row.
-    let tick = (ttl / 3).max(Duration::from_millis(200));
+    let tick = keepalive_tick(ttl);
+    let round = keeper_round(&options, ttl);
     // Server-side expiry is no earlier than this; past it without an ack the lease is gone.
     let mut last_ack_sent = granted_at;
     let mut client = None;
     let mut stream = None;
     loop {
+        crate::engine::faults::stall_lease_keeper();
+        heartbeat.beat(round);
         if *stop.lock().unwrap_or_else(|e| e.into_inner()) {
             return;
         }

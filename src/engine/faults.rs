@@ -7,6 +7,7 @@
 //! points widen that window on purpose. They are read from the environment once, are never
 //! set in production, and log loudly when active.
 
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -50,6 +51,55 @@ pub async fn pause_before_send(kind: MessageType) {
         tracing::warn!(?pause, message = %kind, "{}", PAUSE_BEFORE_SEND_LOG);
         tokio::time::sleep(pause).await;
     }
+}
+
+/// `FTS_INJECT_STALL_CYCLE=<file>`: while `file` exists, the probe loop stops at the top of
+/// its next turn: it neither probes nor reports itself alive, as a loop stuck on a lock or a
+/// future that never completes would. Removing the file lets it go on. Tests use it to see the
+/// systemd watchdog pings stop (`daemon::liveness`).
+pub const STALL_CYCLE: &str = "FTS_INJECT_STALL_CYCLE";
+
+/// The log line that marks the start of a stall (tests wait for it).
+pub const STALL_CYCLE_LOG: &str = "fault injection: probe loop stalled";
+
+pub async fn stall_cycle_loop() {
+    static VALUE: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let Some(file) = VALUE.get_or_init(|| std::env::var_os(STALL_CYCLE).map(PathBuf::from)) else {
+        return;
+    };
+    if !file.exists() {
+        return;
+    }
+    tracing::warn!(file = %file.display(), "{}", STALL_CYCLE_LOG);
+    while file.exists() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!("fault injection: probe loop released");
+}
+
+/// `FTS_INJECT_STALL_LEASE_KEEPER=<file>`: while `file` exists, the lease keeper's thread
+/// blocks (a synchronous sleep, so its runtime cannot even be told to stop), as a thread stuck
+/// in a system call or on a lock would. Tests use it to see the systemd watchdog pings stop.
+pub const STALL_LEASE_KEEPER: &str = "FTS_INJECT_STALL_LEASE_KEEPER";
+
+/// The log line that marks the start of a keeper stall (tests wait for it).
+pub const STALL_LEASE_KEEPER_LOG: &str = "fault injection: lease keeper thread blocked";
+
+/// Blocks the calling thread while the file named by [`STALL_LEASE_KEEPER`] exists.
+pub fn stall_lease_keeper() {
+    static VALUE: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let Some(file) = VALUE.get_or_init(|| std::env::var_os(STALL_LEASE_KEEPER).map(PathBuf::from))
+    else {
+        return;
+    };
+    if !file.exists() {
+        return;
+    }
+    tracing::warn!(file = %file.display(), "{}", STALL_LEASE_KEEPER_LOG);
+    while file.exists() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::warn!("fault injection: lease keeper thread released");
 }
 
 /// `FTS_INJECT_PAUSE_IN_SWITCHOVER=<duration>`: sleep in a switchover after the old

@@ -19,12 +19,18 @@ pub struct LoopSettings {
     pub shutdown_grace: Duration,
     /// Given to the cycle context before each cycle.
     pub probe: ProbeSettings,
+    /// A generous bound on one cycle (probe retries, messages, catalog calls included): the
+    /// loop promises its next turn within it while a cycle runs (see `daemon::liveness`).
+    pub cycle_budget: Duration,
 }
 
 /// Hooks the loop reports to (metrics, API state); no-ops by default.
 pub trait CycleObserver: Send + Sync + 'static {
     fn cycle_finished(&self, _report: &CycleReport) {}
     fn cycle_failed(&self, _error: &str) {}
+    /// The loop turned and promises its next turn within `next` (the systemd watchdog's
+    /// liveness, `daemon::liveness`).
+    fn loop_turned(&self, _next: Duration) {}
 }
 
 impl CycleObserver for () {}
@@ -39,6 +45,11 @@ impl CycleObserver for Vec<Arc<dyn CycleObserver>> {
     fn cycle_failed(&self, error: &str) {
         for o in self {
             o.cycle_failed(error);
+        }
+    }
+    fn loop_turned(&self, next: Duration) {
+        for o in self {
+            o.loop_turned(next);
         }
     }
 }
@@ -71,6 +82,7 @@ pub async fn run_loop<D, C, A, O>(
     let mut backoff_builder = backoff_for(&settings);
     let mut backoff = backoff_builder.build();
     loop {
+        super::faults::stall_cycle_loop().await;
         if *shutdown.borrow() {
             break;
         }
@@ -94,6 +106,7 @@ pub async fn run_loop<D, C, A, O>(
             }
         }
         if !ctx.authority.should_probe() {
+            observer.loop_turned(settings.interval);
             tokio::select! {
                 _ = tokio::time::sleep(settings.interval) => {}
                 _ = wake.notified() => {}
@@ -102,6 +115,7 @@ pub async fn run_loop<D, C, A, O>(
             }
             continue;
         }
+        observer.loop_turned(settings.cycle_budget + settings.shutdown_grace);
         let cycle_start = tokio::time::Instant::now();
         let mut cycle = tokio::spawn(run_cycle(ctx.clone()));
         let joined = tokio::select! {
@@ -143,6 +157,7 @@ pub async fn run_loop<D, C, A, O>(
         if ctx.stopping.load(Ordering::Relaxed) {
             break;
         }
+        observer.loop_turned(next_delay);
         tokio::select! {
             _ = tokio::time::sleep(next_delay) => {}
             _ = wake.notified() => tracing::info!("probe requested; starting a cycle now"),
