@@ -386,6 +386,44 @@ struct PairResult {
     message_ok: Option<bool>,
 }
 
+impl PairResult {
+    /// The report of a pair (or a lone primary: mirror dbid 0) whose probe was decided,
+    /// before anything is written or sent.
+    fn decided(
+        (content, primary_dbid, mirror_dbid): (ContentId, Dbid, Dbid),
+        decision: &Decision,
+        outcome: ProbeOutcome,
+        probe: &Exchange,
+        mirror_check: Option<MirrorCheck>,
+    ) -> PairResult {
+        PairResult {
+            pair: PairReport {
+                content,
+                primary_dbid,
+                mirror_dbid,
+                rule: decision.rule,
+                outcome,
+                attempts: probe.attempts.len(),
+                probe_ms: probe.elapsed.as_millis() as u64,
+                reply_us: probe.reply_latency().map(|d| d.as_micros() as u64),
+                transition: None,
+                message: None,
+                epoch: None,
+                updates: Vec::new(),
+                intended: decision.updates.clone(),
+                episode_began: false,
+                refusal: decision.refusal.as_ref().map(ToString::to_string),
+                mirror_check,
+                alarms: Vec::new(),
+            },
+            applied: false,
+            failed: false,
+            fenced: false,
+            message_ok: None,
+        }
+    }
+}
+
 async fn handle_pair<D, C, A>(
     ctx: &CycleContext<D, C, A>,
     permits: &Semaphore,
@@ -450,31 +488,13 @@ where
     // It comes after the second opinion: a failover the quorum refused is no failover, and
     // must never count against the brake's host limit.
     let decision = brake.pass(&pair, decision).await;
-    let mut result = PairResult {
-        pair: PairReport {
-            content: pair.content(),
-            primary_dbid: pair.primary.dbid,
-            mirror_dbid: pair.mirror.dbid,
-            rule: decision.rule,
-            outcome,
-            attempts: probe.attempts.len(),
-            probe_ms: probe.elapsed.as_millis() as u64,
-            reply_us: probe.reply_latency().map(|d| d.as_micros() as u64),
-            transition: None,
-            message: None,
-            epoch: None,
-            updates: Vec::new(),
-            intended: decision.updates.clone(),
-            episode_began: false,
-            refusal: decision.refusal.as_ref().map(ToString::to_string),
-            mirror_check: mirror_probe.as_ref().map(|m| m.0),
-            alarms: Vec::new(),
-        },
-        applied: false,
-        failed: false,
-        fenced: false,
-        message_ok: None,
-    };
+    let mut result = PairResult::decided(
+        (pair.content(), pair.primary.dbid, pair.mirror.dbid),
+        &decision,
+        outcome,
+        &probe,
+        mirror_probe.as_ref().map(|m| m.0),
+    );
     log_decision(&decision);
     survey(ctx, permits, &pair, &mut result).await;
     let mirror_probe = mirror_probe.map(|m| m.1);
@@ -565,31 +585,13 @@ where
     let probe = probe(ctx, permits, &primary, None).await?;
     let outcome = outcome_of(ctx, &primary, &probe);
     let decision = decide_lone_primary(&primary, &outcome);
-    let mut result = PairResult {
-        pair: PairReport {
-            content: primary.content,
-            primary_dbid: primary.dbid,
-            mirror_dbid: 0,
-            rule: decision.rule,
-            outcome,
-            attempts: probe.attempts.len(),
-            probe_ms: probe.elapsed.as_millis() as u64,
-            reply_us: probe.reply_latency().map(|d| d.as_micros() as u64),
-            transition: None,
-            message: None,
-            epoch: None,
-            updates: Vec::new(),
-            intended: decision.updates.clone(),
-            episode_began: false,
-            refusal: decision.refusal.as_ref().map(ToString::to_string),
-            mirror_check: None,
-            alarms: Vec::new(),
-        },
-        applied: false,
-        failed: false,
-        fenced: false,
-        message_ok: None,
-    };
+    let mut result = PairResult::decided(
+        (primary.content, primary.dbid, 0),
+        &decision,
+        outcome,
+        &probe,
+        None,
+    );
     if decision.rule == Rule::PrimaryDown && !decision.updates.is_empty() {
         tracing::warn!(
             rule = %decision.rule,
