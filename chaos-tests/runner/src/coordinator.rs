@@ -529,11 +529,20 @@ pub async fn heal(limit: Duration) -> Result<()> {
         }
         if a.sync_names != "*" {
             if let Some(c) = connect(acting.1, Duration::from_secs(1)).await {
-                c.batch_execute(
-                    "ALTER SYSTEM SET synchronous_standby_names = '*'; SELECT pg_reload_conf()",
-                )
-                .await
-                .map_err(|e| other(format!("{}: {e}", acting.0)))?;
+                // Two statements: ALTER SYSTEM cannot run in the implicit transaction of a
+                // multi-statement query.
+                for sql in [
+                    "ALTER SYSTEM SET synchronous_standby_names = '*'",
+                    "SELECT pg_reload_conf()",
+                ] {
+                    c.batch_execute(sql).await.map_err(|e| {
+                        other(format!(
+                            "{}: {sql}: {}",
+                            acting.0,
+                            e.as_db_error().map_or(e.to_string(), |d| d.message().to_string())
+                        ))
+                    })?;
+                }
             }
             last = format!("{} did not commit synchronously; set again", acting.0);
             sleep_ms(500).await;
@@ -544,11 +553,14 @@ pub async fn heal(limit: Duration) -> Result<()> {
         if !standby_ok {
             last = format!("{} is not a synchronous standby of {}", standby.0, acting.0);
             let since = *unhealthy_since.get_or_insert_with(Instant::now);
-            // A server out of recovery (a former coordinator) or not streaming for a while is
-            // rebuilt; one that was just rebuilt gets time for its base backup.
+            // A server out of recovery (a former coordinator), one whose host runs no
+            // PostgreSQL process at all (killed; nothing restarts it) or one not streaming
+            // for a while is rebuilt; one that is taking its base backup gets time for it.
             let out_of_recovery = s.as_ref().is_some_and(|s| !s.in_recovery);
+            let dead = s.is_none()
+                && docker::exec(standby.0, &["pgrep", "-u", "postgres"]).is_err();
             if !recent(rebuilt_at, 30)
-                && (out_of_recovery || since.elapsed() > Duration::from_secs(5))
+                && (out_of_recovery || dead || since.elapsed() > Duration::from_secs(30))
             {
                 rebuild(standby, acting.1)?;
                 rebuilt_at = Some(Instant::now());
