@@ -464,7 +464,11 @@ mod tests {
             "recorded before took office, after a second rebuild"
         );
         assert_eq!(logs.observed.len(), 1);
-        assert_eq!(logs.coord_alarms.len(), 1, "raised once, the clearing line is not one");
+        assert_eq!(
+            logs.coord_alarms.len(),
+            1,
+            "raised once, the clearing line is not one"
+        );
         assert_eq!(logs.coord_alarms[0].rule, "vip_holders");
         let d = read_deliveries(&dir, 0);
         std::fs::remove_dir_all(&dir).unwrap();

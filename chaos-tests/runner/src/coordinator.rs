@@ -291,11 +291,13 @@ async fn writer(
         .await;
         match insert {
             Ok(Ok(1)) => {
-                acks.lock().unwrap_or_else(|e| e.into_inner()).push(CoordAck {
-                    seq,
-                    at: now_ms(),
-                    server: server.clone(),
-                });
+                acks.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(CoordAck {
+                        seq,
+                        at: now_ms(),
+                        server: server.clone(),
+                    });
                 sleep_ms(20).await;
             }
             _ => {
@@ -468,7 +470,11 @@ fn rebuild(host: Host, primary_ip: &str) -> Result<()> {
     let _ = std::fs::remove_file(&marker);
     copied?;
     docker::docker(&["restart", "-t", "2", container])?;
-    tracing::info!(container, primary_ip, "coordinator host rebuilt as a standby");
+    tracing::info!(
+        container,
+        primary_ip,
+        "coordinator host rebuilt as a standby"
+    );
     Ok(())
 }
 
@@ -485,7 +491,8 @@ pub async fn heal(limit: Duration) -> Result<()> {
     let mut rebuilt_at: Option<Instant> = None;
     let mut restarted_at: Option<Instant> = None;
     let mut unhealthy_since: Option<Instant> = None;
-    let recent = |t: Option<Instant>, secs: u64| t.is_some_and(|t| t.elapsed() < Duration::from_secs(secs));
+    let recent =
+        |t: Option<Instant>, secs: u64| t.is_some_and(|t| t.elapsed() < Duration::from_secs(secs));
     while start.elapsed() < limit {
         for (c, _) in COORD {
             match docker::state(c)?.as_str() {
@@ -511,7 +518,10 @@ pub async fn heal(limit: Duration) -> Result<()> {
         let Some(a) = server_state(acting.1, standby.1).await else {
             last = format!("the acting coordinator {} does not answer", acting.0);
             if !recent(restarted_at, 20) {
-                tracing::warn!(container = acting.0, "restarting the acting coordinator's host");
+                tracing::warn!(
+                    container = acting.0,
+                    "restarting the acting coordinator's host"
+                );
                 docker::docker(&["restart", "-t", "2", acting.0])?;
                 restarted_at = Some(Instant::now());
             }
@@ -519,7 +529,10 @@ pub async fn heal(limit: Duration) -> Result<()> {
             continue;
         };
         if a.in_recovery {
-            last = format!("{} is named acting but is in recovery; promoting it", acting.0);
+            last = format!(
+                "{} is named acting but is in recovery; promoting it",
+                acting.0
+            );
             tracing::warn!("{last}");
             if let Some(c) = connect(acting.1, Duration::from_secs(1)).await {
                 let _ = c.batch_execute("SELECT pg_promote()").await;
@@ -539,7 +552,8 @@ pub async fn heal(limit: Duration) -> Result<()> {
                         other(format!(
                             "{}: {sql}: {}",
                             acting.0,
-                            e.as_db_error().map_or(e.to_string(), |d| d.message().to_string())
+                            e.as_db_error()
+                                .map_or(e.to_string(), |d| d.message().to_string())
                         ))
                     })?;
                 }
@@ -557,8 +571,8 @@ pub async fn heal(limit: Duration) -> Result<()> {
             // PostgreSQL process at all (killed; nothing restarts it) or one not streaming
             // for a while is rebuilt; one that is taking its base backup gets time for it.
             let out_of_recovery = s.as_ref().is_some_and(|s| !s.in_recovery);
-            let dead = s.is_none()
-                && docker::exec(standby.0, &["pgrep", "-u", "postgres"]).is_err();
+            let dead =
+                s.is_none() && docker::exec(standby.0, &["pgrep", "-u", "postgres"]).is_err();
             if !recent(rebuilt_at, 30)
                 && (out_of_recovery || dead || since.elapsed() > Duration::from_secs(30))
             {
@@ -697,10 +711,7 @@ const IPTABLES_RULES: [(&str, &str); 2] = [("OUTPUT", "-d"), ("INPUT", "-s")];
 
 fn iptables(container: &str, op: &str, ip: &str) -> Result<()> {
     for (chain, dir) in IPTABLES_RULES {
-        docker::exec(
-            container,
-            &["iptables", op, chain, dir, ip, "-j", "DROP"],
-        )?;
+        docker::exec(container, &["iptables", op, chain, dir, ip, "-j", "DROP"])?;
     }
     Ok(())
 }
@@ -841,7 +852,10 @@ mod tests {
     fn finds_a_local_address_in_the_fib_dump() {
         let fib = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     +-- 172.28.4.0/24 2 0 2\n        |-- 172.28.4.0\n           /24 link UNICAST\n        |-- 172.28.4.100\n           /32 host LOCAL\nLocal:\n";
         assert!(fib_has_local(fib, "172.28.4.100"));
-        assert!(!fib_has_local(fib, "172.28.4.0"), "a route, not a local address");
+        assert!(
+            !fib_has_local(fib, "172.28.4.0"),
+            "a route, not a local address"
+        );
         assert!(!fib_has_local(fib, "172.28.4.10"));
     }
 

@@ -6,9 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::history::{
-    replay, transactions, CoordEvent, Expect, Millis, Recorded, Term, Timing,
-};
+use super::history::{replay, transactions, CoordEvent, Expect, Millis, Recorded, Term, Timing};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Status {
@@ -91,7 +89,9 @@ fn injected_vip_windows(r: &Recorded) -> Vec<(Millis, Millis)> {
         .map(|f| {
             (
                 f.at,
-                f.healed_at.unwrap_or(Millis::MAX).saturating_add(VIP_SETTLE_MS),
+                f.healed_at
+                    .unwrap_or(Millis::MAX)
+                    .saturating_add(VIP_SETTLE_MS),
             )
         })
         .collect()

@@ -391,9 +391,8 @@ async fn run_one(
         match events {
             Ok(e) => record.coord_events = e,
             Err(e) => {
-                result.outcome = Outcome::HarnessError(format!(
-                    "reading the coordinator history from etcd: {e}"
-                ))
+                result.outcome =
+                    Outcome::HarnessError(format!("reading the coordinator history from etcd: {e}"))
             }
         }
     }

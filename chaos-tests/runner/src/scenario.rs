@@ -107,7 +107,9 @@ pub async fn run(s: &Scenario, h: &mut Harness) -> Result<()> {
         "pg-crash-restart-short" => pg_crash_restart(h, false).await,
         "pg-crash-restart-long" => pg_crash_restart(h, true).await,
         "kill-coordinator" => coordinator::kill_coordinator(h).await,
-        "partition-coordinator-from-leader" => coordinator::partition_coordinator_from_leader(h).await,
+        "partition-coordinator-from-leader" => {
+            coordinator::partition_coordinator_from_leader(h).await
+        }
         "dual-vip" => coordinator::dual_vip(h).await,
         other => fail(format!("unknown scenario {other}")),
     }

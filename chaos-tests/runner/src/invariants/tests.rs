@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::history::{
-    Ack, ActingSample, CoordAck, CoordAlarm, CoordEvent, CoordSample, Delivery, EvidenceRow,
-    Fault, HistoryRow, QuorumLoss, Row, Survivors, Term,
+    Ack, ActingSample, CoordAck, CoordAlarm, CoordEvent, CoordSample, Delivery, EvidenceRow, Fault,
+    HistoryRow, QuorumLoss, Row, Survivors, Term,
 };
 
 const T0: i64 = 1_700_000_000_000; // ms
@@ -708,8 +708,11 @@ fn two_writable_coordinators_or_two_vip_holders_fail() {
         .push(coord_sample(T0 + 4100, &[C1, C2], &["chaos-coord2"]));
     assert_eq!(status_of(&r, "single coordinator writer"), Status::Fail);
     let mut r = coordinator_failover();
-    r.coord_samples
-        .push(coord_sample(T0 + 5000, &[C2], &["chaos-coord1", "chaos-coord2"]));
+    r.coord_samples.push(coord_sample(
+        T0 + 5000,
+        &[C2],
+        &["chaos-coord1", "chaos-coord2"],
+    ));
     assert_eq!(status_of(&r, "single coordinator writer"), Status::Fail);
 }
 
@@ -738,12 +741,18 @@ fn two_vip_holders_are_allowed_only_while_injected() {
         ..Recorded::default()
     };
     let inside = injected(T0 + 4000, T0 + 2000);
-    assert_eq!(status_of(&inside, "single coordinator writer"), Status::Pass);
+    assert_eq!(
+        status_of(&inside, "single coordinator writer"),
+        Status::Pass
+    );
     assert_eq!(status_of(&inside, "acted on as expected"), Status::Pass);
     let after = injected(T0 + 4000, T0 + 4000 + VIP_SETTLE_MS + 1);
     assert_eq!(status_of(&after, "single coordinator writer"), Status::Fail);
     let before = injected(T0 + 4000, T0 - 1);
-    assert_eq!(status_of(&before, "single coordinator writer"), Status::Fail);
+    assert_eq!(
+        status_of(&before, "single coordinator writer"),
+        Status::Fail
+    );
 }
 
 #[test]
@@ -806,12 +815,18 @@ fn a_coordinator_failover_where_none_is_allowed_fails() {
     };
     assert_eq!(status_of(&r(vec![]), "acted on as expected"), Status::Pass);
     assert_eq!(
-        status_of(&r(vec![coord_event(T0 + 5000, "refused")]), "acted on as expected"),
+        status_of(
+            &r(vec![coord_event(T0 + 5000, "refused")]),
+            "acted on as expected"
+        ),
         Status::Pass,
         "a refusal is the expected outcome"
     );
     assert_eq!(
-        status_of(&r(vec![coord_event(T0 + 5000, "intent")]), "acted on as expected"),
+        status_of(
+            &r(vec![coord_event(T0 + 5000, "intent")]),
+            "acted on as expected"
+        ),
         Status::Fail
     );
     assert_eq!(
@@ -855,10 +870,22 @@ fn a_second_vip_holder_needs_its_alarm_its_gauge_and_no_failover() {
         Status::Fail,
         "a late alarm"
     );
-    assert_eq!(acted(r(Some(T0 + 900), Some(1), vec![])), Status::Fail, "gauge at 1");
-    assert_eq!(acted(r(Some(T0 + 900), None, vec![])), Status::Fail, "gauge not read");
     assert_eq!(
-        acted(r(Some(T0 + 900), Some(2), vec![coord_event(T0 + 2000, "intent")])),
+        acted(r(Some(T0 + 900), Some(1), vec![])),
+        Status::Fail,
+        "gauge at 1"
+    );
+    assert_eq!(
+        acted(r(Some(T0 + 900), None, vec![])),
+        Status::Fail,
+        "gauge not read"
+    );
+    assert_eq!(
+        acted(r(
+            Some(T0 + 900),
+            Some(2),
+            vec![coord_event(T0 + 2000, "intent")]
+        )),
         Status::Fail,
         "a failover caused by the second holder"
     );
