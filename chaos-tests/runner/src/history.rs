@@ -271,6 +271,13 @@ pub struct Recorded {
     pub unparsed_history: Vec<String>,
     pub evidence: Vec<EvidenceRow>,
     pub terms: Vec<Term>,
+    /// When the harness rebuilt etcd empty (etcd-rebuilt: the moment it killed the members),
+    /// given only for a cluster whose epochs are raw etcd revisions (Cloudberry mode, where
+    /// nothing outside etcd carries a generation): revisions start again in the new etcd, so
+    /// an epoch is unique only within one etcd incarnation. Empty elsewhere: the SQL catalogs'
+    /// epochs move to a new generation after a rebuild and stay unique across it.
+    #[serde(default)]
+    pub etcd_rebuilds: Vec<Millis>,
     /// `leader observed` lines of every log: a term starts at the earliest of these and its
     /// `took office` line (a leader may act before it logs taking office).
     pub observed: Vec<Term>,
