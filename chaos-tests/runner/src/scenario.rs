@@ -691,7 +691,7 @@ async fn crash_backend(container: &str, addr: &str) -> Result<i64> {
         Err(e) => return fail(format!("{container}: reading a backend pid: {e}")),
     };
     let at = now_ms();
-    docker::exec(container, &["kill", "-KILL", &pid.to_string()])?;
+    docker::exec(container, &["sh", "-c", &format!("kill -KILL {pid}")])?;
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         match cluster::connect(addr, "postgres").await {
@@ -783,9 +783,9 @@ async fn pg_crash_restart(h: &mut Harness, long: bool) -> Result<()> {
         sleep_ms((at + hold_ms - now_ms()).max(0) as u64).await;
         release_hold(container, addr).await?;
         h.healed(idx);
-        let released = now_ms();
+        let seen_back = now_ms() + h.detect();
         if let Expect::NoTransition { until, .. } = &mut h.faults[idx].expect {
-            *until = (*until).max(released + h.detect());
+            *until = (*until).max(seen_back);
         }
         undo_hold(container, addr).await?;
         // the primary keeps its role; its standby reconnects (the harness's heal waits for
