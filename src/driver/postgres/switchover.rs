@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::act::reload;
-use super::connect::{classify, connect};
+use super::connect::{classify, connect, server_version_num};
 use super::fence::{self, not_sent};
 use super::{probe, PgDriver};
 use crate::driver::{AlarmKind, AuthorityGate, DriverAlarm};
@@ -221,14 +221,6 @@ async fn bounded<T>(
     })
 }
 
-async fn version(client: &Client) -> Result<i32, AttemptError> {
-    let row = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(|e| classify(&e, false))?;
-    Ok(row.get(0))
-}
-
 /// Stops the writes on the server `client` is connected to: read-only at the database level
 /// and every client session ended (the fence's SQL), then waits until no write transaction is
 /// left and reads the final WAL position (the caller bounds the wait). Function names follow
@@ -238,7 +230,7 @@ pub(crate) async fn stop_writes_on(
     gate: AuthorityGate<'_>,
     statement_timeout: Duration,
 ) -> Result<WritesStopped, AttemptError> {
-    let version_num = version(client).await?;
+    let version_num = server_version_num(client).await?;
     let fenced = fence::fence_sql(client, gate, statement_timeout).await?;
     loop {
         let row = client
@@ -273,7 +265,7 @@ pub(crate) async fn wait_replay_on(
     lsn: &str,
     limit: Duration,
 ) -> Result<String, AttemptError> {
-    let version_num = version(client).await?;
+    let version_num = server_version_num(client).await?;
     let sql = if version_num >= 100_000 {
         "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false), \
                 coalesce(pg_last_wal_replay_lsn()::text, '')"
