@@ -111,6 +111,14 @@ pub struct Fence {
     pub revision: i64,
 }
 
+/// What a write carries besides the coordinator records: compares that must hold too, and
+/// operations applied with them.
+#[derive(Default)]
+pub struct Extra {
+    pub compares: Vec<Compare>,
+    pub ops: Vec<TxnOp>,
+}
+
 /// The state as read, with the mod revision a write must still find (0: absent).
 #[derive(Debug, Clone)]
 pub struct Read {
@@ -255,6 +263,21 @@ impl Records {
         state: Option<&CoordinatorState>,
         history: &HistoryRecord,
     ) -> Result<i64, RecordError> {
+        self.write_with(fence, read_mod_revision, state, history, Extra::default())
+            .await
+    }
+
+    /// [`Records::write`] with more compares and operations in the same transaction (the
+    /// Cloudberry backend's promote-ready key and content -1 rows): all of it lands together
+    /// or none of it does.
+    pub async fn write_with(
+        &self,
+        fence: &Fence,
+        read_mod_revision: i64,
+        state: Option<&CoordinatorState>,
+        history: &HistoryRecord,
+        extra: Extra,
+    ) -> Result<i64, RecordError> {
         let prefix = self.history_prefix();
         let existing = self
             .call("reading the coordinator history keys", |c| {
@@ -274,16 +297,13 @@ impl Records {
             serde_json::to_vec(history).expect("history serializes"),
             None,
         ));
-        let txn = Txn::new()
-            .when([
-                Compare::create_revision(
-                    fence.leader_key.clone(),
-                    CompareOp::Equal,
-                    fence.revision,
-                ),
-                Compare::mod_revision(self.state_key(), CompareOp::Equal, read_mod_revision),
-            ])
-            .and_then(ops);
+        ops.extend(extra.ops);
+        let mut compares = vec![
+            Compare::create_revision(fence.leader_key.clone(), CompareOp::Equal, fence.revision),
+            Compare::mod_revision(self.state_key(), CompareOp::Equal, read_mod_revision),
+        ];
+        compares.extend(extra.compares);
+        let txn = Txn::new().when(compares).and_then(ops);
         let resp = self
             .call("writing the coordinator records", |mut c| async move {
                 c.txn(txn).await
