@@ -660,8 +660,9 @@ pub async fn kill_coordinator(h: &mut Harness) -> Result<()> {
     let (acting, standby) = roles(st.as_ref())?;
     // Every PostgreSQL process of the host, like `kill -9` of the server; the host (and its
     // VIP agent) keeps running.
-    docker::exec(acting.0, &["pkill", "-KILL", "-u", "postgres"])?;
+    // The fault's time is taken before the command: the kill lands while `docker exec` runs.
     let at = now_ms();
+    docker::exec(acting.0, &["pkill", "-KILL", "-u", "postgres"])?;
     let bound = DETECT_MS + PROMOTE_MS;
     let write_bound = bound + VIP_MOVE_MS;
     h.record(
@@ -778,6 +779,9 @@ pub async fn dual_vip(h: &mut Harness) -> Result<()> {
         .await
         .map_err(|e| other(format!("etcd: {e}")))?
         .id();
+    // The injection window opens before the address goes up: a sample taken while `docker
+    // exec` runs may already see two holders.
+    let at = now_ms();
     vip_command(standby.0, "add")?;
     let key = format!("{}vip/injected-{}", prefix(), standby.0);
     let put = client
@@ -799,13 +803,13 @@ pub async fn dual_vip(h: &mut Harness) -> Result<()> {
             holders_metric: None,
         },
     );
+    h.faults[idx].at = at;
     let injected = async {
         put.map_err(|e| other(format!("etcd: {e}")))?;
         let hold = Duration::from_millis(h.rng.range(3000, 5000));
         let start = Instant::now();
         let mut highest: Option<i64> = None;
         let mut stray_gone: Option<Millis> = None;
-        let at = h.faults[idx].at;
         while start.elapsed() < hold {
             if let Ok(n) = vip_holders_gauge(leader) {
                 highest = Some(highest.map_or(n, |m| m.max(n)));
