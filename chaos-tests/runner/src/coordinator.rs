@@ -49,6 +49,14 @@ pub fn member(ip: &str) -> String {
     format!("{ip}:5432")
 }
 
+/// `host:port` of the server whose `cluster_name` is `name` (the host name, `coord1`).
+fn server_of(name: &str) -> Option<String> {
+    COORD
+        .iter()
+        .find(|(c, _)| c.strip_prefix("chaos-") == Some(name))
+        .map(|(_, ip)| member(ip))
+}
+
 fn by_member(m: &str) -> Option<Host> {
     COORD.iter().copied().find(|(_, ip)| member(ip) == m)
 }
@@ -266,11 +274,13 @@ async fn writer(
     while !stop.load(Ordering::Relaxed) {
         if session.is_none() {
             if let Some(c) = connect(VIP, Duration::from_secs(1)).await {
+                // Which server answered: not `inet_server_addr()`, which is the VIP itself,
+                // but its `cluster_name` (chaos-coord starts each server with its host name).
                 let server = c
-                    .query_one("SELECT host(inet_server_addr())", &[])
+                    .query_one("SELECT current_setting('cluster_name')", &[])
                     .await
                     .ok()
-                    .map(|r| member(&r.get::<_, String>(0)));
+                    .and_then(|r| server_of(&r.get::<_, String>(0)));
                 if let (Some(server), Ok(())) = (server, c.batch_execute(TABLE).await) {
                     session = Some((c, server));
                 }
@@ -877,5 +887,11 @@ mod tests {
             updated_us: 1,
         };
         assert_eq!(roles(Some(&s)).unwrap(), (COORD[1], COORD[0]));
+    }
+
+    #[test]
+    fn a_session_through_the_vip_names_its_server_by_cluster_name() {
+        assert_eq!(server_of("coord2").as_deref(), Some("172.28.4.42:5432"));
+        assert_eq!(server_of("pg1p"), None);
     }
 }
