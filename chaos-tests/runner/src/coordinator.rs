@@ -583,8 +583,9 @@ pub async fn heal(limit: Duration) -> Result<()> {
             let out_of_recovery = s.as_ref().is_some_and(|s| !s.in_recovery);
             let dead =
                 s.is_none() && docker::exec(standby.0, &["pgrep", "-u", "postgres"]).is_err();
-            if !recent(rebuilt_at, 30)
-                && (out_of_recovery || dead || since.elapsed() > Duration::from_secs(30))
+            // A base backup under load has taken 40 s here: never restart one sooner.
+            if !recent(rebuilt_at, 60)
+                && (out_of_recovery || dead || since.elapsed() > Duration::from_secs(60))
             {
                 rebuild(standby, acting.1)?;
                 rebuilt_at = Some(Instant::now());
