@@ -235,7 +235,7 @@ pub struct CoordSample {
 }
 
 /// A write through the VIP that the coordinator acknowledged, and which server answered
-/// (`host:port`, from `inet_server_addr()` of the session).
+/// (`host:port`, from the session's `cluster_name`: `inet_server_addr()` would be the VIP).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoordAck {
     pub seq: i64,

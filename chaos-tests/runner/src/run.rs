@@ -301,7 +301,7 @@ async fn run_one(
         let healed = match harness::restore_containers() {
             Ok(()) => {
                 coordinator::clear_iptables();
-                coordinator::heal(Duration::from_secs(90)).await
+                coordinator::heal(Duration::from_secs(150)).await
             }
             Err(e) => Err(e),
         };
