@@ -623,6 +623,14 @@ fn is_57p03(e: &str) -> bool {
         || e.contains("starting up")
 }
 
+/// A PostgreSQL error with its server message (`db error` alone says nothing).
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
 /// Prepares a running primary so that its next crash recovery is held: `recovery.signal` in
 /// its data directory (the startup process looks for it whenever it runs, also when the
 /// postmaster reinitialises after a backend crash) and a waiting `restore_command` (reloadable
@@ -652,7 +660,12 @@ async fn prepare_hold(container: &str, addr: &str) -> Result<()> {
     match applied {
         Ok(true) => {}
         Ok(false) => return fail(format!("{container}: restore_command not reloaded in 5 s")),
-        Err(e) => return fail(format!("{container}: setting restore_command: {e}")),
+        Err(e) => {
+            return fail(format!(
+                "{container}: setting restore_command: {}",
+                pg_error(&e)
+            ))
+        }
     }
     let signal = format!("{PG_DATA}/recovery.signal");
     docker::exec(
@@ -669,14 +682,25 @@ async fn undo_hold(container: &str, addr: &str) -> Result<()> {
     let signal = format!("{PG_DATA}/recovery.signal");
     docker::exec(container, &["rm", "-f", &signal])?;
     let client = cluster::connect(addr, "postgres").await?;
-    if let Err(e) = client
-        .batch_execute("ALTER SYSTEM RESET restore_command; SELECT pg_reload_conf()")
-        .await
-    {
-        return fail(format!("{container}: resetting restore_command: {e}"));
+    // Two statements: ALTER SYSTEM cannot run in the implicit transaction of a multi-statement
+    // simple query.
+    for sql in [
+        "ALTER SYSTEM RESET restore_command",
+        "SELECT pg_reload_conf()",
+    ] {
+        if let Err(e) = client.batch_execute(sql).await {
+            return fail(format!(
+                "{container}: resetting restore_command: {}",
+                pg_error(&e)
+            ));
+        }
     }
     Ok(())
 }
+
+/// More subtransactions with an xid than a backend's cache holds (PGPROC_MAX_CACHED_SUBXIDS,
+/// 64): the standby snapshots WAL records while the transaction is open are "overflowed".
+const OVERFLOW_SUBXACTS: usize = 70;
 
 /// A crash restart as PostgreSQL makes one: a backend (a session the harness opened) is
 /// killed with SIGKILL, so the postmaster, which keeps running and listening, terminates every
@@ -684,14 +708,55 @@ async fn undo_hold(container: &str, addr: &str) -> Result<()> {
 /// [`prepare_hold`]. No connection is refused at any point. Returns the time of the kill once
 /// the instance answers 57P03; a connection refused meanwhile (the postmaster gone) or a
 /// hold that does not take is a failure of the run.
+///
+/// The killed session holds a transaction open with more subtransactions than fit in its
+/// cache, and a checkpoint is taken after it began. Why: the held recovery is an archive
+/// recovery, and with `hot_standby` on (it needs a restart to change, and a promoted former
+/// mirror runs with it) the startup process would admit read-only connections between
+/// reaching consistency and ending recovery after the release, where `pg_is_in_recovery()`
+/// says "mirror" — something a real crash recovery never does (ftsd rightly refused to act on
+/// such a pair, seed 2). Every standby snapshot from the checkpoint's redo point on shows that
+/// transaction overflowed and still running, and nothing after the crash completes it, so hot
+/// standby never starts: the instance answers 57P03 until it is read-write (checked on
+/// PostgreSQL 15: no `ready to accept read-only connections`, no `pg_is_in_recovery()` true).
 async fn crash_backend(container: &str, addr: &str) -> Result<i64> {
-    let client = cluster::connect(addr, "postgres").await?;
-    let pid: i32 = match client.query_one("SELECT pg_backend_pid()", &[]).await {
-        Ok(row) => row.get(0),
-        Err(e) => return fail(format!("{container}: reading a backend pid: {e}")),
+    let holder = cluster::connect(addr, "postgres").await?;
+    let mut sql = String::from("BEGIN;");
+    for i in 0..OVERFLOW_SUBXACTS {
+        sql.push_str(&format!(
+            " SAVEPOINT s{i}; INSERT INTO chaos_crash VALUES ({i});"
+        ));
+    }
+    let pid: i32 = match async {
+        let pid = holder
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await?
+            .get(0);
+        holder
+            .batch_execute("CREATE TEMP TABLE chaos_crash (x int)")
+            .await?;
+        holder.batch_execute(&sql).await?;
+        let other = cluster::connect(addr, "postgres").await;
+        if let Ok(other) = other {
+            other.batch_execute("CHECKPOINT").await?;
+            return Ok(Some(pid));
+        }
+        Ok::<_, tokio_postgres::Error>(None)
+    }
+    .await
+    {
+        Ok(Some(pid)) => pid,
+        Ok(None) => return fail(format!("{container}: no session for the checkpoint")),
+        Err(e) => {
+            return fail(format!(
+                "{container}: preparing the crashed session: {}",
+                pg_error(&e)
+            ))
+        }
     };
     let at = now_ms();
     docker::exec(container, &["sh", "-c", &format!("kill -KILL {pid}")])?;
+    drop(holder);
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         match cluster::connect(addr, "postgres").await {
@@ -770,22 +835,28 @@ async fn pg_crash_restart(h: &mut Harness, long: bool) -> Result<()> {
         let hold_ms = RESTART_GRACE_MS / 2;
         // From the kill: the whole fault, and a probe interval after the release to see it
         // back, allow no transition.
+        // From the kill to the release no transition at all; after it the standby has to
+        // reconnect (the crash ended its walsender), and ftsd may rightly mark the pair not
+        // in sync meanwhile: the check below that the primary kept its role covers that time.
         let idx = h.record(
             format!("{what} for {hold_ms} ms (< restart_grace)"),
             Some(content),
             Expect::NoTransition {
                 content,
-                until: now_ms() + hold_ms + h.detect(),
+                until: now_ms() + hold_ms,
             },
         );
         let at = crash_and_hold(container, addr).await?;
         h.faults[idx].at = at;
         sleep_ms((at + hold_ms - now_ms()).max(0) as u64).await;
-        release_hold(container, addr).await?;
+        if let Err(e) = release_hold(container, addr).await {
+            let _ = undo_hold(container, addr).await;
+            return Err(e);
+        }
         h.healed(idx);
-        let seen_back = now_ms() + h.detect();
+        let released = now_ms();
         if let Expect::NoTransition { until, .. } = &mut h.faults[idx].expect {
-            *until = (*until).max(seen_back);
+            *until = (*until).max(released);
         }
         undo_hold(container, addr).await?;
         // the primary keeps its role; its standby reconnects (the harness's heal waits for
