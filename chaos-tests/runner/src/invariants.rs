@@ -485,16 +485,21 @@ pub fn no_writes_without_quorum(r: &Recorded, t: &Timing) -> Verdict {
 pub fn no_message_after_deposition(r: &Recorded) -> Verdict {
     let mut bad = Vec::new();
     let mut checked = 0;
-    // Each term starts at its earliest sign in any log.
-    let mut starts: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+    // Each term starts at its earliest sign in any log, within its etcd incarnation: where
+    // epochs are raw etcd revisions, one instance may take the same number again after a
+    // rebuild, and that is a new term.
+    let mut starts: BTreeMap<(usize, i64, &str), i64> = BTreeMap::new();
     for t in r.terms.iter().chain(&r.observed) {
-        let at = starts.entry((t.epoch, t.instance.as_str())).or_insert(t.at);
+        let inc = incarnation(&r.etcd_rebuilds, t.at);
+        let at = starts
+            .entry((inc, t.epoch, t.instance.as_str()))
+            .or_insert(t.at);
         *at = (*at).min(t.at);
     }
     for d in &r.deliveries {
         let Some(sitting) = starts
             .iter()
-            .map(|(&(epoch, instance), &at)| Term {
+            .map(|(&(_, epoch, instance), &at)| Term {
                 instance: instance.to_string(),
                 epoch,
                 at,

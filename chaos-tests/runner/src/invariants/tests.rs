@@ -245,6 +245,34 @@ fn evidence_matches_a_term_of_its_own_etcd_incarnation_only() {
 }
 
 #[test]
+fn a_term_taken_again_in_a_rebuilt_etcd_starts_anew() {
+    // Cloudberry mode, seed 3 of the chaos run: ftsd2 took office with revision 135 before
+    // a rebuild and again after it, ftsd1 (revision 117) in between; ftsd2's PROMOTE after
+    // its second term is from the sitting leader.
+    let mut r = clean();
+    r.deliveries.clear();
+    for (who, epoch, at) in [
+        ("ftsd2", 135, T0 - 60_000),
+        ("ftsd1", 117, T0 - 10_000),
+        ("ftsd2", 135, T0 + 1000),
+    ] {
+        r.terms.push(Term {
+            instance: who.into(),
+            epoch,
+            at,
+        });
+    }
+    r.deliveries.push(delivery(T0 + 2000, "ftsd2", 6));
+    r.etcd_rebuilds = vec![T0 - 30_000];
+    assert_eq!(no_message_after_deposition(&r).status, Status::Pass);
+    // Without the rebuild, ftsd2's only term started before ftsd1's: a deposed leader's
+    // message.
+    r.etcd_rebuilds.clear();
+    let v = no_message_after_deposition(&r);
+    assert_eq!(v.status, Status::Fail, "{v:?}");
+}
+
+#[test]
 fn a_stale_epoch_after_a_newer_one_fails() {
     let mut r = clean();
     r.terms.push(Term {
