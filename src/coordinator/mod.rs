@@ -17,6 +17,7 @@
 //!   history with their fenced transaction; `failover` — the steps; `vip` — `ftsd vip-agent`,
 //!   which holds the client-facing address on the acting coordinator's host.
 
+pub mod confirm;
 pub mod failover;
 pub mod probe;
 pub mod records;
@@ -79,6 +80,8 @@ impl CoordinatorSettings {
                 database: c.database.clone(),
                 password: c.password.clone(),
                 timeout: c.timeout,
+                tls: crate::tls::postgres::PgTls::or_fail_closed(&c.tls, "coordinator"),
+                source: c.source_address,
             },
             max_lag: c.max_lag,
             fence_command: c.fence_command.clone(),
@@ -198,6 +201,12 @@ pub struct Watcher {
     switching: std::sync::atomic::AtomicBool,
     /// One switchover at a time.
     switchover_lock: tokio::sync::Mutex<()>,
+    /// What this instance's rounds last saw of each coordinator address (answers the
+    /// leader's `ConfirmDown` about the coordinator).
+    observed: confirm::Observations,
+    /// The other instances, asked before a failover without a fence command; unset (no
+    /// election): nobody else can act, this instance's retries confirm.
+    peers: std::sync::OnceLock<Arc<dyn crate::engine::second_opinion::Peers>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -230,7 +239,26 @@ impl Watcher {
             alarms: Mutex::default(),
             switching: std::sync::atomic::AtomicBool::new(false),
             switchover_lock: tokio::sync::Mutex::new(()),
+            observed: confirm::Observations::default(),
+            peers: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Attaches the other instances (before [`Watcher::run`]).
+    pub fn set_peers(&self, peers: Arc<dyn crate::engine::second_opinion::Peers>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// This instance's own observations of the coordinator, per address.
+    pub fn observations(&self) -> &confirm::Observations {
+        &self.observed
+    }
+
+    /// How recent a peer's observation must be: one interval and one full round of attempts
+    /// on the coordinator, so a member that watches continuously always has one.
+    fn confirm_window(&self) -> Duration {
+        let s = &self.settings;
+        s.interval + s.connect.timeout * (s.retries + 1) + s.retry_delay * s.retries
     }
 
     /// The last round's status.
@@ -437,6 +465,17 @@ impl Watcher {
         );
         let pair_key = format!("{acting}/{standby}");
         let primary_seen = self.primary_seen(&p);
+        self.observed.record(
+            &acting.to_string(),
+            match primary_seen {
+                PrimarySeen::Up { .. } => None,
+                PrimarySeen::Lost | PrimarySeen::ProberFault => Some(
+                    p.failures
+                        .last()
+                        .map_or(crate::wire::failure::FailureKind::Io, |f| f.kind),
+                ),
+            },
+        );
         let sync_now = p
             .state
             .as_ref()
@@ -470,7 +509,7 @@ impl Watcher {
             let since = micros(SystemTime::now()).saturating_sub(t);
             u128::try_from(since).unwrap_or(0) < self.settings.failover_cooldown.as_micros()
         });
-        let view = CoordinatorView {
+        let mut view = CoordinatorView {
             auto_failover: self.settings.auto_failover,
             office: if read.is_none() && office == Office::Acting {
                 // No recorded state read: nothing can be fenced against it.
@@ -486,7 +525,42 @@ impl Watcher {
             braked,
             pending_intent: pending.is_some(),
         };
-        let decision = decide(&view);
+        let mut decision = decide(&view);
+        // Without a fence command, a failover needs the other live members' word that they
+        // lost the coordinator too (docs/coordinator.md).
+        let mut others = None;
+        if decision == CoordinatorDecision::Failover {
+            if let Some(peers) = self.peers.get() {
+                let fence_command = !self.settings.fence_command.is_empty();
+                if !fence_command {
+                    let window = self.confirm_window();
+                    // Waiting changes nothing outside: every step after it checks the
+                    // authority again. A peer's next round ends within one window.
+                    let deadline = Instant::now() + window + Duration::from_secs(1);
+                    let gathered = confirm::gather(
+                        peers,
+                        &self.instance_id,
+                        &acting.to_string(),
+                        fence_command,
+                        window,
+                        deadline,
+                    )
+                    .await;
+                    tracing::info!(
+                        content = -1,
+                        verdict = ?gathered.tally.others,
+                        reached = ?gathered.tally.reached,
+                        lost = ?gathered.tally.lost,
+                        unconfirmed = ?gathered.tally.unconfirmed,
+                        waited_ms = gathered.waited_ms,
+                        "the other members' word on the lost coordinator"
+                    );
+                    view.others = gathered.tally.others;
+                    decision = decide(&view);
+                    others = Some(gathered.to_json());
+                }
+            }
+        }
         self.publish(
             &acting,
             &standby,
@@ -520,7 +594,7 @@ impl Watcher {
             holders,
             self.reporting.vip_expected,
         ));
-        let evidence = json!({
+        let mut evidence = json!({
             "view": view,
             "decision": decision,
             "acting": acting.to_string(),
@@ -528,6 +602,9 @@ impl Watcher {
             "primary_round": p,
             "standby_round": s,
         });
+        if let Some(others) = others {
+            evidence["confirmations"] = others;
+        }
         if self.switching.load(std::sync::atomic::Ordering::Relaxed) {
             tracing::debug!(?decision, "a switchover runs here: this round only watches");
             return;

@@ -13,6 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod others;
+
 /// How the coordinator answered this round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PrimarySeen {
@@ -75,6 +77,9 @@ pub enum OthersSee {
     AllLost,
     /// At least one other observer reaches it: the loss is ours, not the cluster's.
     SomeReach,
+    /// Other observers were asked, none reaches it, but not every one confirmed the loss (no
+    /// answer, no fresh observation, a prober fault, or the members registry unreadable).
+    Unconfirmed,
 }
 
 /// Everything one decision reads.
@@ -108,6 +113,8 @@ pub enum Refusal {
     NotInSync,
     LagTooHigh,
     OthersReachIt,
+    /// The peers were asked and not every live member confirmed the loss.
+    NotConfirmed,
     StandbyUnreachable,
     /// The standby is already out of recovery without a recorded intent: someone else
     /// promoted it; acting now would hide a possible second writable coordinator.
@@ -130,6 +137,7 @@ impl Refusal {
             Refusal::NotInSync => "not_in_sync",
             Refusal::LagTooHigh => "lag_too_high",
             Refusal::OthersReachIt => "others_reach_it",
+            Refusal::NotConfirmed => "not_confirmed",
             Refusal::StandbyUnreachable => "standby_unreachable",
             Refusal::StandbyAlreadyWritable => "standby_already_writable",
             Refusal::CannotPromote => "cannot_promote",
@@ -193,8 +201,10 @@ pub fn decide(v: &CoordinatorView) -> CoordinatorDecision {
     if sync.replay_lag.is_none_or(|lag| lag > v.max_lag) {
         return D::Refuse(Refusal::LagTooHigh);
     }
-    if v.others == OthersSee::SomeReach {
-        return D::Refuse(Refusal::OthersReachIt);
+    match v.others {
+        OthersSee::SomeReach => return D::Refuse(Refusal::OthersReachIt),
+        OthersSee::Unconfirmed => return D::Refuse(Refusal::NotConfirmed),
+        OthersSee::NotAsked | OthersSee::AllLost => {}
     }
     match v.standby {
         StandbySeen::Unreachable => D::Refuse(Refusal::StandbyUnreachable),
