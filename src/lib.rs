@@ -12,6 +12,7 @@ pub mod driver;
 pub mod election;
 pub mod engine;
 pub mod error_chain;
+pub mod etcd_conn;
 pub mod etcd_history;
 pub mod gpfts;
 pub mod hooks;

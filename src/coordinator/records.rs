@@ -15,11 +15,12 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd_client::{GetOptions, TxnOp};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 
 use crate::election::EtcdOptions;
+pub use crate::etcd_conn::Fence;
+use crate::etcd_conn::{fenced_txn, CallError, LazyClient};
 pub use crate::etcd_history::micros;
 use crate::etcd_history::{self, TimeIds};
 
@@ -104,11 +105,10 @@ pub enum RecordError {
     Corrupt { key: String, why: String },
 }
 
-/// What a write is fenced on: the leader key of the writer's term.
-#[derive(Debug, Clone)]
-pub struct Fence {
-    pub leader_key: Vec<u8>,
-    pub revision: i64,
+impl From<CallError> for RecordError {
+    fn from(e: CallError) -> Self {
+        RecordError::Unavailable(e.to_string())
+    }
 }
 
 /// The state as read, with the mod revision a write must still find (0: absent).
@@ -121,19 +121,16 @@ pub struct Read {
 /// Reads and writes the records; one connection, re-opened after a failure.
 pub struct Records {
     prefix: String,
-    etcd: EtcdOptions,
-    timeout: Duration,
-    client: Mutex<Option<Client>>,
+    client: LazyClient,
     ids: TimeIds,
 }
 
 impl Records {
+    /// `timeout` bounds each call, and opening the connection.
     pub fn new(prefix: String, etcd: EtcdOptions, timeout: Duration) -> Self {
         Records {
             prefix,
-            etcd,
-            timeout,
-            client: Mutex::new(None),
+            client: LazyClient::new(etcd, timeout, Some(timeout)),
             ids: TimeIds::default(),
         }
     }
@@ -151,53 +148,14 @@ impl Records {
         self.ids.next()
     }
 
-    async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, RecordError>
-    where
-        F: FnOnce(Client) -> Fut,
-        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-    {
-        let client = {
-            let mut guard = self.client.lock().await;
-            match guard.as_ref() {
-                Some(c) => c.clone(),
-                None => {
-                    let c = tokio::time::timeout(self.timeout, self.etcd.connect())
-                        .await
-                        .map_err(|_| {
-                            RecordError::Unavailable(format!("{what}: connect timed out"))
-                        })?
-                        .map_err(|e| RecordError::Unavailable(format!("{what}: {e}")))?;
-                    *guard = Some(c.clone());
-                    c
-                }
-            }
-        };
-        match tokio::time::timeout(self.timeout, f(client)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                *self.client.lock().await = None;
-                Err(RecordError::Unavailable(format!("{what}: {e}")))
-            }
-            Err(_) => {
-                *self.client.lock().await = None;
-                Err(RecordError::Unavailable(format!(
-                    "{what}: no answer within {:?}",
-                    self.timeout
-                )))
-            }
-        }
-    }
-
     /// The recorded state (None before the first write).
     pub async fn load(&self) -> Result<Read, RecordError> {
         let key = self.state_key();
-        let mut resp = self
-            .call("reading the coordinator state", |mut c| {
-                let key = key.clone();
-                async move { c.get(key, None).await }
-            })
+        let kv = self
+            .client
+            .get("reading the coordinator state", key.clone())
             .await?;
-        let Some(kv) = resp.take_kvs().into_iter().next() else {
+        let Some(kv) = kv else {
             return Ok(Read {
                 state: None,
                 mod_revision: 0,
@@ -217,6 +175,7 @@ impl Records {
     pub async fn vip_holders(&self) -> Result<u32, RecordError> {
         let prefix = format!("{}vip/", self.prefix);
         let resp = self
+            .client
             .call("reading the VIP holders", |mut c| async move {
                 c.get(
                     prefix,
@@ -231,18 +190,19 @@ impl Records {
     /// History records, newest first.
     pub async fn history(&self, limit: usize) -> Result<Vec<HistoryRecord>, RecordError> {
         let prefix = self.history_prefix();
-        self.call("reading the coordinator history", |c| {
-            etcd_history::newest_first(c, prefix, Some(limit))
-        })
-        .await?
-        .into_iter()
-        .map(|kv| {
-            serde_json::from_slice(kv.value()).map_err(|e| RecordError::Corrupt {
-                key: String::from_utf8_lossy(kv.key()).into_owned(),
-                why: e.to_string(),
+        self.client
+            .call("reading the coordinator history", |c| {
+                etcd_history::newest_first(c, prefix, Some(limit))
             })
-        })
-        .collect()
+            .await?
+            .into_iter()
+            .map(|kv| {
+                serde_json::from_slice(kv.value()).map_err(|e| RecordError::Corrupt {
+                    key: String::from_utf8_lossy(kv.key()).into_owned(),
+                    why: e.to_string(),
+                })
+            })
+            .collect()
     }
 
     /// Writes `state` (unchanged when None) and `history` in one transaction fenced on the
@@ -257,6 +217,7 @@ impl Records {
     ) -> Result<i64, RecordError> {
         let prefix = self.history_prefix();
         let existing = self
+            .client
             .call("reading the coordinator history keys", |c| {
                 etcd_history::keys_under(c, prefix)
             })
@@ -274,20 +235,10 @@ impl Records {
             serde_json::to_vec(history).expect("history serializes"),
             None,
         ));
-        let txn = Txn::new()
-            .when([
-                Compare::create_revision(
-                    fence.leader_key.clone(),
-                    CompareOp::Equal,
-                    fence.revision,
-                ),
-                Compare::mod_revision(self.state_key(), CompareOp::Equal, read_mod_revision),
-            ])
-            .and_then(ops);
+        let txn = fenced_txn(fence, self.state_key(), read_mod_revision, ops);
         let resp = self
-            .call("writing the coordinator records", |mut c| async move {
-                c.txn(txn).await
-            })
+            .client
+            .txn("writing the coordinator records", txn)
             .await?;
         if !resp.succeeded() {
             return Err(RecordError::Rejected(

@@ -10,11 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::TxnOp;
 
 use super::authority::ElectedAuthority;
 use super::EtcdOptions;
 use crate::core::brake::BrakeRecord;
+use crate::etcd_conn::{fenced_txn, Fence, LazyClient};
 
 /// The record as read, with the mod revision a write must still find (0: absent).
 pub type Read = (BrakeRecord, i64);
@@ -22,13 +23,12 @@ pub type Read = (BrakeRecord, i64);
 /// Reads and writes the brake key; one connection, re-opened after a failure.
 pub struct EtcdBook {
     key: String,
-    etcd: EtcdOptions,
     authority: Arc<ElectedAuthority>,
-    timeout: Duration,
-    client: tokio::sync::Mutex<Option<Client>>,
+    client: LazyClient,
 }
 
 impl EtcdBook {
+    /// `timeout` bounds each call, and opening the connection.
     pub fn new(
         key: String,
         etcd: EtcdOptions,
@@ -37,55 +37,20 @@ impl EtcdBook {
     ) -> Self {
         EtcdBook {
             key,
-            etcd,
             authority,
-            timeout,
-            client: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, String>
-    where
-        F: FnOnce(Client) -> Fut,
-        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-    {
-        let client = {
-            let mut guard = self.client.lock().await;
-            match guard.as_ref() {
-                Some(c) => c.clone(),
-                None => {
-                    let c = tokio::time::timeout(self.timeout, self.etcd.connect())
-                        .await
-                        .map_err(|_| format!("{what}: connect timed out"))?
-                        .map_err(|e| format!("{what}: {e}"))?;
-                    *guard = Some(c.clone());
-                    c
-                }
-            }
-        };
-        match tokio::time::timeout(self.timeout, f(client)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                *self.client.lock().await = None;
-                Err(format!("{what}: {e}"))
-            }
-            Err(_) => {
-                *self.client.lock().await = None;
-                Err(format!("{what}: no answer within {:?}", self.timeout))
-            }
+            client: LazyClient::new(etcd, timeout, Some(timeout)),
         }
     }
 
     /// The record (empty before the first write). An unreadable value is an error, never an
     /// empty record: a brake someone engaged must not be lost to a parse failure.
     pub async fn read(&self) -> Result<Read, String> {
-        let key = self.key.clone();
-        let mut resp = self
-            .call("reading the brake key", |mut c| async move {
-                c.get(key, None).await
-            })
-            .await?;
-        let Some(kv) = resp.take_kvs().into_iter().next() else {
+        let kv = self
+            .client
+            .get("reading the brake key", self.key.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(kv) = kv else {
             return Ok((BrakeRecord::default(), 0));
         };
         let record = serde_json::from_slice(kv.value())
@@ -107,18 +72,21 @@ impl EtcdBook {
             .filter(|o| o.claimed == Some(epoch))
             .ok_or("not in office with this epoch")?;
         let value = serde_json::to_vec(record).map_err(|e| e.to_string())?;
-        let txn = Txn::new()
-            .when([
-                Compare::create_revision(office.key.clone(), CompareOp::Equal, office.revision),
-                Compare::mod_revision(self.key.clone(), CompareOp::Equal, read_mod_revision),
-            ])
-            .and_then([TxnOp::put(self.key.clone(), value, None)]);
+        let fence = Fence {
+            leader_key: office.key.clone(),
+            revision: office.revision,
+        };
+        let txn = fenced_txn(
+            &fence,
+            self.key.clone(),
+            read_mod_revision,
+            vec![TxnOp::put(self.key.clone(), value, None)],
+        );
         let resp = self
-            .call(
-                "writing the brake key",
-                |mut c| async move { c.txn(txn).await },
-            )
-            .await?;
+            .client
+            .txn("writing the brake key", txn)
+            .await
+            .map_err(|e| e.to_string())?;
         if resp.succeeded() {
             Ok(())
         } else {

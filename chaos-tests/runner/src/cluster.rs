@@ -9,7 +9,7 @@ use etcd_client::{Client as Etcd, ConnectOptions, GetOptions};
 use tokio_postgres::{Client, NoTls};
 
 use super::cbdb;
-use super::history::{Delivery, EvidenceRow, HistoryRow, Millis, Row, Term};
+use super::history::{CoordAlarm, Delivery, EvidenceRow, HistoryRow, Millis, Row, Term};
 
 /// The catalog's address on catnet, a network of its own: cutting an FTS host off the
 /// segments (segnet) leaves its catalog path intact.
@@ -337,6 +337,8 @@ pub struct Logs {
     pub rejected: Vec<String>,
     /// Log lines about fencing and stepping down, kept for the report.
     pub notable: Vec<(Millis, String, String)>,
+    /// Coordinator alarms raised (an `alarm` field on a line other than the one clearing it).
+    pub coord_alarms: Vec<CoordAlarm>,
 }
 
 /// Reads `<dir>/<host>-<cluster>.log` of every FTS host.
@@ -361,6 +363,18 @@ pub fn read_logs(dir: &Path, cluster: &str) -> Logs {
             }
             let msg = v.get("message").and_then(|m| m.as_str()).unwrap_or("");
             let at = v.get("timestamp").and_then(parse_ts).unwrap_or(0);
+            if let Some(rule) = v.get("alarm").and_then(|a| a.as_str()) {
+                if msg != "coordinator alarm cleared" {
+                    logs.coord_alarms.push(CoordAlarm {
+                        at,
+                        instance: instance.to_string(),
+                        rule: rule.to_string(),
+                    });
+                    logs.notable
+                        .push((at, instance.to_string(), format!("alarm {rule}: {msg}")));
+                }
+                continue;
+            }
             if msg == "took office as leader" {
                 if let Some(epoch) = v.get("epoch").and_then(as_i64) {
                     logs.terms.push(Term {
@@ -409,6 +423,7 @@ pub fn read_logs(dir: &Path, cluster: &str) -> Logs {
     logs.terms.sort_by_key(|t| t.at);
     logs.observed.sort_by_key(|t| t.at);
     logs.notable.sort();
+    logs.coord_alarms.sort_by_key(|a| a.at);
     logs
 }
 
@@ -428,6 +443,8 @@ mod tests {
                 r#"{"timestamp":"2026-11-26T10:40:00.100000Z","message":"epoch recorded in the catalog","epoch":"35184372088838","revision":6}"#, "\n",
                 r#"{"timestamp":"2026-11-26T10:40:00.110000Z","message":"took office as leader","epoch":6}"#, "\n",
                 r#"{"timestamp":"2026-11-26T10:23:06.600000Z","message":"leader observed","leader":"ftsd2","epoch":6}"#, "\n",
+                r#"{"timestamp":"2026-11-26T10:24:00.000000Z","level":"ERROR","message":"2 hosts hold the coordinator VIP (exactly 1 expected)","content":-1,"alarm":"vip_holders"}"#, "\n",
+                r#"{"timestamp":"2026-11-26T10:24:05.000000Z","level":"INFO","message":"coordinator alarm cleared","content":-1,"alarm":"vip_holders"}"#, "\n",
             ),
         )
         .unwrap();
@@ -447,6 +464,12 @@ mod tests {
             "recorded before took office, after a second rebuild"
         );
         assert_eq!(logs.observed.len(), 1);
+        assert_eq!(
+            logs.coord_alarms.len(),
+            1,
+            "raised once, the clearing line is not one"
+        );
+        assert_eq!(logs.coord_alarms[0].rule, "vip_holders");
         let d = read_deliveries(&dir, 0);
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(d.len(), 2);

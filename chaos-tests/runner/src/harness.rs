@@ -55,6 +55,8 @@ pub struct Harness {
     /// Folder the containers write their logs to (mounted at /logs): scenarios read fault
     /// points from the ftsd logs and write fault files there.
     pub logs: std::path::PathBuf,
+    /// The writer through the coordinator VIP and the pair's sampler (coordinator scenarios).
+    pub coord: Option<super::coordinator::CoordProbe>,
     segsim: Arc<Segsim>,
 }
 
@@ -71,6 +73,7 @@ impl Harness {
             notes: Vec::new(),
             rebaselined: None,
             logs: std::path::PathBuf::new(),
+            coord: None,
             segsim: Arc::new(Segsim::new(cluster::sim_control(db))),
         }
     }
@@ -296,7 +299,7 @@ impl Drop for Observer {
 /// have. A former primary that came back after a failover is out of recovery, but until it is
 /// fenced its commits wait forever for the standby that was promoted: it acknowledges
 /// nothing, which is what "one primary per content" is about.
-const ACKNOWLEDGING_PRIMARY: &str = "SELECT NOT pg_is_in_recovery() \
+pub(crate) const ACKNOWLEDGING_PRIMARY: &str = "SELECT NOT pg_is_in_recovery() \
        AND current_setting('default_transaction_read_only') = 'off' \
        AND (current_setting('synchronous_standby_names') = '' \
             OR current_setting('synchronous_commit') IN ('off', 'local') \

@@ -137,6 +137,28 @@ pub enum Expect {
         bound_ms: i64,
         alarm_metric: Option<i64>,
     },
+    /// The coordinator `from` (`host:port`) was lost at the fault: its standby is promoted
+    /// exactly once (a `promoted` record in etcd) no earlier than `not_before` and within
+    /// `bound_ms` of it, and a write through the VIP is acknowledged by another server within
+    /// `write_bound_ms` of it.
+    CoordinatorFailover {
+        from: String,
+        not_before: Millis,
+        bound_ms: i64,
+        write_bound_ms: i64,
+    },
+    /// No coordinator failover (no `intent` or `promoted` record) from the fault until `until`.
+    NoCoordinatorFailover { until: Millis },
+    /// A second VIP holder was injected: the `vip_holders` alarm is raised (an ftsd log line)
+    /// within `bound_ms`, the leader's `ftsd_vip_holders` gauge read at least 2 during the
+    /// injection (`holders_metric`, the highest value the harness read; `None`: not read), and
+    /// no coordinator failover follows until `until`. Two VIP holders are expected from the
+    /// fault until it healed (the single-writer invariant leaves that window out).
+    VipAlarm {
+        bound_ms: i64,
+        until: Millis,
+        holders_metric: Option<i64>,
+    },
     /// Nothing is required beyond the general invariants (e.g. a double fault: there is no
     /// in-sync mirror to promote).
     Nothing,
@@ -190,6 +212,45 @@ pub struct ActingSample {
     pub primaries: Vec<(i16, i16)>,
 }
 
+/// One record of the coordinator pair's history in etcd (`<prefix>/<cluster>/coordinator/
+/// history/…`): `intent`, `promoted`, `refused`, `fence_failed`, ….
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordEvent {
+    pub at: Millis,
+    pub event: String,
+    /// `host:port` of the old coordinator and of the standby.
+    pub from: String,
+    pub to: String,
+    pub epoch: i64,
+    pub instance: String,
+}
+
+/// A sample of the coordinator pair: the servers (`host:port`) that can acknowledge a write,
+/// and the coordinator hosts (containers) whose interface carries the VIP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordSample {
+    pub at: Millis,
+    pub writable: Vec<String>,
+    pub vip: Vec<String>,
+}
+
+/// A write through the VIP that the coordinator acknowledged, and which server answered
+/// (`host:port`, from `inet_server_addr()` of the session).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordAck {
+    pub seq: i64,
+    pub at: Millis,
+    pub server: String,
+}
+
+/// A coordinator alarm raised in an ftsd log (`vip_holders`, `coordinator_dual_writable`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordAlarm {
+    pub at: Millis,
+    pub instance: String,
+    pub rule: String,
+}
+
 /// Timing settings the bounds are computed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timing {
@@ -224,6 +285,15 @@ pub struct Recorded {
     /// evidence (the Cloudberry blob; None for the SQL catalogs, where history is written in
     /// the catalog's own transactions).
     pub final_config: Option<Vec<Row>>,
+    /// The coordinator pair (coordinator scenarios only): its history records in etcd written
+    /// during the scenario, samples of its writable servers and VIP holders, the writes
+    /// acknowledged through the VIP, the sequence numbers on the acting coordinator at the end
+    /// (None: not read), and the alarms the ftsd logs raised.
+    pub coord_events: Vec<CoordEvent>,
+    pub coord_samples: Vec<CoordSample>,
+    pub coord_acks: Vec<CoordAck>,
+    pub coord_survivors: Option<Vec<i64>>,
+    pub coord_alarms: Vec<CoordAlarm>,
 }
 
 /// History rows grouped by transaction (same time), oldest first.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::history::{replay, transactions, Expect, Millis, Recorded, Term, Timing};
+use super::history::{replay, transactions, CoordEvent, Expect, Millis, Recorded, Term, Timing};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Status {
@@ -70,7 +70,112 @@ pub fn check_all(r: &Recorded, t: &Timing) -> Vec<Verdict> {
         one_promotion_per_fault(r),
         no_transition_others_could_reach(r, t),
         configuration_is_the_history_replayed(r),
+        coordinator_single_writer(r),
+        coordinator_writes_survive(r),
     ]
+}
+
+/// Whether a coordinator history event starts or completes a failover.
+fn is_failover_event(e: &CoordEvent) -> bool {
+    e.event == "intent" || e.event == "promoted"
+}
+
+/// Windows in which two VIP holders are the injected fault itself (dual-vip): from the
+/// injection until the harness took it back, plus the agents' interval to notice.
+fn injected_vip_windows(r: &Recorded) -> Vec<(Millis, Millis)> {
+    r.faults
+        .iter()
+        .filter(|f| matches!(f.expect, Expect::VipAlarm { .. }))
+        .map(|f| {
+            (
+                f.at,
+                f.healed_at
+                    .unwrap_or(Millis::MAX)
+                    .saturating_add(VIP_SETTLE_MS),
+            )
+        })
+        .collect()
+}
+
+/// How long after an injected second VIP holder is taken back a sample may still show it (the
+/// agents' interval, 1 s in the chaos cluster, with margin).
+pub const VIP_SETTLE_MS: i64 = 2000;
+
+/// The coordinator pair has a single writer: in no sample do both servers acknowledge writes
+/// (out of recovery, not read-only, not waiting for a standby they lack), and in no sample do
+/// both coordinator hosts carry the VIP — except while the harness itself injected the second
+/// holder (dual-vip). Not applicable outside the coordinator scenarios (no samples).
+pub fn coordinator_single_writer(r: &Recorded) -> Verdict {
+    let windows = injected_vip_windows(r);
+    let mut bad = Vec::new();
+    for s in &r.coord_samples {
+        if s.writable.len() > 1 {
+            bad.push(format!(
+                "{}: {} coordinator servers accept writes: {}",
+                ts(s.at * 1000),
+                s.writable.len(),
+                s.writable.join(", ")
+            ));
+        }
+        let injected = windows.iter().any(|(a, b)| s.at >= *a && s.at <= *b);
+        if s.vip.len() > 1 && !injected {
+            bad.push(format!(
+                "{}: {} hosts carry the VIP: {}",
+                ts(s.at * 1000),
+                s.vip.len(),
+                s.vip.join(", ")
+            ));
+        }
+    }
+    // One line per episode is enough evidence; keep the first few.
+    let n = bad.len();
+    if n > 5 {
+        bad.truncate(5);
+        bad.push(format!("… {} violating samples in all", n));
+    }
+    verdict(
+        "single coordinator writer, single VIP holder",
+        r.coord_samples.len(),
+        bad,
+    )
+}
+
+/// Every write acknowledged through the VIP is on the acting coordinator at the end. The pair
+/// replicates synchronously, so an acknowledged commit is on the standby that gets promoted.
+pub fn coordinator_writes_survive(r: &Recorded) -> Verdict {
+    const NAME: &str = "no acknowledged write through the VIP lost";
+    let Some(found) = &r.coord_survivors else {
+        if r.coord_acks.is_empty() {
+            return verdict(NAME, 0, Vec::new());
+        }
+        return verdict(
+            NAME,
+            r.coord_acks.len(),
+            vec![format!(
+                "{} writes were acknowledged through the VIP but the acting coordinator's rows could not be read at the end",
+                r.coord_acks.len()
+            )],
+        );
+    };
+    let found: BTreeSet<i64> = found.iter().copied().collect();
+    let lost: Vec<_> = r
+        .coord_acks
+        .iter()
+        .filter(|a| !found.contains(&a.seq))
+        .collect();
+    let bad = if lost.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "{} of {} acknowledged writes lost, e.g. seq {} acked at {} by {}",
+            lost.len(),
+            r.coord_acks.len(),
+            lost[0].seq,
+            ts(lost[0].at * 1000),
+            lost[0].server
+        )]
+    };
+    verdict(NAME, r.coord_acks.len(), bad)
 }
 
 /// The configuration as it stands at the end (the Cloudberry blob, read at one etcd revision
@@ -608,6 +713,63 @@ pub fn failures_acted_on_in_time(r: &Recorded, t: &Timing) -> Verdict {
                     )),
                 }
             }
+            Expect::CoordinatorFailover {
+                from,
+                not_before,
+                bound_ms,
+                write_bound_ms,
+            } => {
+                checked += 1;
+                coordinator_failover_in_time(
+                    r,
+                    t,
+                    f,
+                    (from.as_str(), *not_before, *bound_ms, *write_bound_ms),
+                    &mut bad,
+                );
+            }
+            Expect::NoCoordinatorFailover { until } => {
+                checked += 1;
+                no_coordinator_failover(r, f, *until, &mut bad);
+            }
+            Expect::VipAlarm {
+                bound_ms,
+                until,
+                holders_metric,
+            } => {
+                checked += 1;
+                let raised = r
+                    .coord_alarms
+                    .iter()
+                    .filter(|a| a.rule == "vip_holders" && a.at >= f.at)
+                    .min_by_key(|a| a.at);
+                match raised {
+                    Some(a) if a.at - f.at <= bound_ms + t.slack_ms => {}
+                    Some(a) => bad.push(format!(
+                        "{}: the vip_holders alarm was raised {} ms after the injection (by {}), bound {bound_ms} ms + slack {} ms",
+                        f.what,
+                        a.at - f.at,
+                        a.instance,
+                        t.slack_ms
+                    )),
+                    None => bad.push(format!(
+                        "{}: no ftsd raised the vip_holders alarm",
+                        f.what
+                    )),
+                }
+                match holders_metric {
+                    Some(n) if *n >= 2 => {}
+                    Some(n) => bad.push(format!(
+                        "{}: the leader's ftsd_vip_holders read at most {n} during the injection",
+                        f.what
+                    )),
+                    None => bad.push(format!(
+                        "{}: the leader's ftsd_vip_holders could not be read",
+                        f.what
+                    )),
+                }
+                no_coordinator_failover(r, f, *until, &mut bad);
+            }
             Expect::ObserverFault { alarm: None, .. } | Expect::Nothing => {}
         }
     }
@@ -616,6 +778,108 @@ pub fn failures_acted_on_in_time(r: &Recorded, t: &Timing) -> Verdict {
         checked,
         bad,
     )
+}
+
+/// A lost coordinator: its standby promoted exactly once, in time, and writes through the VIP
+/// acknowledged by another server in time. `e` is (old coordinator, not_before, bound,
+/// write bound).
+fn coordinator_failover_in_time(
+    r: &Recorded,
+    t: &Timing,
+    f: &super::history::Fault,
+    e: (&str, Millis, i64, i64),
+    bad: &mut Vec<String>,
+) {
+    let (from, not_before, bound_ms, write_bound_ms) = e;
+    let promoted: Vec<&CoordEvent> = r
+        .coord_events
+        .iter()
+        .filter(|e| e.event == "promoted" && e.at >= f.at)
+        .collect();
+    if let Some(early) = promoted.iter().find(|e| e.at < not_before) {
+        bad.push(format!(
+            "{}: coordinator failover recorded at {}, before it was allowed ({})",
+            f.what,
+            ts(early.at * 1000),
+            ts(not_before * 1000)
+        ));
+    }
+    match promoted.iter().map(|e| e.at).min() {
+        Some(at) if at - not_before <= bound_ms + t.slack_ms => {}
+        Some(at) => bad.push(format!(
+            "{}: the standby promoted {} ms after the coordinator was lost, bound {bound_ms} ms + slack {} ms",
+            f.what,
+            at - not_before,
+            t.slack_ms
+        )),
+        None => bad.push(format!(
+            "{}: the coordinator's standby was never promoted",
+            f.what
+        )),
+    }
+    if promoted.len() > 1 {
+        bad.push(format!(
+            "{}: the coordinator failed over {} times ({})",
+            f.what,
+            promoted.len(),
+            promoted
+                .iter()
+                .map(|e| format!("{} -> {} at {}", e.from, e.to, ts(e.at * 1000)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(e) = promoted.iter().find(|e| e.from != from) {
+        bad.push(format!(
+            "{}: the failover recorded replaces {}, not the lost coordinator {from}",
+            f.what, e.from
+        ));
+    }
+    let resumed = r
+        .coord_acks
+        .iter()
+        .filter(|a| a.at >= not_before && a.server != from)
+        .map(|a| a.at)
+        .min();
+    match resumed {
+        Some(at) if at - not_before <= write_bound_ms + t.slack_ms => {}
+        Some(at) => bad.push(format!(
+            "{}: the first write through the VIP on the new coordinator came {} ms after the loss, bound {write_bound_ms} ms + slack {} ms",
+            f.what,
+            at - not_before,
+            t.slack_ms
+        )),
+        None => bad.push(format!(
+            "{}: no write through the VIP was acknowledged by another server after the loss",
+            f.what
+        )),
+    }
+}
+
+/// No coordinator failover started or completed from the fault until `until`.
+fn no_coordinator_failover(
+    r: &Recorded,
+    f: &super::history::Fault,
+    until: Millis,
+    bad: &mut Vec<String>,
+) {
+    for e in r
+        .coord_events
+        .iter()
+        .filter(|e| is_failover_event(e) && e.at >= f.at && e.at <= until)
+    {
+        bad.push(format!(
+            "{}: coordinator {} recorded at {} ({} -> {}, by {} epoch {}) although no failover was allowed until {}",
+            f.what,
+            e.event,
+            ts(e.at * 1000),
+            e.from,
+            e.to,
+            e.instance,
+            e.epoch,
+            ts(until * 1000)
+        ));
+    }
 }
 
 /// No transition for a segment that the other members could reach. While only one FTS

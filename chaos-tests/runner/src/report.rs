@@ -95,6 +95,14 @@ pub fn markdown(r: &RunResult) -> String {
         "leader takeover (leader fault → next took office)",
         all().filter_map(|m| m.takeover_ms).collect(),
     ));
+    md.push_str(&stat_line(
+        "coordinator promotion (coordinator lost → standby recorded promoted)",
+        all().filter_map(|m| m.coord_promotion_ms).collect(),
+    ));
+    md.push_str(&stat_line(
+        "coordinator write (coordinator lost → first write through the VIP on the new one)",
+        all().filter_map(|m| m.coord_write_ms).collect(),
+    ));
     md.push_str("\n## Invariants\n\n| invariant | pass | fail | n/a |\n|---|---|---|---|\n");
     let mut names: Vec<&str> = Vec::new();
     for s in &r.scenarios {
@@ -149,11 +157,11 @@ fn scenario_section(md: &mut String, s: &ScenarioResult) {
     if s.faults.is_empty() {
         return;
     }
-    md.push_str("| fault | at (ms) | healed (ms) | detection | promotion | failover | takeover |\n|---|---|---|---|---|---|---|\n");
+    md.push_str("| fault | at (ms) | healed (ms) | detection | promotion | failover | takeover | coordinator promotion | first write via VIP |\n|---|---|---|---|---|---|---|---|---|\n");
     for (f, m) in s.faults.iter().zip(&s.measures) {
         let _ = writeln!(
             md,
-            "| {} | +{} | {} | {} | {} | {} | {} |",
+            "| {} | +{} | {} | {} | {} | {} | {} | {} | {} |",
             f.what,
             f.at - s.started_at,
             f.healed_at
@@ -162,7 +170,9 @@ fn scenario_section(md: &mut String, s: &ScenarioResult) {
             opt(m.detection_ms),
             opt(m.promotion_ms),
             opt(m.failover_ms),
-            opt(m.takeover_ms)
+            opt(m.takeover_ms),
+            opt(m.coord_promotion_ms),
+            opt(m.coord_write_ms)
         );
     }
     md.push('\n');

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::cbdb;
 use super::cluster::{self, PG_PAIRS};
+use super::coordinator::{self, CoordProbe};
 use super::harness::{self, fail, sleep_ms, Harness, HarnessError, Observer, PgObserver};
 use super::history::{now_ms, Fault, HistoryRow, Millis, Recorded, Term, Timing};
 use super::invariants::{self, Status, Verdict};
@@ -29,7 +30,7 @@ pub struct Options {
 pub fn timing(target: Target) -> Timing {
     let (interval, timeout, retries, retry_delay) = match target {
         Target::Segsim | Target::Cbdb => (1000, 500, 2, 200),
-        Target::PgPairs => (1000, 800, 2, 200),
+        Target::PgPairs | Target::Coordinator => (1000, 800, 2, 200),
     };
     Timing {
         lease_ttl_ms: 3000,
@@ -64,6 +65,10 @@ pub struct Measure {
     pub failover_ms: Option<i64>,
     /// Leader fault → the next `took office`.
     pub takeover_ms: Option<i64>,
+    /// Coordinator lost → its standby recorded as promoted in etcd.
+    pub coord_promotion_ms: Option<i64>,
+    /// Coordinator lost → the first write through the VIP acknowledged by the new coordinator.
+    pub coord_write_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -230,6 +235,21 @@ fn measure(r: &Recorded) -> Vec<Measure> {
                         .map(|s| s.at - not_before);
                 }
             }
+            if let super::history::Expect::CoordinatorFailover {
+                from, not_before, ..
+            } = &f.expect
+            {
+                m.coord_promotion_ms = r
+                    .coord_events
+                    .iter()
+                    .find(|e| e.event == "promoted" && e.at >= *not_before)
+                    .map(|e| e.at - not_before);
+                m.coord_write_ms = r
+                    .coord_acks
+                    .iter()
+                    .find(|a| a.at >= *not_before && a.server != *from)
+                    .map(|a| a.at - not_before);
+            }
             if f.what.contains("leader") && f.content.is_none() {
                 m.takeover_ms = r.terms.iter().find(|t| t.at > f.at).map(|t| t.at - f.at);
             }
@@ -277,6 +297,26 @@ async fn run_one(
             return result;
         }
     }
+    if s.target == Target::Coordinator {
+        let healed = match harness::restore_containers() {
+            Ok(()) => {
+                coordinator::clear_iptables();
+                coordinator::heal(Duration::from_secs(90)).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = healed {
+            result.outcome =
+                Outcome::HarnessError(format!("could not heal the coordinator pair first: {e}"));
+            result.ended_at = now_ms();
+            return result;
+        }
+        if let Err(e) = h.leader().await {
+            result.outcome = Outcome::HarnessError(e.to_string());
+            result.ended_at = now_ms();
+            return result;
+        }
+    }
     if matches!(s.target, Target::Segsim | Target::Cbdb) {
         if let Err(e) = harness::heal_segsim(&h, Duration::from_secs(45)).await {
             result.outcome =
@@ -301,15 +341,22 @@ async fn run_one(
     let _ = observer.take();
     let _ = pg_observer.take();
     result.started_at = now_ms();
+    if s.target == Target::Coordinator {
+        h.coord = Some(CoordProbe::start());
+    }
     let ran = scenario::run(s, &mut h).await;
     // Let late effects (a fenced write, a second promotion) show up before judging.
     sleep_ms(2000).await;
     result.ended_at = now_ms();
+    let coord = match h.coord.take() {
+        Some(probe) => Some(probe.finish().await),
+        None => None,
+    };
     let (initial, after_us) = h.rebaselined.clone().unwrap_or(baseline);
     let acting = match s.target {
         Target::Segsim => observer.take(),
         Target::Cbdb => cb_observer.take(),
-        Target::PgPairs => pg_observer.take(),
+        Target::PgPairs | Target::Coordinator => pg_observer.take(),
     };
     let mut record = Recorded {
         initial,
@@ -319,6 +366,36 @@ async fn run_one(
         ..Recorded::default()
     };
     let logs = cluster::read_logs(&opts.logs, db);
+    if let Some((acks, samples, survivors, errors)) = coord {
+        result.notes.push(format!(
+            "writes through the VIP: {} acknowledged, {errors} failed or abandoned",
+            acks.len()
+        ));
+        record.coord_acks = acks;
+        record.coord_samples = samples;
+        record.coord_survivors = survivors;
+        record.coord_alarms = logs
+            .coord_alarms
+            .iter()
+            .filter(|a| a.at >= result.started_at)
+            .cloned()
+            .collect();
+        let mut events = Err(HarnessError::Other("not read".into()));
+        for _ in 0..10 {
+            events = coordinator::events(result.started_at).await;
+            if events.is_ok() {
+                break;
+            }
+            sleep_ms(1000).await;
+        }
+        match events {
+            Ok(e) => record.coord_events = e,
+            Err(e) => {
+                result.outcome =
+                    Outcome::HarnessError(format!("reading the coordinator history from etcd: {e}"))
+            }
+        }
+    }
     record.terms = logs.terms;
     record.observed = logs.observed.clone();
     if matches!(s.target, Target::Segsim | Target::Cbdb) {
@@ -364,7 +441,7 @@ async fn run_one(
         .filter(|t| t.at >= result.started_at - 1000)
         .cloned()
         .collect();
-    result.notes = h.notes.clone();
+    result.notes.extend(h.notes.iter().cloned());
     for (at, who, msg) in logs
         .notable
         .iter()
@@ -374,7 +451,10 @@ async fn run_one(
             .notes
             .push(format!("{who} at +{} ms: {msg}", at - result.started_at));
     }
-    if let Err(e) = ran {
+    if let Err(e) = &ran {
+        if s.target == Target::Coordinator {
+            coordinator::clear_iptables();
+        }
         result.outcome = Outcome::HarnessError(format!("fault injection failed: {e}"));
     } else if matches!(result.outcome, Outcome::Passed)
         && result.verdicts.iter().any(|v| v.status == Status::Fail)
@@ -432,7 +512,7 @@ pub async fn run(opts: Options) -> harness::Result<RunResult> {
     let mut scenarios = Vec::new();
     for seed in &seeds {
         for s in &plan {
-            if s.target == Target::PgPairs {
+            if matches!(s.target, Target::PgPairs | Target::Coordinator) {
                 if let Some(why) = &pg_driver_missing {
                     println!("== scenario {} (seed {seed}): NOT RUN: {why}", s.name);
                     scenarios.push(ScenarioResult {

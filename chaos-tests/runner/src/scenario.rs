@@ -10,7 +10,7 @@ use super::cluster::{self, pg_container, ETCD, PG_PAIRS};
 use super::docker::{self, ETCDNET, SEGNET};
 use super::harness::{fail, sleep_ms, Harness, Result};
 use super::history::{now_ms, Expect, QuorumLoss};
-use super::{observer_faults, runtime_faults};
+use super::{coordinator, observer_faults, runtime_faults};
 
 /// Which ftsd cluster a scenario exercises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,13 +22,16 @@ pub enum Target {
     /// The Cloudberry-mode cluster: ftsd's Cloudberry backend on the external-FTS blob in etcd,
     /// whose segments are the Cloudberry stand-in (fts-segsim, `chaos-cbsim`; not Cloudberry).
     Cbdb,
+    /// The coordinator pair (content -1, real PostgreSQL, a VIP moved by `ftsd vip-agent`),
+    /// watched by the pgpairs configuration's `[coordinator]` table.
+    Coordinator,
 }
 
 impl Target {
     pub fn db(self) -> &'static str {
         match self {
             Target::Segsim => "segsim",
-            Target::PgPairs => "pgpairs",
+            Target::PgPairs | Target::Coordinator => "pgpairs",
             Target::Cbdb => super::cbdb::CBDB,
         }
     }
@@ -68,6 +71,9 @@ pub const ALL: &[Scenario] = &[
     Scenario { name: "pg-kill-primary", about: "kill -9 a real PostgreSQL primary under write load: the synchronous standby is promoted and no acknowledged write is lost", target: Target::PgPairs, short: true },
     Scenario { name: "pg-kill-mirror", about: "kill -9 a real PostgreSQL standby under write load: it is marked down and writes continue", target: Target::PgPairs, short: false },
     Scenario { name: "pg-crash-restart-short", about: "a real PostgreSQL primary crashes and restarts, refusing connections with 57P03 (held in recovery) for less than postgres.restart_grace: no failover, no lost acknowledged write", target: Target::PgPairs, short: false },
+    Scenario { name: "kill-coordinator", about: "kill -9 of the coordinator's PostgreSQL (its host and VIP agent keep running) under writes through the VIP: the standby is promoted once, the VIP moves, writes resume, no acknowledged write is lost", target: Target::Coordinator, short: true },
+    Scenario { name: "partition-coordinator-from-leader", about: "the ftsd leader alone loses the coordinator (iptables on its host) while the other members reach it: no coordinator failover", target: Target::Coordinator, short: false },
+    Scenario { name: "dual-vip", about: "a second VIP holder is injected (the address on the standby's host and a holder key): the vip_holders alarm within one interval, no failover", target: Target::Coordinator, short: false },
     Scenario { name: "pg-crash-restart-long", about: "a real PostgreSQL primary's crash restart is held in recovery longer than postgres.restart_grace: its standby is promoted; the old primary comes back read-write and is fenced before a write to it is acknowledged; no lost acknowledged write", target: Target::PgPairs, short: false },
 ];
 
@@ -100,6 +106,11 @@ pub async fn run(s: &Scenario, h: &mut Harness) -> Result<()> {
         "pg-kill-mirror" => pg_kill_mirror(h).await,
         "pg-crash-restart-short" => pg_crash_restart(h, false).await,
         "pg-crash-restart-long" => pg_crash_restart(h, true).await,
+        "kill-coordinator" => coordinator::kill_coordinator(h).await,
+        "partition-coordinator-from-leader" => {
+            coordinator::partition_coordinator_from_leader(h).await
+        }
+        "dual-vip" => coordinator::dual_vip(h).await,
         other => fail(format!("unknown scenario {other}")),
     }
 }

@@ -25,13 +25,14 @@ pub mod records;
 
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnResponse};
 use tokio::sync::Mutex;
 
 use super::queries::{EvidenceRow, HistoryFilter, HistoryRow};
 use super::{Catalog, CatalogError, EtcdRevision, Transition};
 use crate::core::epoch::{plan_claim, revision, ClaimPlan};
 use crate::election::EtcdOptions;
+use crate::etcd_conn::{CallError, LazyClient};
 use crate::etcd_history::{self, micros, TimeIds};
 use crate::model::{ContentId, Epoch, Segment, SegmentConfig};
 use conf::CbdbEtcdConf;
@@ -64,7 +65,7 @@ struct Snapshot {
 pub struct CloudberryCatalog {
     settings: CloudberrySettings,
     keys: CbdbKeys,
-    client: Mutex<Option<Client>>,
+    client: LazyClient,
     /// The snapshot the current cycle decides on; writes are serialized through this lock and
     /// each successful write moves it to what was written.
     snapshot: Mutex<Option<Snapshot>>,
@@ -76,6 +77,15 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> CatalogError {
     CatalogError::Unavailable(format!("{what}: {e}"))
 }
 
+/// A failed connect names the Cloudberry etcd (`cbdb_etcd.conf`'s, which need not be the
+/// election's) rather than the call that opened the connection.
+fn call_failed(e: CallError) -> CatalogError {
+    match e {
+        CallError::Connect { error, .. } => unavailable("connecting to the Cloudberry etcd", error),
+        e => CatalogError::Unavailable(e.to_string()),
+    }
+}
+
 /// Compares that only a blob read for a decision can pass: the blob's mod revision (0 when the
 /// key is absent, which etcd compares as such).
 fn blob_unchanged(key: &str, mod_revision: i64) -> Compare {
@@ -85,10 +95,12 @@ fn blob_unchanged(key: &str, mod_revision: i64) -> Compare {
 impl CloudberryCatalog {
     pub fn new(settings: CloudberrySettings) -> Self {
         let keys = CbdbKeys::new(&settings.conf);
+        // No bound on connecting beyond the dial timeout of `settings.etcd`.
+        let client = LazyClient::new(settings.etcd.clone(), settings.call_timeout, None);
         CloudberryCatalog {
             settings,
             keys,
-            client: Mutex::new(None),
+            client,
             snapshot: Mutex::new(None),
             ids: TimeIds::default(),
         }
@@ -98,43 +110,17 @@ impl CloudberryCatalog {
         &self.keys
     }
 
-    async fn client(&self) -> Result<Client, CatalogError> {
-        let mut guard = self.client.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = self
-            .settings
-            .etcd
-            .connect()
-            .await
-            .map_err(|e| unavailable("connecting to the Cloudberry etcd", e))?;
-        *guard = Some(c.clone());
-        Ok(c)
-    }
-
-    /// Runs one etcd call within `call_timeout`; a failure drops the client so the next call
-    /// reconnects.
+    /// Runs one etcd call within `call_timeout` ([`LazyClient::call`]).
     async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, CatalogError>
     where
         F: FnOnce(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
-        let client = self.client().await?;
-        match tokio::time::timeout(self.settings.call_timeout, f(client)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                *self.client.lock().await = None;
-                Err(unavailable(what, e))
-            }
-            Err(_) => {
-                *self.client.lock().await = None;
-                Err(unavailable(
-                    what,
-                    format!("no answer within {:?}", self.settings.call_timeout),
-                ))
-            }
-        }
+        self.client.call(what, f).await.map_err(call_failed)
+    }
+
+    async fn txn(&self, what: &str, txn: Txn) -> Result<TxnResponse, CatalogError> {
+        self.client.txn(what, txn).await.map_err(call_failed)
     }
 
     async fn get(
@@ -142,10 +128,7 @@ impl CloudberryCatalog {
         key: String,
         what: &str,
     ) -> Result<Option<etcd_client::KeyValue>, CatalogError> {
-        let mut resp = self
-            .call(what, |mut c| async move { c.get(key, None).await })
-            .await?;
-        Ok(resp.take_kvs().into_iter().next())
+        self.client.get(what, key).await.map_err(call_failed)
     }
 
     /// The blob's text and mod revision (None when the key is absent).
@@ -225,11 +208,7 @@ impl CloudberryCatalog {
                 revision,
             )])
             .and_then([TxnOp::put(self.keys.ha_hostname(), host, None)]);
-        let resp = self
-            .call("writing fts_ha_hostname", |mut c| async move {
-                c.txn(txn).await
-            })
-            .await?;
+        let resp = self.txn("writing fts_ha_hostname", txn).await?;
         Ok(resp.succeeded())
     }
 
@@ -286,13 +265,8 @@ impl CloudberryCatalog {
             return;
         };
         // Only re-submit the blob that is still there: a newer write is its writer's to notify.
-        let key = self.keys.blob();
-        let still = self
-            .call("re-reading the blob", |mut c| async move {
-                c.txn(Txn::new().when([blob_unchanged(&key, written)]))
-                    .await
-            })
-            .await;
+        let unchanged = Txn::new().when([blob_unchanged(&self.keys.blob(), written)]);
+        let still = self.txn("re-reading the blob", unchanged).await;
         if !matches!(still, Ok(ref r) if r.succeeded()) {
             tracing::info!("the blob changed after our write; not notifying the coordinator");
             return;
@@ -415,12 +389,7 @@ impl Catalog for CloudberryCatalog {
                 TxnOp::put(self.keys.epoch(), epoch.0.to_string(), None),
                 TxnOp::put(self.keys.epoch_holder(), instance_id, None),
             ]);
-        let resp = self
-            .call(
-                "recording the epoch",
-                |mut c| async move { c.txn(txn).await },
-            )
-            .await?;
+        let resp = self.txn("recording the epoch", txn).await?;
         if resp.succeeded() {
             Ok(epoch)
         } else {
@@ -538,11 +507,7 @@ impl Catalog for CloudberryCatalog {
             None,
         ));
         let txn = Txn::new().when(compares).and_then(ops);
-        let resp = self
-            .call("writing the configuration blob", |mut c| async move {
-                c.txn(txn).await
-            })
-            .await?;
+        let resp = self.txn("writing the configuration blob", txn).await?;
         if !resp.succeeded() {
             return Err(self.why_refused(t.epoch, snap.mod_revision).await);
         }

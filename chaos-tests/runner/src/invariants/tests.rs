@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::history::{
-    Ack, ActingSample, Delivery, EvidenceRow, Fault, HistoryRow, QuorumLoss, Row, Survivors, Term,
+    Ack, ActingSample, CoordAck, CoordAlarm, CoordEvent, CoordSample, Delivery, EvidenceRow, Fault,
+    HistoryRow, QuorumLoss, Row, Survivors, Term,
 };
 
 const T0: i64 = 1_700_000_000_000; // ms
@@ -602,4 +603,290 @@ fn an_observer_fault_with_an_alarm_needs_its_evidence_and_its_metric() {
             "{metric:?}"
         );
     }
+}
+
+const C1: &str = "172.28.4.41:5432";
+const C2: &str = "172.28.4.42:5432";
+
+fn coord_event(at: i64, event: &str) -> CoordEvent {
+    CoordEvent {
+        at,
+        event: event.into(),
+        from: C1.into(),
+        to: C2.into(),
+        epoch: 10,
+        instance: "ftsd1".into(),
+    }
+}
+
+fn coord_sample(at: i64, writable: &[&str], vip: &[&str]) -> CoordSample {
+    CoordSample {
+        at,
+        writable: writable.iter().map(|s| s.to_string()).collect(),
+        vip: vip.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn coord_ack(seq: i64, at: i64, server: &str) -> CoordAck {
+    CoordAck {
+        seq,
+        at,
+        server: server.into(),
+    }
+}
+
+fn coord_fault(at: i64, healed_at: Option<i64>, expect: Expect) -> Fault {
+    Fault {
+        scenario: "test".into(),
+        what: format!("coordinator fault at {at}"),
+        content: None,
+        at,
+        healed_at,
+        expect,
+    }
+}
+
+/// The coordinator C1 killed at T0: intent and promotion recorded at T0+4s, the VIP moved
+/// from coord1 to coord2, writes acknowledged by C1 before and by C2 from T0+7s, all of them
+/// on C2 at the end: every invariant accepts it.
+fn coordinator_failover() -> Recorded {
+    Recorded {
+        faults: vec![coord_fault(
+            T0,
+            None,
+            Expect::CoordinatorFailover {
+                from: C1.into(),
+                not_before: T0,
+                bound_ms: 5800,
+                write_bound_ms: 10800,
+            },
+        )],
+        coord_events: vec![
+            coord_event(T0 + 3900, "intent"),
+            coord_event(T0 + 4000, "promoted"),
+        ],
+        coord_samples: vec![
+            coord_sample(T0 - 500, &[C1], &["chaos-coord1"]),
+            coord_sample(T0 + 2000, &[], &["chaos-coord1"]),
+            coord_sample(T0 + 4200, &[C2], &[]),
+            coord_sample(T0 + 6000, &[C2], &["chaos-coord2"]),
+        ],
+        coord_acks: vec![
+            coord_ack(1, T0 - 300, C1),
+            coord_ack(2, T0 - 100, C1),
+            coord_ack(3, T0 + 7000, C2),
+        ],
+        coord_survivors: Some(vec![1, 2, 3]),
+        ..Recorded::default()
+    }
+}
+
+#[test]
+fn a_clean_coordinator_failover_passes_every_invariant() {
+    let r = coordinator_failover();
+    for v in check_all(&r, &timing()) {
+        assert_ne!(v.status, Status::Fail, "{}: {:?}", v.name, v.details);
+    }
+    assert_eq!(status_of(&r, "single coordinator writer"), Status::Pass);
+    assert_eq!(status_of(&r, "through the VIP lost"), Status::Pass);
+    assert_eq!(status_of(&r, "acted on as expected"), Status::Pass);
+    // Outside the coordinator scenarios there is nothing to judge.
+    assert_eq!(
+        status_of(&clean(), "single coordinator writer"),
+        Status::NotApplicable
+    );
+    assert_eq!(
+        status_of(&clean(), "through the VIP lost"),
+        Status::NotApplicable
+    );
+}
+
+#[test]
+fn two_writable_coordinators_or_two_vip_holders_fail() {
+    let mut r = coordinator_failover();
+    r.coord_samples
+        .push(coord_sample(T0 + 4100, &[C1, C2], &["chaos-coord2"]));
+    assert_eq!(status_of(&r, "single coordinator writer"), Status::Fail);
+    let mut r = coordinator_failover();
+    r.coord_samples.push(coord_sample(
+        T0 + 5000,
+        &[C2],
+        &["chaos-coord1", "chaos-coord2"],
+    ));
+    assert_eq!(status_of(&r, "single coordinator writer"), Status::Fail);
+}
+
+#[test]
+fn two_vip_holders_are_allowed_only_while_injected() {
+    let injected = |healed: i64, sample_at: i64| Recorded {
+        faults: vec![coord_fault(
+            T0,
+            Some(healed),
+            Expect::VipAlarm {
+                bound_ms: 1000,
+                until: healed + 5000,
+                holders_metric: Some(2),
+            },
+        )],
+        coord_samples: vec![coord_sample(
+            sample_at,
+            &[C1],
+            &["chaos-coord1", "chaos-coord2"],
+        )],
+        coord_alarms: vec![CoordAlarm {
+            at: T0 + 800,
+            instance: "ftsd2".into(),
+            rule: "vip_holders".into(),
+        }],
+        ..Recorded::default()
+    };
+    let inside = injected(T0 + 4000, T0 + 2000);
+    assert_eq!(
+        status_of(&inside, "single coordinator writer"),
+        Status::Pass
+    );
+    assert_eq!(status_of(&inside, "acted on as expected"), Status::Pass);
+    let after = injected(T0 + 4000, T0 + 4000 + VIP_SETTLE_MS + 1);
+    assert_eq!(status_of(&after, "single coordinator writer"), Status::Fail);
+    let before = injected(T0 + 4000, T0 - 1);
+    assert_eq!(
+        status_of(&before, "single coordinator writer"),
+        Status::Fail
+    );
+}
+
+#[test]
+fn a_lost_write_through_the_vip_fails() {
+    let mut r = coordinator_failover();
+    r.coord_survivors = Some(vec![1, 3]);
+    assert_eq!(status_of(&r, "through the VIP lost"), Status::Fail);
+    let mut r = coordinator_failover();
+    r.coord_survivors = None;
+    assert_eq!(
+        status_of(&r, "through the VIP lost"),
+        Status::Fail,
+        "acknowledged writes whose fate cannot be read fail the check"
+    );
+}
+
+#[test]
+fn a_missing_late_repeated_or_wrong_coordinator_failover_fails() {
+    let acted = |r: &Recorded| status_of(r, "acted on as expected");
+    let mut none = coordinator_failover();
+    none.coord_events.clear();
+    assert_eq!(acted(&none), Status::Fail);
+    let mut late = coordinator_failover();
+    late.coord_events[1].at = T0 + 5800 + 2000 + 1;
+    assert_eq!(acted(&late), Status::Fail);
+    let mut twice = coordinator_failover();
+    twice.coord_events.push(coord_event(T0 + 9000, "promoted"));
+    assert_eq!(acted(&twice), Status::Fail);
+    let mut wrong = coordinator_failover();
+    wrong.coord_events[1].from = C2.into();
+    assert_eq!(acted(&wrong), Status::Fail);
+    let mut early = coordinator_failover();
+    if let Expect::CoordinatorFailover { not_before, .. } = &mut early.faults[0].expect {
+        *not_before = T0 + 4500;
+    }
+    assert_eq!(acted(&early), Status::Fail);
+}
+
+#[test]
+fn writes_that_do_not_resume_on_the_new_coordinator_fail() {
+    let mut r = coordinator_failover();
+    r.coord_acks.retain(|a| a.server == C1);
+    r.coord_survivors = Some(vec![1, 2]);
+    assert_eq!(status_of(&r, "acted on as expected"), Status::Fail);
+    let mut r = coordinator_failover();
+    r.coord_acks[2].at = T0 + 10800 + 2000 + 1;
+    assert_eq!(status_of(&r, "acted on as expected"), Status::Fail);
+}
+
+#[test]
+fn a_coordinator_failover_where_none_is_allowed_fails() {
+    let r = |events: Vec<CoordEvent>| Recorded {
+        faults: vec![coord_fault(
+            T0,
+            Some(T0 + 12_000),
+            Expect::NoCoordinatorFailover { until: T0 + 20_000 },
+        )],
+        coord_events: events,
+        ..Recorded::default()
+    };
+    assert_eq!(status_of(&r(vec![]), "acted on as expected"), Status::Pass);
+    assert_eq!(
+        status_of(
+            &r(vec![coord_event(T0 + 5000, "refused")]),
+            "acted on as expected"
+        ),
+        Status::Pass,
+        "a refusal is the expected outcome"
+    );
+    assert_eq!(
+        status_of(
+            &r(vec![coord_event(T0 + 5000, "intent")]),
+            "acted on as expected"
+        ),
+        Status::Fail
+    );
+    assert_eq!(
+        status_of(
+            &r(vec![coord_event(T0 + 19_000, "promoted")]),
+            "acted on as expected"
+        ),
+        Status::Fail,
+        "a failover decided during the cut and recorded after it"
+    );
+}
+
+#[test]
+fn a_second_vip_holder_needs_its_alarm_its_gauge_and_no_failover() {
+    let r = |alarm_at: Option<i64>, metric: Option<i64>, events: Vec<CoordEvent>| Recorded {
+        faults: vec![coord_fault(
+            T0,
+            Some(T0 + 4000),
+            Expect::VipAlarm {
+                bound_ms: 1000,
+                until: T0 + 12_000,
+                holders_metric: metric,
+            },
+        )],
+        coord_alarms: alarm_at
+            .map(|at| CoordAlarm {
+                at,
+                instance: "ftsd3".into(),
+                rule: "vip_holders".into(),
+            })
+            .into_iter()
+            .collect(),
+        coord_events: events,
+        ..Recorded::default()
+    };
+    let acted = |r: Recorded| status_of(&r, "acted on as expected");
+    assert_eq!(acted(r(Some(T0 + 900), Some(2), vec![])), Status::Pass);
+    assert_eq!(acted(r(None, Some(2), vec![])), Status::Fail, "no alarm");
+    assert_eq!(
+        acted(r(Some(T0 + 1000 + 2000 + 1), Some(2), vec![])),
+        Status::Fail,
+        "a late alarm"
+    );
+    assert_eq!(
+        acted(r(Some(T0 + 900), Some(1), vec![])),
+        Status::Fail,
+        "gauge at 1"
+    );
+    assert_eq!(
+        acted(r(Some(T0 + 900), None, vec![])),
+        Status::Fail,
+        "gauge not read"
+    );
+    assert_eq!(
+        acted(r(
+            Some(T0 + 900),
+            Some(2),
+            vec![coord_event(T0 + 2000, "intent")]
+        )),
+        Status::Fail,
+        "a failover caused by the second holder"
+    );
 }
