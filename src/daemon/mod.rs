@@ -169,6 +169,15 @@ async fn run_single(
                 instance_id.clone(),
                 reporting(&cfg, &services),
             );
+            if let Some(pair) = crate::coordinator::cloudberry::CbPair::from_config(
+                &cfg,
+                settings::etcd_options(&cfg)?,
+                false,
+            )
+            .map_err(|e| anyhow::anyhow!("catalog.cbdb_conf: {e}"))?
+            {
+                watcher.attach_cloudberry(pair);
+            }
             services.state.set_coordinator(watcher.clone());
             Some(AbortOnDrop(tokio::spawn(watcher.run(shutdown.clone()))))
         }
@@ -182,7 +191,7 @@ async fn run_single(
         catalog.clone(),
         SingleInstance::new(SINGLE_INSTANCE_EPOCH),
         instance_id,
-        settings::second_opinion(&cfg, Default::default(), None),
+        settings::second_opinion(&cfg, Default::default(), None, wake.clone()),
         brake,
     );
     services
@@ -351,19 +360,29 @@ async fn run_elected(
         ))),
         AnyCatalog::Postgres(_) => None,
     };
-    let coordinator = crate::coordinator::CoordinatorSettings::from_config(&cfg).map(|settings| {
-        let watcher = crate::coordinator::Watcher::new(
-            settings,
-            Some(authority.clone()),
-            etcd.clone(),
-            &cfg.etcd.prefix,
-            &cfg.cluster,
-            instance_id.clone(),
-            reporting(&cfg, &services),
-        );
-        services.state.set_coordinator(watcher.clone());
-        AbortOnDrop(tokio::spawn(watcher.run(shutdown.clone())))
-    });
+    let coordinator = match crate::coordinator::CoordinatorSettings::from_config(&cfg) {
+        Some(settings) => {
+            let watcher = crate::coordinator::Watcher::new(
+                settings,
+                Some(authority.clone()),
+                etcd.clone(),
+                &cfg.etcd.prefix,
+                &cfg.cluster,
+                instance_id.clone(),
+                reporting(&cfg, &services),
+            );
+            // Cloudberry: probed and promoted through the FTS handlers, as gpfts does.
+            if let Some(pair) =
+                crate::coordinator::cloudberry::CbPair::from_config(&cfg, etcd.clone(), true)
+                    .map_err(|e| anyhow::anyhow!("catalog.cbdb_conf: {e}"))?
+            {
+                watcher.attach_cloudberry(pair);
+            }
+            services.state.set_coordinator(watcher.clone());
+            Some(AbortOnDrop(tokio::spawn(watcher.run(shutdown.clone()))))
+        }
+        None => None,
+    };
     let claimer = AbortOnDrop(tokio::spawn(claim::follow_office(
         catalog.clone(),
         authority.clone(),
@@ -402,6 +421,8 @@ async fn run_elected(
         );
     }
     let table = Arc::new(crate::engine::observations::ObservationTable::default());
+    // The probe loop's settings, fed by SIGHUP: the observation loop reads the same ones.
+    let (live, reloader) = follow_reloads(reload, &cfg, &services, false);
     let (peers, observing) =
         if observe {
             let credentials = crate::api::client::Credentials::for_instance(&cfg.api)
@@ -413,7 +434,7 @@ async fn run_elected(
                 crate::engine::observe_only::ProbeOnly::new(driver::from_config(&cfg)),
                 crate::engine::observe_only::ConfigReader::new(catalog.clone()),
                 table.clone(),
-                settings::probe_settings(&cfg),
+                live.clone(),
                 cfg.observe.mode,
                 instance_id.clone(),
                 wake.clone(),
@@ -426,7 +447,6 @@ async fn run_elected(
             let observing = AbortOnDrop(tokio::spawn(crate::engine::observe_only::run(
                 observer,
                 peers.clone(),
-                cfg.probe.interval,
                 standing_by,
                 shutdown.clone(),
             )));
@@ -439,7 +459,7 @@ async fn run_elected(
         catalog,
         authority,
         instance_id,
-        settings::second_opinion(&cfg, table, peers),
+        settings::second_opinion(&cfg, table, peers, wake.clone()),
         brake,
     );
     services
@@ -447,7 +467,6 @@ async fn run_elected(
         .set_switchover(Arc::new(crate::switchover::PairSwitchover::new(
             ctx.clone(),
         )));
-    let (live, reloader) = follow_reloads(reload, &cfg, &services, false);
     run_loop(ctx, live, wake, Arc::new(observers), shutdown).await;
     drop(reloader);
     let _ = elector_stop.send(true);
