@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::probe::{self, Endpoint};
-use super::records::{CoordinatorState, Fence, HistoryRecord, Intent, IntentKind, Read};
+use super::records::{CoordinatorState, Extra, Fence, HistoryRecord, Intent, IntentKind, Read};
 use super::Watcher;
 use crate::core::coordinator::{advance, first_step, CoordinatorDecision, Step};
 use crate::driver::postgres::act;
@@ -43,10 +43,17 @@ impl Plan {
         w: &Watcher,
         state: CoordinatorState,
         history: &HistoryRecord,
+        extra: Extra,
     ) -> Result<i64, String> {
         let written = w
             .records
-            .write(&self.fence, self.read.mod_revision, Some(&state), history)
+            .write_with(
+                &self.fence,
+                self.read.mod_revision,
+                Some(&state),
+                history,
+                extra,
+            )
             .await
             .map_err(|e| e.to_string())?;
         self.read = Read {
@@ -173,7 +180,22 @@ pub(super) async fn record_intent(w: &Watcher, plan: &mut Plan) -> Result<String
         ),
         evidence: plan.evidence.clone(),
     };
-    let written = plan.record(w, state, &history).await?;
+    // Cloudberry: only while the promote-ready key still reads `1` (the standby would ignore
+    // the PROMOTE otherwise), checked by etcd in the same transaction.
+    let extra = match w.cloudberry() {
+        Some(cb) => Extra {
+            compares: vec![cb.catalog.promote_ready_compare()],
+            ops: Vec::new(),
+        },
+        None => Extra::default(),
+    };
+    let written = plan.record(w, state, &history, extra).await.map_err(|e| {
+        if w.cloudberry().is_some() {
+            format!("{e} (or the promote-ready key no longer reads 1)")
+        } else {
+            e
+        }
+    })?;
     Ok(format!("intent {id} recorded at revision {written}"))
 }
 
@@ -187,6 +209,15 @@ pub(super) async fn promote(w: &Watcher, plan: &Plan) -> Result<String, String> 
     let act_by = w
         .gate(term)
         .ok_or("authority lost before promoting; not promoted")?;
+    if let Some(cb) = w.cloudberry() {
+        // As gpfts: PROMOTE to the standby's FTS handler, which checks the promote-ready key
+        // itself. Never sent after the act-by deadline.
+        let limit = w.settings.connect.timeout;
+        let deadline = act_by.map_or(Instant::now() + limit, |end| {
+            end.min(Instant::now() + limit)
+        });
+        return cb.promote(&plan.to, deadline).await;
+    }
     if !w.settings.promote_command.is_empty() || !plan.has_pg_promote {
         if w.settings.promote_command.is_empty() {
             return Err("no pg_promote() on the standby and no coordinator.promote_command".into());
@@ -222,6 +253,11 @@ pub(super) async fn promote(w: &Watcher, plan: &Plan) -> Result<String, String> 
 /// written, which also proves commits do not wait for a standby that is gone.
 pub(super) async fn verify(w: &Watcher, plan: &Plan) -> Result<String, String> {
     let limit = w.settings.promote_timeout;
+    if let Some(cb) = w.cloudberry() {
+        // The FTS handler carries no transaction: the proof is the standby answering PROBE as
+        // a primary.
+        return cb.verify(&plan.to, limit).await;
+    }
     let work = async {
         let client = probe::connect(&w.settings.connect, &plan.to).await?;
         let in_recovery: bool = client
@@ -284,6 +320,50 @@ pub(super) async fn record_outcome(w: &Watcher, plan: &mut Plan) -> Result<Strin
         ),
         evidence: plan.evidence.clone(),
     };
-    let written = plan.record(w, state, &history).await?;
-    Ok(format!("outcome recorded at revision {written}"))
+    let Some(cb) = w.cloudberry() else {
+        let written = plan.record(w, state, &history, Extra::default()).await?;
+        return Ok(format!("outcome recorded at revision {written}"));
+    };
+    // Cloudberry: the blob's content -1 rows change in the same transaction, fenced as a
+    // segment transition is (ftsd's epoch, the blob as read) besides the leader key and the
+    // state compared by the records themselves.
+    let rule = match plan.kind {
+        IntentKind::Failover => "coordinator_failover",
+        IntentKind::Switchover => "coordinator_switchover",
+    };
+    let mut change = cb
+        .catalog
+        .coordinator_change(
+            crate::model::Epoch(plan.epoch),
+            &w.instance_id,
+            rule,
+            (&plan.from.host, plan.from.port),
+            (&plan.to.host, plan.to.port),
+            plan.evidence.clone(),
+        )
+        .await
+        .map_err(|e| format!("content -1 rows of the configuration blob: {e}"))?;
+    let rows = change.describe();
+    if let Some(note) = &change.note {
+        tracing::error!(note = %note, "the configuration blob's content -1 rows are not changed");
+    }
+    let extra = Extra {
+        compares: std::mem::take(&mut change.compares),
+        ops: std::mem::take(&mut change.ops),
+    };
+    let written = plan.record(w, state, &history, extra).await.map_err(|e| {
+        format!("{e} (or the configuration blob or ftsd's epoch changed since they were read)")
+    })?;
+    cb.catalog.notify_change(&change, written).await;
+    Ok(format!(
+        "outcome recorded at revision {written}; configuration blob: {}",
+        if rows.is_empty() {
+            change
+                .note
+                .clone()
+                .unwrap_or_else(|| "content -1 rows already so".into())
+        } else {
+            rows.join("; ")
+        }
+    ))
 }

@@ -13,13 +13,18 @@
 //! 5. act: a refusal is logged (and recorded once per episode by the leader); a failover runs
 //!    its steps ([`failover`]), each fenced ([`records`]).
 //!
-//! * `probe` — the SQL probes and the sync judgement; `records` — the etcd state, intent and
-//!   history with their fenced transaction; `failover` — the steps; `vip` — `ftsd vip-agent`,
-//!   which holds the client-facing address on the acting coordinator's host.
+//! * `probe` — the SQL probes and the sync judgement; `cloudberry` — on a Cloudberry
+//!   external-FTS cluster, the probes, PROMOTE and the content -1 rows through the servers'
+//!   FTS handlers and the blob's etcd, as `gpfts`; `seen` — a round as the decision reads it,
+//!   either way; `records` — the etcd state, intent and history with their fenced
+//!   transaction; `failover` — the steps; `vip` — `ftsd vip-agent`, which holds the
+//!   client-facing address on the acting coordinator's host.
 
+pub mod cloudberry;
 pub mod failover;
 pub mod probe;
 pub mod records;
+pub mod seen;
 pub mod switchover;
 pub mod vip;
 
@@ -36,8 +41,9 @@ use crate::core::coordinator::{
 };
 use crate::election::{ElectedAuthority, EtcdOptions};
 use crate::engine::Authority;
-use probe::{ConnectSettings, Endpoint, PrimaryState, Round, StandbyState};
+use probe::{ConnectSettings, Endpoint};
 use records::{micros, Fence, HistoryRecord, IntentKind, Read, Records};
+use seen::{PrimarySide, Seen};
 
 /// The `[coordinator]` table, parsed.
 #[derive(Debug, Clone)]
@@ -198,6 +204,9 @@ pub struct Watcher {
     switching: std::sync::atomic::AtomicBool,
     /// One switchover at a time.
     switchover_lock: tokio::sync::Mutex<()>,
+    /// Set on a Cloudberry external-FTS cluster: the pair is probed and promoted through the
+    /// FTS handlers and its content -1 rows are kept in the blob ([`cloudberry`]).
+    cloudberry: std::sync::OnceLock<cloudberry::CbPair>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -230,7 +239,42 @@ impl Watcher {
             alarms: Mutex::default(),
             switching: std::sync::atomic::AtomicBool::new(false),
             switchover_lock: tokio::sync::Mutex::new(()),
+            cloudberry: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Probes and promotes the pair as on a Cloudberry external-FTS cluster from now on
+    /// (before [`Watcher::run`]; a second call is ignored).
+    pub fn attach_cloudberry(&self, pair: cloudberry::CbPair) {
+        if self.cloudberry.set(pair).is_err() {
+            tracing::warn!("the coordinator watch is attached to a Cloudberry cluster already");
+        }
+    }
+
+    pub(super) fn cloudberry(&self) -> Option<&cloudberry::CbPair> {
+        self.cloudberry.get()
+    }
+
+    /// One probe round of the pair, over SQL or (Cloudberry) through the FTS handlers.
+    async fn probe_pair(&self, acting: &Endpoint, standby: &Endpoint) -> Seen {
+        if let Some(cb) = self.cloudberry() {
+            return cb
+                .round(
+                    self.settings.retries,
+                    self.settings.retry_delay,
+                    acting,
+                    standby,
+                )
+                .await;
+        }
+        let connect = &self.settings.connect;
+        let (p, s) = tokio::join!(
+            probe::round(self.settings.retries, self.settings.retry_delay, || {
+                probe::read_primary(connect, acting)
+            }),
+            probe::round(0, Duration::ZERO, || probe::read_standby(connect, standby)),
+        );
+        Seen::from_sql(&p, &s, !self.settings.promote_command.is_empty())
     }
 
     /// The last round's status.
@@ -428,19 +472,10 @@ impl Watcher {
             ),
             None => (acting, standby),
         };
-        let connect = &self.settings.connect;
-        let (p, s) = tokio::join!(
-            probe::round(self.settings.retries, self.settings.retry_delay, || {
-                probe::read_primary(connect, &acting)
-            }),
-            probe::round(0, Duration::ZERO, || probe::read_standby(connect, &standby)),
-        );
+        let seen = self.probe_pair(&acting, &standby).await;
         let pair_key = format!("{acting}/{standby}");
-        let primary_seen = self.primary_seen(&p);
-        let sync_now = p
-            .state
-            .as_ref()
-            .map(|ps| probe::judge_sync(ps, s.state.as_ref()));
+        let primary_seen = self.primary_seen(&seen.primary);
+        let sync_now = seen.sync_now.clone();
         let last_sync = {
             let mut m = lock(&self.memory);
             if let Some(sync) = &sync_now {
@@ -458,11 +493,11 @@ impl Watcher {
                 .filter(|(k, _, _)| *k == pair_key)
                 .map(|(_, s, _)| s.clone())
         };
-        let standby_seen = match &s.state {
+        let standby_seen = match &seen.standby.answer {
             None => StandbySeen::Unreachable,
             Some(st) if !st.in_recovery => StandbySeen::Writable,
-            Some(st) => StandbySeen::InRecovery {
-                can_promote: st.has_pg_promote() || !self.settings.promote_command.is_empty(),
+            Some(_) => StandbySeen::InRecovery {
+                can_promote: seen.standby.can_promote,
             },
         };
         let (office, term) = self.office();
@@ -485,14 +520,15 @@ impl Watcher {
             others: OthersSee::NotAsked,
             braked,
             pending_intent: pending.is_some(),
+            sync_source: seen.source,
+            promote_ready: seen.promote_ready,
         };
         let decision = decide(&view);
         self.publish(
             &acting,
             &standby,
             rebuild,
-            &p,
-            &s,
+            &seen,
             sync_now.as_ref(),
             decision,
             pending.is_some(),
@@ -504,10 +540,7 @@ impl Watcher {
                 None
             }
         };
-        let writable = [
-            p.state.as_ref().map(PrimaryState::writable),
-            s.state.as_ref().map(StandbyState::writable),
-        ];
+        let writable = seen.writable();
         let known = writable.iter().any(Option::is_some);
         let writable_count = writable.iter().filter(|w| **w == Some(true)).count() as u32;
         {
@@ -525,8 +558,9 @@ impl Watcher {
             "decision": decision,
             "acting": acting.to_string(),
             "standby": standby.to_string(),
-            "primary_round": p,
-            "standby_round": s,
+            "primary_round": seen.primary_round,
+            "standby_round": seen.standby_round,
+            "promote_ready_key": seen.promote_ready_key,
         });
         if self.switching.load(std::sync::atomic::Ordering::Relaxed) {
             tracing::debug!(?decision, "a switchover runs here: this round only watches");
@@ -542,7 +576,7 @@ impl Watcher {
                     m.refusal = None;
                     m.stop_reported = None;
                 }
-                if let Some(ps) = &p.state {
+                if let Some(ps) = &seen.primary.answer {
                     if ps.in_recovery {
                         tracing::warn!("the acting coordinator answers in recovery");
                     }
@@ -552,7 +586,7 @@ impl Watcher {
                             .await;
                     }
                 }
-                if rebuild && s.state.as_ref().is_some_and(StandbyState::writable) {
+                if rebuild && seen.standby.answer.is_some_and(|a| a.writable()) {
                     tracing::error!(
                         old = %standby,
                         "the former coordinator accepts writes again: it must be stopped and rebuilt as a standby (gpinitstandby), never restarted as it is"
@@ -576,8 +610,8 @@ impl Watcher {
                     from: acting.clone(),
                     to: standby.clone(),
                     kind: pending.as_ref().map_or(IntentKind::Failover, |i| i.kind),
-                    has_pg_promote: s.state.as_ref().is_some_and(StandbyState::has_pg_promote),
-                    standby_replay_lsn: s.state.as_ref().and_then(|st| st.replay_lsn.clone()),
+                    has_pg_promote: seen.standby.has_pg_promote,
+                    standby_replay_lsn: seen.standby.replay_lsn.clone(),
                     read,
                     fence,
                     epoch,
@@ -596,18 +630,18 @@ impl Watcher {
         }
     }
 
-    fn primary_seen(&self, p: &Round<PrimaryState>) -> PrimarySeen {
+    fn primary_seen(&self, p: &PrimarySide) -> PrimarySeen {
         let mut m = lock(&self.memory);
-        if let Some(ps) = &p.state {
+        if let Some(ps) = &p.answer {
             m.restarting_since = None;
             return PrimarySeen::Up {
                 writable: ps.writable(),
             };
         }
-        if p.prober_fault() {
+        if p.prober_fault {
             return PrimarySeen::ProberFault;
         }
-        if p.restarting() {
+        if p.restarting {
             let since = *m.restarting_since.get_or_insert_with(Instant::now);
             if since.elapsed() < self.settings.restart_grace {
                 return PrimarySeen::Up { writable: false };
@@ -624,8 +658,7 @@ impl Watcher {
         acting: &Endpoint,
         standby: &Endpoint,
         rebuild: bool,
-        p: &Round<PrimaryState>,
-        s: &Round<StandbyState>,
+        seen: &Seen,
         sync: Option<&SyncSeen>,
         decision: CoordinatorDecision,
         intent_pending: bool,
@@ -638,15 +671,15 @@ impl Watcher {
             acting: acting.to_string(),
             standby: standby.to_string(),
             rebuild,
-            acting_writable: p.state.as_ref().map(PrimaryState::writable),
-            acting_read_only: p
-                .state
-                .as_ref()
+            acting_writable: seen.primary.answer.map(|a| a.writable()),
+            acting_read_only: seen
+                .primary
+                .answer
                 .is_some_and(|st| !st.in_recovery && st.read_only),
-            standby_writable: s.state.as_ref().map(StandbyState::writable),
-            standby_read_only: s
-                .state
-                .as_ref()
+            standby_writable: seen.standby.answer.map(|a| a.writable()),
+            standby_read_only: seen
+                .standby
+                .answer
                 .is_some_and(|st| !st.in_recovery && st.read_only),
             in_sync: sync.map(|x| x.synchronous),
             replay_lag: sync.and_then(|x| x.replay_lag),

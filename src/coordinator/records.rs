@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use etcd_client::{GetOptions, TxnOp};
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 use crate::election::EtcdOptions;
@@ -109,6 +109,14 @@ impl From<CallError> for RecordError {
     fn from(e: CallError) -> Self {
         RecordError::Unavailable(e.to_string())
     }
+}
+
+/// What a write carries besides the coordinator records: compares that must hold too, and
+/// operations applied with them.
+#[derive(Default)]
+pub struct Extra {
+    pub compares: Vec<Compare>,
+    pub ops: Vec<TxnOp>,
 }
 
 /// The state as read, with the mod revision a write must still find (0: absent).
@@ -215,6 +223,21 @@ impl Records {
         state: Option<&CoordinatorState>,
         history: &HistoryRecord,
     ) -> Result<i64, RecordError> {
+        self.write_with(fence, read_mod_revision, state, history, Extra::default())
+            .await
+    }
+
+    /// [`Records::write`] with more compares and operations in the same transaction (the
+    /// Cloudberry backend's promote-ready key and content -1 rows): all of it lands together
+    /// or none of it does.
+    pub async fn write_with(
+        &self,
+        fence: &Fence,
+        read_mod_revision: i64,
+        state: Option<&CoordinatorState>,
+        history: &HistoryRecord,
+        extra: Extra,
+    ) -> Result<i64, RecordError> {
         let prefix = self.history_prefix();
         let existing = self
             .client
@@ -235,7 +258,21 @@ impl Records {
             serde_json::to_vec(history).expect("history serializes"),
             None,
         ));
-        let txn = fenced_txn(fence, self.state_key(), read_mod_revision, ops);
+        ops.extend(extra.ops);
+        let txn = if extra.compares.is_empty() {
+            fenced_txn(fence, self.state_key(), read_mod_revision, ops)
+        } else {
+            let mut compares = vec![
+                Compare::create_revision(
+                    fence.leader_key.clone(),
+                    CompareOp::Equal,
+                    fence.revision,
+                ),
+                Compare::mod_revision(self.state_key(), CompareOp::Equal, read_mod_revision),
+            ];
+            compares.extend(extra.compares);
+            Txn::new().when(compares).and_then(ops)
+        };
         let resp = self
             .client
             .txn("writing the coordinator records", txn)

@@ -65,8 +65,16 @@ impl Watcher {
             }
             (Ok(_), _) => Ok(()),
         };
+        // Cloudberry: PROMOTE through the standby's FTS handler, which the promote-ready key
+        // gates.
+        let promote_ready = match self.cloudberry() {
+            Some(cb) => Some(cb.promote_ready().await),
+            None => None,
+        };
         let can_promote = |st: &probe::StandbyState| {
-            st.has_pg_promote() || !self.settings.promote_command.is_empty()
+            promote_ready.is_some()
+                || st.has_pg_promote()
+                || !self.settings.promote_command.is_empty()
         };
         let standby_in_recovery = match &s {
             Err(e) => Err(format!("the standby did not answer: {e}")),
@@ -74,7 +82,12 @@ impl Watcher {
             Ok(st) if !can_promote(st) => {
                 Err("no pg_promote() on the standby and no coordinator.promote_command".into())
             }
-            Ok(_) => Ok(()),
+            Ok(_) => match &promote_ready {
+                Some((crate::core::coordinator::PromoteReady::Ready, _)) | None => Ok(()),
+                Some((_, key)) => Err(format!(
+                    "promote_not_ready: the promote-ready key is not 1 ({key}); the standby would ignore PROMOTE"
+                )),
+            },
         };
         let pending = state.and_then(|s| s.intent.as_ref()).is_some();
         let view = SwitchoverView {

@@ -9,7 +9,9 @@
 //! sync (synchronous, streaming, replay lag within the bound, durable commits) at the last
 //! probe that reached the coordinator; no other observer may reach the coordinator; automatic
 //! failover must be switched on; the instance must hold office, unpaused and before its act-by
-//! deadline; no failover may have happened within the cooldown (the brake).
+//! deadline; no failover may have happened within the cooldown (the brake). On a Cloudberry
+//! external-FTS cluster the pair is probed through the coordinator's FTS handler, whose reply
+//! has no replay position (so no lag bound), and the promote-ready key must read `1`.
 
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +79,35 @@ pub enum OthersSee {
     SomeReach,
 }
 
+/// How the pair was probed, which decides what "in sync" can be shown with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncSource {
+    /// SQL on both servers: the walsender reports a replay lag, which must be within the bound.
+    #[default]
+    Sql,
+    /// The coordinator's FTS handler (a Cloudberry external-FTS cluster, as `gpfts` probes
+    /// it): the reply says whether the standby streams with synchronous replication on —
+    /// every acknowledged commit was flushed on it — but carries no replay position, so the
+    /// lag bound cannot be applied.
+    FtsHandler,
+}
+
+/// The Cloudberry promote-ready key (`fts_standby_promote_ready_key`): an external-FTS
+/// standby refuses PROMOTE unless it is `1`, and ftsd refuses to start (or resume) a
+/// promotion it would refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromoteReady {
+    /// Not a Cloudberry external-FTS cluster: there is no such key.
+    #[default]
+    NotRequired,
+    /// The key reads `1`.
+    Ready,
+    /// The key is absent, not `1`, or could not be read.
+    NotReady,
+}
+
 /// Everything one decision reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoordinatorView {
@@ -93,6 +124,12 @@ pub struct CoordinatorView {
     pub braked: bool,
     /// etcd records a failover intent that has no outcome yet.
     pub pending_intent: bool,
+    /// How the pair was probed.
+    #[serde(default)]
+    pub sync_source: SyncSource,
+    /// The Cloudberry promote-ready key, where there is one.
+    #[serde(default)]
+    pub promote_ready: PromoteReady,
 }
 
 /// Why no failover happens although the coordinator is lost (or an intent is pending).
@@ -116,6 +153,8 @@ pub enum Refusal {
     CannotPromote,
     /// An intent is pending but the old coordinator answers writable: the fence did not hold.
     OldCoordinatorWritable,
+    /// Cloudberry: the promote-ready key is not `1`; the standby would ignore PROMOTE.
+    PromoteNotReady,
 }
 
 impl Refusal {
@@ -134,6 +173,7 @@ impl Refusal {
             Refusal::StandbyAlreadyWritable => "standby_already_writable",
             Refusal::CannotPromote => "cannot_promote",
             Refusal::OldCoordinatorWritable => "old_coordinator_writable",
+            Refusal::PromoteNotReady => "promote_not_ready",
         }
     }
 
@@ -190,8 +230,11 @@ pub fn decide(v: &CoordinatorView) -> CoordinatorDecision {
     if !sync.synchronous {
         return D::Refuse(Refusal::NotInSync);
     }
-    if sync.replay_lag.is_none_or(|lag| lag > v.max_lag) {
-        return D::Refuse(Refusal::LagTooHigh);
+    let lag_unknown_allowed = v.sync_source == SyncSource::FtsHandler;
+    match sync.replay_lag {
+        Some(lag) if lag > v.max_lag => return D::Refuse(Refusal::LagTooHigh),
+        None if !lag_unknown_allowed => return D::Refuse(Refusal::LagTooHigh),
+        _ => {}
     }
     if v.others == OthersSee::SomeReach {
         return D::Refuse(Refusal::OthersReachIt);
@@ -200,8 +243,16 @@ pub fn decide(v: &CoordinatorView) -> CoordinatorDecision {
         StandbySeen::Unreachable => D::Refuse(Refusal::StandbyUnreachable),
         StandbySeen::Writable => D::Refuse(Refusal::StandbyAlreadyWritable),
         StandbySeen::InRecovery { can_promote: false } => D::Refuse(Refusal::CannotPromote),
+        StandbySeen::InRecovery { can_promote: true } if promote_refused(v) => {
+            D::Refuse(Refusal::PromoteNotReady)
+        }
         StandbySeen::InRecovery { can_promote: true } => D::Failover,
     }
+}
+
+/// Cloudberry: a standby refuses PROMOTE unless the promote-ready key is `1`.
+fn promote_refused(v: &CoordinatorView) -> bool {
+    v.promote_ready == PromoteReady::NotReady
 }
 
 /// The switch, the office, the pause and the deadline: the guards every action passes.
@@ -230,6 +281,10 @@ fn decide_pending(v: &CoordinatorView) -> CoordinatorDecision {
         (_, PrimarySeen::Up { writable: true }) => D::Refuse(Refusal::OldCoordinatorWritable),
         (StandbySeen::Unreachable, _) => D::Refuse(Refusal::StandbyUnreachable),
         (StandbySeen::InRecovery { can_promote: false }, _) => D::Refuse(Refusal::CannotPromote),
+        // A PROMOTE the standby would ignore is not sent; the intent waits for the key.
+        (StandbySeen::InRecovery { can_promote: true }, _) if promote_refused(v) => {
+            D::Refuse(Refusal::PromoteNotReady)
+        }
         (StandbySeen::InRecovery { can_promote: true }, _) => D::Resume,
     }
 }

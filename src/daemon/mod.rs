@@ -169,6 +169,15 @@ async fn run_single(
                 instance_id.clone(),
                 reporting(&cfg, &services),
             );
+            if let Some(pair) = crate::coordinator::cloudberry::CbPair::from_config(
+                &cfg,
+                settings::etcd_options(&cfg)?,
+                false,
+            )
+            .map_err(|e| anyhow::anyhow!("catalog.cbdb_conf: {e}"))?
+            {
+                watcher.attach_cloudberry(pair);
+            }
             services.state.set_coordinator(watcher.clone());
             Some(AbortOnDrop(tokio::spawn(watcher.run(shutdown.clone()))))
         }
@@ -351,19 +360,29 @@ async fn run_elected(
         ))),
         AnyCatalog::Postgres(_) => None,
     };
-    let coordinator = crate::coordinator::CoordinatorSettings::from_config(&cfg).map(|settings| {
-        let watcher = crate::coordinator::Watcher::new(
-            settings,
-            Some(authority.clone()),
-            etcd.clone(),
-            &cfg.etcd.prefix,
-            &cfg.cluster,
-            instance_id.clone(),
-            reporting(&cfg, &services),
-        );
-        services.state.set_coordinator(watcher.clone());
-        AbortOnDrop(tokio::spawn(watcher.run(shutdown.clone())))
-    });
+    let coordinator = match crate::coordinator::CoordinatorSettings::from_config(&cfg) {
+        Some(settings) => {
+            let watcher = crate::coordinator::Watcher::new(
+                settings,
+                Some(authority.clone()),
+                etcd.clone(),
+                &cfg.etcd.prefix,
+                &cfg.cluster,
+                instance_id.clone(),
+                reporting(&cfg, &services),
+            );
+            // Cloudberry: probed and promoted through the FTS handlers, as gpfts does.
+            if let Some(pair) =
+                crate::coordinator::cloudberry::CbPair::from_config(&cfg, etcd.clone(), true)
+                    .map_err(|e| anyhow::anyhow!("catalog.cbdb_conf: {e}"))?
+            {
+                watcher.attach_cloudberry(pair);
+            }
+            services.state.set_coordinator(watcher.clone());
+            Some(AbortOnDrop(tokio::spawn(watcher.run(shutdown.clone()))))
+        }
+        None => None,
+    };
     let claimer = AbortOnDrop(tokio::spawn(claim::follow_office(
         catalog.clone(),
         authority.clone(),

@@ -131,6 +131,10 @@ impl GpftsArgs {
         if let Some(user) = &self.user {
             s.push(("catalog.coordinator_user", "-U", user.clone()));
         }
+        // Flags outrank FTSD_* variables: -D wins over FTSD_COORDINATOR_AUTO_FAILOVER.
+        if self.disable_promote_standby {
+            s.push(("coordinator.auto_failover", "-D", "false".to_owned()));
+        }
         Ok(s)
     }
 }
@@ -174,6 +178,19 @@ mod tests {
         let a = parse(&["-DAv", "-R3", "--probe-timeout=7"]).unwrap();
         assert!(a.disable_promote_standby && a.one_round && a.debug);
         assert_eq!((a.probe_retries, a.probe_timeout), (3, 7));
+    }
+
+    #[test]
+    fn disable_promote_standby_switches_coordinator_failover_off() {
+        let has = |args: &[&str]| {
+            parse(args).unwrap().settings("cl").unwrap().contains(&(
+                "coordinator.auto_failover",
+                "-D",
+                "false".to_owned(),
+            ))
+        };
+        assert!(has(&["-F", "/tmp/cbdb_etcd.conf", "-D"]));
+        assert!(!has(&["-F", "/tmp/cbdb_etcd.conf"]));
     }
 
     #[test]

@@ -15,12 +15,14 @@
 //!   `gp_rewrite_segments_info` ([`coordinator`]).
 //!
 //! * `conf` — `cbdb_etcd.conf`; `blob` — the blob's line format; `keys` — the key layout;
-//!   `records` — history/evidence rows; `coordinator` — the notification.
+//!   `records` — history/evidence rows; `coordinator` — the notification; `pair` — the
+//!   content -1 rows as the coordinator watch reads and changes them.
 
 pub mod blob;
 pub mod conf;
 pub mod coordinator;
 pub mod keys;
+pub mod pair;
 pub mod records;
 
 use std::time::Duration;

@@ -25,6 +25,8 @@ fn lost() -> CoordinatorView {
         others: OthersSee::NotAsked,
         braked: false,
         pending_intent: false,
+        sync_source: SyncSource::Sql,
+        promote_ready: PromoteReady::NotRequired,
     }
 }
 
@@ -48,6 +50,28 @@ fn table() {
     assert_eq!(decide(&lost()), Failover);
     assert_eq!(with(|v| v.others = OthersSee::AllLost), Failover);
     assert_eq!(with(|v| v.last_sync = in_sync(BOUND)), Failover);
+    // Cloudberry: the FTS handler reports no replay lag; in sync with the key `1` fails over.
+    assert_eq!(
+        with(|v| {
+            v.sync_source = SyncSource::FtsHandler;
+            v.promote_ready = PromoteReady::Ready;
+            v.last_sync = Some(SyncSeen {
+                synchronous: true,
+                replay_lag: None,
+                why: "is_in_sync = 1, is_syncrep_enabled = 1".into(),
+            });
+        }),
+        Failover
+    );
+    // Over SQL an unreported lag still refuses.
+    assert_eq!(
+        with(|v| v.last_sync = Some(SyncSeen {
+            synchronous: true,
+            replay_lag: None,
+            why: String::new(),
+        })),
+        Refuse(Refusal::LagTooHigh)
+    );
     let cases: Vec<Case> = vec![
         (
             "answers",
@@ -122,6 +146,41 @@ fn table() {
             }),
         ),
         (
+            "cloudberry, promote-ready key not 1",
+            Refuse(Refusal::PromoteNotReady),
+            Box::new(|v| v.promote_ready = PromoteReady::NotReady),
+        ),
+        (
+            "cloudberry, lag not reported but over the bound when it is",
+            Refuse(Refusal::LagTooHigh),
+            Box::new(|v| {
+                v.sync_source = SyncSource::FtsHandler;
+                v.last_sync = in_sync(BOUND + 1);
+            }),
+        ),
+        (
+            "cloudberry, not in sync by the FTS reply",
+            Refuse(Refusal::NotInSync),
+            Box::new(|v| {
+                v.sync_source = SyncSource::FtsHandler;
+                v.promote_ready = PromoteReady::Ready;
+                v.last_sync = Some(SyncSeen {
+                    synchronous: false,
+                    replay_lag: None,
+                    why: "is_in_sync = 0".into(),
+                })
+            }),
+        ),
+        (
+            "cloudberry, ready, but auto failover off (gpfts -D)",
+            Refuse(Refusal::AutoFailoverOff),
+            Box::new(|v| {
+                v.sync_source = SyncSource::FtsHandler;
+                v.promote_ready = PromoteReady::Ready;
+                v.auto_failover = false;
+            }),
+        ),
+        (
             "others reach it",
             Refuse(Refusal::OthersReachIt),
             Box::new(|v| v.others = OthersSee::SomeReach),
@@ -183,6 +242,19 @@ fn a_pending_intent_is_finished_not_restarted() {
     assert_eq!(
         pending(&|v| v.office = Office::Paused),
         Refuse(Refusal::Paused)
+    );
+    // Cloudberry: a PROMOTE the standby would ignore is not resent; a completed promotion
+    // is recorded whatever the key says (the standby consumed it).
+    assert_eq!(
+        pending(&|v| v.promote_ready = PromoteReady::NotReady),
+        Refuse(Refusal::PromoteNotReady)
+    );
+    assert_eq!(
+        pending(&|v| {
+            v.promote_ready = PromoteReady::NotReady;
+            v.standby = StandbySeen::Writable;
+        }),
+        Complete
     );
 }
 
@@ -282,26 +354,20 @@ fn arb_view() -> impl Strategy<Value = CoordinatorView> {
             },
         ),
     );
+    let source = prop_oneof![Just(SyncSource::Sql), Just(SyncSource::FtsHandler)];
+    let ready = prop_oneof![
+        Just(PromoteReady::NotRequired),
+        Just(PromoteReady::Ready),
+        Just(PromoteReady::NotReady),
+    ];
     (
-        any::<bool>(),
-        office,
-        primary,
-        standby,
-        sync,
-        others,
-        any::<bool>(),
-        any::<bool>(),
+        (any::<bool>(), office, primary, standby, sync),
+        (others, any::<bool>(), any::<bool>(), source, ready),
     )
         .prop_map(
             |(
-                auto_failover,
-                office,
-                primary,
-                standby,
-                last_sync,
-                others,
-                braked,
-                pending_intent,
+                (auto_failover, office, primary, standby, last_sync),
+                (others, braked, pending_intent, sync_source, promote_ready),
             )| {
                 CoordinatorView {
                     auto_failover,
@@ -313,6 +379,8 @@ fn arb_view() -> impl Strategy<Value = CoordinatorView> {
                     others,
                     braked,
                     pending_intent,
+                    sync_source,
+                    promote_ready,
                 }
             },
         )
@@ -349,7 +417,19 @@ proptest! {
             prop_assert!(!v.braked);
             let sync = v.last_sync.as_ref().expect("seen in sync");
             prop_assert!(sync.synchronous);
-            prop_assert!(sync.replay_lag.is_some_and(|l| l <= v.max_lag));
+            match v.sync_source {
+                SyncSource::Sql => prop_assert!(sync.replay_lag.is_some_and(|l| l <= v.max_lag)),
+                // The FTS reply has no lag; one that is known is still bounded.
+                SyncSource::FtsHandler => prop_assert!(sync.replay_lag.is_none_or(|l| l <= v.max_lag)),
+            }
+        }
+    }
+
+    /// Cloudberry: no promotion is started or resumed unless the promote-ready key reads `1`.
+    #[test]
+    fn no_promotion_without_the_promote_ready_key(v in arb_view()) {
+        if promotes(decide(&v)) {
+            prop_assert_ne!(v.promote_ready, PromoteReady::NotReady);
         }
     }
 
