@@ -80,7 +80,6 @@ fn config(
             .port())
     };
     let pw = dir.join("coordinator.password");
-    std::fs::write(&pw, PROBE_PASSWORD)?;
     Ok(format!(
         r#"cluster = "bench"
 instance_id = "{name}"
@@ -212,6 +211,8 @@ async fn one_run(
     .await
     .with_context(|| net.agent_logs())?;
 
+    // Written once: a daemon reading it while it is rewritten would find it empty.
+    std::fs::write(dir.join("coordinator.password"), PROBE_PASSWORD)?;
     let mut daemons = Daemons(Vec::new());
     let mut logs = Vec::new();
     for i in 0..s.instances {
