@@ -5,13 +5,12 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::Client;
 use fts_testkit::etcd::EtcdCluster;
-use fts_testkit::pgpair::{is_primary, PgPair, PROBE_PASSWORD, PROBE_ROLE};
+use fts_testkit::pgpair::{is_primary, PgPair};
 use ftsd::coordinator::records::{
     CoordinatorState, Fence, HistoryRecord, Intent, IntentKind, RecordError, Records,
 };
@@ -37,24 +36,7 @@ impl Setup {
 
     /// The `[coordinator]` table for this pair, with `extra` keys.
     fn config(&self, extra: &str) -> String {
-        let pw: PathBuf = self.sys.dir.path().join("coordinator.password");
-        std::fs::write(&pw, format!("{PROBE_PASSWORD}\n")).unwrap();
-        format!(
-            r#"[coordinator]
-primary = "127.0.0.1:{}"
-standby = "127.0.0.1:{}"
-interval = "2s"
-timeout = "1500ms"
-retries = 2
-user = "{PROBE_ROLE}"
-password_file = "{}"
-promote_timeout = "30s"
-{extra}
-"#,
-            self.pair.primary.port(),
-            self.pair.standby.port(),
-            pw.display()
-        )
+        support::pg_pair::coordinator_table(self.sys.dir.path(), &self.pair, extra)
     }
 
     fn standby_addr(&self) -> String {

@@ -12,14 +12,13 @@ use std::time::{Duration, Instant};
 use fts_testkit::pg::PgServer;
 use fts_testkit::pgpair::{is_primary, PgPair, PROBE_PASSWORD, PROBE_ROLE};
 use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
-use ftsd::catalog::schema;
 use ftsd::driver::SegmentDriver;
 use ftsd::driver::{PgDriver, PgDriverSettings};
 use ftsd::engine::SingleInstance;
 use ftsd::engine::{run_cycle, Authority, CycleContext, ProbeSettings, TransitionOutcome};
 use ftsd::model::{Epoch, Mode, Role, Segment, Status};
 use ftsd::wire::MessageType;
-use support::{history_text, wait_for, write_pg_driver_config, Daemon};
+use support::{history_text, wait_for, write_pg_driver_config, Daemon, PgDriverConfig};
 
 use Mode::{InSync as S, NotInSync as N};
 use Role::{Mirror as M, Primary as P};
@@ -38,14 +37,7 @@ struct PgSystem {
 
 impl PgSystem {
     async fn start() -> PgSystem {
-        let catalog = PgServer::builder().start().await.expect("catalog postgres");
-        schema::init(&mut catalog.client().await.unwrap())
-            .await
-            .unwrap();
-        let pair = PgPair::start("seg0").await.expect("pair");
-        fts_segsim::catalog::write_catalog(&catalog.url(), &pair.segments(0, 2, 3))
-            .await
-            .unwrap();
+        let (catalog, pair) = support::pg_pair::start().await;
         PgSystem {
             catalog,
             pair,
@@ -58,9 +50,12 @@ impl PgSystem {
     async fn spawn_ftsd(&mut self, extra_postgres: &str) {
         let config = write_pg_driver_config(
             self.dir.path(),
-            "pgtest",
-            extra_postgres,
-            &format!("url = \"{}\"", self.catalog.url()),
+            &PgDriverConfig {
+                cluster: "pgtest",
+                postgres: extra_postgres,
+                catalog: &format!("url = \"{}\"", self.catalog.url()),
+                ..PgDriverConfig::default()
+            },
         );
         self.daemon = Some(Daemon::spawn(
             config,
@@ -86,20 +81,7 @@ impl PgSystem {
     }
 
     async fn state(&self, dbid: i16) -> (Role, Status, Mode) {
-        let c = self.catalog.client().await.unwrap();
-        let r = c
-            .query_one(
-                "SELECT role::text, status::text, mode::text FROM gp_segment_configuration WHERE dbid = $1",
-                &[&dbid],
-            )
-            .await
-            .unwrap();
-        let ch = |i: usize| r.get::<_, String>(i).chars().next().unwrap();
-        (
-            Role::from_char(ch(0)).unwrap(),
-            Status::from_char(ch(1)).unwrap(),
-            Mode::from_char(ch(2)).unwrap(),
-        )
+        support::pg_pair::state(&self.catalog, dbid).await
     }
 
     async fn wait_state(&self, dbid: i16, want: (Role, Status, Mode)) {
@@ -112,27 +94,12 @@ impl PgSystem {
     }
 
     async fn history(&self) -> Vec<(i16, String)> {
-        let c = self.catalog.client().await.unwrap();
-        c.query(
-            r#"SELECT dbid, "desc" FROM gp_configuration_history ORDER BY "time", ctid"#,
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
+        support::catalog_history(&self.catalog).await
     }
 
     /// (rule, evidence) of every evidence row, oldest first.
     async fn evidence(&self) -> Vec<(String, serde_json::Value)> {
-        let c = self.catalog.client().await.unwrap();
-        c.query("SELECT rule, evidence FROM fts_evidence ORDER BY id", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect()
+        support::pg_pair::evidence(&self.catalog).await
     }
 
     async fn wait_evidence(&self, rule: &str) -> serde_json::Value {

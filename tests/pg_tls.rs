@@ -22,7 +22,7 @@ use ftsd::catalog::postgres::{PgCatalog, PgCatalogConfig};
 use ftsd::catalog::{schema, Catalog};
 use ftsd::config::{CatalogConfig, ConnString, PgTlsSettings, SslMode};
 use ftsd::model::Role;
-use support::{wait_for, write_pg_driver_config, Daemon};
+use support::{wait_for, write_pg_driver_config, Daemon, PgDriverConfig};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -251,12 +251,15 @@ async fn daemon_uses_verified_tls_for_the_catalog_and_the_postgres_driver() {
     );
     let config = write_pg_driver_config(
         dir.path(),
-        "pgtls",
-        &verified,
-        &format!(
-            "url = \"postgresql://postgres@127.0.0.1:{}/postgres\"\n{verified}",
-            catalog.port()
-        ),
+        &PgDriverConfig {
+            cluster: "pgtls",
+            postgres: &verified,
+            catalog: &format!(
+                "url = \"postgresql://postgres@127.0.0.1:{}/postgres\"\n{verified}",
+                catalog.port()
+            ),
+            ..PgDriverConfig::default()
+        },
     );
     let daemon = Daemon::spawn(config, "single", &["run", "--no-election"], &[]);
 

@@ -1,7 +1,8 @@
 //! `systemctl reload ftsd` (SIGHUP) end to end, with the real daemon binary, a real
 //! PostgreSQL catalog, `fts-segsim` segments and, for the elected case, a real etcd: a new
-//! probe interval takes effect; a changed etcd endpoint is refused by name and the running
-//! etcd stays in use; an invalid file changes nothing and the daemon keeps running.
+//! probe interval takes effect, for the leader's cycles and for a follower's observation
+//! rounds; a changed etcd endpoint is refused by name and the running etcd stays in use; an
+//! invalid file changes nothing and the daemon keeps running.
 
 mod support;
 
@@ -190,4 +191,68 @@ async fn a_changed_etcd_endpoint_is_refused_and_the_running_one_stays_in_use() {
     .await;
     assert_eq!(wait_leader(&etcd, None).await.instance_id, "a");
     assert!(sys.daemons[i].is_running());
+}
+
+/// A follower's observation rounds (`observe.mode = "continuous"`) as its metrics count them.
+fn observation_rounds(d: &Daemon) -> Option<f64> {
+    sample(&metrics_text(d), "ftsd_observation_rounds_total")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_interval_re_times_the_followers_observation_rounds() {
+    let etcd = EtcdCluster::start(1).await.unwrap();
+    let mut sys = support::elected::system(&etcd, "3s").await;
+    // Two elected instances observing continuously, both with a 1-minute interval: the
+    // follower runs at most one observation round a minute.
+    let mut spawn = |name: &str| {
+        let text = sys
+            .config_text(name, "[observe]\nmode = \"continuous\"\n")
+            .replacen("interval = \"1s\"", "interval = \"60s\"", 1);
+        let config = sys.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, text).unwrap();
+        sys.daemons.push(Daemon::spawn(config, name, &["run"], &[]));
+        sys.daemons.len() - 1
+    };
+    spawn("a");
+    assert_eq!(wait_leader(&etcd, None).await.instance_id, "a");
+    let b = spawn("b");
+    support::elected::wait_members(&etcd, 2).await;
+    let follower = &sys.daemons[b];
+    let before = wait_for("the follower's observation metrics", LIMIT, || async {
+        observation_rounds(follower)
+    })
+    .await;
+    assert!(
+        before < 2.0,
+        "a 60s interval ran {before} observation rounds"
+    );
+
+    // Reload the follower with a 1s interval: its next round is re-timed at once, and its
+    // rounds follow each other every second. Under the old interval, four more rounds would
+    // take four minutes.
+    edit_config(follower, "interval = \"60s\"", "interval = \"1s\"");
+    follower.signal(libc::SIGHUP);
+    wait_reloads(follower, "applied", 1.0).await;
+    wait_for(
+        "four more observation rounds at the new interval",
+        LIMIT,
+        || async {
+            observation_rounds(follower)
+                .is_some_and(|n| n >= before + 4.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let log = follower.log_text();
+    assert!(
+        log.contains("reloaded probe settings in effect from the next observation round"),
+        "{log}"
+    );
+    // Each round PROBEs both primaries (the last round may still be under way).
+    let probes = sample(
+        &metrics_text(follower),
+        "ftsd_observation_probes_total{trigger=\"round\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(probes >= 6.0, "{probes} probes");
 }

@@ -256,6 +256,7 @@ impl ApiState {
                     vip_holders: c.vip_holders,
                 }),
             shadow,
+            observation: self.observer().map(|o| o.counts()),
         }
     }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio_postgres::{Client, NoTls};
 
 use crate::core::coordinator::SyncSeen;
-use crate::driver::postgres::connect::classify;
+use crate::driver::postgres::connect::{classify, server_version_num};
 use crate::driver::postgres::probe::DURABLE_COMMIT;
 use crate::secret::Secret;
 use crate::wire::failure::{AttemptError, FailureKind};
@@ -131,14 +131,6 @@ impl StandbyState {
     }
 }
 
-async fn version(client: &Client) -> Result<i32, AttemptError> {
-    let row = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(|e| classify(&e, false))?;
-    Ok(row.get(0))
-}
-
 /// Physical walsenders only: `backup` ones are base backups; one attached to a database is
 /// logical. Function names changed in PostgreSQL 10 (`xlog` → `wal`, `location` → `lsn`).
 fn replication_query(version_num: i32) -> &'static str {
@@ -166,7 +158,7 @@ pub async fn read_primary(
 ) -> Result<PrimaryState, AttemptError> {
     bounded(s.timeout, async {
         let client = connect(s, at).await?;
-        let version_num = version(&client).await?;
+        let version_num = server_version_num(&client).await?;
         let row = client
             .query_one(
                 "SELECT pg_is_in_recovery(), current_setting('synchronous_commit'), \
@@ -212,7 +204,7 @@ pub async fn read_standby(
 ) -> Result<StandbyState, AttemptError> {
     bounded(s.timeout, async {
         let client = connect(s, at).await?;
-        let version_num = version(&client).await?;
+        let version_num = server_version_num(&client).await?;
         let sql = if version_num >= 100_000 {
             "SELECT pg_is_in_recovery(), \
                     (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \

@@ -191,7 +191,7 @@ async fn run_single(
         catalog.clone(),
         SingleInstance::new(SINGLE_INSTANCE_EPOCH),
         instance_id,
-        settings::second_opinion(&cfg, Default::default(), None),
+        settings::second_opinion(&cfg, Default::default(), None, wake.clone()),
         brake,
     );
     services
@@ -421,6 +421,8 @@ async fn run_elected(
         );
     }
     let table = Arc::new(crate::engine::observations::ObservationTable::default());
+    // The probe loop's settings, fed by SIGHUP: the observation loop reads the same ones.
+    let (live, reloader) = follow_reloads(reload, &cfg, &services, false);
     let (peers, observing) =
         if observe {
             let credentials = crate::api::client::Credentials::for_instance(&cfg.api)
@@ -432,7 +434,7 @@ async fn run_elected(
                 crate::engine::observe_only::ProbeOnly::new(driver::from_config(&cfg)),
                 crate::engine::observe_only::ConfigReader::new(catalog.clone()),
                 table.clone(),
-                settings::probe_settings(&cfg),
+                live.clone(),
                 cfg.observe.mode,
                 instance_id.clone(),
                 wake.clone(),
@@ -445,7 +447,6 @@ async fn run_elected(
             let observing = AbortOnDrop(tokio::spawn(crate::engine::observe_only::run(
                 observer,
                 peers.clone(),
-                cfg.probe.interval,
                 standing_by,
                 shutdown.clone(),
             )));
@@ -458,7 +459,7 @@ async fn run_elected(
         catalog,
         authority,
         instance_id,
-        settings::second_opinion(&cfg, table, peers),
+        settings::second_opinion(&cfg, table, peers, wake.clone()),
         brake,
     );
     services
@@ -466,7 +467,6 @@ async fn run_elected(
         .set_switchover(Arc::new(crate::switchover::PairSwitchover::new(
             ctx.clone(),
         )));
-    let (live, reloader) = follow_reloads(reload, &cfg, &services, false);
     run_loop(ctx, live, wake, Arc::new(observers), shutdown).await;
     drop(reloader);
     let _ = elector_stop.send(true);

@@ -49,21 +49,25 @@ pub fn probe_settings(cfg: &Config) -> ProbeSettings {
 /// The quorum gate's timing: observations count for one interval plus one retry budget (a
 /// continuous observer always has one that recent); the leader waits for the others at most
 /// `observe.confirm_timeout`, by default that same span (a staggered follower starts its
-/// probe within one interval and ends it within one retry budget). `peers` None: no other
-/// instance can exist.
+/// probe within one interval and ends it within one retry budget). The probe loop re-times
+/// the window when a reload changes the probe timings. `peers` None: no other instance can
+/// exist. `wake` starts the probe loop's next cycle when `probe.min_down` has passed for a
+/// failover it refused.
 pub fn second_opinion(
     cfg: &Config,
     table: std::sync::Arc<crate::engine::observations::ObservationTable>,
     peers: Option<std::sync::Arc<dyn crate::engine::second_opinion::Peers>>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
 ) -> crate::engine::second_opinion::SecondOpinion {
-    let budget = crate::engine::observe_only::retry_budget(&probe_settings(cfg));
-    let window = cfg.probe.interval + budget;
+    let window =
+        crate::engine::second_opinion::window_for(cfg.probe.interval, &probe_settings(cfg));
     crate::engine::second_opinion::SecondOpinion {
         table,
         peers,
-        window,
-        confirm_timeout: cfg.observe.confirm_timeout.unwrap_or(window),
+        window: window.into(),
+        confirm_timeout: cfg.observe.confirm_timeout,
         min_down: cfg.probe.min_down,
+        wake: Some(wake),
     }
 }
 

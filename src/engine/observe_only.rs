@@ -6,13 +6,14 @@
 //! nothing but PROBE, and a [`ConfigReader`], which can only read the configuration. Neither
 //! a catalog writer nor a PROMOTE / SYNCREP_OFF sender is reachable from here.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{watch, Notify, Semaphore};
 
 use super::observations::ObservationTable;
+use super::runner::LoopSettings;
 use super::second_opinion::{BoxFuture, PeerAnswer, PeerMember, Peers};
 use super::{ProbeSettings, SegmentDriver};
 use crate::catalog::{Catalog, CatalogError};
@@ -98,6 +99,29 @@ pub trait Responder: Send + Sync + 'static {
     ) -> bool;
 
     fn table(&self) -> &ObservationTable;
+
+    /// What this instance's observation has probed so far, for the metrics.
+    fn counts(&self) -> ObservationCounts;
+}
+
+/// Counters of the observation (followers' rounds and the probes made to answer
+/// `ConfirmDown`), exported as `ftsd_observation_*`: they show what the second opinion costs
+/// the segments (every PROBE starts a backend there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObservationCounts {
+    /// Observation rounds started (continuous mode, while a follower).
+    pub rounds: u64,
+    /// PROBE exchanges (one primary, its whole retry budget) made by those rounds.
+    pub round_probes: u64,
+    /// PROBE exchanges made to answer a `ConfirmDown` without an observation of our own.
+    pub confirm_probes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    rounds: AtomicU64,
+    round_probes: AtomicU64,
+    confirm_probes: AtomicU64,
 }
 
 /// The observer: its probe-only handles, the table, and the settings.
@@ -105,7 +129,11 @@ pub struct Observer<D, C> {
     driver: ProbeOnly<D>,
     catalog: ConfigReader<C>,
     pub table: Arc<ObservationTable>,
-    pub settings: ProbeSettings,
+    /// The probe loop's settings, replaced by a configuration reload (SIGHUP): each round,
+    /// and each probe made for a `ConfirmDown`, reads them when it starts, so a reload of
+    /// `probe.interval` / `timeout` / `retries` / `retry_delay` / `concurrency` re-times the
+    /// observation as it does the leader's cycles.
+    live: watch::Receiver<LoopSettings>,
     pub mode: ObserveMode,
     pub instance_id: String,
     /// Woken when a report of a loss we have not seen ourselves arrives: the leader's loop
@@ -113,6 +141,7 @@ pub struct Observer<D, C> {
     pub wake: Arc<Notify>,
     /// Set on shutdown: no new probe starts.
     pub stopping: AtomicBool,
+    counters: Counters,
 }
 
 impl<D: SegmentDriver, C: Catalog> Observer<D, C> {
@@ -120,7 +149,7 @@ impl<D: SegmentDriver, C: Catalog> Observer<D, C> {
         driver: ProbeOnly<D>,
         catalog: ConfigReader<C>,
         table: Arc<ObservationTable>,
-        settings: ProbeSettings,
+        live: watch::Receiver<LoopSettings>,
         mode: ObserveMode,
         instance_id: String,
         wake: Arc<Notify>,
@@ -129,22 +158,34 @@ impl<D: SegmentDriver, C: Catalog> Observer<D, C> {
             driver,
             catalog,
             table,
-            settings,
+            live,
             mode,
             instance_id,
             wake,
             stopping: AtomicBool::new(false),
+            counters: Counters::default(),
         }
     }
 
-    /// PROBEs `target` with the retry budget, each attempt ending by `deadline` at the
-    /// latest, and records the result. None when no attempt could start before `deadline`.
-    async fn probe(&self, target: &Segment, deadline: Instant) -> Option<Option<FailureKind>> {
+    /// The settings in force now (the last reloaded ones).
+    pub fn settings(&self) -> LoopSettings {
+        *self.live.borrow()
+    }
+
+    /// PROBEs `target` with the retry budget of `settings`, each attempt ending by
+    /// `deadline` at the latest, and records the result. None when no attempt could start
+    /// before `deadline`.
+    async fn probe(
+        &self,
+        settings: &ProbeSettings,
+        target: &Segment,
+        deadline: Instant,
+    ) -> Option<Option<FailureKind>> {
         self.table.begin(target.dbid);
         let mut errors = Vec::new();
-        for attempt in 0..=self.settings.retries {
+        for attempt in 0..=settings.retries {
             if attempt > 0 {
-                tokio::time::sleep(self.settings.retry_delay).await;
+                tokio::time::sleep(settings.retry_delay).await;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -152,7 +193,7 @@ impl<D: SegmentDriver, C: Catalog> Observer<D, C> {
             }
             match self
                 .driver
-                .probe(target, deadline.min(now + self.settings.timeout))
+                .probe(target, deadline.min(now + settings.timeout))
                 .await
             {
                 Ok(_) => {
@@ -177,9 +218,12 @@ impl<D: SegmentDriver, C: Catalog> Observer<D, C> {
     /// One round over every primary. Returns the primaries it saw lost (segment side), with
     /// the class, to report to the leader.
     pub async fn round(self: &Arc<Self>) -> Result<Vec<(Dbid, FailureKind)>, CatalogError> {
+        self.counters.rounds.fetch_add(1, Ordering::Relaxed);
+        // One round, one set of settings: a reload arriving mid-round applies to the next.
+        let settings = self.settings().probe;
         let config = self.catalog.load().await?;
-        let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
-        let budget = self.retry_budget();
+        let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        let budget = retry_budget(&settings);
         let mut probes = tokio::task::JoinSet::new();
         for pair in config.probe_pairs().pairs {
             let me = self.clone();
@@ -189,7 +233,10 @@ impl<D: SegmentDriver, C: Catalog> Observer<D, C> {
                 if me.stopping.load(Ordering::Relaxed) {
                     return None;
                 }
-                let seen = me.probe(&pair.primary, Instant::now() + budget).await?;
+                me.counters.round_probes.fetch_add(1, Ordering::Relaxed);
+                let seen = me
+                    .probe(&settings, &pair.primary, Instant::now() + budget)
+                    .await?;
                 seen.filter(|k| !k.is_prober_fault())
                     .map(|k| (pair.primary.dbid, k))
             });
@@ -204,9 +251,10 @@ impl<D: SegmentDriver, C: Catalog> Observer<D, C> {
         Ok(lost)
     }
 
-    /// `(retries + 1) × timeout + retries × retry_delay`: one full PROBE exchange.
+    /// `(retries + 1) × timeout + retries × retry_delay`: one full PROBE exchange, with the
+    /// settings in force now.
     pub fn retry_budget(&self) -> Duration {
-        retry_budget(&self.settings)
+        retry_budget(&self.settings().probe)
     }
 
     /// The segment row of `dbid`, read from the catalog (on-demand probes).
@@ -243,7 +291,8 @@ impl<D: SegmentDriver, C: Catalog> Responder for Observer<D, C> {
             let Some(segment) = self.segment(dbid).await else {
                 return PeerAnswer::Unknown;
             };
-            match self.probe(&segment, deadline).await {
+            self.counters.confirm_probes.fetch_add(1, Ordering::Relaxed);
+            match self.probe(&self.settings().probe, &segment, deadline).await {
                 Some(failure) => PeerAnswer::Seen {
                     failure,
                     age: Duration::ZERO,
@@ -275,6 +324,14 @@ impl<D: SegmentDriver, C: Catalog> Responder for Observer<D, C> {
 
     fn table(&self) -> &ObservationTable {
         &self.table
+    }
+
+    fn counts(&self) -> ObservationCounts {
+        ObservationCounts {
+            rounds: self.counters.rounds.load(Ordering::Relaxed),
+            round_probes: self.counters.round_probes.load(Ordering::Relaxed),
+            confirm_probes: self.counters.confirm_probes.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -354,32 +411,52 @@ pub fn rank(
 /// The follower's loop: while `standing_by()` (a leader is known and it is not us), one
 /// round per interval, staggered against the leader's cycles; every loss seen is reported
 /// to the leader. In `on-demand` mode it does nothing (the API probes when asked).
+///
+/// The interval and the probe settings are the observer's live ones: a reload (SIGHUP) that
+/// changes them re-times the wait for the next round at once, and the round after it runs
+/// with the new settings, as the leader's next cycle does.
 pub async fn run<D: SegmentDriver, C: Catalog>(
     observer: Arc<Observer<D, C>>,
     peers: Arc<dyn Peers>,
-    interval: Duration,
     standing_by: Arc<dyn Fn() -> bool + Send + Sync>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     if observer.mode == ObserveMode::OnDemand {
         return;
     }
-    let call = interval
-        .min(Duration::from_secs(5))
-        .max(Duration::from_millis(500));
+    let mut live = observer.live.clone();
+    let mut settings = *live.borrow_and_update();
     let mut last_round: Option<Instant> = None;
     loop {
         if *shutdown.borrow() {
             break;
         }
+        {
+            let new = *live.borrow_and_update();
+            if new != settings {
+                tracing::info!(
+                    interval = %humantime::format_duration(new.interval),
+                    timeout = %humantime::format_duration(new.probe.timeout),
+                    retries = new.probe.retries,
+                    retry_delay = %humantime::format_duration(new.probe.retry_delay),
+                    "reloaded probe settings in effect from the next observation round"
+                );
+                settings = new;
+            }
+        }
+        let interval = settings.interval;
         if !standing_by() {
             last_round = None;
             tokio::select! {
                 _ = tokio::time::sleep(interval.min(Duration::from_secs(1))) => {}
                 _ = shutdown.changed() => {}
+                _ = reloaded(&mut live) => {}
             }
             continue;
         }
+        let call = interval
+            .min(Duration::from_secs(5))
+            .max(Duration::from_millis(500));
         let members = match tokio::time::timeout(call, peers.live_members()).await {
             Ok(Ok(m)) => m,
             _ => Vec::new(),
@@ -394,6 +471,8 @@ pub async fn run<D: SegmentDriver, C: Catalog>(
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.changed() => continue,
+            // New timings: compute the slot again with them.
+            _ = reloaded(&mut live) => continue,
         }
         if !standing_by() {
             continue;
@@ -416,6 +495,13 @@ pub async fn run<D: SegmentDriver, C: Catalog>(
         }
     }
     observer.stopping.store(true, Ordering::Relaxed);
+}
+
+/// Completes when new settings arrive; never, once nobody can send any.
+async fn reloaded(live: &mut watch::Receiver<LoopSettings>) {
+    if live.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 #[cfg(test)]

@@ -79,6 +79,10 @@ pub async fn run_loop<D, C, A, O>(
     };
     let mut settings = *live.borrow_and_update();
     ctx.settings.set(settings.probe);
+    ctx.quorum.window.set(super::second_opinion::window_for(
+        settings.interval,
+        &settings.probe,
+    ));
     let mut backoff_builder = backoff_for(&settings);
     let mut backoff = backoff_builder.build();
     loop {
@@ -101,6 +105,12 @@ pub async fn run_loop<D, C, A, O>(
                 );
                 settings = new;
                 ctx.settings.set(settings.probe);
+                // The second opinion's window follows: the followers' rounds are re-timed
+                // by the same reload (`observe_only::run`).
+                ctx.quorum.window.set(super::second_opinion::window_for(
+                    settings.interval,
+                    &settings.probe,
+                ));
                 backoff_builder = backoff_for(&settings);
                 backoff = backoff_builder.build();
             }

@@ -5,11 +5,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 use super::observations::ObservationTable;
 use crate::core::quorum::{self, Tally, Vote};
@@ -78,12 +79,18 @@ pub struct SecondOpinion {
     /// None: no other instance can exist (`--no-election`, shadow): today's behaviour.
     pub peers: Option<Arc<dyn Peers>>,
     /// How recent an observation must be to count: one interval plus one retry budget, so a
-    /// continuous observer always has one.
-    pub window: Duration,
-    /// The longest the leader waits for the others' answers (before the act-by cap).
-    pub confirm_timeout: Duration,
+    /// continuous observer always has one. Re-timed by the probe loop, between two cycles,
+    /// when a reload changes the probe timings ([`window_for`]).
+    pub window: Window,
+    /// The longest the leader waits for the others' answers (before the act-by cap):
+    /// `observe.confirm_timeout`, or the window when it is not set.
+    pub confirm_timeout: Option<Duration>,
     /// A primary must have been seen down at least this long (0: no minimum).
     pub min_down: Duration,
+    /// The probe loop's wake. A failover refused because the primary has been seen down for
+    /// less than `min_down` is decided again as soon as it has been (a cycle starts then),
+    /// not one interval later: otherwise `probe.min_down` would cost a whole interval.
+    pub wake: Option<Arc<Notify>>,
 }
 
 impl Default for SecondOpinion {
@@ -91,10 +98,39 @@ impl Default for SecondOpinion {
         SecondOpinion {
             table: Arc::default(),
             peers: None,
-            window: Duration::from_secs(60),
-            confirm_timeout: Duration::ZERO,
+            window: Duration::from_secs(60).into(),
+            confirm_timeout: Some(Duration::ZERO),
             min_down: Duration::ZERO,
+            wake: None,
         }
+    }
+}
+
+/// The window of the second opinion for a probe interval and the probe settings: one
+/// interval plus one retry budget (`(retries + 1) × timeout + retries × retry_delay`), the
+/// longest a continuous observer goes without a fresh observation.
+pub fn window_for(interval: Duration, probe: &super::ProbeSettings) -> Duration {
+    interval + super::observe_only::retry_budget(probe)
+}
+
+/// The window, replaced between two cycles when a reload changes the probe timings (the
+/// followers' observation rounds are re-timed by the same reload).
+#[derive(Debug)]
+pub struct Window(RwLock<Duration>);
+
+impl Window {
+    pub fn get(&self) -> Duration {
+        *self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set(&self, window: Duration) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = window;
+    }
+}
+
+impl From<Duration> for Window {
+    fn from(window: Duration) -> Self {
+        Window(RwLock::new(window))
     }
 }
 
@@ -168,6 +204,9 @@ impl SecondOpinion {
     /// own failed probe. `act_by`: the authority's deadline, which the wait never reaches.
     pub async fn confirm(&self, me: &str, dbid: Dbid, act_by: Option<Instant>) -> Verdict {
         let started = Instant::now();
+        // One count, one window (a reload between two cycles re-times the next count).
+        let window = self.window.get();
+        let confirm_timeout = self.confirm_timeout.unwrap_or(window);
         let own = self.table.own(dbid);
         if !self.min_down.is_zero() {
             let down = own
@@ -175,13 +214,22 @@ impl SecondOpinion {
                 .map(|s| s.elapsed())
                 .unwrap_or_default();
             if down < self.min_down {
+                if let Some(wake) = &self.wake {
+                    // Decide again once the minimum has passed: that cycle's probe ends at
+                    // least `min_down` after the episode began.
+                    let (wake, rest) = (wake.clone(), self.min_down - down);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(rest).await;
+                        wake.notify_one();
+                    });
+                }
                 return Verdict::DownTooBriefly { down };
             }
         }
         let Some(peers) = &self.peers else {
             return Verdict::Alone;
         };
-        let mut deadline = started + self.confirm_timeout;
+        let mut deadline = started + confirm_timeout;
         if let Some(act_by) = act_by {
             deadline = deadline.min(act_by.checked_sub(ACT_BY_RESERVE).unwrap_or(act_by));
         }
@@ -198,7 +246,7 @@ impl SecondOpinion {
         if registry_error.is_none() && !quorum::needs_peers(&names, me) {
             return Verdict::Alone;
         }
-        let window_start_ms = unix_ms(SystemTime::now()) - self.window.as_millis() as i64;
+        let window_start_ms = unix_ms(SystemTime::now()) - window.as_millis() as i64;
         let mut confirmations = Vec::new();
         if let Some(o) = own {
             confirmations.push(Confirmation {
@@ -212,7 +260,7 @@ impl SecondOpinion {
             });
         }
         let add_reports = |confirmations: &mut Vec<Confirmation>| {
-            for (member, r) in self.table.reports(dbid, self.window) {
+            for (member, r) in self.table.reports(dbid, window) {
                 let dup = confirmations
                     .iter()
                     .any(|c| c.member == member && c.via == "report");
@@ -255,7 +303,6 @@ impl SecondOpinion {
                 }
                 let peers = peers.clone();
                 let peer = peer.clone();
-                let window = self.window;
                 asks.spawn(async move {
                     let asked = SystemTime::now();
                     let answer = peers.confirm_down(&peer, dbid, window, deadline).await;
@@ -316,7 +363,7 @@ impl SecondOpinion {
         let evidence = Evidence {
             tally,
             confirmations,
-            window_ms: self.window.as_millis() as u64,
+            window_ms: window.as_millis() as u64,
             waited_ms: started.elapsed().as_millis() as u64,
             registry_error,
         };

@@ -132,6 +132,8 @@ pub struct Live {
     pub coordinator: Option<CoordinatorGauges>,
     /// Shadow mode's verdicts by kind (shadow instances only).
     pub shadow: Vec<(&'static str, u64)>,
+    /// The second opinion's observation (`observe.mode` on).
+    pub observation: Option<crate::engine::observe_only::ObservationCounts>,
 }
 
 /// The coordinator pair as this instance's last round saw it.
@@ -444,6 +446,31 @@ impl Metrics {
                     "ftsd_shadow_transitions_total{{verdict=\"{verdict}\"}} {n}"
                 );
             }
+        }
+        if let Some(o) = &live.observation {
+            family(
+                &mut out,
+                "ftsd_observation_rounds_total",
+                "counter",
+                "Observation rounds this instance ran as a follower (observe.mode = \"continuous\"): one PROBE of every primary each.",
+            );
+            let _ = writeln!(out, "ftsd_observation_rounds_total {}", o.rounds);
+            family(
+                &mut out,
+                "ftsd_observation_probes_total",
+                "counter",
+                "PROBE exchanges (one primary, its whole retry budget) this instance made as an observer, by trigger: round (a continuous observation round), confirm (to answer the leader's ConfirmDown without an observation of its own).",
+            );
+            let _ = writeln!(
+                out,
+                "ftsd_observation_probes_total{{trigger=\"round\"}} {}",
+                o.round_probes
+            );
+            let _ = writeln!(
+                out,
+                "ftsd_observation_probes_total{{trigger=\"confirm\"}} {}",
+                o.confirm_probes
+            );
         }
         if let Some(age) = live.keepalive_age {
             family(

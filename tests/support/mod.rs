@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod elected;
+pub mod pg_pair;
 pub mod proxy;
 
 use std::future::Future;
@@ -62,19 +63,44 @@ pub fn addresses(config: &std::path::Path) -> (String, String) {
     )
 }
 
-/// Writes the configuration of one `ftsd` (`instance_id = "single"`) probing PostgreSQL pairs
-/// with the `postgres` driver as the dedicated probe role, whose password goes in a file
-/// beside it; `postgres` and `catalog` are the bodies of those tables. Returns the path of
-/// `dir/ftsd.toml`.
-pub fn write_pg_driver_config(dir: &Path, cluster: &str, postgres: &str, catalog: &str) -> PathBuf {
+/// One `ftsd` probing PostgreSQL pairs with the `postgres` driver as the dedicated probe role
+/// ([`write_pg_driver_config`]).
+pub struct PgDriverConfig<'a> {
+    pub cluster: &'a str,
+    /// `instance_id`; the file is `NAME.toml`.
+    pub instance: &'a str,
+    pub mirror_down_grace: &'a str,
+    /// The bodies of the `[postgres]` and `[catalog]` tables.
+    pub postgres: &'a str,
+    pub catalog: &'a str,
+    /// Further tables (`[etcd]` for an elected daemon: [`etcd_table`]).
+    pub extra: &'a str,
+}
+
+impl Default for PgDriverConfig<'_> {
+    fn default() -> Self {
+        PgDriverConfig {
+            cluster: "test",
+            instance: "single",
+            mirror_down_grace: "3s",
+            postgres: "",
+            catalog: "",
+            extra: "",
+        }
+    }
+}
+
+/// Writes `c` into `dir`, with the probe role's password in a file beside it. Returns the
+/// path of the configuration file.
+pub fn write_pg_driver_config(dir: &Path, c: &PgDriverConfig) -> PathBuf {
     let pw = dir.join("probe.password");
     std::fs::write(&pw, format!("{PROBE_PASSWORD}\n")).unwrap();
-    let config = dir.join("ftsd.toml");
+    let config = dir.join(format!("{}.toml", c.instance));
     std::fs::write(
         &config,
         format!(
             r#"cluster = "{cluster}"
-instance_id = "single"
+instance_id = "{instance}"
 
 [probe]
 driver = "postgres"
@@ -82,7 +108,7 @@ interval = "1s"
 timeout = "900ms"
 retries = 2
 retry_delay = "200ms"
-mirror_down_grace = "3s"
+mirror_down_grace = "{grace}"
 user = "{PROBE_ROLE}"
 password_file = "{pw}"
 
@@ -98,7 +124,14 @@ metrics_listen = "127.0.0.1:{metrics}"
 
 [log]
 level = "info,ftsd=debug"
+{extra}
 "#,
+            cluster = c.cluster,
+            instance = c.instance,
+            grace = c.mirror_down_grace,
+            postgres = c.postgres,
+            catalog = c.catalog,
+            extra = c.extra,
             pw = pw.display(),
             api = free_port(),
             metrics = free_port(),
@@ -106,6 +139,18 @@ level = "info,ftsd=debug"
     )
     .unwrap();
     config
+}
+
+/// The `[etcd]` table of an elected daemon.
+pub fn etcd_table(endpoints: &[String], lease_ttl: &str) -> String {
+    format!(
+        "[etcd]\nendpoints = [{}]\nlease_ttl = \"{lease_ttl}\"\nact_margin = \"500ms\"\ndial_timeout = \"1s\"\n",
+        endpoints
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
 }
 
 pub const PROBE_INTERVAL: &str = "1s";
@@ -283,15 +328,7 @@ level = "info,ftsd=debug"
             etcd = if self.etcd_endpoints.is_empty() {
                 String::new()
             } else {
-                format!(
-                    "[etcd]\nendpoints = [{}]\nlease_ttl = \"{}\"\nact_margin = \"500ms\"\ndial_timeout = \"1s\"\n",
-                    self.etcd_endpoints
-                        .iter()
-                        .map(|e| format!("\"{e}\""))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    self.lease_ttl
-                )
+                etcd_table(&self.etcd_endpoints, &self.lease_ttl)
             },
             url = self.pg.url(),
             api = free_port(),
@@ -356,17 +393,7 @@ level = "info,ftsd=debug"
 
     /// (dbid, desc) of every history row, oldest first.
     pub async fn history(&self) -> Vec<(i16, String)> {
-        let client = self.pg.client().await.unwrap();
-        client
-            .query(
-                r#"SELECT dbid, "desc" FROM gp_configuration_history ORDER BY "time", ctid"#,
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect()
+        catalog_history(&self.pg).await
     }
 
     /// Evidence documents, oldest first: (epoch, instance, rule, evidence).
@@ -398,12 +425,32 @@ level = "info,ftsd=debug"
     }
 
     pub fn logs(&self) -> String {
-        self.daemons
-            .iter()
-            .map(|d| format!("==== {} ====\n{}", d.name, d.log_text()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        logs(&self.daemons)
     }
+}
+
+/// The logs of `daemons`, each under its name.
+pub fn logs(daemons: &[Daemon]) -> String {
+    daemons
+        .iter()
+        .map(|d| format!("==== {} ====\n{}", d.name, d.log_text()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// (dbid, desc) of every history row in `catalog`, oldest first.
+pub async fn catalog_history(catalog: &PgServer) -> Vec<(i16, String)> {
+    let client = catalog.client().await.unwrap();
+    client
+        .query(
+            r#"SELECT dbid, "desc" FROM gp_configuration_history ORDER BY "time", ctid"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }
 
 pub fn history_text(

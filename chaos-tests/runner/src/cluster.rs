@@ -102,6 +102,8 @@ pub enum ClusterError {
     Catalog { db: String, message: String },
     #[error("etcd: {0}")]
     Etcd(String),
+    #[error("{0}")]
+    File(String),
 }
 
 fn pg_err(db: &str) -> impl Fn(tokio_postgres::Error) -> ClusterError + '_ {
@@ -324,6 +326,44 @@ fn parse_ts(v: &serde_json::Value) -> Option<Millis> {
 
 fn as_i64(v: &serde_json::Value) -> Option<i64> {
     v.as_i64().or_else(|| v.as_str()?.parse().ok())
+}
+
+/// The file (in the logs folder) listing when etcd was rebuilt empty, one time (ms) a line.
+const ETCD_REBUILDS: &str = "etcd-rebuilds";
+
+/// Records that etcd was rebuilt empty at `at` (the members were killed then; no term can
+/// start between the kill and the new cluster).
+pub fn record_etcd_rebuild(dir: &Path, at: Millis) -> Result<(), ClusterError> {
+    use std::io::Write;
+    let path = dir.join(ETCD_REBUILDS);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "{at}"))
+        .map_err(|e| ClusterError::File(format!("{}: {e}", path.display())))
+}
+
+/// When etcd was rebuilt empty during this run (sorted; empty when it never was). A line that
+/// does not parse is an error naming the file: dropping it would merge two incarnations.
+pub fn etcd_rebuilds(dir: &Path) -> Result<Vec<Millis>, ClusterError> {
+    let path = dir.join(ETCD_REBUILDS);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ClusterError::File(format!("{}: {e}", path.display()))),
+    };
+    let mut at = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            l.trim()
+                .parse::<Millis>()
+                .map_err(|e| ClusterError::File(format!("{}: bad line {l:?}: {e}", path.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    at.sort_unstable();
+    Ok(at)
 }
 
 /// What the ftsd logs of one cluster say: terms (took office) and configurations the FTS

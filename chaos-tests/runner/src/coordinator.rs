@@ -49,6 +49,14 @@ pub fn member(ip: &str) -> String {
     format!("{ip}:5432")
 }
 
+/// `host:port` of the server whose `cluster_name` is `name` (the host name, `coord1`).
+fn server_of(name: &str) -> Option<String> {
+    COORD
+        .iter()
+        .find(|(c, _)| c.strip_prefix("chaos-") == Some(name))
+        .map(|(_, ip)| member(ip))
+}
+
 fn by_member(m: &str) -> Option<Host> {
     COORD.iter().copied().find(|(_, ip)| member(ip) == m)
 }
@@ -266,11 +274,13 @@ async fn writer(
     while !stop.load(Ordering::Relaxed) {
         if session.is_none() {
             if let Some(c) = connect(VIP, Duration::from_secs(1)).await {
+                // Which server answered: not `inet_server_addr()`, which is the VIP itself,
+                // but its `cluster_name` (chaos-coord starts each server with its host name).
                 let server = c
-                    .query_one("SELECT host(inet_server_addr())", &[])
+                    .query_one("SELECT current_setting('cluster_name')", &[])
                     .await
                     .ok()
-                    .map(|r| member(&r.get::<_, String>(0)));
+                    .and_then(|r| server_of(&r.get::<_, String>(0)));
                 if let (Some(server), Ok(())) = (server, c.batch_execute(TABLE).await) {
                     session = Some((c, server));
                 }
@@ -573,8 +583,9 @@ pub async fn heal(limit: Duration) -> Result<()> {
             let out_of_recovery = s.as_ref().is_some_and(|s| !s.in_recovery);
             let dead =
                 s.is_none() && docker::exec(standby.0, &["pgrep", "-u", "postgres"]).is_err();
-            if !recent(rebuilt_at, 30)
-                && (out_of_recovery || dead || since.elapsed() > Duration::from_secs(30))
+            // A base backup under load has taken 40 s here: never restart one sooner.
+            if !recent(rebuilt_at, 60)
+                && (out_of_recovery || dead || since.elapsed() > Duration::from_secs(60))
             {
                 rebuild(standby, acting.1)?;
                 rebuilt_at = Some(Instant::now());
@@ -660,8 +671,9 @@ pub async fn kill_coordinator(h: &mut Harness) -> Result<()> {
     let (acting, standby) = roles(st.as_ref())?;
     // Every PostgreSQL process of the host, like `kill -9` of the server; the host (and its
     // VIP agent) keeps running.
-    docker::exec(acting.0, &["pkill", "-KILL", "-u", "postgres"])?;
+    // The fault's time is taken before the command: the kill lands while `docker exec` runs.
     let at = now_ms();
+    docker::exec(acting.0, &["pkill", "-KILL", "-u", "postgres"])?;
     let bound = DETECT_MS + PROMOTE_MS;
     let write_bound = bound + VIP_MOVE_MS;
     h.record(
@@ -778,6 +790,9 @@ pub async fn dual_vip(h: &mut Harness) -> Result<()> {
         .await
         .map_err(|e| other(format!("etcd: {e}")))?
         .id();
+    // The injection window opens before the address goes up: a sample taken while `docker
+    // exec` runs may already see two holders.
+    let at = now_ms();
     vip_command(standby.0, "add")?;
     let key = format!("{}vip/injected-{}", prefix(), standby.0);
     let put = client
@@ -799,13 +814,13 @@ pub async fn dual_vip(h: &mut Harness) -> Result<()> {
             holders_metric: None,
         },
     );
+    h.faults[idx].at = at;
     let injected = async {
         put.map_err(|e| other(format!("etcd: {e}")))?;
         let hold = Duration::from_millis(h.rng.range(3000, 5000));
         let start = Instant::now();
         let mut highest: Option<i64> = None;
         let mut stray_gone: Option<Millis> = None;
-        let at = h.faults[idx].at;
         while start.elapsed() < hold {
             if let Ok(n) = vip_holders_gauge(leader) {
                 highest = Some(highest.map_or(n, |m| m.max(n)));
@@ -873,5 +888,11 @@ mod tests {
             updated_us: 1,
         };
         assert_eq!(roles(Some(&s)).unwrap(), (COORD[1], COORD[0]));
+    }
+
+    #[test]
+    fn a_session_through_the_vip_names_its_server_by_cluster_name() {
+        assert_eq!(server_of("coord2").as_deref(), Some("172.28.4.42:5432"));
+        assert_eq!(server_of("pg1p"), None);
     }
 }

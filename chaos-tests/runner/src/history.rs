@@ -235,7 +235,7 @@ pub struct CoordSample {
 }
 
 /// A write through the VIP that the coordinator acknowledged, and which server answered
-/// (`host:port`, from `inet_server_addr()` of the session).
+/// (`host:port`, from the session's `cluster_name`: `inet_server_addr()` would be the VIP).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoordAck {
     pub seq: i64,
@@ -271,6 +271,13 @@ pub struct Recorded {
     pub unparsed_history: Vec<String>,
     pub evidence: Vec<EvidenceRow>,
     pub terms: Vec<Term>,
+    /// When the harness rebuilt etcd empty (etcd-rebuilt: the moment it killed the members),
+    /// given only for a cluster whose epochs are raw etcd revisions (Cloudberry mode, where
+    /// nothing outside etcd carries a generation): revisions start again in the new etcd, so
+    /// an epoch is unique only within one etcd incarnation. Empty elsewhere: the SQL catalogs'
+    /// epochs move to a new generation after a rebuild and stay unique across it.
+    #[serde(default)]
+    pub etcd_rebuilds: Vec<Millis>,
     /// `leader observed` lines of every log: a term starts at the earliest of these and its
     /// `took office` line (a leader may act before it logs taking office).
     pub observed: Vec<Term>,

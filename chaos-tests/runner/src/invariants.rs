@@ -228,6 +228,11 @@ pub fn configuration_is_the_history_replayed(r: &Recorded) -> Verdict {
     verdict(NAME, actual.len(), bad)
 }
 
+/// Which etcd incarnation `at` falls in: the number of rebuilds at or before it (0: the first).
+fn incarnation(rebuilds: &[Millis], at: Millis) -> usize {
+    rebuilds.iter().filter(|&&b| b <= at).count()
+}
+
 /// At most one leader's transitions accepted per epoch, none from a stale epoch, and each from
 /// an instance that took office with that epoch (per its log).
 pub fn one_leader_per_epoch(r: &Recorded) -> Verdict {
@@ -245,11 +250,13 @@ pub fn one_leader_per_epoch(r: &Recorded) -> Verdict {
             ));
         }
         highest = highest.max(e.epoch);
+        let inc = incarnation(&r.etcd_rebuilds, e.time_us.div_euclid(1000));
         if !r.terms.is_empty()
-            && !r
-                .terms
-                .iter()
-                .any(|t| t.epoch == e.epoch && t.instance == e.instance_id)
+            && !r.terms.iter().any(|t| {
+                t.epoch == e.epoch
+                    && t.instance == e.instance_id
+                    && incarnation(&r.etcd_rebuilds, t.at) == inc
+            })
         {
             bad.push(format!(
                 "evidence {} by {} carries epoch {}, but no ftsd log shows {} taking office with it",
@@ -266,14 +273,24 @@ pub fn one_leader_per_epoch(r: &Recorded) -> Verdict {
             ));
         }
     }
-    let mut term_epochs: BTreeMap<i64, BTreeSet<&str>> = BTreeMap::new();
+    // Keyed by etcd incarnation too: where epochs are raw etcd revisions (Cloudberry mode) a
+    // rebuilt etcd hands out the same numbers again; within one incarnation it stays strict.
+    let mut term_epochs: BTreeMap<(usize, i64), BTreeSet<&str>> = BTreeMap::new();
     for t in &r.terms {
-        term_epochs.entry(t.epoch).or_default().insert(&t.instance);
+        term_epochs
+            .entry((incarnation(&r.etcd_rebuilds, t.at), t.epoch))
+            .or_default()
+            .insert(&t.instance);
     }
-    for (epoch, who) in term_epochs {
+    for ((inc, epoch), who) in term_epochs {
         if who.len() > 1 {
+            let scope = if r.etcd_rebuilds.is_empty() {
+                String::new()
+            } else {
+                format!(" (etcd incarnation {inc})")
+            };
             bad.push(format!(
-                "epoch {epoch}: {} instances took office with it: {}",
+                "epoch {epoch}{scope}: {} instances took office with it: {}",
                 who.len(),
                 who.into_iter().collect::<Vec<_>>().join(", ")
             ));

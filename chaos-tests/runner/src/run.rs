@@ -301,7 +301,7 @@ async fn run_one(
         let healed = match harness::restore_containers() {
             Ok(()) => {
                 coordinator::clear_iptables();
-                coordinator::heal(Duration::from_secs(90)).await
+                coordinator::heal(Duration::from_secs(150)).await
             }
             Err(e) => Err(e),
         };
@@ -397,6 +397,17 @@ async fn run_one(
         }
     }
     record.terms = logs.terms;
+    // Cloudberry mode's epochs are raw etcd revisions, taken again after an etcd rebuild; the
+    // SQL catalogs' epochs carry a generation and must stay unique across one (not scoped).
+    if s.target == Target::Cbdb {
+        match cluster::etcd_rebuilds(&opts.logs) {
+            Ok(at) => record.etcd_rebuilds = at,
+            Err(e) => {
+                result.outcome =
+                    Outcome::HarnessError(format!("reading the etcd rebuild times: {e}"))
+            }
+        }
+    }
     record.observed = logs.observed.clone();
     if matches!(s.target, Target::Segsim | Target::Cbdb) {
         let log = cluster::sim_container(db).1;

@@ -295,6 +295,10 @@ pub async fn etcd_rebuilt(h: &mut Harness) -> Result<()> {
         }
         sleep_ms(100).await;
     }
+    // Revisions start again in the new etcd: the invariant checker scopes raw-revision epochs
+    // (Cloudberry mode) to the incarnation they were taken in. Kept in the logs folder, as the
+    // ftsd logs it is read with span every scenario of the run.
+    super::cluster::record_etcd_rebuild(&h.logs, from)?;
     h.jitter(0, 500).await;
     // A new session and campaign on the empty etcd, then detection.
     let bound = 2 * h.timing.lease_ttl_ms + h.detect() + 2000;

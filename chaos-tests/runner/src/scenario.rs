@@ -607,50 +607,147 @@ async fn pg_kill_mirror(h: &mut Harness) -> Result<()> {
 /// `postgres.restart_grace` of the chaos cluster (chaos-tests/docker/etc/pgpairs.toml).
 const RESTART_GRACE_MS: i64 = 6000;
 
-/// Kills `container` (a crash) and starts it held in recovery (the `hold-recovery` marker of
-/// `chaos-pg`): it refuses every connection with 57P03 until [`release_hold`]. Returns once it
-/// answers so; a hold that does not take is a failure of the run.
-async fn crash_and_hold(container: &str, addr: &str) -> Result<()> {
-    docker::kill(container)?;
-    let marker = std::env::temp_dir().join(format!("hold-recovery-{container}"));
-    std::fs::write(&marker, "hold")
-        .map_err(|e| super::harness::HarnessError::Other(format!("{}: {e}", marker.display())))?;
-    let dest = format!("{container}:/var/lib/postgresql/hold-recovery");
-    let copied = docker::docker(&["cp", &marker.to_string_lossy(), &dest]);
-    let _ = std::fs::remove_file(&marker);
-    copied?;
-    docker::start(container)?;
+/// The data directory of a `chaos-pg` instance.
+const PG_DATA: &str = "/var/lib/postgresql/seg";
+
+/// The `restore_command` of a held recovery: it waits until the harness touches
+/// /tmp/chaos-release, then finds nothing (recovery goes on from the instance's own pg_wal).
+const HOLD_RESTORE_COMMAND: &str = "while [ ! -e /tmp/chaos-release ]; do sleep 0.1; done; false";
+
+/// Whether a connection error is PostgreSQL's answer while it starts up or recovers (57P03),
+/// as opposed to no server at all (refused, reset, timed out).
+fn is_57p03(e: &str) -> bool {
+    e.contains("57P03")
+        || e.contains("in recovery mode")
+        || e.contains("not yet accepting connections")
+        || e.contains("starting up")
+}
+
+/// Prepares a running primary so that its next crash recovery is held: `recovery.signal` in
+/// its data directory (the startup process looks for it whenever it runs, also when the
+/// postmaster reinitialises after a backend crash) and a waiting `restore_command` (reloadable
+/// since PostgreSQL 14, so `ALTER SYSTEM` + `pg_reload_conf()`). Neither changes a running
+/// primary. Hot standby stays on: a held archive recovery blocks in `restore_command` (for the
+/// next timeline's history file) before it replays anything, so it never reaches a consistent
+/// point and the postmaster answers every connection "the database system is in recovery
+/// mode" (57P03) until the release.
+async fn prepare_hold(container: &str, addr: &str) -> Result<()> {
+    docker::exec(container, &["rm", "-f", "/tmp/chaos-release"])?;
+    let client = cluster::connect(addr, "postgres").await?;
+    let set = format!("ALTER SYSTEM SET restore_command = '{HOLD_RESTORE_COMMAND}'");
+    let applied = async {
+        client.batch_execute(&set).await?;
+        client.batch_execute("SELECT pg_reload_conf()").await?;
+        // The reload is asynchronous: wait until this backend sees the new value too.
+        for _ in 0..100 {
+            let row = client.query_one("SHOW restore_command", &[]).await?;
+            if row.get::<_, String>(0) == HOLD_RESTORE_COMMAND {
+                return Ok(true);
+            }
+            sleep_ms(50).await;
+        }
+        Ok::<_, tokio_postgres::Error>(false)
+    }
+    .await;
+    match applied {
+        Ok(true) => {}
+        Ok(false) => return fail(format!("{container}: restore_command not reloaded in 5 s")),
+        Err(e) => return fail(format!("{container}: setting restore_command: {e}")),
+    }
+    let signal = format!("{PG_DATA}/recovery.signal");
+    docker::exec(
+        container,
+        &["su", "postgres", "-c", &format!("touch {signal}")],
+    )?;
+    Ok(())
+}
+
+/// Takes a prepared hold back: no `recovery.signal` (PostgreSQL removes it itself when a held
+/// recovery ends) and no `restore_command`, so a later restart (or a base backup taken from
+/// this instance, which copies `postgresql.auto.conf`) is not held.
+async fn undo_hold(container: &str, addr: &str) -> Result<()> {
+    let signal = format!("{PG_DATA}/recovery.signal");
+    docker::exec(container, &["rm", "-f", &signal])?;
+    let client = cluster::connect(addr, "postgres").await?;
+    if let Err(e) = client
+        .batch_execute("ALTER SYSTEM RESET restore_command; SELECT pg_reload_conf()")
+        .await
+    {
+        return fail(format!("{container}: resetting restore_command: {e}"));
+    }
+    Ok(())
+}
+
+/// A crash restart as PostgreSQL makes one: a backend (a session the harness opened) is
+/// killed with SIGKILL, so the postmaster, which keeps running and listening, terminates every
+/// other server process, reinitialises shared memory and starts crash recovery, held by
+/// [`prepare_hold`]. No connection is refused at any point. Returns the time of the kill once
+/// the instance answers 57P03; a connection refused meanwhile (the postmaster gone) or a
+/// hold that does not take is a failure of the run.
+async fn crash_backend(container: &str, addr: &str) -> Result<i64> {
+    let client = cluster::connect(addr, "postgres").await?;
+    let pid: i32 = match client.query_one("SELECT pg_backend_pid()", &[]).await {
+        Ok(row) => row.get(0),
+        Err(e) => return fail(format!("{container}: reading a backend pid: {e}")),
+    };
+    let at = now_ms();
+    docker::exec(container, &["sh", "-c", &format!("kill -KILL {pid}")])?;
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
-        if let Err(e) = cluster::connect(addr, "postgres").await {
-            if e.to_string().contains("57P03")
-                || e.to_string().contains("not accepting connections")
-                || e.to_string().contains("starting up")
-            {
-                return Ok(());
+        match cluster::connect(addr, "postgres").await {
+            Err(e) if is_57p03(&e.to_string()) => return Ok(at),
+            Err(e) if start.elapsed() > Duration::from_secs(2) => {
+                return fail(format!(
+                    "{container}: not a crash restart: {e} after its backend {pid} was killed"
+                ))
             }
+            // The first attempt may still reach the old server before it notices the crash.
+            _ => {}
         }
-        sleep_ms(50).await;
+        sleep_ms(20).await;
     }
     fail(format!(
-        "{container} did not answer 57P03 after a held restart"
+        "{container} did not answer 57P03 after its backend {pid} was killed"
     ))
+}
+
+/// Prepares the hold and crashes a backend; on failure the hold is taken back (best effort)
+/// so that no later restart of the instance is held.
+async fn crash_and_hold(container: &str, addr: &str) -> Result<i64> {
+    let crashed = match prepare_hold(container, addr).await {
+        Ok(()) => crash_backend(container, addr).await,
+        Err(e) => Err(e),
+    };
+    if crashed.is_err() {
+        // Release a hold that may have taken, then clear the preparation.
+        let _ = docker::exec(container, &["touch", "/tmp/chaos-release"]);
+        let _ = release_hold_wait(addr, 30).await;
+        let _ = undo_hold(container, addr).await;
+    }
+    crashed
 }
 
 /// Lets a held restart finish (its recovery ends; it comes up read-write) and waits until it
 /// accepts connections.
 async fn release_hold(container: &str, addr: &str) -> Result<()> {
     docker::exec(container, &["touch", "/tmp/chaos-release"])?;
-    let start = std::time::Instant::now();
-    while start.elapsed() < Duration::from_secs(60) {
-        if cluster::connect(addr, "postgres").await.is_ok() {
-            return Ok(());
-        }
-        sleep_ms(20).await;
+    if release_hold_wait(addr, 60).await {
+        return Ok(());
     }
     fail(format!(
         "{container} did not accept connections after its release"
     ))
+}
+
+async fn release_hold_wait(addr: &str, secs: u64) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if cluster::connect(addr, "postgres").await.is_ok() {
+            return true;
+        }
+        sleep_ms(20).await;
+    }
+    false
 }
 
 /// A real PostgreSQL primary crashes and restarts held in recovery (57P03), under the write
@@ -665,24 +762,32 @@ async fn pg_crash_restart(h: &mut Harness, long: bool) -> Result<()> {
     let Some((container, addr)) = pg_container(p.dbid) else {
         return fail(format!("no container for dbid {}", p.dbid));
     };
-    crash_and_hold(container, addr).await?;
     let what = format!(
-        "crash restart of {container} (pg primary dbid {}, content {content}) held in recovery",
+        "crash restart of {container} (pg primary dbid {}, content {content}: kill -9 of a backend) held in recovery",
         p.dbid
     );
     if !long {
         let hold_ms = RESTART_GRACE_MS / 2;
+        // From the kill: the whole fault, and a probe interval after the release to see it
+        // back, allow no transition.
         let idx = h.record(
             format!("{what} for {hold_ms} ms (< restart_grace)"),
             Some(content),
             Expect::NoTransition {
                 content,
-                until: now_ms() + hold_ms,
+                until: now_ms() + hold_ms + h.detect(),
             },
         );
-        sleep_ms(hold_ms as u64).await;
+        let at = crash_and_hold(container, addr).await?;
+        h.faults[idx].at = at;
+        sleep_ms((at + hold_ms - now_ms()).max(0) as u64).await;
         release_hold(container, addr).await?;
         h.healed(idx);
+        let seen_back = now_ms() + h.detect();
+        if let Expect::NoTransition { until, .. } = &mut h.faults[idx].expect {
+            *until = (*until).max(seen_back);
+        }
+        undo_hold(container, addr).await?;
         // the primary keeps its role; its standby reconnects (the harness's heal waits for
         // the pair to be in sync again)
         sleep_ms(h.detect() as u64).await;
@@ -698,15 +803,26 @@ async fn pg_crash_restart(h: &mut Harness, long: bool) -> Result<()> {
         }
         return Ok(());
     }
+    // Bound from the kill: the grace runs from the first 57P03, which is at once.
     let bound = RESTART_GRACE_MS + h.detect() + 2000;
-    h.expect_promotion(
+    let idx = h.record(
         format!("{what} past restart_grace"),
+        Some(content),
+        Expect::Promotion {
+            content,
+            not_before: now_ms(),
+            bound_ms: bound,
+        },
+    );
+    let at = crash_and_hold(container, addr).await?;
+    h.faults[idx].at = at;
+    h.faults[idx].expect = Expect::Promotion {
         content,
-        p.dbid,
-        bound,
-        2000,
-    )
-    .await;
+        not_before: at,
+        bound_ms: bound,
+    };
+    h.wait_promotion(content, p.dbid, bound + h.timing.slack_ms + 2000)
+        .await;
     // the old primary ends its recovery read-write while the catalog lists it as a mirror
     release_hold(container, addr).await?;
     let idx = h.record(

@@ -40,6 +40,17 @@ pub(super) async fn connect(
     Ok(client)
 }
 
+/// The server's `server_version_num` (150004 for PostgreSQL 15.4), read from the server itself
+/// so the caller picks the function names it understands (`xlog`/`location` before
+/// PostgreSQL 10, no `pg_promote()` before 12).
+pub(crate) async fn server_version_num(client: &Client) -> Result<i32, AttemptError> {
+    let row = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| classify(&e, false))?;
+    Ok(row.get(0))
+}
+
 /// Maps a tokio-postgres error to a failure class. `connecting`: the error came from
 /// connection startup, where a server error means the server refused the session (starting
 /// up, in recovery, too many clients ...), as the FTS client's `StartupError`.

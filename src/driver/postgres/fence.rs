@@ -15,13 +15,13 @@ use crate::wire::failure::{AttemptError, FailureKind};
 
 /// The end of the next step: the gate's end (the act-by deadline), capped by `bound` from now.
 /// None: the gate said no.
-fn step_end(gate: AuthorityGate<'_>, bound: Duration) -> Option<Instant> {
+pub(super) fn step_end(gate: AuthorityGate<'_>, bound: Duration) -> Option<Instant> {
     let authority_end = gate()?;
     let end = Instant::now() + bound;
     Some(authority_end.map_or(end, |a| a.min(end)))
 }
 
-fn not_sent(step: &str) -> AttemptError {
+pub(super) fn not_sent(step: &str) -> AttemptError {
     AttemptError::new(
         FailureKind::Timeout,
         format!("authority lost or act-by deadline passed before {step}; not done"),
@@ -64,6 +64,41 @@ SELECT count(*) FILTER (WHERE (NOT s.su OR me.rolsuper) AND pg_terminate_backend
        count(*) FILTER (WHERE s.su AND NOT me.rolsuper) \
   FROM s, me";
 
+/// `ALTER SYSTEM SET default_transaction_read_only = on` (`on`), or `ALTER SYSTEM RESET` it
+/// (the server's default, off): the fence and a switchover's stop, and undoing them.
+pub(super) async fn alter_read_only(client: &Client, on: bool) -> Result<(), AttemptError> {
+    let sql = if on {
+        "ALTER SYSTEM SET default_transaction_read_only = on"
+    } else {
+        "ALTER SYSTEM RESET default_transaction_read_only"
+    };
+    client
+        .batch_execute(sql)
+        .await
+        .map_err(|e| classify(&e, false))
+}
+
+/// Waits, after `pg_reload_conf()`, until our own backend sees `default_transaction_read_only`
+/// as `on` (the caller bounds the wait). The postmaster reloads asynchronously and then
+/// signals its children; once our backend sees the new value, connections forked from now on
+/// start with it too.
+pub(super) async fn wait_read_only(client: &Client, on: bool) -> Result<(), AttemptError> {
+    let want = if on { "on" } else { "off" };
+    loop {
+        let row = client
+            .query_one(
+                "SELECT current_setting('default_transaction_read_only')",
+                &[],
+            )
+            .await
+            .map_err(|e| classify(&e, false))?;
+        if row.get::<_, String>(0) == want {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `ALTER SYSTEM SET default_transaction_read_only = on`, reload, wait until the reload is in
 /// effect (so sessions that reconnect are read-only), then end every client session (their
 /// transactions, including commits waiting for a standby that is gone, are rolled back or
@@ -74,33 +109,10 @@ pub(crate) async fn fence_sql(
     statement_timeout: Duration,
 ) -> Result<Fenced, AttemptError> {
     let end = step_end(gate, statement_timeout).ok_or_else(|| not_sent("ALTER SYSTEM"))?;
-    bounded(end, "ALTER SYSTEM", async {
-        client
-            .batch_execute("ALTER SYSTEM SET default_transaction_read_only = on")
-            .await
-            .map_err(|e| classify(&e, false))
-    })
-    .await?;
+    bounded(end, "ALTER SYSTEM", alter_read_only(client, true)).await?;
     let end = step_end(gate, statement_timeout).ok_or_else(|| not_sent("pg_reload_conf"))?;
     bounded(end, "pg_reload_conf", reload(client)).await?;
-    // The postmaster reloads asynchronously and then signals its children; once our own
-    // backend sees the new value, connections forked from now on start read-only.
-    bounded(end, "waiting for the reload", async {
-        loop {
-            let row = client
-                .query_one(
-                    "SELECT current_setting('default_transaction_read_only')",
-                    &[],
-                )
-                .await
-                .map_err(|e| classify(&e, false))?;
-            if row.get::<_, String>(0) == "on" {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await?;
+    bounded(end, "waiting for the reload", wait_read_only(client, true)).await?;
     let end = step_end(gate, statement_timeout).ok_or_else(|| not_sent("ending sessions"))?;
     let row = bounded(end, "ending client sessions", async {
         client

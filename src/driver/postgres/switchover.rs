@@ -6,14 +6,15 @@
 //!
 //! Every statement that changes a server asks the authority gate first, as the fence does.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::act::reload;
-use super::connect::{classify, connect};
-use super::{fence, probe, PgDriver};
+use super::connect::{classify, connect, server_version_num};
+use super::fence::{self, not_sent};
+use super::{probe, PgDriver};
 use crate::driver::{AlarmKind, AuthorityGate, DriverAlarm};
 use crate::model::{ContentId, Dbid, Segment};
 use crate::wire::failure::{AttemptError, FailureKind};
@@ -50,13 +51,6 @@ const WRITERS: &str = "SELECT count(*) FROM pg_stat_activity \
 
 fn error(message: impl Into<String>) -> AttemptError {
     AttemptError::new(FailureKind::ErrorReply, message)
-}
-
-fn not_sent(step: &str) -> AttemptError {
-    AttemptError::new(
-        FailureKind::Timeout,
-        format!("authority lost or act-by deadline passed before {step}; not done"),
-    )
 }
 
 impl PgDriver {
@@ -161,10 +155,9 @@ impl PgDriver {
         gate: AuthorityGate<'_>,
     ) -> Result<(), AttemptError> {
         let bound = self.settings.statement_timeout;
-        let Some(authority_end) = gate() else {
+        let Some(end) = fence::step_end(gate, bound) else {
             return Err(not_sent("connecting"));
         };
-        let end = authority_end.map_or(Instant::now() + bound, |a| a.min(Instant::now() + bound));
         tokio::time::timeout_at(end.into(), async {
             let client = connect(&self.settings, primary, bound).await?;
             restore_writes_on(&client, gate).await
@@ -228,14 +221,6 @@ async fn bounded<T>(
     })
 }
 
-async fn version(client: &Client) -> Result<i32, AttemptError> {
-    let row = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(|e| classify(&e, false))?;
-    Ok(row.get(0))
-}
-
 /// Stops the writes on the server `client` is connected to: read-only at the database level
 /// and every client session ended (the fence's SQL), then waits until no write transaction is
 /// left and reads the final WAL position (the caller bounds the wait). Function names follow
@@ -245,7 +230,7 @@ pub(crate) async fn stop_writes_on(
     gate: AuthorityGate<'_>,
     statement_timeout: Duration,
 ) -> Result<WritesStopped, AttemptError> {
-    let version_num = version(client).await?;
+    let version_num = server_version_num(client).await?;
     let fenced = fence::fence_sql(client, gate, statement_timeout).await?;
     loop {
         let row = client
@@ -280,7 +265,7 @@ pub(crate) async fn wait_replay_on(
     lsn: &str,
     limit: Duration,
 ) -> Result<String, AttemptError> {
-    let version_num = version(client).await?;
+    let version_num = server_version_num(client).await?;
     let sql = if version_num >= 100_000 {
         "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false), \
                 coalesce(pg_last_wal_replay_lsn()::text, '')"
@@ -324,22 +309,7 @@ pub(crate) async fn restore_writes_on(
     if gate().is_none() {
         return Err(not_sent("ALTER SYSTEM"));
     }
-    client
-        .batch_execute("ALTER SYSTEM RESET default_transaction_read_only")
-        .await
-        .map_err(|e| classify(&e, false))?;
+    fence::alter_read_only(client, false).await?;
     reload(client).await?;
-    loop {
-        let row = client
-            .query_one(
-                "SELECT current_setting('default_transaction_read_only')",
-                &[],
-            )
-            .await
-            .map_err(|e| classify(&e, false))?;
-        if row.get::<_, String>(0) == "off" {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fence::wait_read_only(client, false).await
 }

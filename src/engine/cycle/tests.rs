@@ -841,8 +841,8 @@ impl crate::engine::second_opinion::Peers for TwoPeers {
 fn with_peers(peers: TwoPeers) -> SecondOpinion {
     SecondOpinion {
         peers: Some(Arc::new(peers)),
-        window: Duration::from_secs(10),
-        confirm_timeout: Duration::from_millis(200),
+        window: Duration::from_secs(10).into(),
+        confirm_timeout: Some(Duration::from_millis(200)),
         ..SecondOpinion::default()
     }
 }
@@ -897,7 +897,7 @@ async fn a_report_from_a_follower_makes_the_majority() {
     let (ctx, catalog, _auth, log) = context_with(
         in_sync_pair(),
         SecondOpinion {
-            confirm_timeout: Duration::from_secs(3600),
+            confirm_timeout: Some(Duration::from_secs(3600)),
             ..with_peers(TwoPeers {
                 answers: HashMap::new(),
             })

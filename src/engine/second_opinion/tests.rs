@@ -78,9 +78,10 @@ fn gate(peers: Option<Arc<dyn Peers>>, table: Arc<ObservationTable>) -> SecondOp
     SecondOpinion {
         table,
         peers,
-        window: Duration::from_secs(10),
-        confirm_timeout: Duration::from_millis(300),
+        window: Duration::from_secs(10).into(),
+        confirm_timeout: Some(Duration::from_millis(300)),
         min_down: Duration::ZERO,
+        wake: None,
     }
 }
 
@@ -140,7 +141,7 @@ async fn one_peer_that_saw_it_makes_a_majority_of_three_without_waiting_for_the_
     // c never answers: the gate must not wait for it once b has confirmed.
     let peers = Scripted::new(&["a", "b", "c"]).answer("b", Duration::ZERO, down());
     let g = SecondOpinion {
-        confirm_timeout: Duration::from_secs(3600),
+        confirm_timeout: Some(Duration::from_secs(3600)),
         ..gate(Some(Arc::new(peers)), table_with_own_loss())
     };
     let Verdict::Confirmed(e) = g.confirm("a", 2, None).await else {
@@ -168,7 +169,7 @@ async fn a_report_arriving_while_waiting_counts() {
     let peers =
         Arc::new(Scripted::new(&["a", "b", "c"]).answer("b", Duration::from_millis(50), up()));
     let g = SecondOpinion {
-        confirm_timeout: Duration::from_millis(500),
+        confirm_timeout: Some(Duration::from_millis(500)),
         ..gate(Some(peers), table.clone())
     };
     let reporter = {
@@ -222,7 +223,7 @@ async fn an_unreadable_registry_never_confirms() {
 async fn the_wait_ends_before_the_act_by_deadline() {
     let peers = Arc::new(Scripted::new(&["a", "b", "c"]));
     let g = SecondOpinion {
-        confirm_timeout: Duration::from_secs(3600),
+        confirm_timeout: Some(Duration::from_secs(3600)),
         ..gate(Some(peers.clone()), table_with_own_loss())
     };
     let act_by = Instant::now() + Duration::from_millis(400);
@@ -233,6 +234,30 @@ async fn the_wait_ends_before_the_act_by_deadline() {
     for (_, deadline) in asked {
         assert!(deadline + ACT_BY_RESERVE <= act_by);
     }
+}
+
+/// The refusal wakes the probe loop once the minimum has passed, so the loss is decided again
+/// then rather than one interval later; without a loss to wait for, nothing wakes it.
+#[tokio::test]
+async fn a_refusal_for_min_down_wakes_the_loop_once_the_minimum_has_passed() {
+    let wake = Arc::new(Notify::new());
+    let g = SecondOpinion {
+        min_down: Duration::from_millis(50),
+        wake: Some(wake.clone()),
+        ..gate(None, table_with_own_loss())
+    };
+    let asked = Instant::now();
+    let Verdict::DownTooBriefly { down } = g.confirm("a", 2, None).await else {
+        panic!("not refused");
+    };
+    tokio::time::timeout(Duration::from_secs(60), wake.notified())
+        .await
+        .expect("the loop was never woken");
+    assert!(down + asked.elapsed() >= Duration::from_millis(50));
+    // Once down long enough: no refusal, no wake.
+    assert!(matches!(g.confirm("a", 2, None).await, Verdict::Alone));
+    let quiet = tokio::time::timeout(Duration::from_millis(200), wake.notified()).await;
+    assert!(quiet.is_err(), "woken without a refusal");
 }
 
 #[tokio::test]

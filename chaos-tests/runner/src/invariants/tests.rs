@@ -182,6 +182,68 @@ fn two_instances_in_one_epoch_fail() {
     assert!(v.details.iter().any(|d| d.contains("2 instances")), "{v:?}");
 }
 
+/// Cloudberry mode: ftsd1 took office with epoch 10 (a raw etcd revision), etcd was rebuilt
+/// empty at T0 + 10 s and ftsd3 took office with revision 10 of the new etcd.
+fn epoch_taken_again_after_a_rebuild() -> Recorded {
+    let mut r = clean();
+    r.terms.push(Term {
+        instance: "ftsd3".into(),
+        epoch: 10,
+        at: T0 + 20_000,
+    });
+    r
+}
+
+#[test]
+fn an_epoch_taken_again_in_a_rebuilt_etcd_passes() {
+    let mut r = epoch_taken_again_after_a_rebuild();
+    r.etcd_rebuilds = vec![T0 + 10_000];
+    let v = one_leader_per_epoch(&r);
+    assert_eq!(v.status, Status::Pass, "{v:?}");
+    // ... also when its transitions are the ones recorded (the new etcd's evidence).
+    r.evidence = vec![ev(1, T0 + 21_000, 10, "ftsd3", 0, &[2, 6])];
+    let v = one_leader_per_epoch(&r);
+    assert_eq!(v.status, Status::Pass, "{v:?}");
+}
+
+#[test]
+fn an_epoch_taken_twice_within_one_etcd_incarnation_fails() {
+    let mut r = epoch_taken_again_after_a_rebuild();
+    // Unscoped (no rebuild recorded, as for the SQL catalogs' generation epochs) ...
+    let v = one_leader_per_epoch(&r);
+    assert_eq!(v.status, Status::Fail, "{v:?}");
+    // ... and with a rebuild before both or after both terms.
+    for rebuild in [T0 - 10_000, T0 + 30_000] {
+        r.etcd_rebuilds = vec![rebuild];
+        let v = one_leader_per_epoch(&r);
+        assert_eq!(v.status, Status::Fail, "rebuild at {rebuild}: {v:?}");
+        assert!(
+            v.details
+                .iter()
+                .any(|d| d.contains("2 instances took office")),
+            "{v:?}"
+        );
+    }
+    // Two rebuilds around the first term, the second term after both: still distinct.
+    r.etcd_rebuilds = vec![T0 - 10_000, T0 + 10_000];
+    assert_eq!(one_leader_per_epoch(&r).status, Status::Pass);
+}
+
+#[test]
+fn evidence_matches_a_term_of_its_own_etcd_incarnation_only() {
+    // ftsd1 took office with revision 10 before the rebuild; after it, a transition by ftsd1
+    // with epoch 10 has no term of the new etcd behind it.
+    let mut r = clean();
+    r.etcd_rebuilds = vec![T0 + 10_000];
+    r.evidence = vec![ev(1, T0 + 21_000, 10, "ftsd1", 0, &[2, 6])];
+    let v = one_leader_per_epoch(&r);
+    assert_eq!(v.status, Status::Fail, "{v:?}");
+    assert!(
+        v.details.iter().any(|d| d.contains("no ftsd log shows")),
+        "{v:?}"
+    );
+}
+
 #[test]
 fn a_stale_epoch_after_a_newer_one_fails() {
     let mut r = clean();

@@ -33,6 +33,18 @@ pub fn summary(samples: &[Duration]) -> (Duration, Duration, Duration) {
     (v[0], v[v.len() / 2], v[v.len() - 1])
 }
 
+/// The `p` quantile (0 < p ≤ 1) by the nearest-rank method: the smallest sample with at
+/// least `p` of the samples at or below it (with 20 samples, p99 is the largest).
+pub fn percentile(samples: &[Duration], p: f64) -> Duration {
+    let mut v = samples.to_vec();
+    v.sort();
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * v.len() as f64).ceil().max(1.0) as usize;
+    v[rank.min(v.len()) - 1]
+}
+
 pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }

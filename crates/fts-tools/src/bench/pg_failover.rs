@@ -19,6 +19,8 @@ pub struct PgFailoverSettings {
     pub timeout: Duration,
     pub retries: u32,
     pub retry_delay: Duration,
+    /// `probe.min_down`.
+    pub min_down: Duration,
 }
 
 fn config(
@@ -42,6 +44,7 @@ interval = "{interval}"
 timeout = "{timeout}"
 retries = {retries}
 retry_delay = "{retry_delay}"
+min_down = "{min_down}"
 user = "{PROBE_ROLE}"
 password_file = "{pw}"
 [catalog]
@@ -56,6 +59,7 @@ level = "info"
         timeout = humantime::format_duration(s.timeout),
         retries = s.retries,
         retry_delay = humantime::format_duration(s.retry_delay),
+        min_down = humantime::format_duration(s.min_down),
         pw = pw.display(),
         url = catalog.url(),
         api = port()?,
@@ -64,7 +68,7 @@ level = "info"
 }
 
 /// A pseudo-random fraction in [0, 1) from the clock, to spread the kill over the cycle.
-fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -73,7 +77,7 @@ fn jitter() -> f64 {
 }
 
 /// One INSERT on `server` within `limit`; Ok(false) while it is read-only or unreachable.
-async fn try_write(server: &PgServer, limit: Duration) -> bool {
+pub(crate) async fn try_write(server: &PgServer, limit: Duration) -> bool {
     let attempt = async {
         let client = server.client().await.ok()?;
         client

@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use fts_tools::bench::{coordinator_failover, measure, pg_failover, probe, takeover};
+use fts_tools::bench::{coordinator_failover, measure, pg_failover, pg_quorum, probe, takeover};
 
 /// ftsd benchmarks: probe-cycle cost against fts-segsim, leader takeover after kill -9,
-/// failover of a real PostgreSQL pair, and coordinator failover behind a virtual IP.
+/// failover of a real PostgreSQL pair (by one instance or by several acting on a quorum), and
+/// coordinator failover behind a virtual IP.
 #[derive(Parser)]
 #[command(name = "fts-bench", version, about)]
 struct Cli {
@@ -45,11 +46,36 @@ enum Cmd {
         instances: usize,
     },
     /// Failover of a real PostgreSQL pair with the postgres driver: kill -9 of the primary's
-    /// postmaster until the promoted standby commits a write, over several runs.
+    /// postmaster until the promoted standby commits a write, over several runs; with
+    /// `--instances 3`, by three elected instances acting on a quorum (real etcd), and with
+    /// `--flaps N`, the flapping check (N short outages of the primary: no failover).
     PgFailover {
-        /// Kill -9 runs (each with a fresh pair and daemon).
+        /// Kill -9 runs (each with a fresh pair and fresh daemons); 0 with `--flaps` runs
+        /// only the flapping check.
         #[arg(long, default_value_t = 10)]
         runs: usize,
+        /// ftsd instances: 1 runs `ftsd run --no-election`; more are elected through a real
+        /// etcd with the second opinion on (`observe.mode`).
+        #[arg(long, default_value_t = 1)]
+        instances: usize,
+        /// observe.mode of the instances when there are several: continuous or on-demand.
+        #[arg(long, default_value = "continuous", value_parser = ["continuous", "on-demand"])]
+        observe: String,
+        /// probe.min_down of the daemons (flaps shorter than it never fail over).
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        min_down: Duration,
+        /// etcd.lease_ttl of the instances when there are several.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        lease_ttl: Duration,
+        /// After the kill runs, this many flaps of the primary (100–300 ms each, alternately
+        /// a refused port and a frozen postmaster, 1–2 s apart) with the same configuration;
+        /// the check fails unless nothing was failed over. Needs `--instances` > 1.
+        #[arg(long, default_value_t = 0)]
+        flaps: usize,
+        /// Keep the daemons' logs and configurations of the multi-instance bench (their
+        /// directory is printed); a failed run keeps them anyway.
+        #[arg(long)]
+        keep_logs: bool,
         /// probe.interval of the daemon.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         interval: Duration,
@@ -172,28 +198,92 @@ fn main() -> anyhow::Result<()> {
             timeout,
             retries,
             retry_delay,
+            instances,
+            observe,
+            min_down,
+            lease_ttl,
+            flaps,
+            keep_logs,
         } => {
             let settings = pg_failover::PgFailoverSettings {
                 interval,
                 timeout,
                 retries,
                 retry_delay,
+                min_down,
             };
-            let samples = rt.block_on(pg_failover::run(settings, runs))?;
-            let (lo, med, hi) = measure::summary(&samples);
-            println!("| interval | timeout | retries | retry_delay | runs | kill -9 → write on promoted standby min / median / max |");
-            println!("|---|---|---:|---|---:|---|");
-            println!(
-                "| {} | {} | {} | {} | {} | {} / {} / {} |",
-                humantime::format_duration(interval),
-                humantime::format_duration(timeout),
-                retries,
-                humantime::format_duration(retry_delay),
-                samples.len(),
-                measure::ms(lo),
-                measure::ms(med),
-                measure::ms(hi)
-            );
+            let quorum = pg_quorum::QuorumSettings {
+                instances,
+                observe,
+                lease_ttl,
+                keep_logs,
+            };
+            if instances == 0 {
+                anyhow::bail!("--instances must be at least 1");
+            }
+            if flaps > 0 && instances == 1 {
+                anyhow::bail!("--flaps needs --instances 2 or more");
+            }
+            let mode = if instances == 1 {
+                "single".to_string()
+            } else {
+                format!("{instances} × {}", quorum.observe)
+            };
+            if runs > 0 {
+                let samples = if instances == 1 {
+                    rt.block_on(pg_failover::run(settings, runs))?
+                } else {
+                    rt.block_on(pg_quorum::run(settings, &quorum, runs))?
+                };
+                let (lo, med, hi) = measure::summary(&samples);
+                let p99 = measure::percentile(&samples, 0.99);
+                println!("| instances | interval | timeout | retries | retry_delay | min_down | runs | kill -9 → write on promoted standby min / median / p99 / max |");
+                println!("|---|---|---|---:|---|---|---:|---|");
+                println!(
+                    "| {mode} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} |",
+                    humantime::format_duration(interval),
+                    humantime::format_duration(timeout),
+                    retries,
+                    humantime::format_duration(retry_delay),
+                    humantime::format_duration(min_down),
+                    samples.len(),
+                    measure::ms(lo),
+                    measure::ms(med),
+                    measure::ms(p99),
+                    measure::ms(hi)
+                );
+            }
+            if flaps > 0 {
+                let r = rt.block_on(pg_quorum::flaps(settings, &quorum, flaps))?;
+                let refusals: Vec<String> = r
+                    .refusals
+                    .iter()
+                    .map(|(why, n)| format!("{n} × {why}"))
+                    .collect();
+                println!(
+                    "flapping check ({mode}): {} flaps ({} port refused, {} postmaster frozen), {} to {}; \
+                     transitions: {}; primary still primary: {}; standby still in recovery: {}",
+                    r.refused + r.frozen,
+                    r.refused,
+                    r.frozen,
+                    measure::ms(r.shortest),
+                    measure::ms(r.longest),
+                    r.transitions,
+                    r.primary_kept,
+                    r.standby_kept
+                );
+                println!(
+                    "refused decisions during the flaps: {}",
+                    if refusals.is_empty() {
+                        "none".to_string()
+                    } else {
+                        refusals.join("; ")
+                    }
+                );
+                if r.transitions != 0 || !r.primary_kept || !r.standby_kept {
+                    anyhow::bail!("the flapping check failed: a flap was failed over");
+                }
+            }
         }
         Cmd::CoordinatorFailover {
             runs,
