@@ -5,6 +5,7 @@
 //!   etcd and the catalog, whether it leads.
 //! * `service` — the calls; mutating ones only on the leader, followers redirect.
 //! * `convert` — model types to protobuf messages.
+//! * `coordinator` — the coordinator pair's etcd records as content -1's explain and history.
 //! * `limits` — bounds on what a caller may ask for.
 //! * `auth` — which calls need credentials, and the layer that checks them.
 //! * `tls` — the listeners' TLS settings.
@@ -13,6 +14,7 @@
 pub mod auth;
 pub mod client;
 pub mod convert;
+pub mod coordinator;
 pub mod limits;
 pub mod service;
 pub mod state;

@@ -81,6 +81,32 @@ impl FtsService {
         let current = self.state.pause.borrow().clone();
         Ok(convert::pause(current.as_ref()))
     }
+
+    /// `ConfirmDown` about the coordinator: answered from this instance's own coordinator
+    /// watch (every instance watches the pair), whatever `observe.mode` says.
+    async fn confirm_coordinator_down(
+        &self,
+        r: proto::ConfirmDownRequest,
+    ) -> Result<Response<proto::ConfirmDownResponse>, Status> {
+        let address = limits::text("coordinator", &r.coordinator, limits::MAX_BY_CHARS)?;
+        let Some(watch) = self.state.coordinator_watch() else {
+            return Err(Status::failed_precondition(
+                "this instance does not watch the coordinator pair ([coordinator] not configured)",
+            ));
+        };
+        let timeout = limits::confirm_wait(r.timeout_ms)?;
+        let window = limits::confirm_window(r.window_ms)?;
+        let deadline = std::time::Instant::now() + timeout;
+        let answer = watch
+            .observations()
+            .answer(&address, window, deadline)
+            .await;
+        tracing::debug!(coordinator = %address, from = %r.from_instance, ?answer, "answered ConfirmDown about the coordinator");
+        Ok(Response::new(convert::confirm_down(
+            &self.state.instance_id,
+            &answer,
+        )))
+    }
 }
 
 fn dbid(raw: i32) -> Result<crate::model::Dbid, Status> {
@@ -231,9 +257,28 @@ impl Fts for FtsService {
             .history(&filter)
             .await
             .map_err(Self::catalog_status)?;
-        Ok(Response::new(proto::HistoryResponse {
-            entries: rows.iter().map(convert::history).collect(),
-        }))
+        let mut entries: Vec<proto::HistoryEntry> = rows.iter().map(convert::history).collect();
+        // The coordinator pair's own records live in etcd (content -1, no dbid).
+        let wants_coordinator =
+            filter.content.is_none_or(|c| c == -1) && filter.dbid.is_none_or(|d| d == 0);
+        if let (true, Some(watch)) = (wants_coordinator, self.state.coordinator_watch()) {
+            let limit = usize::try_from(filter.limit).unwrap_or(usize::MAX);
+            match watch.records().history(limit).await {
+                Ok(records) => {
+                    let since_ms = r.since_ms;
+                    entries.extend(
+                        records
+                            .iter()
+                            .map(super::coordinator::history_entry)
+                            .filter(|e| e.time_ms >= since_ms),
+                    );
+                    entries.sort_by_key(|e| std::cmp::Reverse(e.time_ms));
+                    entries.truncate(limit);
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot read the coordinator history"),
+            }
+        }
+        Ok(Response::new(proto::HistoryResponse { entries }))
     }
 
     async fn probe_now(
@@ -319,6 +364,13 @@ impl Fts for FtsService {
         let content = req.into_inner().content;
         let c = i16::try_from(content)
             .map_err(|_| Status::invalid_argument(format!("content {content} is out of range")))?;
+        if let (-1, Some(watch)) = (c, self.state.coordinator_watch()) {
+            let newest =
+                watch.records().history(1).await.map_err(|e| {
+                    Status::unavailable(format!("coordinator history in etcd: {e}"))
+                })?;
+            return Ok(Response::new(super::coordinator::explain(newest.first())));
+        }
         let ev = self
             .state
             .catalog
@@ -461,6 +513,9 @@ impl Fts for FtsService {
         req: Request<proto::ConfirmDownRequest>,
     ) -> Result<Response<proto::ConfirmDownResponse>, Status> {
         let r = req.into_inner();
+        if !r.coordinator.is_empty() {
+            return self.confirm_coordinator_down(r).await;
+        }
         let dbid = dbid(r.dbid)?;
         let Some(observer) = self.state.observer() else {
             return Err(Status::failed_precondition(

@@ -519,6 +519,11 @@ pub(crate) const KEYS: &[Key] = &[
     key!(coordinator.promote_command),
     key!(coordinator.promote_timeout),
     key!(coordinator.failover_cooldown),
+    key!("coordinator.sslmode" => coordinator.tls.mode),
+    key!("coordinator.ssl_ca_file" => coordinator.tls.ca_file),
+    key!("coordinator.ssl_cert_file" => coordinator.tls.cert_file),
+    key!("coordinator.ssl_key_file" => coordinator.tls.key_file),
+    key!(coordinator.source_address),
     key!(vip.address),
     key!(vip.interface),
     key!(vip.member),
@@ -602,7 +607,7 @@ mod tests {
         // Their names are spelled out (the fields sit in the shared `PgTlsSettings`): each
         // must set its own table's field and leave the other table alone.
         use std::path::Path;
-        for (table, other) in [("postgres", "catalog"), ("catalog", "postgres")] {
+        for table in ["postgres", "catalog", "coordinator"] {
             let mut c = Config::defaults();
             for (key, value) in [
                 ("sslmode", "verify-full"),
@@ -617,14 +622,19 @@ mod tests {
             }
             let tls = |t: &str| match t {
                 "postgres" => c.postgres.tls.clone(),
-                _ => c.catalog.tls.clone(),
+                "catalog" => c.catalog.tls.clone(),
+                _ => c.coordinator.tls.clone(),
             };
             let mine = tls(table);
             assert_eq!(mine.mode, SslMode::VerifyFull, "{table}");
             assert_eq!(mine.ca_file.as_deref(), Some(Path::new("/k/ca.pem")));
             assert_eq!(mine.cert_file.as_deref(), Some(Path::new("/k/cert.pem")));
             assert_eq!(mine.key_file.as_deref(), Some(Path::new("/k/key.pem")));
-            assert_eq!(tls(other), Default::default(), "{other} untouched");
+            for other in ["postgres", "catalog", "coordinator"] {
+                if other != table {
+                    assert_eq!(tls(other), Default::default(), "{other} untouched");
+                }
+            }
         }
     }
 

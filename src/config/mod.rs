@@ -378,6 +378,12 @@ pub struct CoordinatorConfig {
     pub promote_timeout: Duration,
     /// No automatic failover within this long after the last one (the brake).
     pub failover_cooldown: Duration,
+    /// TLS of every connection to the pair (probes, promotion, write check, switchover):
+    /// `coordinator.sslmode`, `coordinator.ssl_ca_file`, `coordinator.ssl_cert_file`,
+    /// `coordinator.ssl_key_file`.
+    pub tls: PgTlsSettings,
+    /// Local IP address the pair's connections are bound to (None: the kernel chooses).
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 impl Default for CoordinatorConfig {
@@ -400,6 +406,8 @@ impl Default for CoordinatorConfig {
             promote_command: Vec::new(),
             promote_timeout: Duration::from_secs(60),
             failover_cooldown: Duration::from_secs(600),
+            tls: PgTlsSettings::default(),
+            source_address: None,
         }
     }
 }

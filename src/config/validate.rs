@@ -322,6 +322,7 @@ fn coordinator(c: &Config, o: &Origins<'_>) -> Result<(), Failure> {
         Duration::from_secs(7 * 24 * 3600),
     )
     .map_err(on("coordinator.failover_cooldown"))?;
+    pg_tls("coordinator", &k.tls)?;
     Ok(())
 }
 
@@ -582,6 +583,12 @@ fn pg_tls(table: &'static str, t: &crate::tls::postgres::PgTlsSettings) -> Resul
             "catalog.ssl_ca_file",
             "catalog.ssl_cert_file",
             "catalog.ssl_key_file",
+        ),
+        "coordinator" => (
+            "coordinator.sslmode",
+            "coordinator.ssl_ca_file",
+            "coordinator.ssl_cert_file",
+            "coordinator.ssl_key_file",
         ),
         _ => (
             "postgres.sslmode",

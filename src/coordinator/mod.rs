@@ -21,6 +21,7 @@
 //!   client-facing address on the acting coordinator's host.
 
 pub mod cloudberry;
+pub mod confirm;
 pub mod failover;
 pub mod probe;
 pub mod records;
@@ -85,6 +86,8 @@ impl CoordinatorSettings {
                 database: c.database.clone(),
                 password: c.password.clone(),
                 timeout: c.timeout,
+                tls: crate::tls::postgres::PgTls::or_fail_closed(&c.tls, "coordinator"),
+                source: c.source_address,
             },
             max_lag: c.max_lag,
             fence_command: c.fence_command.clone(),
@@ -207,6 +210,12 @@ pub struct Watcher {
     /// Set on a Cloudberry external-FTS cluster: the pair is probed and promoted through the
     /// FTS handlers and its content -1 rows are kept in the blob ([`cloudberry`]).
     cloudberry: std::sync::OnceLock<cloudberry::CbPair>,
+    /// What this instance's rounds last saw of each coordinator address (answers the
+    /// leader's `ConfirmDown` about the coordinator).
+    observed: confirm::Observations,
+    /// The other instances, asked before a failover without a fence command; unset (no
+    /// election): nobody else can act, this instance's retries confirm.
+    peers: std::sync::OnceLock<Arc<dyn crate::engine::second_opinion::Peers>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -240,7 +249,26 @@ impl Watcher {
             switching: std::sync::atomic::AtomicBool::new(false),
             switchover_lock: tokio::sync::Mutex::new(()),
             cloudberry: std::sync::OnceLock::new(),
+            observed: confirm::Observations::default(),
+            peers: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Attaches the other instances (before [`Watcher::run`]).
+    pub fn set_peers(&self, peers: Arc<dyn crate::engine::second_opinion::Peers>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// This instance's own observations of the coordinator, per address.
+    pub fn observations(&self) -> &confirm::Observations {
+        &self.observed
+    }
+
+    /// How recent a peer's observation must be: one interval and one full round of attempts
+    /// on the coordinator, so a member that watches continuously always has one.
+    fn confirm_window(&self) -> Duration {
+        let s = &self.settings;
+        s.interval + s.connect.timeout * (s.retries + 1) + s.retry_delay * s.retries
     }
 
     /// Probes and promotes the pair as on a Cloudberry external-FTS cluster from now on
@@ -476,6 +504,23 @@ impl Watcher {
         let pair_key = format!("{acting}/{standby}");
         let primary_seen = self.primary_seen(&seen.primary);
         let sync_now = seen.sync_now.clone();
+        self.observed.record(
+            &acting.to_string(),
+            match primary_seen {
+                PrimarySeen::Up { .. } => None,
+                PrimarySeen::Lost | PrimarySeen::ProberFault => Some(
+                    seen.primary_round["failures"]
+                        .as_array()
+                        .and_then(|a| a.last())
+                        .and_then(|f| serde_json::from_value(f["kind"].clone()).ok())
+                        .unwrap_or(if primary_seen == PrimarySeen::ProberFault {
+                            crate::wire::failure::FailureKind::Local
+                        } else {
+                            crate::wire::failure::FailureKind::Io
+                        }),
+                ),
+            },
+        );
         let last_sync = {
             let mut m = lock(&self.memory);
             if let Some(sync) = &sync_now {
@@ -505,7 +550,7 @@ impl Watcher {
             let since = micros(SystemTime::now()).saturating_sub(t);
             u128::try_from(since).unwrap_or(0) < self.settings.failover_cooldown.as_micros()
         });
-        let view = CoordinatorView {
+        let mut view = CoordinatorView {
             auto_failover: self.settings.auto_failover,
             office: if read.is_none() && office == Office::Acting {
                 // No recorded state read: nothing can be fenced against it.
@@ -523,7 +568,42 @@ impl Watcher {
             sync_source: seen.source,
             promote_ready: seen.promote_ready,
         };
-        let decision = decide(&view);
+        let mut decision = decide(&view);
+        // Without a fence command, a failover needs the other live members' word that they
+        // lost the coordinator too (docs/coordinator.md).
+        let mut others = None;
+        if decision == CoordinatorDecision::Failover {
+            if let Some(peers) = self.peers.get() {
+                let fence_command = !self.settings.fence_command.is_empty();
+                if !fence_command {
+                    let window = self.confirm_window();
+                    // Waiting changes nothing outside: every step after it checks the
+                    // authority again. A peer's next round ends within one window.
+                    let deadline = Instant::now() + window + Duration::from_secs(1);
+                    let gathered = confirm::gather(
+                        peers,
+                        &self.instance_id,
+                        &acting.to_string(),
+                        fence_command,
+                        window,
+                        deadline,
+                    )
+                    .await;
+                    tracing::info!(
+                        content = -1,
+                        verdict = ?gathered.tally.others,
+                        reached = ?gathered.tally.reached,
+                        lost = ?gathered.tally.lost,
+                        unconfirmed = ?gathered.tally.unconfirmed,
+                        waited_ms = gathered.waited_ms,
+                        "the other members' word on the lost coordinator"
+                    );
+                    view.others = gathered.tally.others;
+                    decision = decide(&view);
+                    others = Some(gathered.to_json());
+                }
+            }
+        }
         self.publish(
             &acting,
             &standby,
@@ -553,7 +633,7 @@ impl Watcher {
             holders,
             self.reporting.vip_expected,
         ));
-        let evidence = json!({
+        let mut evidence = json!({
             "view": view,
             "decision": decision,
             "acting": acting.to_string(),
@@ -562,6 +642,9 @@ impl Watcher {
             "standby_round": seen.standby_round,
             "promote_ready_key": seen.promote_ready_key,
         });
+        if let Some(others) = others {
+            evidence["confirmations"] = others;
+        }
         if self.switching.load(std::sync::atomic::Ordering::Relaxed) {
             tracing::debug!(?decision, "a switchover runs here: this round only watches");
             return;

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::core::coordinator::SyncSeen;
 use crate::driver::postgres::connect::{classify, server_version_num};
@@ -52,6 +52,12 @@ pub struct ConnectSettings {
     pub password: Option<Secret>,
     /// Bound on one attempt, connection included.
     pub timeout: Duration,
+    /// `coordinator.sslmode` and its files, read once (a file unreadable at start makes every
+    /// connection fail, never fall back to plaintext).
+    pub tls: crate::tls::postgres::PgTls,
+    /// `coordinator.source_address`: the local address connections are bound to (None: the
+    /// kernel chooses).
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// Opens a session to `endpoint`; the caller bounds the whole attempt.
@@ -66,13 +72,110 @@ pub async fn connect(s: &ConnectSettings, endpoint: &Endpoint) -> Result<Client,
     if let Some(pw) = &s.password {
         cfg.password(pw.expose());
     }
-    let (client, connection) = cfg.connect(NoTls).await.map_err(|e| classify(&e, true))?;
+    s.tls.apply(&mut cfg);
+    let Some(source) = s.source else {
+        let (client, connection) = cfg
+            .connect(s.tls.connector())
+            .await
+            .map_err(|e| classify_connect(&e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "coordinator connection ended");
+            }
+        });
+        return Ok(client);
+    };
+    let stream = bound_stream(source, endpoint, s.timeout).await?;
+    let mut make = s.tls.connector();
+    let tls = tokio_postgres::tls::MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(
+        &mut make,
+        &endpoint.host,
+    )
+    .map_err(|e| AttemptError::new(FailureKind::Local, format!("TLS setup: {e}")))?;
+    let (client, connection) = cfg
+        .connect_raw(stream, tls)
+        .await
+        .map_err(|e| classify_connect(&e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "coordinator connection ended");
         }
     });
     Ok(client)
+}
+
+/// A TCP connection to `endpoint` from the local address `source`, bounded by `timeout`.
+async fn bound_stream(
+    source: std::net::IpAddr,
+    endpoint: &Endpoint,
+    timeout: Duration,
+) -> Result<tokio::net::TcpStream, AttemptError> {
+    let started = Instant::now();
+    let addresses = tokio::time::timeout(
+        timeout,
+        tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port)),
+    )
+    .await
+    .map_err(|_| AttemptError::new(FailureKind::Resolve, "name lookup timed out"))?
+    .map_err(|e| AttemptError::new(FailureKind::Resolve, format!("lookup address: {e}")))?;
+    let Some(target) = addresses
+        .into_iter()
+        .find(|a| a.is_ipv4() == source.is_ipv4())
+    else {
+        return Err(AttemptError::new(
+            FailureKind::Resolve,
+            format!(
+                "{endpoint} has no address of the family of coordinator.source_address {source}"
+            ),
+        ));
+    };
+    let io = |e: std::io::Error| AttemptError::new(FailureKind::of_io(&e), e.to_string());
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(io)?;
+    socket.bind((source, 0).into()).map_err(io)?;
+    let left = timeout.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, socket.connect(target)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => Err(io(e)),
+        Err(_) => Err(AttemptError::new(FailureKind::Timeout, "connect timed out")),
+    }
+}
+
+/// A failed connection's class. A TLS handshake that fails on the certificate (an unknown CA,
+/// a host name it does not carry, an expired one) means the server answered: what is wrong is
+/// this prober's trust settings or the server's certificate, not the coordinator's liveness.
+/// It is a prober fault (`auth`), so a certificate problem never fails the coordinator over.
+fn classify_connect(e: &tokio_postgres::Error) -> AttemptError {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let tls = s.downcast_ref::<rustls::Error>().or_else(|| {
+            s.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        // Certificates and alerts only: a server that dies mid-handshake shows as a reset.
+        let about_trust = |t: &rustls::Error| {
+            matches!(
+                t,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+                    | rustls::Error::AlertReceived(_)
+            )
+        };
+        if let Some(t) = tls.filter(|t| about_trust(t)) {
+            return AttemptError::new(FailureKind::Auth, format!("TLS handshake: {t}"));
+        }
+        source = s.source();
+    }
+    classify(e, true)
 }
 
 /// The one physical walsender the coordinator reports (the standby's).

@@ -15,6 +15,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod others;
+
 /// How the coordinator answered this round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PrimarySeen {
@@ -77,6 +79,9 @@ pub enum OthersSee {
     AllLost,
     /// At least one other observer reaches it: the loss is ours, not the cluster's.
     SomeReach,
+    /// Other observers were asked, none reaches it, but not every one confirmed the loss (no
+    /// answer, no fresh observation, a prober fault, or the members registry unreadable).
+    Unconfirmed,
 }
 
 /// How the pair was probed, which decides what "in sync" can be shown with.
@@ -145,6 +150,8 @@ pub enum Refusal {
     NotInSync,
     LagTooHigh,
     OthersReachIt,
+    /// The peers were asked and not every live member confirmed the loss.
+    NotConfirmed,
     StandbyUnreachable,
     /// The standby is already out of recovery without a recorded intent: someone else
     /// promoted it; acting now would hide a possible second writable coordinator.
@@ -169,6 +176,7 @@ impl Refusal {
             Refusal::NotInSync => "not_in_sync",
             Refusal::LagTooHigh => "lag_too_high",
             Refusal::OthersReachIt => "others_reach_it",
+            Refusal::NotConfirmed => "not_confirmed",
             Refusal::StandbyUnreachable => "standby_unreachable",
             Refusal::StandbyAlreadyWritable => "standby_already_writable",
             Refusal::CannotPromote => "cannot_promote",
@@ -236,8 +244,10 @@ pub fn decide(v: &CoordinatorView) -> CoordinatorDecision {
         None if !lag_unknown_allowed => return D::Refuse(Refusal::LagTooHigh),
         _ => {}
     }
-    if v.others == OthersSee::SomeReach {
-        return D::Refuse(Refusal::OthersReachIt);
+    match v.others {
+        OthersSee::SomeReach => return D::Refuse(Refusal::OthersReachIt),
+        OthersSee::Unconfirmed => return D::Refuse(Refusal::NotConfirmed),
+        OthersSee::NotAsked | OthersSee::AllLost => {}
     }
     match v.standby {
         StandbySeen::Unreachable => D::Refuse(Refusal::StandbyUnreachable),

@@ -360,7 +360,8 @@ async fn run_elected(
         ))),
         AnyCatalog::Postgres(_) => None,
     };
-    let coordinator = match crate::coordinator::CoordinatorSettings::from_config(&cfg) {
+    // Started below, once the peers it asks are known.
+    let coordinator_watch = match crate::coordinator::CoordinatorSettings::from_config(&cfg) {
         Some(settings) => {
             let watcher = crate::coordinator::Watcher::new(
                 settings,
@@ -379,7 +380,7 @@ async fn run_elected(
                 watcher.attach_cloudberry(pair);
             }
             services.state.set_coordinator(watcher.clone());
-            Some(AbortOnDrop(tokio::spawn(watcher.run(shutdown.clone()))))
+            Some(watcher)
         }
         None => None,
     };
@@ -420,40 +421,64 @@ async fn run_elected(
              members; listen on an address the other FTS hosts reach"
         );
     }
+    // Without a coordinator fence command, a coordinator failover needs every other live
+    // member's word (docs/coordinator.md), whatever `observe.mode` says.
+    let coordinator_asks = coordinator_watch.is_some() && cfg.coordinator.fence_command.is_empty();
+    if coordinator_asks && !observe && cfg.api.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %cfg.api.listen,
+            "api.listen is a loopback address and coordinator.fence_command is empty: instances \
+             on other hosts cannot confirm a lost coordinator (ConfirmDown), and without a fence \
+             command a coordinator failover needs every other live member's confirmation; listen \
+             on an address the other FTS hosts reach, or configure a fence command"
+        );
+    }
+    let api_peers: Option<Arc<dyn crate::engine::second_opinion::Peers>> =
+        if observe || coordinator_asks {
+            let credentials = crate::api::client::Credentials::for_instance(&cfg.api)
+                .context("reading the API credentials for instance-to-instance calls (api.*)")?;
+            Some(Arc::new(peers::ApiPeers::new(
+                services.state.clone(),
+                credentials,
+                instance_id.clone(),
+            )))
+        } else {
+            None
+        };
+    let coordinator = coordinator_watch.map(|watcher| {
+        if let Some(p) = &api_peers {
+            watcher.set_peers(p.clone());
+        }
+        AbortOnDrop(tokio::spawn(watcher.run(shutdown.clone())))
+    });
     let table = Arc::new(crate::engine::observations::ObservationTable::default());
     // The probe loop's settings, fed by SIGHUP: the observation loop reads the same ones.
     let (live, reloader) = follow_reloads(reload, &cfg, &services, false);
-    let (peers, observing) =
-        if observe {
-            let credentials = crate::api::client::Credentials::for_instance(&cfg.api)
-                .context("reading the API credentials for instance-to-instance calls (api.*)")?;
-            let peers: Arc<dyn crate::engine::second_opinion::Peers> = Arc::new(
-                peers::ApiPeers::new(services.state.clone(), credentials, instance_id.clone()),
-            );
-            let observer = Arc::new(crate::engine::observe_only::Observer::new(
-                crate::engine::observe_only::ProbeOnly::new(driver::from_config(&cfg)),
-                crate::engine::observe_only::ConfigReader::new(catalog.clone()),
-                table.clone(),
-                live.clone(),
-                cfg.observe.mode,
-                instance_id.clone(),
-                wake.clone(),
-            ));
-            services.state.set_observer(observer.clone());
-            let standing_by = {
-                let authority = authority.clone();
-                Arc::new(move || !authority.should_probe())
-            };
-            let observing = AbortOnDrop(tokio::spawn(crate::engine::observe_only::run(
-                observer,
-                peers.clone(),
-                standing_by,
-                shutdown.clone(),
-            )));
-            (Some(peers), Some(observing))
-        } else {
-            (None, None)
+    let (peers, observing) = if let (true, Some(peers)) = (observe, api_peers) {
+        let observer = Arc::new(crate::engine::observe_only::Observer::new(
+            crate::engine::observe_only::ProbeOnly::new(driver::from_config(&cfg)),
+            crate::engine::observe_only::ConfigReader::new(catalog.clone()),
+            table.clone(),
+            live.clone(),
+            cfg.observe.mode,
+            instance_id.clone(),
+            wake.clone(),
+        ));
+        services.state.set_observer(observer.clone());
+        let standing_by = {
+            let authority = authority.clone();
+            Arc::new(move || !authority.should_probe())
         };
+        let observing = AbortOnDrop(tokio::spawn(crate::engine::observe_only::run(
+            observer,
+            peers.clone(),
+            standing_by,
+            shutdown.clone(),
+        )));
+        (Some(peers), Some(observing))
+    } else {
+        (None, None)
+    };
     let ctx = context(
         &cfg,
         catalog,

@@ -53,10 +53,13 @@ impl ApiPeers {
         self.clients.lock().await.remove(address);
     }
 
+    /// `ConfirmDown` about primary `dbid`, or (`coordinator` set) about the coordinator at
+    /// that address.
     async fn ask(
         &self,
         peer: &PeerMember,
         dbid: Dbid,
+        coordinator: Option<&str>,
         window: Duration,
         deadline: Instant,
     ) -> PeerAnswer {
@@ -75,6 +78,7 @@ impl ApiPeers {
             // The answer must travel back before our deadline.
             timeout_ms: left.saturating_sub(Duration::from_millis(50)).as_millis() as u64,
             from_instance: self.instance_id.clone(),
+            coordinator: coordinator.unwrap_or_default().to_owned(),
         });
         req.set_timeout(left);
         match tokio::time::timeout(left, client.confirm_down(req)).await {
@@ -131,7 +135,17 @@ impl Peers for ApiPeers {
         window: Duration,
         deadline: Instant,
     ) -> BoxFuture<'a, PeerAnswer> {
-        Box::pin(self.ask(peer, dbid, window, deadline))
+        Box::pin(self.ask(peer, dbid, None, window, deadline))
+    }
+
+    fn confirm_coordinator_down<'a>(
+        &'a self,
+        peer: &'a PeerMember,
+        address: &'a str,
+        window: Duration,
+        deadline: Instant,
+    ) -> BoxFuture<'a, PeerAnswer> {
+        Box::pin(self.ask(peer, 0, Some(address), window, deadline))
     }
 
     fn report_down<'a>(

@@ -62,6 +62,20 @@ pub trait Peers: Send + Sync + 'static {
         deadline: Instant,
     ) -> BoxFuture<'a, PeerAnswer>;
 
+    /// Asks `peer` what its own coordinator watch last saw of the coordinator at `address`
+    /// (`host:port`) within `window` (`ConfirmDown` for content -1); must return by
+    /// `deadline`. Peers that cannot ask answer with an error (nothing confirmed).
+    fn confirm_coordinator_down<'a>(
+        &'a self,
+        peer: &'a PeerMember,
+        address: &'a str,
+        window: Duration,
+        deadline: Instant,
+    ) -> BoxFuture<'a, PeerAnswer> {
+        let _ = (peer, address, window, deadline);
+        Box::pin(async { PeerAnswer::Error("cannot ask about the coordinator".into()) })
+    }
+
     /// Tells `leader` that this instance saw primary `dbid` fail (`ReportDown`). Best effort:
     /// a lost report only means the leader asks with `ConfirmDown` instead.
     fn report_down<'a>(

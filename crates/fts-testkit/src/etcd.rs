@@ -77,6 +77,8 @@ pub struct EtcdClusterBuilder {
     etcd_bin: Option<PathBuf>,
     extra_args: Vec<String>,
     tls: Option<EtcdTls>,
+    /// Addresses the client port listens on besides loopback.
+    client_hosts: Vec<String>,
 }
 
 /// TLS for the client port (see [`EtcdClusterBuilder::tls`]).
@@ -99,11 +101,20 @@ impl Default for EtcdClusterBuilder {
             etcd_bin: None,
             extra_args: Vec::new(),
             tls: None,
+            client_hosts: Vec::new(),
         }
     }
 }
 
 impl EtcdClusterBuilder {
+    /// The client port also listens on `host` (an address of this host, e.g. a bridge's, so
+    /// processes in other network namespaces reach the cluster): see
+    /// [`EtcdCluster::endpoints_on`].
+    pub fn client_host(mut self, host: impl Into<String>) -> Self {
+        self.client_hosts.push(host.into());
+        self
+    }
+
     /// Number of members (default 1; at least 1).
     pub fn members(mut self, members: usize) -> Self {
         self.members = members;
@@ -283,6 +294,15 @@ impl EtcdCluster {
     /// [`EtcdClusterBuilder::tls`]), in member order.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(Member::endpoint).collect()
+    }
+
+    /// Client URLs of all members on `host`, one of [`EtcdClusterBuilder::client_host`]'s
+    /// addresses.
+    pub fn endpoints_on(&self, host: &str) -> Vec<String> {
+        self.endpoints()
+            .iter()
+            .map(|e| e.replacen(LOOPBACK, host, 1))
+            .collect()
     }
 
     /// Client URL of member `i`; stays the same across restarts.
@@ -670,7 +690,17 @@ impl EtcdCluster {
             .arg("--data-dir")
             .arg(&member.data_dir)
             .arg("--listen-client-urls")
-            .arg(member.endpoint())
+            .arg(
+                std::iter::once(member.endpoint())
+                    .chain(
+                        self.cfg
+                            .client_hosts
+                            .iter()
+                            .map(|h| member.endpoint().replacen(LOOPBACK, h, 1)),
+                    )
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
             .arg("--advertise-client-urls")
             .arg(member.endpoint())
             .arg("--listen-peer-urls")

@@ -9,13 +9,18 @@
 //!   with kill / stop / restart / pause / resume per member, killed and removed on drop;
 //!   optionally with TLS and client-certificate authentication on the client port.
 //! * [`pki::Pki`]: a throwaway CA with server and client certificates (by `etcd/make-certs`).
+//! * [`netns::Lan`]: a throwaway LAN of network namespaces ("hosts") joined to this one
+//!   (root only), and [`vipnet::CoordinatorLan`]: a coordinator pair on two such hosts with
+//!   `ftsd vip-agent` moving a virtual IP between them.
 //!
 //! Servers are direct children started with a parent-death signal from one shared spawner
 //! thread, so they die with the test process even when no `Drop` runs.
 
 pub mod etcd;
 pub mod localpairs;
+pub mod netns;
 pub mod pg;
 pub mod pgpair;
 pub mod pki;
 mod process;
+pub mod vipnet;

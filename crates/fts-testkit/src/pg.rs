@@ -94,6 +94,16 @@ pub struct PgServerBuilder {
     settings: Vec<(String, String)>,
     start_timeout: Duration,
     tls: Option<PgServerTls>,
+    /// Where the harness (and a standby's WAL receiver) connects; see [`PgServerBuilder::host`].
+    host: String,
+    /// `listen_addresses`; the connect host when None.
+    listen: Option<String>,
+    /// A fixed port instead of a free one.
+    fixed_port: Option<u16>,
+    /// A named network namespace (`/run/netns/NAME`) the postmaster runs in.
+    netns: Option<String>,
+    /// Extra `pg_hba.conf` lines.
+    hba: Vec<String>,
 }
 
 /// TLS for [`PgServerBuilder::tls`]: `ssl = on` with these files, and `hostssl` instead of
@@ -117,6 +127,11 @@ impl Default for PgServerBuilder {
             settings: Vec::new(),
             start_timeout: Duration::from_secs(20),
             tls: None,
+            host: HOST.into(),
+            listen: None,
+            fixed_port: None,
+            netns: None,
+            hba: Vec::new(),
         }
     }
 }
@@ -154,6 +169,42 @@ impl PgServerBuilder {
         self
     }
 
+    /// The address the harness connects to over TCP, and a standby's `primary_conninfo`
+    /// names (default `127.0.0.1`); also `listen_addresses` unless [`PgServerBuilder::listen`]
+    /// says otherwise. Must be reachable from this process.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// `listen_addresses` (e.g. `*`, so a virtual IP added later is served too).
+    pub fn listen(mut self, addresses: impl Into<String>) -> Self {
+        self.listen = Some(addresses.into());
+        self
+    }
+
+    /// A fixed TCP port instead of a free one (e.g. the same port for both servers of a pair
+    /// behind one virtual IP, each in a network namespace of its own).
+    pub fn port(mut self, port: u16) -> Self {
+        self.fixed_port = Some(port);
+        self
+    }
+
+    /// Runs the postmaster inside the named network namespace (`ip netns add NAME`): the
+    /// process enters it with `setns(2)` before dropping to the server user (which could not
+    /// enter it any more). Needs root. `initdb` and `pg_basebackup` run in ours.
+    pub fn netns(mut self, name: impl Into<String>) -> Self {
+        self.netns = Some(name.into());
+        self
+    }
+
+    /// An extra `pg_hba.conf` line, appended after `initdb` (a standby gets the primary's file
+    /// with its base backup), e.g. `host all all 10.0.0.0/24 scram-sha-256`.
+    pub fn hba_line(mut self, line: impl Into<String>) -> Self {
+        self.hba.push(line.into());
+        self
+    }
+
     /// How long to wait for the server to accept connections (default 20 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
@@ -171,6 +222,7 @@ impl PgServerBuilder {
         let bins = bins();
         let mut server = self.unstarted()?;
         server.initdb(&bins.initdb).await?;
+        server.append_hba()?;
         server.install_tls()?;
         server.first_start().await?;
         if server.cfg.auth == Auth::Md5 {
@@ -254,7 +306,7 @@ impl PgServer {
             url.push(':');
             url.push_str(&percent_encode(pw));
         }
-        url.push_str(&format!("@{HOST}:{}/postgres", self.port));
+        url.push_str(&format!("@{}:{}/postgres", self.cfg.host, self.port));
         url
     }
 
@@ -263,9 +315,9 @@ impl PgServer {
         self.port
     }
 
-    /// Always `127.0.0.1`.
-    pub fn host(&self) -> &'static str {
-        HOST
+    /// The address the harness connects to: `127.0.0.1` unless [`PgServerBuilder::host`].
+    pub fn host(&self) -> &str {
+        &self.cfg.host
     }
 
     pub fn superuser(&self) -> &str {
@@ -316,7 +368,7 @@ impl PgServer {
     pub fn pg_config(&self) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
         config
-            .host(HOST)
+            .host(&self.cfg.host)
             .port(self.port)
             .user(&self.cfg.superuser)
             .dbname("postgres")
@@ -458,8 +510,8 @@ impl PgServer {
 
     fn redacted_url(&self) -> String {
         format!(
-            "postgresql://{}@{HOST}:{}/postgres",
-            self.cfg.superuser, self.port
+            "postgresql://{}@{}:{}/postgres",
+            self.cfg.superuser, self.cfg.host, self.port
         )
     }
 
@@ -510,7 +562,7 @@ impl PgServer {
     async fn basebackup(&self, primary: &PgServer, application_name: &str) -> Result<()> {
         let mut cmd = tokio::process::Command::new(&bins().pg_basebackup);
         cmd.arg("-h")
-            .arg(HOST)
+            .arg(&primary.cfg.host)
             .arg("-p")
             .arg(primary.port.to_string())
             .arg("-U")
@@ -539,7 +591,8 @@ impl PgServer {
             );
         }
         let mut conninfo = format!(
-            "host={HOST} port={} user={} application_name={}",
+            "host={} port={} user={} application_name={}",
+            primary.cfg.host,
             primary.port,
             conninfo_value(&self.cfg.superuser),
             conninfo_value(application_name)
@@ -562,6 +615,19 @@ impl PgServer {
             }
         }
         Ok(())
+    }
+
+    fn append_hba(&self) -> Result<()> {
+        if self.cfg.hba.is_empty() {
+            return Ok(());
+        }
+        let path = self.data_dir.join("pg_hba.conf");
+        let mut text = fs::read_to_string(&path).context("reading pg_hba.conf")?;
+        for line in &self.cfg.hba {
+            text.push_str(line);
+            text.push('\n');
+        }
+        fs::write(&path, text).context("writing pg_hba.conf")
     }
 
     /// Copies the TLS files into the data directory (the server wants its key private and
@@ -614,6 +680,13 @@ impl PgServer {
     /// First start: picks a free port and retries with a fresh one if another process grabbed it
     /// between our probe bind and the postmaster's bind.
     async fn first_start(&mut self) -> Result<()> {
+        if let Some(port) = self.cfg.fixed_port {
+            self.port = port;
+            return self
+                .launch()
+                .await
+                .map_err(|(Launch::PortTaken(e) | Launch::Failed(e))| e);
+        }
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
             self.port = free_port()?;
@@ -650,7 +723,10 @@ impl PgServer {
             .arg("-p")
             .arg(self.port.to_string())
             .arg("-c")
-            .arg(format!("listen_addresses={HOST}"))
+            .arg(format!(
+                "listen_addresses={}",
+                self.cfg.listen.as_deref().unwrap_or(&self.cfg.host)
+            ))
             .arg("-c")
             .arg(format!("unix_socket_directories={}", base.display()))
             .args(["-c", "fsync=off"])
@@ -663,9 +739,16 @@ impl PgServer {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(log);
-        if let Some(user) = self.run_as {
+        match (&self.cfg.netns, self.run_as) {
+            (Some(ns), run_as) => enter_netns(&mut cmd, ns, run_as)?,
+            (None, Some(user)) => {
+                cmd.uid(user.uid).gid(user.gid);
+            }
+            (None, None) => {}
+        }
+        if self.run_as.is_some() {
             // A standby's walreceiver is a libpq client (see `basebackup`).
-            cmd.uid(user.uid).gid(user.gid).env("HOME", base);
+            cmd.env("HOME", base);
         }
         let child = spawn_tied_to_process(cmd)
             .await
@@ -746,6 +829,37 @@ impl Drop for PgServer {
         }
         // `self.dir` (TempDir) is dropped after this and removes the directory.
     }
+}
+
+/// Makes `cmd` enter the network namespace `name` in the child, then drop to `run_as`. The
+/// order matters: `setns` needs privileges the server user does not have, and std applies
+/// `Command::uid` before any pre-exec hook, so the credentials are changed here instead. The
+/// parent-death signal set by `spawn_tied_to_process` comes after this hook, so the
+/// credential change does not clear it.
+fn enter_netns(cmd: &mut Command, name: &str, run_as: Option<RunAs>) -> Result<(), Launch> {
+    let path = Path::new("/run/netns").join(name);
+    let ns = fs::File::open(&path)
+        .with_context(|| format!("opening the network namespace {}", path.display()))?;
+    // SAFETY: runs in the forked child before exec and only makes async-signal-safe system
+    // calls (setns, setgroups, setgid, setuid) without allocating; `ns` is owned by the hook.
+    unsafe {
+        cmd.pre_exec(move || {
+            use std::os::fd::AsRawFd;
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(user) = run_as {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(user.gid) != 0
+                    || libc::setuid(user.uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy)]

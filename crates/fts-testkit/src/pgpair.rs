@@ -65,7 +65,18 @@ impl PgPair {
 
     /// [`PgPair::start`] with a custom builder (settings apply to both servers).
     pub async fn start_with(builder: PgServerBuilder, name: &str) -> Result<PgPair> {
-        let primary = builder.clone().start().await?;
+        Self::start_split(builder.clone(), builder, name).await
+    }
+
+    /// [`PgPair::start`] with a builder for each server (e.g. each in a network namespace
+    /// of its own); the standby's authentication is the primary's.
+    pub async fn start_split(
+        primary: PgServerBuilder,
+        standby: PgServerBuilder,
+        name: &str,
+    ) -> Result<PgPair> {
+        let builder = standby;
+        let primary = primary.start().await?;
         primary
             .client()
             .await?

@@ -186,6 +186,11 @@ fn table() {
             Box::new(|v| v.others = OthersSee::SomeReach),
         ),
         (
+            "others asked, not every one confirmed",
+            Refuse(Refusal::NotConfirmed),
+            Box::new(|v| v.others = OthersSee::Unconfirmed),
+        ),
+        (
             "standby gone",
             Refuse(Refusal::StandbyUnreachable),
             Box::new(|v| v.standby = StandbySeen::Unreachable),
@@ -344,6 +349,7 @@ fn arb_view() -> impl Strategy<Value = CoordinatorView> {
         Just(OthersSee::NotAsked),
         Just(OthersSee::AllLost),
         Just(OthersSee::SomeReach),
+        Just(OthersSee::Unconfirmed),
     ];
     let sync = proptest::option::of(
         (any::<bool>(), proptest::option::of(0u64..4 * BOUND)).prop_map(
@@ -413,7 +419,7 @@ proptest! {
         if decide(&v) == Failover {
             prop_assert!(!v.pending_intent);
             prop_assert_eq!(v.primary, PrimarySeen::Lost);
-            prop_assert_ne!(v.others, OthersSee::SomeReach);
+            prop_assert!(matches!(v.others, OthersSee::NotAsked | OthersSee::AllLost));
             prop_assert!(!v.braked);
             let sync = v.last_sync.as_ref().expect("seen in sync");
             prop_assert!(sync.synchronous);

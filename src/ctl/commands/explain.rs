@@ -29,6 +29,9 @@ impl Ctx {
         if !r.found {
             return format!("content {}: no transition by ftsd on record\n", r.content);
         }
+        if r.content == -1 {
+            return self.coordinator_explain_text(r, ev);
+        }
         let mut out = format!(
             "content {}: {} at {} by {} (epoch {}), evidence #{}\n",
             r.content,
@@ -190,5 +193,101 @@ fn push_attempts(out: &mut String, attempts: &[Value]) {
             "  attempt {} at +{} ms ({} us): {result}\n",
             a["attempt"], a["started_ms"], a["elapsed_us"]
         ));
+    }
+}
+
+impl Ctx {
+    /// Content -1: the coordinator pair's newest record in etcd (docs/coordinator.md), with
+    /// what both probes returned, the decision and every other member's answer.
+    fn coordinator_explain_text(&self, r: &proto::ExplainResponse, ev: &Value) -> String {
+        let mut out = format!(
+            "content -1 (coordinator): {} at {} by {} (epoch {})\n",
+            self.style.paint(&r.rule, Color::Yellow),
+            time_only(r.time_ms),
+            r.instance_id,
+            r.epoch
+        );
+        out.push_str(&format!(
+            "pair:       {} -> {}\n",
+            ev["from"].as_str().unwrap_or("?"),
+            ev["to"].as_str().unwrap_or("?")
+        ));
+        if let Some(desc) = ev["desc"].as_str() {
+            out.push_str(&format!("desc:       {desc}\n"));
+        }
+        out.push_str(&format!("decision:   {}\n", ev["decision"]));
+        for (label, round) in [
+            ("coordinator", "primary_round"),
+            ("standby", "standby_round"),
+        ] {
+            let failures = ev[round]["failures"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let answered = !ev[round]["state"].is_null();
+            out.push_str(&format!(
+                "{:<11} {}, {} failed attempt(s) in {} ms\n",
+                format!("{label}:"),
+                if answered { "answered" } else { "no answer" },
+                failures.len(),
+                ev[round]["elapsed_ms"]
+            ));
+            for f in failures {
+                out.push_str(&format!(
+                    "              {}: {}\n",
+                    f["kind"].as_str().unwrap_or("?"),
+                    f["message"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        let c = &ev["confirmations"];
+        if c.is_object() {
+            out.push_str(&format!(
+                "peers:      {} (asked {}, waited {} ms, window {} ms)\n",
+                c["tally"]["others"].as_str().unwrap_or("?"),
+                c["tally"]["asked"],
+                c["waited_ms"],
+                c["window_ms"]
+            ));
+            if let Some(e) = c["registry_error"].as_str() {
+                out.push_str(&format!("              members registry: {e}\n"));
+            }
+            for a in c["confirmations"].as_array().cloned().unwrap_or_default() {
+                let mut line = format!(
+                    "              {} {}",
+                    a["member"].as_str().unwrap_or("?"),
+                    a["seen"].as_str().unwrap_or("?")
+                );
+                if let Some(k) = a["class"].as_str() {
+                    line.push_str(&format!(" ({k})"));
+                }
+                if let Some(at) = a["observed_at_ms"].as_i64().filter(|t| *t > 0) {
+                    line.push_str(&format!(" at {}", time_only(at)));
+                }
+                if let Some(e) = a["error"].as_str() {
+                    line.push_str(&format!(": {e}"));
+                }
+                out.push_str(&line);
+                out.push('\n');
+            }
+        } else {
+            out.push_str("peers:      not asked\n");
+        }
+        for step in ev["steps"].as_array().cloned().unwrap_or_default() {
+            out.push_str(&format!(
+                "step:       {} {}{}\n",
+                step["step"].as_str().unwrap_or("?"),
+                if step["ok"] == Value::Bool(true) {
+                    "ok"
+                } else {
+                    "failed"
+                },
+                step["error"]
+                    .as_str()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+        }
+        out
     }
 }

@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use fts_tools::bench::{measure, pg_failover, pg_quorum, probe, takeover};
+use fts_tools::bench::{coordinator_failover, measure, pg_failover, pg_quorum, probe, takeover};
 
-/// ftsd benchmarks: probe-cycle cost against fts-segsim, leader takeover after kill -9, and
-/// failover of a real PostgreSQL pair (by one instance or by several acting on a quorum).
+/// ftsd benchmarks: probe-cycle cost against fts-segsim, leader takeover after kill -9,
+/// failover of a real PostgreSQL pair (by one instance or by several acting on a quorum), and
+/// coordinator failover behind a virtual IP.
 #[derive(Parser)]
 #[command(name = "fts-bench", version, about)]
 struct Cli {
@@ -87,6 +88,34 @@ enum Cmd {
         /// probe.retry_delay of the daemon.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         retry_delay: Duration,
+    },
+    /// Coordinator failover behind a virtual IP (needs root): a real PostgreSQL coordinator
+    /// and synchronous standby on two network-namespace hosts with `ftsd vip-agent` on each,
+    /// elected ftsd instances watching with auto_failover; kill -9 of the coordinator's
+    /// postmaster until a client's write commits through the VIP on the promoted standby.
+    CoordinatorFailover {
+        /// Kill -9 runs (each with a fresh set-up).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// coordinator.interval of the daemons.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// coordinator.timeout of the daemons (must be less than the interval).
+        #[arg(long, default_value = "999ms", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// coordinator.retries of the daemons.
+        #[arg(long, default_value_t = 2)]
+        retries: u32,
+        /// probe.retry_delay of the daemons (also between the coordinator's attempts, at
+        /// most a quarter of coordinator.interval).
+        #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+        retry_delay: Duration,
+        /// etcd.lease_ttl of the daemons.
+        #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+        lease_ttl: Duration,
+        /// ftsd instances watching the pair.
+        #[arg(long, default_value_t = 3)]
+        instances: usize,
     },
     /// Internal: one measured worker process of `probe`.
     #[command(hide = true)]
@@ -254,6 +283,66 @@ fn main() -> anyhow::Result<()> {
                 if r.transitions != 0 || !r.primary_kept || !r.standby_kept {
                     anyhow::bail!("the flapping check failed: a flap was failed over");
                 }
+            }
+        }
+        Cmd::CoordinatorFailover {
+            runs,
+            interval,
+            timeout,
+            retries,
+            retry_delay,
+            lease_ttl,
+            instances,
+        } => {
+            let settings = coordinator_failover::CoordinatorFailoverSettings {
+                interval,
+                timeout,
+                retries,
+                retry_delay,
+                lease_ttl,
+                instances,
+            };
+            let samples = rt.block_on(coordinator_failover::run(settings, runs))?;
+            let column = |f: fn(&coordinator_failover::CoordinatorFailoverSample) -> Duration| {
+                let v: Vec<Duration> = samples.iter().map(f).collect();
+                let (lo, med, hi) = measure::summary(&v);
+                format!(
+                    "{} / {} / {}",
+                    measure::ms(lo),
+                    measure::ms(med),
+                    measure::ms(hi)
+                )
+            };
+            println!(
+                "settings: coordinator.interval {}, timeout {}, retries {}, probe.retry_delay {}, lease_ttl {}, {} instances, vip.interval 200ms; {} runs",
+                humantime::format_duration(interval),
+                humantime::format_duration(timeout),
+                retries,
+                humantime::format_duration(retry_delay),
+                humantime::format_duration(lease_ttl),
+                instances,
+                samples.len()
+            );
+            println!("| from kill -9 of the coordinator to | min / median / max |");
+            println!("|---|---|");
+            println!(
+                "| intent recorded (loss confirmed) | {} |",
+                column(|s| s.intent)
+            );
+            println!(
+                "| promotion verified and recorded | {} |",
+                column(|s| s.promoted)
+            );
+            println!("| VIP on the standby's host | {} |", column(|s| s.vip));
+            println!(
+                "| **first write committed through the VIP** | {} |",
+                column(|s| s.write)
+            );
+            let acked: usize = samples.iter().map(|s| s.acked).sum();
+            let lost: usize = samples.iter().map(|s| s.lost).sum();
+            println!("acknowledged writes: {acked}, lost: {lost}");
+            if lost > 0 {
+                anyhow::bail!("{lost} acknowledged writes lost");
             }
         }
         Cmd::Takeover {
