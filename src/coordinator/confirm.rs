@@ -6,14 +6,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use crate::core::coordinator::others::{self, OthersTally, PeerSeen, PeerView};
-use crate::engine::second_opinion::{PeerAnswer, Peers};
+use crate::engine::second_opinion::{live_members_by, unix_ms, PeerAnswer, Peers};
 use crate::wire::failure::FailureKind;
 
 /// One round's observation of a coordinator address.
@@ -111,12 +111,6 @@ impl Gathered {
     }
 }
 
-fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Asks every other live member what it saw of `address` within `window`, all answers due by
 /// `deadline`, and counts them. `fence_command`: asked only without one (the caller checks
 /// first; this is the same rule, so a call with a fence command asks nobody).
@@ -129,12 +123,10 @@ pub async fn gather(
     deadline: Instant,
 ) -> Gathered {
     let started = Instant::now();
-    let (live, registry_error) =
-        match tokio::time::timeout_at(deadline.into(), peers.live_members()).await {
-            Ok(Ok(live)) => (Some(live), None),
-            Ok(Err(e)) => (None, Some(e)),
-            Err(_) => (None, Some("members registry read timed out".to_owned())),
-        };
+    let (live, registry_error) = match live_members_by(peers.as_ref(), deadline).await {
+        Ok(live) => (Some(live), None),
+        Err(e) => (None, Some(e)),
+    };
     let names: Option<Vec<String>> = live
         .as_ref()
         .map(|l| l.iter().map(|m| m.instance_id.clone()).collect());

@@ -199,10 +199,23 @@ impl Evidence {
     }
 }
 
-fn unix_ms(t: SystemTime) -> i64 {
+/// Unix milliseconds of `t` (0 before the epoch): observation times in the evidence.
+pub(crate) fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// The live members, read by `deadline`; an unreadable or late registry is the error text
+/// recorded as evidence (the caller then cannot count a majority).
+pub(crate) async fn live_members_by(
+    peers: &dyn Peers,
+    deadline: Instant,
+) -> Result<Vec<PeerMember>, String> {
+    match tokio::time::timeout_at(deadline.into(), peers.live_members()).await {
+        Ok(read) => read,
+        Err(_) => Err("members registry read timed out".to_owned()),
+    }
 }
 
 fn seen_label(failure: Option<FailureKind>) -> &'static str {
@@ -247,15 +260,10 @@ impl SecondOpinion {
         if let Some(act_by) = act_by {
             deadline = deadline.min(act_by.checked_sub(ACT_BY_RESERVE).unwrap_or(act_by));
         }
-        let (live, registry_error) =
-            match tokio::time::timeout_at(deadline.into(), peers.live_members()).await {
-                Ok(Ok(live)) => (live, None),
-                Ok(Err(e)) => (Vec::new(), Some(e)),
-                Err(_) => (
-                    Vec::new(),
-                    Some("members registry read timed out".to_owned()),
-                ),
-            };
+        let (live, registry_error) = match live_members_by(peers.as_ref(), deadline).await {
+            Ok(live) => (live, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
         let names: Vec<String> = live.iter().map(|m| m.instance_id.clone()).collect();
         if registry_error.is_none() && !quorum::needs_peers(&names, me) {
             return Verdict::Alone;
