@@ -237,6 +237,11 @@ promote_timeout = "10s"
             },
         )
         .await;
+        // Nothing is failed over before the leader has recorded which server acts.
+        wait_for("the acting coordinator recorded", LIMIT, || async {
+            self.state().await
+        })
+        .await;
     }
 }
 
@@ -429,6 +434,7 @@ async fn a_deposed_leaders_blob_write_is_refused() {
         rebuild: true,
         intent: None,
         last_failover_us: Some(1),
+        catalog_update: None,
         epoch,
         instance_id: "fts-test".into(),
         updated_us: 1,

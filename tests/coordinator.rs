@@ -18,7 +18,7 @@ use ftsd::election::EtcdOptions;
 use support::elected::{wait_leader, LIMIT};
 use support::{wait_for, System};
 
-const PREFIX: &str = "/ftsd/test/coordinator/";
+use support::coordinator::PREFIX;
 
 struct Setup {
     etcd: EtcdCluster,
@@ -52,34 +52,11 @@ impl Setup {
     }
 
     async fn state(&self) -> Option<CoordinatorState> {
-        let mut c = self.client().await;
-        let resp = c.get(format!("{PREFIX}state"), None).await.ok()?;
-        resp.kvs()
-            .first()
-            .map(|kv| serde_json::from_slice(kv.value()).unwrap())
-    }
-
-    async fn history(&self) -> Vec<HistoryRecord> {
-        let mut c = self.client().await;
-        let resp = c
-            .get(
-                format!("{PREFIX}history/"),
-                Some(etcd_client::GetOptions::new().with_prefix()),
-            )
-            .await
-            .unwrap();
-        resp.kvs()
-            .iter()
-            .map(|kv| serde_json::from_slice(kv.value()).unwrap())
-            .collect()
+        support::coordinator::state(self.etcd.endpoints()).await
     }
 
     async fn events(&self, event: &str) -> Vec<HistoryRecord> {
-        self.history()
-            .await
-            .into_iter()
-            .filter(|h| h.event == event)
-            .collect()
+        support::coordinator::events(self.etcd.endpoints(), event).await
     }
 
     /// Starts two elected daemons watching the pair and waits until both have seen the
@@ -101,6 +78,7 @@ impl Setup {
                 .then_some(())
         })
         .await;
+        support::coordinator::wait_recorded(self.etcd.endpoints()).await;
         leader
     }
 
@@ -281,6 +259,7 @@ async fn a_recorded_intent_is_resumed_by_a_new_leader_and_finished_once() {
             standby_replay_lsn: None,
         }),
         last_failover_us: None,
+        catalog_update: None,
         epoch: 1,
         instance_id: "gone".into(),
         updated_us: 1,
@@ -348,6 +327,7 @@ async fn a_deposed_leaders_intent_write_is_rejected_by_etcd() {
         rebuild: false,
         intent: None,
         last_failover_us: None,
+        catalog_update: None,
         epoch: revision,
         instance_id: "me".into(),
         updated_us: 1,
@@ -458,4 +438,109 @@ async fn a_second_vip_holder_or_writable_coordinator_raises_the_alarm() {
     );
     // Never acted on: nothing promoted or recorded by ftsd.
     assert!(s.events("promoted").await.is_empty());
+}
+
+/// The catalog's content -1 rows follow the promotion (applied by the leader from the change
+/// the outcome left pending in etcd, under the catalog's epoch fence), and coordinator
+/// records lost from etcd are rebuilt from what the servers answer, never from the
+/// configuration, which names the former coordinator as the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_catalog_rows_follow_a_promotion_and_a_lost_state_is_adopted_from_the_servers() {
+    let mut s = Setup::start().await;
+    let (primary_port, standby_port) = (
+        i32::from(s.pair.primary.port()),
+        i32::from(s.pair.standby.port()),
+    );
+    let catalog = s.sys.pg.client().await.unwrap();
+    // The simulated cluster's own coordinator row gives way to the real pair's.
+    catalog
+        .execute(
+            "DELETE FROM gp_segment_configuration WHERE content = -1",
+            &[],
+        )
+        .await
+        .unwrap();
+    catalog
+        .execute(
+            "INSERT INTO gp_segment_configuration \
+             (dbid, content, role, preferred_role, mode, status, port, hostname, address, datadir) \
+             VALUES (1, -1, 'p', 'p', 's', 'u', $1, 'localhost', '127.0.0.1', '/coordinator'), \
+                    (99, -1, 'm', 'm', 's', 'u', $2, 'localhost', '127.0.0.1', '/standby')",
+            &[&primary_port, &standby_port],
+        )
+        .await
+        .unwrap();
+    s.spawn("auto_failover = true").await;
+    let (primary, standby) = (s.primary_addr(), s.standby_addr());
+
+    // Nothing recorded yet: the leader records the server that accepts writes.
+    let first = wait_for("the acting coordinator recorded", LIMIT, || async {
+        s.state().await
+    })
+    .await;
+    assert_eq!(
+        (first.acting.as_str(), first.rebuild),
+        (primary.as_str(), false)
+    );
+    let adopted = s.events("adopted").await;
+    assert_eq!(adopted.len(), 1, "{adopted:?}");
+    assert_eq!(adopted[0].to, primary);
+
+    s.pair.primary.kill().unwrap();
+    let state = wait_for(
+        "the promotion recorded and the catalog rows updated",
+        LIMIT * 2,
+        || async {
+            s.state()
+                .await
+                .filter(|st| st.acting == standby && st.catalog_update.is_none())
+        },
+    )
+    .await;
+    assert!(state.rebuild);
+    let rows = s.sys.rows().await;
+    let row = |dbid: i16| rows.iter().find(|r| r.dbid == dbid).unwrap();
+    use ftsd::model::{Mode, Role, Status};
+    assert_eq!(
+        (row(99).role, row(99).status, row(99).mode),
+        (Role::Primary, Status::Up, Mode::NotInSync),
+        "the promoted standby acts, with no standby of its own"
+    );
+    assert_eq!(
+        (row(1).role, row(1).status, row(1).mode),
+        (Role::Mirror, Status::Down, Mode::NotInSync),
+        "the former coordinator is down, to be rebuilt"
+    );
+    let history: Vec<i16> = s.sys.history().await.iter().map(|(d, _)| *d).collect();
+    assert!(history.contains(&1) && history.contains(&99), "{history:?}");
+    let evidence = s.sys.evidence().await;
+    assert!(
+        evidence
+            .iter()
+            .any(|(_, _, rule, e)| rule == "coordinator_failover"
+                && e["coordinator"]["to"] == standby.as_str()),
+        "{evidence:?}"
+    );
+    assert_eq!(s.events("catalog_updated").await.len(), 1);
+
+    // etcd loses the coordinator's records (rebuilt from nothing): the configuration still
+    // names the dead former coordinator as the primary, the servers say otherwise.
+    s.client()
+        .await
+        .delete(format!("{PREFIX}state"), None)
+        .await
+        .unwrap();
+    let again = wait_for("the acting coordinator recorded again", LIMIT, || async {
+        s.state().await
+    })
+    .await;
+    assert_eq!(again.acting, standby, "{}", s.logs());
+    assert_eq!(again.standby, primary);
+    assert!(
+        again.rebuild,
+        "an unreachable former coordinator is to be rebuilt"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(s.events("promoted").await.len(), 1, "{}", s.logs());
+    assert_eq!(s.events("adopted").await.len(), 2);
 }

@@ -15,9 +15,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::Client;
 use fts_testkit::etcd::EtcdCluster;
-use fts_testkit::pgpair::{is_primary, PgPair, PROBE_PASSWORD, PROBE_ROLE};
+use fts_testkit::pgpair::{is_primary, PgPair};
 use ftsd::coordinator::records::{CoordinatorState, HistoryRecord};
 use serde_json::Value;
 use support::elected::{wait_leader, wait_members};
@@ -27,7 +26,6 @@ use tokio::task::JoinHandle;
 
 /// Generous: the machine is shared and loaded.
 const LIMIT: Duration = Duration::from_secs(90);
-const PREFIX: &str = "/ftsd/test/coordinator/";
 const LEADER_SOURCE: &str = "127.0.0.2";
 
 /// Forwards `127.0.0.1:port()` to a loopback port; a client from the blocked address is
@@ -99,24 +97,12 @@ impl Setup {
         let pair = PgPair::start("coordpeers").await.expect("coordinator pair");
         let coordinator = Gate::start(pair.primary.port()).await;
         let standby = Gate::start(pair.standby.port()).await;
-        let pw = sys.dir.path().join("coordinator.password");
-        std::fs::write(&pw, format!("{PROBE_PASSWORD}\n")).unwrap();
         // No fence command: the failover needs every other live member's word.
-        let table = format!(
-            r#"[coordinator]
-primary = "{}"
-standby = "{}"
-interval = "2s"
-timeout = "1500ms"
-retries = 2
-user = "{PROBE_ROLE}"
-password_file = "{}"
-promote_timeout = "30s"
-auto_failover = true
-"#,
-            coordinator.address(),
-            standby.address(),
-            pw.display()
+        let table = support::coordinator::table(
+            sys.dir.path(),
+            &coordinator.address(),
+            &standby.address(),
+            "auto_failover = true",
         );
         sys.spawn_ftsd_env(
             "a",
@@ -148,42 +134,16 @@ auto_failover = true
             )
             .await;
         }
+        support::coordinator::wait_recorded(s.etcd.endpoints()).await;
         s
     }
 
-    async fn history(&self) -> Vec<HistoryRecord> {
-        let Ok(mut c) = Client::connect(self.etcd.endpoints(), None).await else {
-            return Vec::new();
-        };
-        let Ok(resp) = c
-            .get(
-                format!("{PREFIX}history/"),
-                Some(etcd_client::GetOptions::new().with_prefix()),
-            )
-            .await
-        else {
-            return Vec::new();
-        };
-        resp.kvs()
-            .iter()
-            .map(|kv| serde_json::from_slice(kv.value()).unwrap())
-            .collect()
-    }
-
     async fn events(&self, event: &str) -> Vec<HistoryRecord> {
-        self.history()
-            .await
-            .into_iter()
-            .filter(|h| h.event == event)
-            .collect()
+        support::coordinator::events(self.etcd.endpoints(), event).await
     }
 
     async fn state(&self) -> Option<CoordinatorState> {
-        let mut c = Client::connect(self.etcd.endpoints(), None).await.ok()?;
-        let resp = c.get(format!("{PREFIX}state"), None).await.ok()?;
-        resp.kvs()
-            .first()
-            .map(|kv| serde_json::from_slice(kv.value()).unwrap())
+        support::coordinator::state(self.etcd.endpoints()).await
     }
 
     fn logs(&self) -> String {

@@ -11,16 +11,13 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use etcd_client::Client;
 use fts_testkit::etcd::EtcdCluster;
 use fts_testkit::pg::{Auth, PgServer, PgServerTls};
-use fts_testkit::pgpair::{is_primary, PgPair, PROBE_PASSWORD, PROBE_ROLE};
+use fts_testkit::pgpair::{is_primary, PgPair};
 use fts_testkit::pki::Pki;
 use ftsd::coordinator::records::{CoordinatorState, HistoryRecord};
 use support::elected::{wait_leader, LIMIT};
 use support::{wait_for, System};
-
-const PREFIX: &str = "/ftsd/test/coordinator/";
 
 /// A synchronous pair whose servers take TCP clients over TLS only, with the certificate
 /// `pg` of `pki` (valid for 127.0.0.1).
@@ -42,54 +39,19 @@ async fn tls_pair(pki: &Pki) -> PgPair {
 }
 
 fn coordinator_table(sys: &System, pair: &PgPair, ca: &Path) -> String {
-    let pw = sys.dir.path().join("coordinator.password");
-    std::fs::write(&pw, format!("{PROBE_PASSWORD}\n")).unwrap();
-    format!(
-        r#"[coordinator]
-primary = "127.0.0.1:{}"
-standby = "127.0.0.1:{}"
-interval = "2s"
-timeout = "1500ms"
-retries = 2
-user = "{PROBE_ROLE}"
-password_file = "{}"
-promote_timeout = "30s"
-auto_failover = true
-sslmode = "verify-full"
-ssl_ca_file = "{}"
-"#,
-        pair.primary.port(),
-        pair.standby.port(),
-        pw.display(),
+    let extra = format!(
+        "auto_failover = true\nsslmode = \"verify-full\"\nssl_ca_file = \"{}\"",
         ca.display()
-    )
+    );
+    support::pg_pair::coordinator_table(sys.dir.path(), pair, &extra)
 }
 
 async fn state(etcd: &EtcdCluster) -> Option<CoordinatorState> {
-    let mut c = Client::connect(etcd.endpoints(), None).await.ok()?;
-    let resp = c.get(format!("{PREFIX}state"), None).await.ok()?;
-    resp.kvs()
-        .first()
-        .map(|kv| serde_json::from_slice(kv.value()).unwrap())
+    support::coordinator::state(etcd.endpoints()).await
 }
 
 async fn history(etcd: &EtcdCluster) -> Vec<HistoryRecord> {
-    let Ok(mut c) = Client::connect(etcd.endpoints(), None).await else {
-        return Vec::new();
-    };
-    let Ok(resp) = c
-        .get(
-            format!("{PREFIX}history/"),
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        )
-        .await
-    else {
-        return Vec::new();
-    };
-    resp.kvs()
-        .iter()
-        .map(|kv| serde_json::from_slice(kv.value()).unwrap())
-        .collect()
+    support::coordinator::history(etcd.endpoints()).await
 }
 
 fn logs(sys: &System) -> String {
@@ -118,6 +80,7 @@ async fn a_tls_only_coordinator_pair_is_probed_with_verify_full_and_fails_over()
             .then_some(())
     })
     .await;
+    support::coordinator::wait_recorded(etcd.endpoints()).await;
 
     pair.primary.kill().unwrap();
     let standby = format!("127.0.0.1:{}", pair.standby.port());

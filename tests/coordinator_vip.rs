@@ -9,41 +9,24 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, GetOptions};
 use fts_testkit::netns::Lan;
-use fts_testkit::pgpair::{is_primary, PROBE_PASSWORD, PROBE_ROLE};
+use fts_testkit::pgpair::is_primary;
 use fts_testkit::vipnet::{postmaster_start_time, CoordinatorLan, VipWriter};
 use ftsd::coordinator::records::{CoordinatorState, HistoryRecord};
 use support::elected::{wait_leader, LIMIT};
 use support::{wait_for, System};
 
-const PREFIX: &str = "/ftsd/test/coordinator/";
+use support::coordinator::PREFIX;
 
 async fn state(net: &CoordinatorLan) -> Option<CoordinatorState> {
-    let mut c = Client::connect(net.etcd_endpoints(), None).await.ok()?;
-    let resp = c.get(format!("{PREFIX}state"), None).await.ok()?;
-    resp.kvs()
-        .first()
-        .map(|kv| serde_json::from_slice(kv.value()).unwrap())
+    support::coordinator::state(net.etcd_endpoints()).await
 }
 
 async fn events(net: &CoordinatorLan, event: &str) -> Vec<HistoryRecord> {
-    let mut c = Client::connect(net.etcd_endpoints(), None).await.unwrap();
-    let resp = c
-        .get(
-            format!("{PREFIX}history/"),
-            Some(GetOptions::new().with_prefix()),
-        )
-        .await
-        .unwrap();
-    resp.kvs()
-        .iter()
-        .map(|kv| serde_json::from_slice::<HistoryRecord>(kv.value()).unwrap())
-        .filter(|h| h.event == event)
-        .collect()
+    support::coordinator::events(net.etcd_endpoints(), event).await
 }
 
 async fn vip_holder_keys(net: &CoordinatorLan) -> Vec<String> {
@@ -62,23 +45,11 @@ async fn vip_holder_keys(net: &CoordinatorLan) -> Vec<String> {
 
 /// The `[coordinator]` table of the watching daemons.
 fn coordinator_table(net: &CoordinatorLan, sys: &System) -> String {
-    let pw: PathBuf = sys.dir.path().join("coordinator.password");
-    std::fs::write(&pw, format!("{PROBE_PASSWORD}\n")).unwrap();
-    format!(
-        r#"[coordinator]
-primary = "{}"
-standby = "{}"
-interval = "2s"
-timeout = "1500ms"
-retries = 2
-user = "{PROBE_ROLE}"
-password_file = "{}"
-promote_timeout = "30s"
-auto_failover = true
-"#,
-        net.primary_addr(),
-        net.standby_addr(),
-        pw.display()
+    support::coordinator::table(
+        sys.dir.path(),
+        &net.primary_addr(),
+        &net.standby_addr(),
+        "auto_failover = true",
     )
 }
 
@@ -109,16 +80,16 @@ async fn a_client_writing_through_the_vip_loses_no_acknowledged_write_across_a_k
     )
     .await
     .unwrap();
-    wait_for("host a to take the VIP", LIMIT, || async {
-        (net.holds_vip(0) && !net.holds_vip(1)).then_some(())
-    })
-    .await;
-
     let table = coordinator_table(&net, &sys);
     for name in ["fts-a", "fts-b", "fts-c"] {
         sys.spawn_ftsd(name, &[], &table);
     }
     wait_leader(&net.etcd, None).await;
+    // The leader records host a's server, the one that accepts writes, as acting.
+    wait_for("host a to take the VIP", LIMIT, || async {
+        (net.holds_vip(0) && !net.holds_vip(1)).then_some(())
+    })
+    .await;
     wait_for(
         "every instance to see the standby in sync",
         LIMIT,

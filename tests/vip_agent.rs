@@ -143,7 +143,28 @@ async fn the_vip_follows_the_acting_coordinator_and_is_dropped_without_a_lease()
     let agent_b = spawn_agent(dir.path(), "agent-b", &etcd, &b, "127.0.0.1:15002");
     let logs = || format!("{}\n---\n{}", agent_a.log_text(), agent_b.log_text());
 
-    // No recorded state: the configured primary's host holds the VIP.
+    // No recorded state: nobody holds the VIP, not even the configured primary's host (after
+    // an etcd rebuild it may be a former coordinator).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!a.holds_vip() && !b.holds_vip(), "{}", logs());
+    assert!(holders(&etcd).await.is_empty());
+
+    // The leader records host a as acting: it takes the VIP.
+    let mut c = Client::connect(etcd.endpoints(), None).await.unwrap();
+    let acting_a = CoordinatorState {
+        acting: "127.0.0.1:15001".into(),
+        standby: "127.0.0.1:15002".into(),
+        rebuild: false,
+        intent: None,
+        last_failover_us: None,
+        catalog_update: None,
+        epoch: 1,
+        instance_id: "test".into(),
+        updated_us: 1,
+    };
+    c.put(STATE, serde_json::to_vec(&acting_a).unwrap(), None)
+        .await
+        .unwrap();
     wait_for("host a to take the VIP", LIMIT, || async {
         a.holds_vip().then_some(())
     })
@@ -161,11 +182,11 @@ async fn the_vip_follows_the_acting_coordinator_and_is_dropped_without_a_lease()
         rebuild: true,
         intent: None,
         last_failover_us: Some(1),
+        catalog_update: None,
         epoch: 1,
         instance_id: "test".into(),
         updated_us: 1,
     };
-    let mut c = Client::connect(etcd.endpoints(), None).await.unwrap();
     c.put(STATE, serde_json::to_vec(&state).unwrap(), None)
         .await
         .unwrap();

@@ -8,7 +8,9 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::probe::{self, Endpoint};
-use super::records::{CoordinatorState, Extra, Fence, HistoryRecord, Intent, IntentKind, Read};
+use super::records::{
+    CatalogUpdate, CoordinatorState, Extra, Fence, HistoryRecord, Intent, IntentKind, Read,
+};
 use super::Watcher;
 use crate::core::coordinator::{advance, first_step, CoordinatorDecision, Step};
 use crate::driver::postgres::act;
@@ -163,6 +165,8 @@ pub(super) async fn record_intent(w: &Watcher, plan: &mut Plan) -> Result<String
         rebuild: false,
         intent: Some(intent),
         last_failover_us: base.as_ref().and_then(|s| s.last_failover_us),
+        // An earlier promotion's rows not applied yet: this one's outcome replaces it.
+        catalog_update: base.as_ref().and_then(|s| s.catalog_update.clone()),
         epoch: plan.epoch,
         instance_id: w.instance_id.clone(),
         updated_us: id,
@@ -303,6 +307,13 @@ pub(super) async fn record_outcome(w: &Watcher, plan: &mut Plan) -> Result<Strin
         rebuild: true,
         intent: None,
         last_failover_us: Some(id),
+        // The SQL catalog is another store: its rows follow from this (`catalog_rows`).
+        catalog_update: w.updates_catalog().then(|| CatalogUpdate {
+            kind: plan.kind,
+            from: plan.from.to_string(),
+            to: plan.to.to_string(),
+            outcome_us: id,
+        }),
         epoch: plan.epoch,
         instance_id: w.instance_id.clone(),
         updated_us: id,
@@ -327,10 +338,7 @@ pub(super) async fn record_outcome(w: &Watcher, plan: &mut Plan) -> Result<Strin
     // Cloudberry: the blob's content -1 rows change in the same transaction, fenced as a
     // segment transition is (ftsd's epoch, the blob as read) besides the leader key and the
     // state compared by the records themselves.
-    let rule = match plan.kind {
-        IntentKind::Failover => "coordinator_failover",
-        IntentKind::Switchover => "coordinator_switchover",
-    };
+    let rule = plan.kind.rule().as_str();
     let mut change = cb
         .catalog
         .coordinator_change(

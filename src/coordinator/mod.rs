@@ -18,8 +18,13 @@
 //!   FTS handlers and the blob's etcd, as `gpfts`; `seen` — a round as the decision reads it,
 //!   either way; `records` — the etcd state, intent and history with their fenced
 //!   transaction; `failover` — the steps; `vip` — `ftsd vip-agent`, which holds the
-//!   client-facing address on the acting coordinator's host.
+//!   client-facing address on the acting coordinator's host; `adoption` — which server acts
+//!   when etcd records nothing (a new cluster, or etcd rebuilt); `catalog_rows` — the SQL
+//!   catalog's content -1 rows after a promotion, applied from the change the outcome leaves
+//!   pending in etcd.
 
+mod adoption;
+pub mod catalog_rows;
 pub mod cloudberry;
 pub mod confirm;
 pub mod failover;
@@ -114,6 +119,10 @@ struct Memory {
     /// The last failover stop recorded: a fence that keeps failing is retried every round but
     /// recorded once per episode.
     stop_reported: Option<Stop>,
+    /// Why the acting server could not be recorded (logged once per episode).
+    adoption_wait: Option<crate::core::coordinator::adopt::WaitReason>,
+    /// Why the catalog's content -1 rows could not be updated (logged once per episode).
+    catalog_error: Option<String>,
 }
 
 /// The coordinator pair's last round, for the API and metrics.
@@ -140,6 +149,9 @@ pub struct PairStatus {
     pub replay_lag: Option<u64>,
     pub decision: String,
     pub intent_pending: bool,
+    /// A promotion the SQL catalog's content -1 rows do not show yet.
+    #[serde(default)]
+    pub catalog_pending: bool,
 }
 
 /// Where the watch reports alarms besides the log.
@@ -186,6 +198,9 @@ impl PairStatus {
         if let Some(n) = self.vip_holders {
             line.push_str(&format!("; VIP holders {n}"));
         }
+        if self.catalog_pending {
+            line.push_str("; catalog content -1 rows not updated yet");
+        }
         line
     }
 }
@@ -216,6 +231,9 @@ pub struct Watcher {
     /// The other instances, asked before a failover without a fence command; unset (no
     /// election): nobody else can act, this instance's retries confirm.
     peers: std::sync::OnceLock<Arc<dyn crate::engine::second_opinion::Peers>>,
+    /// The SQL catalog, whose content -1 rows a promotion's outcome updates (unset on
+    /// Cloudberry, where the blob's rows change with the outcome itself).
+    catalog: std::sync::OnceLock<Arc<dyn catalog_rows::PairRows>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -251,7 +269,19 @@ impl Watcher {
             cloudberry: std::sync::OnceLock::new(),
             observed: confirm::Observations::default(),
             peers: std::sync::OnceLock::new(),
+            catalog: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Attaches the SQL catalog whose content -1 rows follow a promotion (before
+    /// [`Watcher::run`]).
+    pub fn attach_catalog(&self, catalog: Arc<dyn catalog_rows::PairRows>) {
+        let _ = self.catalog.set(catalog);
+    }
+
+    /// Whether an outcome leaves a change of the catalog's rows pending.
+    pub(super) fn updates_catalog(&self) -> bool {
+        self.catalog.get().is_some() && self.cloudberry.get().is_none()
     }
 
     /// Attaches the other instances (before [`Watcher::run`]).
@@ -475,7 +505,7 @@ impl Watcher {
                 None
             }
         };
-        let (acting, standby, rebuild, pending, last_failover) =
+        let (acting, standby, rebuild, pending, last_failover, catalog_update) =
             match read.as_ref().and_then(|r| r.state.as_ref()) {
                 Some(s) => (
                     Endpoint::parse(&s.acting).unwrap_or_else(|| self.settings.primary.clone()),
@@ -483,11 +513,15 @@ impl Watcher {
                     s.rebuild,
                     s.intent.clone(),
                     s.last_failover_us,
+                    s.catalog_update.clone(),
                 ),
+                // Probed as configured; recorded from the answers before anything else
+                // (`adoption`).
                 None => (
                     self.settings.primary.clone(),
                     self.settings.standby.clone(),
                     false,
+                    None,
                     None,
                     None,
                 ),
@@ -567,6 +601,7 @@ impl Watcher {
             pending_intent: pending.is_some(),
             sync_source: seen.source,
             promote_ready: seen.promote_ready,
+            recorded: read.as_ref().is_none_or(|r| r.state.is_some()),
         };
         let mut decision = decide(&view);
         // Without a fence command, a failover needs the other live members' word that they
@@ -613,6 +648,7 @@ impl Watcher {
             decision,
             pending.is_some(),
         );
+        lock(&self.status).catalog_pending = catalog_update.is_some();
         let holders = match self.records.vip_holders().await {
             Ok(n) => Some(n),
             Err(e) => {
@@ -649,6 +685,17 @@ impl Watcher {
             tracing::debug!(?decision, "a switchover runs here: this round only watches");
             return;
         }
+        if let (Some((fence, epoch)), Some(read)) = (&term, &read) {
+            // Recorded: the next round decides on the record. Not recorded: this round
+            // decides as usual (no failover without a record; a refusal is recorded).
+            if read.state.is_none()
+                && self
+                    .adopt_pair(fence, *epoch, read, &seen, &acting, &standby)
+                    .await
+            {
+                return;
+            }
+        }
         let span =
             tracing::info_span!("coordinator", content = -1, acting = %acting, standby = %standby);
         let _guard = span.enter();
@@ -668,6 +715,11 @@ impl Watcher {
                         self.restore_interrupted(term.as_ref(), read.as_ref(), &acting, &standby)
                             .await;
                     }
+                }
+                if let (Some(update), Some((fence, epoch)), Some(read), None) =
+                    (&catalog_update, &term, &read, &pending)
+                {
+                    self.apply_catalog_update(fence, *epoch, read, update).await;
                 }
                 if rebuild && seen.standby.answer.is_some_and(|a| a.writable()) {
                     tracing::error!(
@@ -771,6 +823,7 @@ impl Watcher {
                 other => format!("{other:?}").to_lowercase(),
             },
             intent_pending,
+            catalog_pending: st.catalog_pending,
         };
     }
 

@@ -45,6 +45,12 @@ pub struct CoordinatorState {
     /// When the last failover was recorded as done (µs since the Unix epoch).
     #[serde(default)]
     pub last_failover_us: Option<i64>,
+    /// A promotion the SQL catalog's content -1 rows do not show yet. The catalog is another
+    /// store (often on the coordinator that was just lost), so its rows cannot change in the
+    /// transaction that records the outcome: the outcome leaves this, and the acting leader
+    /// applies it to the catalog (fenced by its epoch there) and then clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_update: Option<CatalogUpdate>,
     /// Epoch and instance of the last writer.
     pub epoch: i64,
     pub instance_id: String,
@@ -59,6 +65,27 @@ pub enum IntentKind {
     Failover,
     /// `ftsctl switchover`: planned.
     Switchover,
+}
+
+impl IntentKind {
+    /// The rule its configuration rows are changed under.
+    pub fn rule(self) -> crate::core::Rule {
+        match self {
+            IntentKind::Failover => crate::core::Rule::CoordinatorFailover,
+            IntentKind::Switchover => crate::core::Rule::CoordinatorSwitchover,
+        }
+    }
+}
+
+/// A promotion to be recorded in the SQL catalog's content -1 rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogUpdate {
+    pub kind: IntentKind,
+    /// The former coordinator and the promoted server (`host:port`).
+    pub from: String,
+    pub to: String,
+    /// The outcome's history record, which the catalog's evidence row points back to.
+    pub outcome_us: i64,
 }
 
 /// A failover recorded as begun.

@@ -96,9 +96,10 @@ impl Watcher {
                 Office::Paused => core::Authority::Paused,
                 Office::NotLeader | Office::PastActBy => core::Authority::NotActing,
             },
-            // etcd's record is the coordinator pair's configuration: whole (no pending intent,
-            // no former coordinator awaiting a rebuild).
-            catalog_in_sync: !pending && !state.is_some_and(|s| s.rebuild),
+            // etcd's record is the coordinator pair's configuration: present (the configured
+            // addresses alone may name a former coordinator), whole (no pending intent, no
+            // former coordinator awaiting a rebuild).
+            catalog_in_sync: state.is_some_and(|s| !s.rebuild) && !pending,
             probe_in_sync,
             standby_in_recovery,
         };

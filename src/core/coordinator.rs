@@ -15,7 +15,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod adopt;
 pub mod others;
+pub mod rows;
 
 /// How the coordinator answered this round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +137,15 @@ pub struct CoordinatorView {
     /// The Cloudberry promote-ready key, where there is one.
     #[serde(default)]
     pub promote_ready: PromoteReady,
+    /// etcd records which server acts. Without a record the configured addresses may be
+    /// stale (a failover before etcd was rebuilt): nothing is failed over until the leader
+    /// has recorded the acting server ([`adopt`]).
+    #[serde(default = "recorded_by_default")]
+    pub recorded: bool,
+}
+
+fn recorded_by_default() -> bool {
+    true
 }
 
 /// Why no failover happens although the coordinator is lost (or an intent is pending).
@@ -162,6 +173,9 @@ pub enum Refusal {
     OldCoordinatorWritable,
     /// Cloudberry: the promote-ready key is not `1`; the standby would ignore PROMOTE.
     PromoteNotReady,
+    /// etcd records no acting server yet (a new cluster's first round, or etcd rebuilt):
+    /// the configured primary may be a former coordinator.
+    NotRecorded,
 }
 
 impl Refusal {
@@ -182,6 +196,7 @@ impl Refusal {
             Refusal::CannotPromote => "cannot_promote",
             Refusal::OldCoordinatorWritable => "old_coordinator_writable",
             Refusal::PromoteNotReady => "promote_not_ready",
+            Refusal::NotRecorded => "not_recorded",
         }
     }
 
@@ -228,6 +243,9 @@ pub fn decide(v: &CoordinatorView) -> CoordinatorDecision {
     }
     if let Err(r) = may_act(v) {
         return r;
+    }
+    if !v.recorded {
+        return D::Refuse(Refusal::NotRecorded);
     }
     if v.braked {
         return D::Refuse(Refusal::Braked);

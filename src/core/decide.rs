@@ -67,6 +67,12 @@ pub enum Rule {
     /// A switchover undone before the catalog changed: the old primary is writable again
     /// (evidence only).
     SwitchoverAborted,
+    /// Not a row of the table: the coordinator's standby was promoted because the
+    /// coordinator was lost (content -1; `src/coordinator/`), and its rows record it.
+    CoordinatorFailover,
+    /// Not a row of the table: `ftsctl switchover --content -1` promoted the coordinator's
+    /// standby, and its rows record it.
+    CoordinatorSwitchover,
 }
 
 impl Rule {
@@ -90,6 +96,8 @@ impl Rule {
             Rule::Switchover => "switchover",
             Rule::SwitchoverRefused => "switchover_refused",
             Rule::SwitchoverAborted => "switchover_aborted",
+            Rule::CoordinatorFailover => "coordinator_failover",
+            Rule::CoordinatorSwitchover => "coordinator_switchover",
         }
     }
 }

@@ -378,6 +378,10 @@ async fn run_elected(
                     .map_err(|e| anyhow::anyhow!("catalog.cbdb_conf: {e}"))?
             {
                 watcher.attach_cloudberry(pair);
+            } else {
+                // The SQL catalog's content -1 rows follow a promotion, applied by the acting
+                // leader under the catalog's epoch fence.
+                watcher.attach_catalog(catalog.clone());
             }
             services.state.set_coordinator(watcher.clone());
             Some(watcher)

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod coordinator;
 pub mod elected;
 pub mod pg_pair;
 pub mod proxy;

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use fts_testkit::pg::PgServer;
-use fts_testkit::pgpair::{PgPair, PROBE_PASSWORD, PROBE_ROLE};
+use fts_testkit::pgpair::PgPair;
 use ftsd::catalog::schema;
 use ftsd::model::{Mode, Role, Status};
 
@@ -56,22 +56,10 @@ pub async fn evidence(catalog: &PgServer) -> Vec<(String, serde_json::Value)> {
 /// The `[coordinator]` table watching `pair` as the coordinator pair as the probe role (its
 /// password in a file in `dir`), with `extra` keys.
 pub fn coordinator_table(dir: &Path, pair: &PgPair, extra: &str) -> String {
-    let pw = dir.join("coordinator.password");
-    std::fs::write(&pw, format!("{PROBE_PASSWORD}\n")).unwrap();
-    format!(
-        r#"[coordinator]
-primary = "127.0.0.1:{}"
-standby = "127.0.0.1:{}"
-interval = "2s"
-timeout = "1500ms"
-retries = 2
-user = "{PROBE_ROLE}"
-password_file = "{}"
-promote_timeout = "30s"
-{extra}
-"#,
-        pair.primary.port(),
-        pair.standby.port(),
-        pw.display()
+    super::coordinator::table(
+        dir,
+        &format!("127.0.0.1:{}", pair.primary.port()),
+        &format!("127.0.0.1:{}", pair.standby.port()),
+        extra,
     )
 }

@@ -489,12 +489,12 @@ fn rebuild(host: Host, primary_ip: &str) -> Result<()> {
 }
 
 /// Heals the coordinator pair before a coordinator scenario: both hosts running; the server
-/// etcd names as acting is a primary (a killed one that etcd still names is restarted; one in
-/// recovery — etcd lost its record and names the configured primary again — is promoted);
-/// the other one is its synchronous standby (rebuilt from it otherwise); the acting server
-/// commits synchronously again (ftsd clears `synchronous_standby_names` on the server it
-/// promotes); no failover intent pending; exactly one holder key and the VIP on the acting
-/// host only. Then gives every ftsd a round to see the standby in sync.
+/// etcd names as acting is a primary (a killed one that etcd still names is restarted; the
+/// configured primary in recovery while etcd has recorded nothing for 30 s — no server was
+/// writable for ftsd to record — is promoted); the other one is its synchronous standby
+/// (rebuilt from it otherwise); the acting server commits synchronously again (ftsd clears
+/// `synchronous_standby_names` on the server it promotes); no failover intent pending;
+/// exactly one holder key and the VIP on the acting host only. Then gives every ftsd a round to see the standby in sync.
 pub async fn heal(limit: Duration) -> Result<()> {
     let start = Instant::now();
     let mut last = String::from("not checked yet");
@@ -519,6 +519,14 @@ pub async fn heal(limit: Duration) -> Result<()> {
                 continue;
             }
         };
+        // Nothing recorded (etcd rebuilt): the leader records the server that accepts writes
+        // within a few rounds of taking office; only when it cannot (no server writable) does
+        // the heal promote the configured primary.
+        if st.is_none() && start.elapsed() < Duration::from_secs(30) {
+            last = "no coordinator state recorded in etcd yet".into();
+            sleep_ms(500).await;
+            continue;
+        }
         if let Some(i) = st.as_ref().and_then(|s| s.intent.as_ref()) {
             last = format!("a failover intent {} -> {} is pending", i.from, i.to);
             sleep_ms(500).await;
@@ -883,6 +891,7 @@ mod tests {
             rebuild: true,
             intent: None,
             last_failover_us: None,
+            catalog_update: None,
             epoch: 1,
             instance_id: "ftsd1".into(),
             updated_us: 1,

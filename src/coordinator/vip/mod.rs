@@ -2,8 +2,10 @@
 //! etcd records this host's server as the acting coordinator, and only while its own etcd
 //! lease is alive:
 //!
-//! * every `vip.interval` it reads `<prefix>/<cluster>/coordinator/state` (absent: the
-//!   configured `coordinator.primary` acts) and keeps its lease alive;
+//! * every `vip.interval` it reads `<prefix>/<cluster>/coordinator/state` and keeps its
+//!   lease alive. An absent state holds nobody: the configured primary may be a former
+//!   coordinator (etcd rebuilt after a failover), and the leader records which server acts
+//!   from what both answer within a round of taking office (`super::adoption`);
 //! * it holds the address when the acting server is `vip.member`, no failover intent names
 //!   that server as the one being replaced, and its lease is valid (the last acknowledged
 //!   keepalive's send time + TTL − `etcd.act_margin`, as the leader's act-by deadline);
@@ -31,17 +33,12 @@ use crate::config::Config;
 use address::{AddressOps, Duplicate};
 
 /// Whether this host should hold the address; pure, see the module documentation.
-pub fn should_hold(
-    state: Option<&CoordinatorState>,
-    member: &str,
-    configured_primary: &str,
-    lease_valid: bool,
-) -> bool {
+pub fn should_hold(state: Option<&CoordinatorState>, member: &str, lease_valid: bool) -> bool {
     if !lease_valid {
         return false;
     }
     match state {
-        None => member == configured_primary,
+        None => false,
         Some(s) => s.acting == member && s.intent.as_ref().is_none_or(|i| i.from != member),
     }
 }
@@ -147,7 +144,6 @@ impl LeaseKeeping {
 struct Agent {
     ops: AddressOps,
     member: String,
-    primary: String,
     interval: Duration,
     call_timeout: Duration,
     records: Records,
@@ -180,7 +176,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             hook: v.hook.clone(),
         },
         member: v.member.clone(),
-        primary: cfg.coordinator.primary.clone(),
         interval: v.interval,
         call_timeout,
         records: Records::new(prefix.clone(), etcd.clone(), call_timeout),
@@ -237,7 +232,7 @@ impl Agent {
         }
         let lease_valid = self.lease_valid();
         let want = match &self.last_state {
-            Some(state) => should_hold(state.as_ref(), &self.member, &self.primary, lease_valid),
+            Some(state) => should_hold(state.as_ref(), &self.member, lease_valid),
             None => false,
         };
         if want {
@@ -360,6 +355,7 @@ mod tests {
                 standby_replay_lsn: None,
             }),
             last_failover_us: None,
+            catalog_update: None,
             epoch: 1,
             instance_id: "x".into(),
             updated_us: 1,
@@ -368,18 +364,13 @@ mod tests {
 
     #[test]
     fn holds_only_as_the_acting_server_with_a_live_lease() {
-        assert!(should_hold(None, "a:1", "a:1", true));
-        assert!(!should_hold(None, "b:1", "a:1", true));
-        assert!(!should_hold(None, "a:1", "a:1", false));
-        assert!(should_hold(Some(&state("b:1", None)), "b:1", "a:1", true));
-        assert!(!should_hold(Some(&state("b:1", None)), "a:1", "a:1", true));
-        assert!(!should_hold(Some(&state("b:1", None)), "b:1", "a:1", false));
+        // Nothing recorded: nobody, whatever the configuration says.
+        assert!(!should_hold(None, "a:1", true));
+        assert!(!should_hold(None, "b:1", true));
+        assert!(should_hold(Some(&state("b:1", None)), "b:1", true));
+        assert!(!should_hold(Some(&state("b:1", None)), "a:1", true));
+        assert!(!should_hold(Some(&state("b:1", None)), "b:1", false));
         // Being replaced: let go before the standby is promoted.
-        assert!(!should_hold(
-            Some(&state("a:1", Some("a:1"))),
-            "a:1",
-            "a:1",
-            true
-        ));
+        assert!(!should_hold(Some(&state("a:1", Some("a:1"))), "a:1", true));
     }
 }

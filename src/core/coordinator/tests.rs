@@ -27,6 +27,7 @@ fn lost() -> CoordinatorView {
         pending_intent: false,
         sync_source: SyncSource::Sql,
         promote_ready: PromoteReady::NotRequired,
+        recorded: true,
     }
 }
 
@@ -112,6 +113,11 @@ fn table() {
             "braked",
             Refuse(Refusal::Braked),
             Box::new(|v| v.braked = true),
+        ),
+        (
+            "no acting server recorded in etcd",
+            Refuse(Refusal::NotRecorded),
+            Box::new(|v| v.recorded = false),
         ),
         (
             "never seen",
@@ -368,12 +374,19 @@ fn arb_view() -> impl Strategy<Value = CoordinatorView> {
     ];
     (
         (any::<bool>(), office, primary, standby, sync),
-        (others, any::<bool>(), any::<bool>(), source, ready),
+        (
+            others,
+            any::<bool>(),
+            any::<bool>(),
+            source,
+            ready,
+            any::<bool>(),
+        ),
     )
         .prop_map(
             |(
                 (auto_failover, office, primary, standby, last_sync),
-                (others, braked, pending_intent, sync_source, promote_ready),
+                (others, braked, pending_intent, sync_source, promote_ready, recorded),
             )| {
                 CoordinatorView {
                     auto_failover,
@@ -387,6 +400,8 @@ fn arb_view() -> impl Strategy<Value = CoordinatorView> {
                     pending_intent,
                     sync_source,
                     promote_ready,
+                    // An intent lives in the recorded state.
+                    recorded: recorded || pending_intent,
                 }
             },
         )
@@ -418,6 +433,7 @@ proptest! {
     fn a_new_failover_needs_a_standby_seen_in_sync(v in arb_view()) {
         if decide(&v) == Failover {
             prop_assert!(!v.pending_intent);
+            prop_assert!(v.recorded, "no failover from the configured addresses alone");
             prop_assert_eq!(v.primary, PrimarySeen::Lost);
             prop_assert!(matches!(v.others, OthersSee::NotAsked | OthersSee::AllLost));
             prop_assert!(!v.braked);

@@ -205,11 +205,6 @@ async fn one_run(
     .await?;
     fts_segsim::catalog::write_catalog(&catalog.url(), &sim.segments()).await?;
     net.spawn_agents(ftsd, dir, "bench").await?;
-    poll("the VIP on the coordinator's host", LIMIT, || async {
-        (net.holds_vip(0) && !net.holds_vip(1)).then_some(())
-    })
-    .await
-    .with_context(|| net.agent_logs())?;
 
     // Written once: a daemon reading it while it is rewritten would find it empty.
     std::fs::write(dir.join("coordinator.password"), PROBE_PASSWORD)?;
@@ -246,6 +241,13 @@ async fn one_run(
         },
     )
     .await?;
+    // The leader records the coordinator as acting in its first round; its host's agent then
+    // takes the address.
+    poll("the VIP on the coordinator's host", LIMIT, || async {
+        (net.holds_vip(0) && !net.holds_vip(1)).then_some(())
+    })
+    .await
+    .with_context(|| net.agent_logs())?;
     let writer = VipWriter::start(net.vip_config());
     poll("writes through the VIP", LIMIT, || async {
         (writer.acked().len() >= 20).then_some(())
