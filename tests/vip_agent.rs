@@ -151,20 +151,27 @@ async fn the_vip_follows_the_acting_coordinator_and_is_dropped_without_a_lease()
 
     // The leader records host a as acting: it takes the VIP.
     let mut c = Client::connect(etcd.endpoints(), None).await.unwrap();
-    let acting_a = CoordinatorState {
-        acting: "127.0.0.1:15001".into(),
-        standby: "127.0.0.1:15002".into(),
-        rebuild: false,
-        intent: None,
-        last_failover_us: None,
-        catalog_update: None,
-        epoch: 1,
-        instance_id: "test".into(),
-        updated_us: 1,
+    let record = |acting: &str, standby: &str, failed_over: bool| {
+        serde_json::to_vec(&CoordinatorState {
+            acting: acting.into(),
+            standby: standby.into(),
+            rebuild: failed_over,
+            intent: None,
+            last_failover_us: failed_over.then_some(1),
+            catalog_update: None,
+            epoch: 1,
+            instance_id: "test".into(),
+            updated_us: 1,
+        })
+        .unwrap()
     };
-    c.put(STATE, serde_json::to_vec(&acting_a).unwrap(), None)
-        .await
-        .unwrap();
+    c.put(
+        STATE,
+        record("127.0.0.1:15001", "127.0.0.1:15002", false),
+        None,
+    )
+    .await
+    .unwrap();
     wait_for("host a to take the VIP", LIMIT, || async {
         a.holds_vip().then_some(())
     })
@@ -176,20 +183,13 @@ async fn the_vip_follows_the_acting_coordinator_and_is_dropped_without_a_lease()
     .await;
 
     // A failover recorded: the VIP moves to host b.
-    let state = CoordinatorState {
-        acting: "127.0.0.1:15002".into(),
-        standby: "127.0.0.1:15001".into(),
-        rebuild: true,
-        intent: None,
-        last_failover_us: Some(1),
-        catalog_update: None,
-        epoch: 1,
-        instance_id: "test".into(),
-        updated_us: 1,
-    };
-    c.put(STATE, serde_json::to_vec(&state).unwrap(), None)
-        .await
-        .unwrap();
+    c.put(
+        STATE,
+        record("127.0.0.1:15002", "127.0.0.1:15001", true),
+        None,
+    )
+    .await
+    .unwrap();
     wait_for("the VIP to move to host b", LIMIT, || async {
         (b.holds_vip() && !a.holds_vip()).then_some(())
     })
