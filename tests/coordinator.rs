@@ -544,3 +544,67 @@ async fn the_catalog_rows_follow_a_promotion_and_a_lost_state_is_adopted_from_th
     assert_eq!(s.events("promoted").await.len(), 1, "{}", s.logs());
     assert_eq!(s.events("adopted").await.len(), 2);
 }
+
+/// The standby detaches (its WAL receiver stopped, the server still in recovery) while the
+/// coordinator still requires a synchronous standby: every commit waits, so the standby holds
+/// every acknowledged one and the in-sync observation stands. When the coordinator is then
+/// lost, the standby is promoted and no acknowledged write is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_detached_standby_while_commits_wait_is_failed_over_with_every_acknowledged_write() {
+    let mut s = Setup::start().await;
+    s.pair
+        .primary
+        .client()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE writes (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    s.spawn("auto_failover = true").await;
+    let (acked, writer) = start_writer(&s.pair);
+    wait_for("some acknowledged writes", LIMIT, || async {
+        (acked.lock().unwrap().len() > 20).then_some(())
+    })
+    .await;
+    let standby_client = s.pair.standby.client().await.unwrap();
+    for sql in [
+        "ALTER SYSTEM SET primary_conninfo = ''",
+        "SELECT pg_reload_conf()",
+    ] {
+        standby_client.batch_execute(sql).await.unwrap();
+    }
+    let sys = &s.sys;
+    wait_for("the detached standby noticed", LIMIT, || async {
+        sys.daemons
+            .iter()
+            .any(|d| d.log_text().contains("commits wait for one"))
+            .then_some(())
+    })
+    .await;
+    let before = acked.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        acked.lock().unwrap().len() <= before + 1,
+        "commits were acknowledged with no standby attached"
+    );
+    s.pair.primary.kill().unwrap();
+    let _ = writer.await;
+    let acked = acked.lock().unwrap().clone();
+
+    let standby = s.standby_addr();
+    wait_for(
+        "the standby recorded as the coordinator",
+        LIMIT * 2,
+        || async { s.state().await.filter(|st| st.acting == standby) },
+    )
+    .await;
+    let rows = standby_client
+        .query("SELECT id FROM writes", &[])
+        .await
+        .unwrap();
+    let present: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    for id in &acked {
+        assert!(present.contains(id), "acknowledged write {id} lost");
+    }
+    assert_eq!(s.events("promoted").await.len(), 1, "{}", s.logs());
+}

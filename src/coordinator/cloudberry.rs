@@ -259,6 +259,8 @@ pub fn seen(
             .state
             .as_ref()
             .map(|x| judge_sync(&x.reply, s.state.as_ref().map(|y| &y.reply))),
+        // The FTS reply cannot show that commits wait for a standby that is gone.
+        commits_wait: false,
         source: SyncSource::FtsHandler,
         promote_ready,
         primary_round: serde_json::to_value(p).unwrap_or_default(),

@@ -123,6 +123,9 @@ struct Memory {
     adoption_wait: Option<crate::core::coordinator::adopt::WaitReason>,
     /// Why the catalog's content -1 rows could not be updated (logged once per episode).
     catalog_error: Option<String>,
+    /// The last round kept an earlier in-sync observation: no standby attached, commits wait
+    /// (logged once per episode).
+    sync_held: bool,
 }
 
 /// The coordinator pair's last round, for the API and metrics.
@@ -557,7 +560,18 @@ impl Watcher {
         );
         let last_sync = {
             let mut m = lock(&self.memory);
-            if let Some(sync) = &sync_now {
+            if let Some(now) = &sync_now {
+                let prev = m
+                    .last_sync
+                    .as_ref()
+                    .filter(|(k, _, _)| *k == pair_key)
+                    .map(|(_, s, _)| s);
+                let sync = crate::core::coordinator::remember_sync(prev, now, seen.commits_wait);
+                let held = sync.synchronous && !now.synchronous;
+                if held && !m.sync_held {
+                    tracing::warn!(content = -1, why = %now.why, "no standby attached and the coordinator's commits wait for one; the last in-sync observation stands");
+                }
+                m.sync_held = held;
                 m.last_sync = Some((pair_key.clone(), sync.clone(), SystemTime::now()));
                 if m.reported_sync.replace(sync.synchronous) != Some(sync.synchronous) {
                     if sync.synchronous {

@@ -201,6 +201,17 @@ pub struct PrimaryState {
     pub walsenders: Vec<WalSender>,
 }
 
+impl PrimaryState {
+    /// No standby is attached and the server still requires a synchronous one, so every
+    /// commit waits: nothing is acknowledged that a standby has not flushed.
+    pub fn commits_wait_for_a_standby(&self) -> bool {
+        !self.in_recovery
+            && self.walsenders.is_empty()
+            && !self.synchronous_standby_names.trim().is_empty()
+            && DURABLE_COMMIT.contains(&self.synchronous_commit.as_str())
+    }
+}
+
 /// What one successful attempt on the standby read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StandbyState {
@@ -504,6 +515,24 @@ mod tests {
             replay_lsn: Some("0/3000000".into()),
             read_only: false,
         }
+    }
+
+    #[test]
+    fn commits_wait_only_without_a_standby_while_one_is_required() {
+        let mut p = primary("sync");
+        assert!(!p.commits_wait_for_a_standby(), "a standby is attached");
+        p.walsenders.clear();
+        assert!(p.commits_wait_for_a_standby());
+        for commit in ["local", "off", "remote_write"] {
+            let mut q = p.clone();
+            q.synchronous_commit = commit.into();
+            assert!(
+                !q.commits_wait_for_a_standby(),
+                "synchronous_commit = {commit}"
+            );
+        }
+        p.synchronous_standby_names = " ".into();
+        assert!(!p.commits_wait_for_a_standby(), "no standby required");
     }
 
     #[test]

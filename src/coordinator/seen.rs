@@ -51,6 +51,9 @@ pub struct Seen {
     pub standby: StandbySide,
     /// The standby's sync state, when the acting coordinator answered.
     pub sync_now: Option<SyncSeen>,
+    /// The coordinator answered with no standby attached while still requiring a synchronous
+    /// one: its commits wait ([`crate::core::coordinator::remember_sync`]).
+    pub commits_wait: bool,
     pub source: SyncSource,
     pub promote_ready: PromoteReady,
     /// The raw rounds (every attempt, its class and timing), and on Cloudberry the
@@ -90,6 +93,10 @@ impl Seen {
                 replay_lsn: s.state.as_ref().and_then(|st| st.replay_lsn.clone()),
             },
             sync_now: p.state.as_ref().map(|ps| judge_sync(ps, s.state.as_ref())),
+            commits_wait: p
+                .state
+                .as_ref()
+                .is_some_and(PrimaryState::commits_wait_for_a_standby),
             source: SyncSource::Sql,
             promote_ready: PromoteReady::NotRequired,
             primary_round: serde_json::to_value(p).unwrap_or_default(),

@@ -212,6 +212,31 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// What this instance remembers of the standby's sync state after a round that reached the
+/// coordinator and saw `now`.
+///
+/// Normally `now`. One exception keeps an earlier in-sync observation: the coordinator has no
+/// standby attached but still requires a synchronous one (`commits_wait`), so every commit
+/// since waits and the standby still holds every acknowledged one. That is what a coordinator
+/// killed with -9 looks like to a probe session forked just before: its walsender exits on the
+/// postmaster's death before the session reads `pg_stat_replication`, and the standby would
+/// otherwise be refused as "not in sync" for the very loss it should take over from. Nothing
+/// else is kept: a standby attached but not synchronous, or commits that no longer wait, are
+/// taken as seen.
+pub fn remember_sync(prev: Option<&SyncSeen>, now: &SyncSeen, commits_wait: bool) -> SyncSeen {
+    match prev {
+        Some(p) if commits_wait && p.synchronous && !now.synchronous => SyncSeen {
+            why: format!(
+                "{}; since then no standby is attached and commits wait for one ({})",
+                p.why.split("; since then").next().unwrap_or(&p.why),
+                now.why
+            ),
+            ..p.clone()
+        },
+        _ => now.clone(),
+    }
+}
+
 /// The decision of one round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CoordinatorDecision {

@@ -494,3 +494,48 @@ proptest! {
         }
     }
 }
+
+fn sync(synchronous: bool, why: &str) -> SyncSeen {
+    SyncSeen {
+        synchronous,
+        replay_lag: Some(0),
+        why: why.into(),
+    }
+}
+
+#[test]
+fn a_detached_standby_keeps_its_in_sync_observation_only_while_commits_wait() {
+    let was = sync(true, "streaming, sync");
+    let gone = sync(false, "no standby connected to the coordinator");
+    // Commits wait for a standby: the standby still has every acknowledged commit.
+    let kept = remember_sync(Some(&was), &gone, true);
+    assert!(kept.synchronous);
+    assert!(kept.why.contains("commits wait"), "{}", kept.why);
+    // Kept again next round: the explanation does not grow.
+    assert_eq!(remember_sync(Some(&kept), &gone, true).why, kept.why);
+    // Commits no longer wait (synchronous replication switched off): taken as seen.
+    assert!(!remember_sync(Some(&was), &gone, false).synchronous);
+    // Never seen in sync: nothing to keep.
+    assert!(!remember_sync(None, &gone, true).synchronous);
+    assert!(!remember_sync(Some(&gone), &gone, true).synchronous);
+    // A fresh observation always wins otherwise.
+    let back = sync(true, "streaming again");
+    assert_eq!(remember_sync(Some(&gone), &back, false), back);
+}
+
+proptest! {
+    /// Remembering never makes a standby in sync that was not seen in sync: either now, or
+    /// before with every commit since waiting for a standby.
+    #[test]
+    fn remembering_never_invents_an_in_sync_standby(
+        prev in proptest::option::of(any::<bool>()),
+        now in any::<bool>(),
+        commits_wait in any::<bool>(),
+    ) {
+        let prev = prev.map(|p| sync(p, "before"));
+        let r = remember_sync(prev.as_ref(), &sync(now, "now"), commits_wait);
+        if r.synchronous {
+            prop_assert!(now || (commits_wait && prev.is_some_and(|p| p.synchronous)));
+        }
+    }
+}
