@@ -82,6 +82,26 @@ impl Setup {
         leader
     }
 
+    /// Creates the writes table, starts the daemons with automatic failover and a writer on
+    /// the coordinator, and waits for its first acknowledged writes.
+    async fn spawn_writing(&mut self) -> (Arc<Mutex<Vec<i64>>>, tokio::task::JoinHandle<()>) {
+        self.pair
+            .primary
+            .client()
+            .await
+            .unwrap()
+            .batch_execute("CREATE TABLE writes (id bigint PRIMARY KEY)")
+            .await
+            .unwrap();
+        self.spawn("auto_failover = true").await;
+        let (acked, writer) = start_writer(&self.pair);
+        wait_for("some acknowledged writes", LIMIT, || async {
+            (acked.lock().unwrap().len() > 20).then_some(())
+        })
+        .await;
+        (acked, writer)
+    }
+
     fn logs(&self) -> String {
         self.sys
             .daemons
@@ -118,20 +138,7 @@ fn start_writer(pair: &PgPair) -> (Arc<Mutex<Vec<i64>>>, tokio::task::JoinHandle
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_coordinator_promotes_the_standby_once_and_loses_no_acknowledged_write() {
     let mut s = Setup::start().await;
-    s.pair
-        .primary
-        .client()
-        .await
-        .unwrap()
-        .batch_execute("CREATE TABLE writes (id bigint PRIMARY KEY)")
-        .await
-        .unwrap();
-    s.spawn("auto_failover = true").await;
-    let (acked, writer) = start_writer(&s.pair);
-    wait_for("some acknowledged writes", LIMIT, || async {
-        (acked.lock().unwrap().len() > 20).then_some(())
-    })
-    .await;
+    let (acked, writer) = s.spawn_writing().await;
     s.pair.primary.kill().unwrap();
     let _ = writer.await;
     let acked = acked.lock().unwrap().clone();
@@ -552,20 +559,7 @@ async fn the_catalog_rows_follow_a_promotion_and_a_lost_state_is_adopted_from_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_detached_standby_while_commits_wait_is_failed_over_with_every_acknowledged_write() {
     let mut s = Setup::start().await;
-    s.pair
-        .primary
-        .client()
-        .await
-        .unwrap()
-        .batch_execute("CREATE TABLE writes (id bigint PRIMARY KEY)")
-        .await
-        .unwrap();
-    s.spawn("auto_failover = true").await;
-    let (acked, writer) = start_writer(&s.pair);
-    wait_for("some acknowledged writes", LIMIT, || async {
-        (acked.lock().unwrap().len() > 20).then_some(())
-    })
-    .await;
+    let (acked, writer) = s.spawn_writing().await;
     let standby_client = s.pair.standby.client().await.unwrap();
     for sql in [
         "ALTER SYSTEM SET primary_conninfo = ''",
