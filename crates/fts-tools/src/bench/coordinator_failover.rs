@@ -74,11 +74,6 @@ fn config(
     catalog: &PgServer,
     dir: &Path,
 ) -> anyhow::Result<String> {
-    let port = || -> anyhow::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
     let pw = dir.join("coordinator.password");
     Ok(format!(
         r#"cluster = "bench"
@@ -98,19 +93,7 @@ user = "{PROBE_ROLE}"
 password_file = "{pw}"
 promote_timeout = "30s"
 auto_failover = true
-[catalog]
-url = "{url}"
-[etcd]
-endpoints = [{endpoints}]
-lease_ttl = "{ttl}"
-act_margin = "500ms"
-dial_timeout = "1s"
-[api]
-listen = "127.0.0.1:{api}"
-metrics_listen = "127.0.0.1:{metrics}"
-[log]
-level = "info"
-"#,
+{tables}"#,
         retry_delay = humantime::format_duration(s.retry_delay),
         primary = net.primary_addr(),
         standby = net.standby_addr(),
@@ -118,16 +101,7 @@ level = "info"
         timeout = humantime::format_duration(s.timeout),
         retries = s.retries,
         pw = pw.display(),
-        url = catalog.url(),
-        endpoints = net
-            .etcd_endpoints()
-            .iter()
-            .map(|e| format!("\"{e}\""))
-            .collect::<Vec<_>>()
-            .join(","),
-        ttl = humantime::format_duration(s.lease_ttl),
-        api = port()?,
-        metrics = port()?,
+        tables = super::elected_tables(&catalog.url(), &net.etcd_endpoints(), s.lease_ttl, "info")?,
     ))
 }
 

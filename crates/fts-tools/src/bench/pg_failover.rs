@@ -28,11 +28,6 @@ fn config(
     catalog: &PgServer,
     dir: &std::path::Path,
 ) -> anyhow::Result<String> {
-    let port = || -> anyhow::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
     let pw = dir.join("probe.password");
     std::fs::write(&pw, PROBE_PASSWORD)?;
     Ok(format!(
@@ -62,8 +57,8 @@ level = "info"
         min_down = humantime::format_duration(s.min_down),
         pw = pw.display(),
         url = catalog.url(),
-        api = port()?,
-        metrics = port()?,
+        api = super::free_port()?,
+        metrics = super::free_port()?,
     ))
 }
 

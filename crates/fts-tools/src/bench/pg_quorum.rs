@@ -43,12 +43,6 @@ pub struct QuorumSettings {
 
 const CLUSTER: &str = "bench";
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn config(
     name: &str,
     s: &PgFailoverSettings,
@@ -71,19 +65,7 @@ user = "{PROBE_ROLE}"
 password_file = "{pw}"
 [observe]
 mode = "{observe}"
-[catalog]
-url = "{url}"
-[etcd]
-endpoints = [{endpoints}]
-lease_ttl = "{ttl}"
-act_margin = "500ms"
-dial_timeout = "1s"
-[api]
-listen = "127.0.0.1:{api}"
-metrics_listen = "127.0.0.1:{metrics}"
-[log]
-level = "info"
-"#,
+{tables}"#,
         interval = humantime::format_duration(s.interval),
         timeout = humantime::format_duration(s.timeout),
         retries = s.retries,
@@ -91,16 +73,7 @@ level = "info"
         min_down = humantime::format_duration(s.min_down),
         observe = q.observe,
         pw = password_file.display(),
-        url = catalog.url(),
-        endpoints = etcd
-            .endpoints()
-            .iter()
-            .map(|e| format!("\"{e}\""))
-            .collect::<Vec<_>>()
-            .join(","),
-        ttl = humantime::format_duration(q.lease_ttl),
-        api = free_port()?,
-        metrics = free_port()?,
+        tables = super::elected_tables(&catalog.url(), &etcd.endpoints(), q.lease_ttl, "info")?,
     ))
 }
 

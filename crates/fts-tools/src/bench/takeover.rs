@@ -21,11 +21,6 @@ pub struct TakeoverSample {
 }
 
 fn config(name: &str, pg: &PgServer, etcd: &EtcdCluster, ttl: Duration) -> anyhow::Result<String> {
-    let port = || -> anyhow::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
     Ok(format!(
         r#"cluster = "bench"
 instance_id = "{name}"
@@ -34,29 +29,8 @@ interval = "1s"
 timeout = "500ms"
 retries = 2
 retry_delay = "200ms"
-[catalog]
-url = "{url}"
-[etcd]
-endpoints = [{endpoints}]
-lease_ttl = "{ttl}"
-act_margin = "500ms"
-dial_timeout = "1s"
-[api]
-listen = "127.0.0.1:{api}"
-metrics_listen = "127.0.0.1:{metrics}"
-[log]
-level = "warn"
-"#,
-        url = pg.url(),
-        endpoints = etcd
-            .endpoints()
-            .iter()
-            .map(|e| format!("\"{e}\""))
-            .collect::<Vec<_>>()
-            .join(","),
-        ttl = humantime::format_duration(ttl),
-        api = port()?,
-        metrics = port()?,
+{tables}"#,
+        tables = super::elected_tables(&pg.url(), &etcd.endpoints(), ttl, "warn")?,
     ))
 }
 
