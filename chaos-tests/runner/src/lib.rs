@@ -17,4 +17,5 @@ pub mod rng;
 pub mod run;
 pub mod runtime_faults;
 pub mod scenario;
+pub mod summary;
 pub mod workload;

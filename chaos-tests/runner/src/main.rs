@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use fts_chaos::{report, run, scenario};
+use fts_chaos::{report, run, scenario, summary};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +56,14 @@ enum Cmd {
     },
     /// List the scenarios.
     List,
+    /// Fold several runs' results into one markdown table: per scenario runs, passes,
+    /// violations and latency medians (then min / median / max), and the write totals.
+    /// Exits 1 when any run failed or any invariant was violated.
+    Summarize {
+        /// A results.json written by `run`, or the --out folder that holds one; repeatable.
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +80,24 @@ fn main() -> ExitCode {
                 );
             }
             ExitCode::SUCCESS
+        }
+        Cmd::Summarize { results } => {
+            let files: Result<Vec<_>, _> = results.iter().map(|p| summary::read(p)).collect();
+            match files {
+                Ok(files) => {
+                    let s = summary::Summary::new(&files);
+                    print!("{}", s.markdown());
+                    if s.passed() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("fts-chaos: error: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Cmd::Run {
             mode,

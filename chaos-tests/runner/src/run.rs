@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::cbdb;
 use super::cluster::{self, PG_PAIRS};
@@ -42,7 +42,7 @@ pub fn timing(target: Target) -> Timing {
 
 pub const MIRROR_GRACE_MS: i64 = 3000;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Outcome {
     Passed,
     /// An invariant was violated.
@@ -53,8 +53,10 @@ pub enum Outcome {
     NotRun(String),
 }
 
-/// Latencies of one fault, in ms.
-#[derive(Debug, Clone, Default, Serialize)]
+/// Latencies of one fault, in ms. Read back by `fts-chaos summarize`, also from files written
+/// before a measure existed (hence the defaults).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Measure {
     pub fault: String,
     /// Fault → first catalog transition of the content.
