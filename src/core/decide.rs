@@ -154,6 +154,8 @@ pub enum Refusal {
         confirmed: Vec<String>,
         live: usize,
         needed: usize,
+        /// The members registry could not be read: nobody knows what a majority is.
+        registry_error: Option<String>,
     },
     /// This observer has seen the primary down for less than `probe.min_down`: a flap.
     DownTooBriefly {
@@ -218,9 +220,19 @@ impl fmt::Display for Refusal {
             ),
             Refusal::NotConfirmedByQuorum {
                 primary_dbid,
+                registry_error: Some(error),
+                ..
+            } => write!(
+                f,
+                "primary dbid {primary_dbid} loss not confirmed: the members registry could not \
+                 be read ({error}), so a majority cannot be counted; retrying next cycle"
+            ),
+            Refusal::NotConfirmedByQuorum {
+                primary_dbid,
                 confirmed,
                 live,
                 needed,
+                registry_error: None,
             } => write!(
                 f,
                 "primary dbid {primary_dbid} loss confirmed by {} of {live} live members \

@@ -73,7 +73,24 @@ impl EtcdOptions {
     }
 
     pub async fn connect(&self) -> Result<Client, etcd_client::Error> {
-        let connect = Client::connect(self.endpoints.clone(), Some(self.connect_options()));
+        self.connect_to(self.endpoints.clone()).await
+    }
+
+    /// A client on one endpoint only: the `turn`-th, counting round. The lease keeper uses it
+    /// and moves on at each failure, so a member that is cut off costs it one keepalive, not
+    /// the lease: the balanced client would pick that member again at random.
+    pub async fn connect_one(&self, turn: usize) -> Result<Client, etcd_client::Error> {
+        match self.endpoints.len() {
+            0 => self.connect().await,
+            n => {
+                self.connect_to(vec![self.endpoints[turn % n].clone()])
+                    .await
+            }
+        }
+    }
+
+    async fn connect_to(&self, endpoints: Vec<String>) -> Result<Client, etcd_client::Error> {
+        let connect = Client::connect(endpoints, Some(self.connect_options()));
         match tokio::time::timeout(self.dial_timeout * 2, connect).await {
             Ok(r) => r,
             Err(_) => Err(etcd_client::Error::InvalidArgs(format!(

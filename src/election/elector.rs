@@ -91,6 +91,40 @@ async fn bounded<T>(
     }
 }
 
+/// How many times a call that decides the office is tried: the key check after Campaign and
+/// the lease revoke. The client balances over every configured endpoint, so one call can land
+/// on a member that is cut off and hang until its timeout while the next goes to a healthy
+/// one. Giving up after one attempt throws away an office just won, and a failed revoke leaves
+/// our key — and every instance queued behind it — waiting out the lease TTL: three such
+/// hand-overs in a row once took a promotion 10 s in chaos (`isolate-etcd-member`).
+const ATTEMPTS: usize = 3;
+
+/// [`bounded`], tried up to `attempts` times while `go_on` allows after a failure. `call`
+/// makes a fresh request each time (on a clone of the client, so it may take another
+/// connection).
+async fn bounded_retried<T, Fut>(
+    what: &str,
+    limit: Duration,
+    attempts: usize,
+    mut go_on: impl FnMut(&anyhow::Error) -> bool,
+    mut call: impl FnMut() -> Fut,
+) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut attempt = 1;
+    loop {
+        match bounded(what, limit, call()).await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < attempts && go_on(&e) => {
+                tracing::debug!(error = %e, attempt, "etcd call failed; trying again");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// One session: a lease, a campaign and, if won and verified, one term of office. The lease
 /// is revoked however the term ends.
 async fn term(
@@ -123,7 +157,7 @@ async fn term(
     }
     .await;
     authority.set_session(false);
-    session.close(s.call_timeout()).await;
+    session.close(s.call_timeout(), s.ttl).await;
     result
 }
 
@@ -187,10 +221,19 @@ async fn verify(
     session: &mut Session,
     leader: &LeaderKey,
 ) -> anyhow::Result<Result<Instant, Exit>> {
-    let own = bounded(
+    let client = session.client.clone();
+    let status = session.keeper.status.clone();
+    let own = bounded_retried(
         "verifying leader key",
         s.call_timeout(),
-        session.client.get(leader.key(), None),
+        ATTEMPTS,
+        // Only while the lease lives: a lost lease is decided below, not by more reads.
+        |_| matches!(*status.borrow(), LeaseStatus::Alive { .. }),
+        || {
+            let mut c = client.clone();
+            let key = leader.key().to_vec();
+            async move { c.get(key, None).await }
+        },
     )
     .await?;
     let valid = own
@@ -401,15 +444,23 @@ impl Session {
         })
     }
 
-    /// Revokes the lease (best effort) so the member entry and any leader key go at once.
-    async fn close(mut self, limit: Duration) {
-        if let Err(e) = bounded(
+    /// Revokes the lease (best effort, within `budget`: past the TTL it has expired anyway)
+    /// so the member entry and any leader key go at once.
+    async fn close(self, limit: Duration, budget: Duration) {
+        let give_up = Instant::now() + budget;
+        let (client, lease_id) = (self.client.clone(), self.lease_id);
+        let revoked = bounded_retried(
             "revoking lease",
             limit,
-            self.client.lease_revoke(self.lease_id),
+            ATTEMPTS,
+            |e| Instant::now() + limit <= give_up && !e.to_string().contains("lease not found"),
+            || {
+                let mut c = client.clone();
+                async move { c.lease_revoke(lease_id).await }
+            },
         )
-        .await
-        {
+        .await;
+        if let Err(e) = revoked {
             tracing::debug!(error = %e, "lease revoke failed; it will expire");
         }
     }
@@ -480,5 +531,57 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    const TRY: Duration = Duration::from_millis(20);
+
+    /// A call whose first `hangs` attempts never answer, then answers `Ok(7)`.
+    fn flaky(
+        hangs: usize,
+        calls: &Arc<AtomicUsize>,
+    ) -> impl FnMut() -> crate::engine::second_opinion::BoxFuture<'static, Result<i32, etcd_client::Error>>
+    {
+        let calls = calls.clone();
+        move || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if n < hangs {
+                    std::future::pending::<()>().await;
+                }
+                Ok(7)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_hangs_on_one_connection_is_made_again() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let got = bounded_retried("reading", TRY, ATTEMPTS, |_| true, flaky(2, &calls)).await;
+        assert_eq!(got.unwrap(), 7);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn the_attempts_are_bounded() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let got = bounded_retried("reading", TRY, ATTEMPTS, |_| true, flaky(9, &calls)).await;
+        let e = got.unwrap_err().to_string();
+        assert_eq!(e, "reading: timed out after 20ms");
+        assert_eq!(calls.load(Ordering::SeqCst), ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn no_attempt_is_made_once_go_on_says_stop() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let got = bounded_retried("reading", TRY, ATTEMPTS, |_| false, flaky(9, &calls)).await;
+        assert!(got.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

@@ -139,6 +139,8 @@ async fn keep(
     let mut last_ack_sent = granted_at;
     let mut client = None;
     let mut stream = None;
+    // Which endpoint the next connection goes to: one after another, moving on at each failure.
+    let mut turn = lease_id.unsigned_abs() as usize;
     loop {
         crate::engine::faults::stall_lease_keeper();
         heartbeat.beat(round);
@@ -155,9 +157,10 @@ async fn keep(
             return;
         }
         if client.is_none() {
-            match options.connect().await {
+            match options.connect_one(turn).await {
                 Ok(c) => client = Some(c),
                 Err(e) => {
+                    turn = turn.wrapping_add(1);
                     tracing::warn!(error = %e, "lease keeper cannot reach etcd; retrying");
                     tokio::time::sleep(tick / 2).await;
                     continue;
@@ -216,12 +219,14 @@ async fn keep(
                 reconnects.keepalive.fetch_add(1, Ordering::Relaxed);
                 stream = None;
                 client = None;
+                turn = turn.wrapping_add(1);
             }
             Err(_) => {
                 tracing::warn!(timeout = ?tick, "lease keepalive not acknowledged in time; reopening");
                 reconnects.keepalive.fetch_add(1, Ordering::Relaxed);
                 stream = None;
                 client = None;
+                turn = turn.wrapping_add(1);
             }
         }
         let next = sent_at + tick;

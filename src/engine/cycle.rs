@@ -652,6 +652,7 @@ fn second_opinion(
                 confirmed: e.tally.confirmed.clone(),
                 live: e.tally.live.len(),
                 needed: e.tally.needed,
+                registry_error: e.registry_error.clone(),
             }),
             Some(e.to_json()),
         ),

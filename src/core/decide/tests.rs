@@ -816,3 +816,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_unconfirmed_failover_says_whether_the_members_could_be_counted() {
+    let counted = Refusal::NotConfirmedByQuorum {
+        primary_dbid: 9,
+        confirmed: vec!["a".into()],
+        live: 3,
+        needed: 2,
+        registry_error: None,
+    };
+    assert!(counted
+        .to_string()
+        .starts_with("primary dbid 9 loss confirmed by 1 of 3 live members (2 needed: a)"));
+    // The registry read failed: "1 of 1 (1 needed)" would read as a quorum reached.
+    let uncounted = Refusal::NotConfirmedByQuorum {
+        primary_dbid: 9,
+        confirmed: vec!["a".into()],
+        live: 1,
+        needed: 1,
+        registry_error: Some("members registry read timed out".into()),
+    };
+    let text = uncounted.to_string();
+    assert!(
+        text.contains("the members registry could not be read (members registry read timed out)"),
+        "{text}"
+    );
+    assert!(!text.contains("1 of 1"), "{text}");
+}
