@@ -15,7 +15,7 @@ use tokio_postgres::NoTls;
 use super::cluster::{self, ETCD, ETCD_PREFIX};
 use super::docker;
 use super::harness::{fail, sleep_ms, Harness, HarnessError, Result, ACKNOWLEDGING_PRIMARY};
-use super::history::{now_ms, CoordAck, CoordEvent, CoordSample, Expect, Millis};
+use super::history::{now_ms, CoordAck, CoordEvent, CoordSample, Expect, Millis, WritableRun};
 use super::invariants::VIP_SETTLE_MS;
 
 /// The ftsd cluster whose configuration (`docker/etc/pgpairs.toml`) watches the pair.
@@ -331,9 +331,11 @@ impl CoordProbe {
             acks.clone(),
             errors.clone(),
         ))];
-        // Per server: (acknowledges writes, when last answered); one task each, so a dead
-        // server's timeouts do not slow the other's sampling.
-        let latest: Arc<Mutex<[(bool, Millis); 2]>> = Arc::new(Mutex::new([(false, 0); 2]));
+        // Per server: since when its answers have said it acknowledges writes (None: its
+        // latest answer said it does not), and when it last answered; one task each, so a
+        // dead server's timeouts do not slow the other's sampling.
+        type Latest = [(Option<Millis>, Millis); 2];
+        let latest: Arc<Mutex<Latest>> = Arc::new(Mutex::new([(None, 0); 2]));
         for (i, (_, ip)) in COORD.iter().copied().enumerate() {
             let (s, latest) = (stop.clone(), latest.clone());
             tasks.push(tokio::spawn(async move {
@@ -346,8 +348,10 @@ impl CoordProbe {
                         let q = c.query_one(ACKNOWLEDGING_PRIMARY, &[]);
                         match tokio::time::timeout(Duration::from_millis(500), q).await {
                             Ok(Ok(row)) => {
-                                latest.lock().unwrap_or_else(|e| e.into_inner())[i] =
-                                    (row.get::<_, bool>(0), now_ms());
+                                let now = now_ms();
+                                let mut l = latest.lock().unwrap_or_else(|e| e.into_inner());
+                                let since = row.get::<_, bool>(0).then(|| l[i].0.unwrap_or(now));
+                                l[i] = (since, now);
                             }
                             _ => client = None,
                         }
@@ -371,8 +375,14 @@ impl CoordProbe {
                 let writable = COORD
                     .iter()
                     .zip(state)
-                    .filter(|(_, (w, seen))| *w && at - seen < 1000)
-                    .map(|((_, ip), _)| member(ip))
+                    .filter_map(|((_, ip), (since, last))| {
+                        let since = since.filter(|_| at - last < 1000)?;
+                        Some(WritableRun {
+                            server: member(ip),
+                            since,
+                            last,
+                        })
+                    })
                     .collect();
                 let vip = COORD
                     .iter()

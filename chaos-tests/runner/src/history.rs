@@ -225,13 +225,40 @@ pub struct CoordEvent {
     pub instance: String,
 }
 
-/// A sample of the coordinator pair: the servers (`host:port`) that can acknowledge a write,
-/// and the coordinator hosts (containers) whose interface carries the VIP.
+/// A sample of the coordinator pair: the servers that answered, at their latest answer, that
+/// they acknowledge writes, and the coordinator hosts (containers) whose interface carries the
+/// VIP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoordSample {
     pub at: Millis,
-    pub writable: Vec<String>,
+    pub writable: Vec<WritableRun>,
     pub vip: Vec<String>,
+}
+
+/// One server's (`host:port`) current run of answers saying it acknowledges writes: its first
+/// and its latest such answer, with no answer between saying otherwise. Two servers were
+/// writable at once only where their runs overlap: a server killed at T answered last before
+/// T, so the run of a standby promoted after T does not overlap its run, however recent the
+/// dead server's last answer still is when the sample is taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WritableRun {
+    pub server: String,
+    pub since: Millis,
+    pub last: Millis,
+}
+
+impl CoordSample {
+    /// The servers whose writable runs share an instant (all of them, if they do).
+    pub fn overlapping_writers(&self) -> Vec<&str> {
+        let since = self.writable.iter().map(|r| r.since).max();
+        let last = self.writable.iter().map(|r| r.last).min();
+        match (since, last) {
+            (Some(since), Some(last)) if self.writable.len() > 1 && since <= last => {
+                self.writable.iter().map(|r| r.server.as_str()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// A write through the VIP that the coordinator acknowledged, and which server answered

@@ -102,19 +102,21 @@ fn injected_vip_windows(r: &Recorded) -> Vec<(Millis, Millis)> {
 pub const VIP_SETTLE_MS: i64 = 2000;
 
 /// The coordinator pair has a single writer: in no sample do both servers acknowledge writes
-/// (out of recovery, not read-only, not waiting for a standby they lack), and in no sample do
+/// (out of recovery, not read-only, not waiting for a standby they lack) with runs of such
+/// answers that overlap in time ([`CoordSample::overlapping_writers`]), and in no sample do
 /// both coordinator hosts carry the VIP — except while the harness itself injected the second
 /// holder (dual-vip). Not applicable outside the coordinator scenarios (no samples).
 pub fn coordinator_single_writer(r: &Recorded) -> Verdict {
     let windows = injected_vip_windows(r);
     let mut bad = Vec::new();
     for s in &r.coord_samples {
-        if s.writable.len() > 1 {
+        let both = s.overlapping_writers();
+        if !both.is_empty() {
             bad.push(format!(
                 "{}: {} coordinator servers accept writes: {}",
                 ts(s.at * 1000),
-                s.writable.len(),
-                s.writable.join(", ")
+                both.len(),
+                both.join(", ")
             ));
         }
         let injected = windows.iter().any(|(a, b)| s.at >= *a && s.at <= *b);

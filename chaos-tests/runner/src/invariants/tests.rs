@@ -3,7 +3,7 @@
 use super::*;
 use crate::history::{
     Ack, ActingSample, CoordAck, CoordAlarm, CoordEvent, CoordSample, Delivery, EvidenceRow, Fault,
-    HistoryRow, QuorumLoss, Row, Survivors, Term,
+    HistoryRow, QuorumLoss, Row, Survivors, Term, WritableRun,
 };
 
 const T0: i64 = 1_700_000_000_000; // ms
@@ -709,10 +709,18 @@ fn coord_event(at: i64, event: &str) -> CoordEvent {
     }
 }
 
+/// A sample in which every server of `writable` has answered writable for the last second.
 fn coord_sample(at: i64, writable: &[&str], vip: &[&str]) -> CoordSample {
     CoordSample {
         at,
-        writable: writable.iter().map(|s| s.to_string()).collect(),
+        writable: writable
+            .iter()
+            .map(|s| WritableRun {
+                server: s.to_string(),
+                since: at - 1000,
+                last: at,
+            })
+            .collect(),
         vip: vip.iter().map(|s| s.to_string()).collect(),
     }
 }
@@ -803,6 +811,25 @@ fn two_writable_coordinators_or_two_vip_holders_fail() {
         &[C2],
         &["chaos-coord1", "chaos-coord2"],
     ));
+    assert_eq!(status_of(&r, "single coordinator writer"), Status::Fail);
+}
+
+#[test]
+fn a_killed_coordinators_last_answer_does_not_overlap_its_promoted_standby() {
+    // C1 answered writable until T0 - 100 and was killed at T0; C2 was promoted 900 ms later.
+    // At T0 + 900 the dead server's last answer is still under a second old.
+    let mut r = coordinator_failover();
+    let mut s = coord_sample(T0 + 900, &[C1, C2], &["chaos-coord1"]);
+    s.writable[0].last = T0 - 100;
+    s.writable[1].since = T0 + 900;
+    r.coord_samples.push(s);
+    assert_eq!(status_of(&r, "single coordinator writer"), Status::Pass);
+    // Had C1 answered writable once more after C2's first writable answer, both were.
+    let mut r = coordinator_failover();
+    let mut s = coord_sample(T0 + 1000, &[C1, C2], &["chaos-coord1"]);
+    s.writable[0].last = T0 + 950;
+    s.writable[1].since = T0 + 900;
+    r.coord_samples.push(s);
     assert_eq!(status_of(&r, "single coordinator writer"), Status::Fail);
 }
 
