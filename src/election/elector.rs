@@ -201,6 +201,10 @@ async fn campaign(
     let campaign = campaigner.campaign(s.election.clone(), s.instance_id.clone(), session.lease_id);
     let won = tokio::select! {
         r = campaign => r.map_err(|e| anyhow::anyhow!("campaign: {e}"))?,
+        leader = won_meanwhile(s, client.clone(), session.lease_id) => {
+            tracing::info!("our key leads the election while Campaign has not answered; taking it");
+            return Ok(Ok(leader));
+        }
         lost = wait_lost(&mut session.keeper.status) => {
             return Ok(Err(Exit::StepDown(StepDownReason::LeaseLost, lost)));
         }
@@ -209,6 +213,47 @@ async fn campaign(
     match won.leader().cloned() {
         Some(leader) => Ok(Ok(leader)),
         None => anyhow::bail!("campaign returned no leader key"),
+    }
+}
+
+/// Returns our leader key once the election's leader — the key with the lowest create
+/// revision, which is what Campaign waits for — has been the one bound to our lease in two
+/// reads in a row, `ttl / 3` apart, with Campaign still silent.
+///
+/// Campaign is one long call on one connection. When that connection goes to a member that
+/// has been cut off, no answer comes until HTTP/2 keepalive gives up on it
+/// (`etcd.keepalive_interval`, 10 s by default), while the keeper, on another member, keeps
+/// our key — and so the office — alive for nobody: chaos `isolate-etcd-member` held a
+/// promotion past its bound that way (2026-11-27). Each read here is a fresh call that may
+/// take a healthy member; what it finds is checked again by `verify`.
+///
+/// Why two reads: dropping a Campaign that a member is still serving makes that member resign
+/// the candidate's key (etcd's election cleans up a cancelled Campaign). A member that has not
+/// answered for a whole read interval after our key led is not serving it; one that is only a
+/// few milliseconds behind would have answered by then.
+async fn won_meanwhile(s: &ElectorSettings, mut client: Client, lease_id: i64) -> LeaderKey {
+    let every = (s.ttl / 3).max(Duration::from_millis(200));
+    let mut seen: Option<i64> = None;
+    loop {
+        tokio::time::sleep(every).await;
+        let read = bounded(
+            "reading the leader",
+            s.call_timeout(),
+            client.leader(s.election.clone()),
+        )
+        .await;
+        let Ok(resp) = read else { continue };
+        match resp.kv().filter(|kv| kv.lease() == lease_id) {
+            Some(kv) if seen == Some(kv.create_revision()) => {
+                return LeaderKey::new()
+                    .with_name(s.election.clone())
+                    .with_key(kv.key().to_vec())
+                    .with_rev(kv.create_revision())
+                    .with_lease(lease_id);
+            }
+            Some(kv) => seen = Some(kv.create_revision()),
+            None => seen = None,
+        }
     }
 }
 
