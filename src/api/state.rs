@@ -13,6 +13,10 @@ use crate::engine::runner::CycleObserver;
 use crate::engine::CycleReport;
 use crate::metrics::Live;
 
+/// Attempts at reading the members registry, and how long each may take.
+const MEMBERS_READ_ATTEMPTS: usize = 3;
+const MEMBERS_READ_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How this instance holds authority.
 pub enum Mode {
     /// `--no-election`: this instance alone, with a fixed epoch; no etcd.
@@ -285,24 +289,24 @@ impl ApiState {
         let Mode::Elected { prefix, .. } = &self.mode else {
             return Ok(vec![self.self_member()]);
         };
-        let mut c = self.etcd().await?;
         let key = keys::members_prefix(prefix, &self.cluster);
-        let call = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            members::list(&mut c, &key),
-        )
-        .await;
-        match call {
-            Ok(Ok(m)) => Ok(m),
-            Ok(Err(e)) => {
-                self.forget_etcd().await;
-                Err(format!("reading the members registry from etcd: {e}"))
+        // Short attempts on a fresh client each: a read that lands on a member that is cut
+        // off hangs, and the next one may take a healthy member. The second opinion reads
+        // this within its confirmation window, where one 5 s attempt would refuse a failover
+        // that a second attempt would have counted.
+        let mut last = String::new();
+        for _ in 0..MEMBERS_READ_ATTEMPTS {
+            let mut c = self.etcd().await?;
+            let call =
+                tokio::time::timeout(MEMBERS_READ_ATTEMPT, members::list(&mut c, &key)).await;
+            match call {
+                Ok(Ok(m)) => return Ok(m),
+                Ok(Err(e)) => last = format!("reading the members registry from etcd: {e}"),
+                Err(_) => last = "reading the members registry from etcd: timed out".into(),
             }
-            Err(_) => {
-                self.forget_etcd().await;
-                Err("reading the members registry from etcd: timed out".into())
-            }
+            self.forget_etcd().await;
         }
+        Err(last)
     }
 
     /// This instance as it knows itself (the registry may be unreachable).

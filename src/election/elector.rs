@@ -323,18 +323,21 @@ async fn hold_office(
         session.client.clone(),
         act_by,
     );
+    // Logged as office is taken, before the member entry is published: that publish can wait
+    // on an unreachable member while the daemon already claims the epoch and acts with it.
+    tracing::info!(epoch, "took office as leader");
     membership.update(|m| {
         m.role = "leader".into();
         m.epoch = Some(epoch);
         m.leader_since = Some(SystemTime::now());
     });
-    if let Err(e) = membership
-        .publish(&mut session.client, session.lease_id)
-        .await
-    {
+    // Bounded: until keep_office runs, no keepalive extends the act-by deadline, so a publish
+    // stuck on an unreachable member would end the term it just began. The republisher sends
+    // the entry again when it can.
+    let publish = membership.publish(&mut session.client, session.lease_id);
+    if let Err(e) = bounded("publishing the member entry", s.call_timeout(), publish).await {
         tracing::warn!(error = %e, "cannot update the members list");
     }
-    tracing::info!(epoch, "took office as leader");
 
     let exit = keep_office(s, authority, session, leader, shutdown).await;
     authority.leave_office_because(match &exit {
@@ -471,7 +474,8 @@ impl Session {
             m.role = "follower".into();
             m.epoch = None;
         });
-        if let Err(e) = membership.publish(&mut client, lease_id).await {
+        let publish = membership.publish(&mut client, lease_id);
+        if let Err(e) = bounded("registering as a member", s.call_timeout(), publish).await {
             tracing::warn!(error = %e, "cannot register in the members list");
         }
         let publisher = AbortOnDrop(tokio::spawn(republish(
