@@ -201,7 +201,7 @@ async fn campaign(
     let campaign = campaigner.campaign(s.election.clone(), s.instance_id.clone(), session.lease_id);
     let won = tokio::select! {
         r = campaign => r.map_err(|e| anyhow::anyhow!("campaign: {e}"))?,
-        leader = won_meanwhile(s, client.clone(), session.lease_id) => {
+        leader = won_meanwhile(s, session.lease_id) => {
             tracing::info!("our key leads the election while Campaign has not answered; taking it");
             return Ok(Ok(leader));
         }
@@ -231,18 +231,44 @@ async fn campaign(
 /// the candidate's key (etcd's election cleans up a cancelled Campaign). A member that has not
 /// answered for a whole read interval after our key led is not serving it; one that is only a
 /// few milliseconds behind would have answered by then.
-async fn won_meanwhile(s: &ElectorSettings, mut client: Client, lease_id: i64) -> LeaderKey {
+async fn won_meanwhile(s: &ElectorSettings, lease_id: i64) -> LeaderKey {
     let every = (s.ttl / 3).max(Duration::from_millis(200));
     let mut seen: Option<i64> = None;
+    // One endpoint at a time, the next after each failure (as the keeper does): the session's
+    // own client may keep a connection to the cut-off member, and a read stuck there costs
+    // a whole call limit each time it is picked.
+    let mut turn = lease_id.unsigned_abs() as usize;
+    let mut client: Option<Client> = None;
     loop {
         tokio::time::sleep(every).await;
+        if client.is_none() {
+            client = s.etcd.connect_one(turn).await.ok();
+        }
+        let Some(c) = client.as_mut() else {
+            turn = turn.wrapping_add(1);
+            continue;
+        };
         let read = bounded(
             "reading the leader",
             s.call_timeout(),
-            client.leader(s.election.clone()),
+            c.leader(s.election.clone()),
         )
         .await;
-        let Ok(resp) = read else { continue };
+        let resp = match read {
+            Ok(resp) => resp,
+            // "election: no leader" is an answer, not a failure of this member.
+            Err(e)
+                if e.to_string().contains("no leader") && !e.to_string().contains("etcdserver") =>
+            {
+                seen = None;
+                continue;
+            }
+            Err(_) => {
+                client = None;
+                turn = turn.wrapping_add(1);
+                continue;
+            }
+        };
         match resp.kv().filter(|kv| kv.lease() == lease_id) {
             Some(kv) if seen == Some(kv.create_revision()) => {
                 return LeaderKey::new()
