@@ -76,19 +76,6 @@ impl EtcdOptions {
         self.connect_to(self.endpoints.clone()).await
     }
 
-    /// A client on one endpoint only: the `turn`-th, counting round. The lease keeper uses it
-    /// and moves on at each failure, so a member that is cut off costs it one keepalive, not
-    /// the lease: the balanced client would pick that member again at random.
-    pub async fn connect_one(&self, turn: usize) -> Result<Client, etcd_client::Error> {
-        match self.endpoints.len() {
-            0 => self.connect().await,
-            n => {
-                self.connect_to(vec![self.endpoints[turn % n].clone()])
-                    .await
-            }
-        }
-    }
-
     async fn connect_to(&self, endpoints: Vec<String>) -> Result<Client, etcd_client::Error> {
         let connect = Client::connect(endpoints, Some(self.connect_options()));
         match tokio::time::timeout(self.dial_timeout * 2, connect).await {
@@ -98,5 +85,51 @@ impl EtcdOptions {
                 self.endpoints
             ))),
         }
+    }
+}
+
+/// A client on one endpoint at a time, moving to the next after each failure. The balanced
+/// client picks the endpoint of every call at random, so while one member is cut off a caller
+/// that must get through (the lease keeper, the campaign's leader reads) would keep landing on
+/// it, each time for a whole call limit; this one loses one call to it.
+pub struct Rotation {
+    options: EtcdOptions,
+    turn: usize,
+    client: Option<Client>,
+}
+
+impl Rotation {
+    /// Starts at the endpoint `start` picks (callers pass their lease id, so that instances
+    /// spread over the members).
+    pub fn new(options: EtcdOptions, start: i64) -> Rotation {
+        Rotation {
+            options,
+            turn: start.unsigned_abs() as usize,
+            client: None,
+        }
+    }
+
+    /// The current endpoint's client, connecting first if needed; a failed connection moves on.
+    pub async fn client(&mut self) -> Result<&mut Client, etcd_client::Error> {
+        if self.client.is_none() {
+            let endpoints = match self.options.endpoints.len() {
+                0 => Vec::new(),
+                n => vec![self.options.endpoints[self.turn % n].clone()],
+            };
+            match self.options.connect_to(endpoints).await {
+                Ok(c) => self.client = Some(c),
+                Err(e) => {
+                    self.failed();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// The current endpoint failed a call: the next call goes to the next endpoint.
+    pub fn failed(&mut self) {
+        self.client = None;
+        self.turn = self.turn.wrapping_add(1);
     }
 }

@@ -14,6 +14,7 @@ use etcd_client::{Client, LeaderKey, ResignOptions};
 use tokio::sync::watch;
 
 use super::authority::{ElectedAuthority, Leadership, StepDownReason};
+use super::connect::Rotation;
 use super::keeper::{self, KeeperHandle, LeaseStatus};
 use super::members::Membership;
 use super::EtcdOptions;
@@ -234,40 +235,22 @@ async fn campaign(
 async fn won_meanwhile(s: &ElectorSettings, lease_id: i64) -> LeaderKey {
     let every = (s.ttl / 3).max(Duration::from_millis(200));
     let mut seen: Option<i64> = None;
-    // One endpoint at a time, the next after each failure (as the keeper does): the session's
-    // own client may keep a connection to the cut-off member, and a read stuck there costs
-    // a whole call limit each time it is picked.
-    let mut turn = lease_id.unsigned_abs() as usize;
-    let mut client: Option<Client> = None;
+    // The session's own client may keep a connection to the cut-off member.
+    let mut etcd = Rotation::new(s.etcd.clone(), lease_id);
     loop {
         tokio::time::sleep(every).await;
-        if client.is_none() {
-            client = s.etcd.connect_one(turn).await.ok();
-        }
-        let Some(c) = client.as_mut() else {
-            turn = turn.wrapping_add(1);
-            continue;
-        };
+        let Ok(c) = etcd.client().await else { continue };
         let read = bounded(
             "reading the leader",
             s.call_timeout(),
             c.leader(s.election.clone()),
         )
         .await;
-        let resp = match read {
-            Ok(resp) => resp,
-            // "election: no leader" is an answer, not a failure of this member.
-            Err(e)
-                if e.to_string().contains("no leader") && !e.to_string().contains("etcdserver") =>
-            {
-                seen = None;
-                continue;
-            }
-            Err(_) => {
-                client = None;
-                turn = turn.wrapping_add(1);
-                continue;
-            }
+        // An error (also etcd's "election: no leader") moves to the next endpoint; only the
+        // reads that answer count.
+        let Ok(resp) = read else {
+            etcd.failed();
+            continue;
         };
         match resp.kv().filter(|kv| kv.lease() == lease_id) {
             Some(kv) if seen == Some(kv.create_revision()) => {
@@ -528,7 +511,7 @@ impl Session {
             "revoking lease",
             limit,
             ATTEMPTS,
-            |e| Instant::now() + limit <= give_up && !e.to_string().contains("lease not found"),
+            |_| Instant::now() + limit <= give_up,
             || {
                 let mut c = client.clone();
                 async move { c.lease_revoke(lease_id).await }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::authority::Reconnects;
+use super::connect::Rotation;
 use super::EtcdOptions;
 use crate::daemon::liveness::{Heartbeat, Liveness};
 
@@ -137,10 +138,8 @@ async fn keep(
     let round = keeper_round(&options, ttl);
     // Server-side expiry is no earlier than this; past it without an ack the lease is gone.
     let mut last_ack_sent = granted_at;
-    let mut client = None;
+    let mut etcd = Rotation::new(options.clone(), lease_id);
     let mut stream = None;
-    // Which endpoint the next connection goes to: one after another, moving on at each failure.
-    let mut turn = lease_id.unsigned_abs() as usize;
     loop {
         crate::engine::faults::stall_lease_keeper();
         heartbeat.beat(round);
@@ -156,17 +155,14 @@ async fn keep(
             });
             return;
         }
-        if client.is_none() {
-            match options.connect_one(turn).await {
-                Ok(c) => client = Some(c),
-                Err(e) => {
-                    turn = turn.wrapping_add(1);
-                    tracing::warn!(error = %e, "lease keeper cannot reach etcd; retrying");
-                    tokio::time::sleep(tick / 2).await;
-                    continue;
-                }
+        let client = match etcd.client().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "lease keeper cannot reach etcd; retrying");
+                tokio::time::sleep(tick / 2).await;
+                continue;
             }
-        }
+        };
         let sent_at = Instant::now();
         // Opening the stream is itself a full keepalive round trip: etcd-client sends the
         // first request and consumes its response, failing with "lease not found" when etcd
@@ -174,8 +170,7 @@ async fn keep(
         let exchange = async {
             match stream.as_mut() {
                 None => {
-                    let c: &mut etcd_client::Client = client.as_mut().expect("connected above");
-                    stream = Some(c.lease_keep_alive(lease_id).await?);
+                    stream = Some(client.lease_keep_alive(lease_id).await?);
                     Ok(Some(ttl.as_secs() as i64))
                 }
                 Some((keeper, responses)) => {
@@ -218,15 +213,13 @@ async fn keep(
                 tracing::warn!(error = %e, "lease keepalive failed; reopening the stream");
                 reconnects.keepalive.fetch_add(1, Ordering::Relaxed);
                 stream = None;
-                client = None;
-                turn = turn.wrapping_add(1);
+                etcd.failed();
             }
             Err(_) => {
                 tracing::warn!(timeout = ?tick, "lease keepalive not acknowledged in time; reopening");
                 reconnects.keepalive.fetch_add(1, Ordering::Relaxed);
                 stream = None;
-                client = None;
-                turn = turn.wrapping_add(1);
+                etcd.failed();
             }
         }
         let next = sent_at + tick;
