@@ -85,14 +85,7 @@ impl Setup {
     /// Creates the writes table, starts the daemons with automatic failover and a writer on
     /// the coordinator, and waits for its first acknowledged writes.
     async fn spawn_writing(&mut self) -> (Arc<Mutex<Vec<i64>>>, tokio::task::JoinHandle<()>) {
-        self.pair
-            .primary
-            .client()
-            .await
-            .unwrap()
-            .batch_execute("CREATE TABLE writes (id bigint PRIMARY KEY)")
-            .await
-            .unwrap();
+        support::coordinator::create_writes_table(&self.pair.primary).await;
         self.spawn("auto_failover = true").await;
         let (acked, writer) = start_writer(&self.pair);
         wait_for("some acknowledged writes", LIMIT, || async {

@@ -64,14 +64,7 @@ async fn a_client_writing_through_the_vip_loses_no_acknowledged_write_across_a_k
         return;
     }
     let mut net = CoordinatorLan::start().await.expect("the coordinator LAN");
-    net.pair
-        .primary
-        .client()
-        .await
-        .unwrap()
-        .batch_execute("CREATE TABLE writes (id bigint PRIMARY KEY)")
-        .await
-        .unwrap();
+    support::coordinator::create_writes_table(&net.pair.primary).await;
     let mut sys = support::elected::system(&net.etcd, "4s").await;
     net.spawn_agents(
         std::path::Path::new(env!("CARGO_BIN_EXE_ftsd")),

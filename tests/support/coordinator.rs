@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use etcd_client::{Client, GetOptions};
+use fts_testkit::pg::PgServer;
 use fts_testkit::pgpair::{PROBE_PASSWORD, PROBE_ROLE};
 use ftsd::coordinator::records::{CoordinatorState, HistoryRecord};
 
@@ -85,4 +86,16 @@ pub async fn wait_recorded(endpoints: Vec<String>) -> CoordinatorState {
         },
     )
     .await
+}
+
+/// The table the coordinator tests write numbered rows into (`id` is the writer's sequence),
+/// created on the coordinator before the daemons start.
+pub async fn create_writes_table(coordinator: &PgServer) {
+    coordinator
+        .client()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE writes (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
 }
